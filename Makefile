@@ -1,0 +1,36 @@
+# pgfallback developer commands. `make test` is what CI runs (via .ci/run).
+GO       ?= go
+PKGS     ?= ./...
+BENCH    ?= .
+BENCHTIME ?= 1s
+
+.PHONY: test vet fmt fmt-check cover bench tidy
+
+## test: every test with the race detector, against a real PostgreSQL
+test:
+	$(GO) test -race -count=1 $(PKGS)
+
+## vet: go vet
+vet:
+	$(GO) vet $(PKGS)
+
+## fmt: format the code in place
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+## fmt-check: fail when a file is not gofmt'ed
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+## cover: tests with coverage, summary per function in cover.txt, HTML in cover.html
+cover:
+	$(GO) test -race -count=1 -coverpkg=./... -coverprofile=cover.out $(PKGS)
+	$(GO) tool cover -func=cover.out > cover.txt && tail -1 cover.txt
+	$(GO) tool cover -html=cover.out -o cover.html
+
+## bench: the benchmarks, with allocations
+bench:
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime=$(BENCHTIME) $(PKGS)
+
+tidy:
+	$(GO) mod tidy

@@ -1,0 +1,177 @@
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/testcontainers/testcontainers-go"
+	tclog "github.com/testcontainers/testcontainers-go/log"
+	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+)
+
+// Docker mode: testcontainers-go's postgres module. The container's port is
+// bound to a fixed host port chosen up front, because Docker picks a new
+// ephemeral port each time a container starts, and Start must keep the DSN.
+// If this process dies, testcontainers' reaper (Ryuk) removes the container.
+
+type dockerBackend struct {
+	opts Options
+	ctr  *tcpostgres.PostgresContainer
+	dsn  string
+
+	mu      sync.Mutex
+	stopped bool
+}
+
+// tcLogger routes testcontainers' chatter to Options.Logf.
+type tcLogger struct{ opts Options }
+
+func (l tcLogger) Printf(format string, args ...any) { l.opts.logf("testcontainers: "+format, args...) }
+
+var _ tclog.Logger = tcLogger{}
+
+func startDocker(ctx context.Context, opts Options) (*Server, error) {
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 3 * time.Minute
+	}
+	logger := testcontainers.WithLogger(tcLogger{opts})
+
+	// Where no engine runs, this fails in milliseconds ("rootless Docker not
+	// found"); an engine that does not answer is given a few seconds.
+	t0 := time.Now()
+	provider, err := testcontainers.NewDockerProvider(logger)
+	if err != nil {
+		return nil, modeUnavailable("no Docker engine: %v", err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = provider.Health(hctx) // also closes the provider
+	cancel()
+	if err != nil {
+		return nil, modeUnavailable("Docker engine does not answer: %v", err)
+	}
+	opts.logf("pgtest: Docker engine answered in %v", since(t0))
+
+	ctx, cancel = context.WithTimeout(ctx, opts.StartTimeout)
+	defer cancel()
+	syncCommit := "off" // see localBackend.serverArgs
+	if opts.Controllable {
+		syncCommit = "on"
+	}
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, fmt.Errorf("pgtest: docker: %w", err)
+		}
+		t1 := time.Now()
+		ctr, err := tcpostgres.Run(ctx, opts.DockerImage,
+			logger,
+			tcpostgres.WithDatabase("postgres"),
+			tcpostgres.WithUsername("postgres"),
+			tcpostgres.WithPassword("postgres"),
+			testcontainers.WithCmdArgs(
+				"-c", "synchronous_commit="+syncCommit,
+				"-c", "full_page_writes=off",
+				"-c", "max_connections=200"),
+			tcpostgres.BasicWaitStrategies(),
+			testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+				hc.PortBindings = network.PortMap{
+					network.MustParsePort("5432/tcp"): {{HostPort: strconv.Itoa(port)}},
+				}
+			}),
+		)
+		if err != nil {
+			if ctr != nil {
+				_ = ctr.Terminate(context.WithoutCancel(ctx))
+			}
+			lastErr = err
+			if strings.Contains(err.Error(), "address already in use") || strings.Contains(err.Error(), "port is already allocated") {
+				continue
+			}
+			return nil, fmt.Errorf("pgtest: docker: %w", err)
+		}
+		host, err := ctr.Host(ctx)
+		if err != nil {
+			_ = ctr.Terminate(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("pgtest: docker: %w", err)
+		}
+		addr := net.JoinHostPort(host, strconv.Itoa(port))
+		b := &dockerBackend{opts: opts, ctr: ctr,
+			dsn: fmt.Sprintf("postgres://postgres:postgres@%s/postgres?sslmode=disable", addr)}
+		if err := b.waitReady(ctx); err != nil {
+			_ = ctr.Terminate(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("pgtest: docker: %w", err)
+		}
+		opts.logf("pgtest: docker server %s (%s) started in %v", addr, opts.DockerImage, since(t1))
+		return newServer(ModeDocker, b.dsn, addr, b, opts), nil
+	}
+	return nil, fmt.Errorf("pgtest: docker: %w", lastErr)
+}
+
+// waitReady polls until the server accepts a connection.
+func (b *dockerBackend) waitReady(ctx context.Context) error {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		conn, err := (&Server{}).connect(cctx, b.dsn)
+		cancel()
+		if err == nil {
+			return conn.Close(context.Background())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("postgres did not accept connections: %w", errors.Join(err, ctx.Err()))
+		case <-tick.C:
+		}
+	}
+}
+
+// stop kills the container without grace period: postgres gets no chance to
+// shut down cleanly, like a crash.
+func (b *dockerBackend) stop() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.stopped {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	zero := time.Duration(0)
+	if err := b.ctr.Stop(ctx, &zero); err != nil {
+		return err
+	}
+	b.stopped = true
+	return nil
+}
+
+func (b *dockerBackend) start() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.stopped {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.opts.StartTimeout)
+	defer cancel()
+	if err := b.ctr.Start(ctx); err != nil {
+		return err
+	}
+	b.stopped = false
+	return b.waitReady(ctx)
+}
+
+func (b *dockerBackend) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return b.ctr.Terminate(ctx)
+}
+
+func (b *dockerBackend) pid() int { return 0 } // not a process of this machine's namespace

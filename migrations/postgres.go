@@ -1,0 +1,96 @@
+// Package migrations holds pgfallback's database schemas as goose
+// migrations embedded in the binary: migrations/postgres for the source of
+// truth and migrations/sqlite for the cache.
+package migrations
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"fmt"
+	"io/fs"
+	"path"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+//go:embed postgres/*.sql
+var postgresFiles embed.FS
+
+// Postgres is the PostgreSQL schema, one goose SQL file per version.
+var Postgres, _ = fs.Sub(postgresFiles, "postgres")
+
+// Up applies every pending PostgreSQL migration to the database at dsn.
+// It is idempotent, and safe when several processes run it at once: a
+// PostgreSQL session advisory lock lets one apply while the others wait and
+// then find nothing pending.
+func Up(ctx context.Context, dsn string) error {
+	return withPostgres(ctx, dsn, func(p *goose.Provider) error {
+		_, err := p.Up(ctx)
+		return err
+	})
+}
+
+// Down rolls back the most recent PostgreSQL migration. Rolling back drops
+// tables and their data; it is meant for development and the CLI.
+func Down(ctx context.Context, dsn string) error {
+	return withPostgres(ctx, dsn, func(p *goose.Provider) error {
+		_, err := p.Down(ctx)
+		return err
+	})
+}
+
+// MigrationStatus is one migration and whether it has been applied.
+type MigrationStatus struct {
+	Version   int64
+	Name      string // file name, e.g. 00001_create_vendors.sql
+	Applied   bool
+	AppliedAt time.Time // zero when pending
+}
+
+// Status reports every known PostgreSQL migration in version order.
+func Status(ctx context.Context, dsn string) ([]MigrationStatus, error) {
+	var out []MigrationStatus
+	err := withPostgres(ctx, dsn, func(p *goose.Provider) error {
+		st, err := p.Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, s := range st {
+			out = append(out, MigrationStatus{
+				Version:   s.Source.Version,
+				Name:      path.Base(s.Source.Path),
+				Applied:   s.State == goose.StateApplied,
+				AppliedAt: s.AppliedAt,
+			})
+		}
+		return nil
+	})
+	return out, err
+}
+
+func withPostgres(ctx context.Context, dsn string, run func(*goose.Provider) error) error {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return fmt.Errorf("migrations: open postgres: %w", err)
+	}
+	defer db.Close()
+	// Retry the advisory lock every second (goose's default is every 5 s),
+	// for up to 5 minutes, so a racing process waits briefly, not long.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, Postgres,
+		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return fmt.Errorf("migrations: %w", err)
+	}
+	if err := run(p); err != nil {
+		return fmt.Errorf("migrations: postgres: %w", err)
+	}
+	return nil
+}

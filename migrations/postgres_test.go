@@ -1,0 +1,157 @@
+package migrations_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/migrations"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// emptyDatabase creates a database with no schema at all, dropped at cleanup.
+func emptyDatabase(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	admin := pgtest.Shared(t).DSN()
+	name := "mig_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), admin)
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatalf("admin DSN is not a URL: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func tables(t *testing.T, dsn string) []string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, _ := conn.Query(ctx, `SELECT table_name FROM information_schema.tables
+		WHERE table_schema = 'public' AND table_name IN ('vendors', 'work_items') ORDER BY 1`)
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func TestUpIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	dsn := emptyDatabase(t)
+	for i := range 2 {
+		if err := migrations.Up(ctx, dsn); err != nil {
+			t.Fatalf("Up #%d: %v", i+1, err)
+		}
+	}
+	if got := fmt.Sprint(tables(t, dsn)); got != "[vendors work_items]" {
+		t.Fatalf("tables after Up: %s", got)
+	}
+	st, err := migrations.Status(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st) == 0 {
+		t.Fatal("Status lists no migrations")
+	}
+	for _, s := range st {
+		if !s.Applied || s.AppliedAt.IsZero() {
+			t.Errorf("migration %d %s not applied after Up", s.Version, s.Name)
+		}
+	}
+}
+
+func TestConcurrentUpAppliesOnce(t *testing.T) {
+	ctx := context.Background()
+	dsn := emptyDatabase(t)
+	const racers = 4
+	errs := make([]error, racers)
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = migrations.Up(ctx, dsn) }()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("racer %d: %v", i, err)
+		}
+	}
+	if got := fmt.Sprint(tables(t, dsn)); got != "[vendors work_items]" {
+		t.Fatalf("tables after concurrent Up: %s", got)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var applied int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM goose_db_version WHERE version_id > 0`).Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := migrations.Status(ctx, dsn)
+	if applied != len(st) {
+		t.Fatalf("goose recorded %d applications for %d migrations: some ran twice", applied, len(st))
+	}
+}
+
+func TestDownThenUp(t *testing.T) {
+	ctx := context.Background()
+	dsn := emptyDatabase(t)
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	if err := migrations.Down(ctx, dsn); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	if got := fmt.Sprint(tables(t, dsn)); got != "[vendors]" {
+		t.Fatalf("tables after one Down: %s, want [vendors]", got)
+	}
+	st, err := migrations.Status(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := st[len(st)-1]; last.Applied {
+		t.Fatalf("migration %s still applied after Down", last.Name)
+	}
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatalf("Up after Down: %v", err)
+	}
+}
+
+func TestUpReportsBadDSN(t *testing.T) {
+	if err := migrations.Up(context.Background(), "postgres://nobody@127.0.0.1:1/x?connect_timeout=1"); err == nil {
+		t.Fatal("Up against a dead server succeeded")
+	}
+}

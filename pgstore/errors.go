@@ -1,0 +1,61 @@
+package pgstore
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// constraintField names the Go field behind each CHECK or FK constraint of
+// the schema, so an ErrInvalid from the database names the field just as
+// Validate would.
+var constraintField = map[string]string{
+	"vendors_name_check":              "Name",
+	"vendors_status_check":            "Status",
+	"vendors_version_check":           "Version",
+	"vendors_extractor_version_check": "ExtractorVersion",
+	"vendors_metadata_check":          "Metadata",
+	"vendors_created_by_check":        "CreatedBy",
+	"work_items_version_check":        "Version",
+	"work_items_type_check":           "Type",
+	"work_items_title_check":          "Title",
+	"work_items_status_check":         "Status",
+	"work_items_depth_check":          "Depth",
+	"work_items_parent_check":         "ParentID",
+	"work_items_parent_id_fkey":       "ParentID",
+	"work_items_root_check":           "ParentID",
+	"work_items_branch_name_check":    "BranchName",
+	"work_items_commit_hash_check":    "CommitHash",
+	"work_items_metadata_check":       "Metadata",
+	"work_items_created_by_check":     "CreatedBy",
+}
+
+// mapError turns a database answer into the repository's vocabulary and
+// leaves everything else (connection failures, timeouts, cancellations)
+// wrapped but unchanged in kind, for the caller to classify.
+func mapError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "23505": // unique_violation
+			return fmt.Errorf("pgstore: %s: %w: %w", op, repository.ErrAlreadyExists, err)
+		case pgErr.Code == "23514", pgErr.Code == "23503", pgErr.Code == "23502": // check, foreign key, not null
+			field := constraintField[pgErr.ConstraintName]
+			if field == "" {
+				field = pgErr.ColumnName
+			}
+			return fmt.Errorf("pgstore: %s: %w: %w", op,
+				&repository.ValidationError{Field: field, Reason: pgErr.Message}, err)
+		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "22": // data exception: bad encoding, too long, ...
+			return fmt.Errorf("pgstore: %s: %w: %w", op,
+				&repository.ValidationError{Field: pgErr.ColumnName, Reason: pgErr.Message}, err)
+		}
+	}
+	return fmt.Errorf("pgstore: %s: %w", op, err)
+}

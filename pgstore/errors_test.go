@@ -1,0 +1,46 @@
+package pgstore_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgfallback/pgfallback/pgstore"
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// A store that cannot reach its server returns the connection error in
+// kind, not a repository verdict: the fallback layer classifies it.
+func TestConnectionFailureKeepsItsKind(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	pool, err := pgxpool.New(ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := pgstore.New(pool)
+	defer s.Close()
+	_, err = s.Vendors().Get(ctx, "acme")
+	var connErr *pgconn.ConnectError
+	if !errors.As(err, &connErr) {
+		t.Fatalf("Get on a dead server: got %v (%T), want a wrapped *pgconn.ConnectError", err, err)
+	}
+	for _, sentinel := range []error{repository.ErrNotFound, repository.ErrInvalid, repository.ErrConflict, repository.ErrAlreadyExists} {
+		if errors.Is(err, sentinel) {
+			t.Fatalf("connection failure matched %v", sentinel)
+		}
+	}
+	if err := s.Ping(ctx); !errors.As(err, &connErr) {
+		t.Fatalf("Ping on a dead server: got %v", err)
+	}
+	if _, err := pgstore.Open(ctx, "postgres://nobody@127.0.0.1:1/none?connect_timeout=2"); err == nil {
+		t.Fatal("Open of a dead server succeeded")
+	}
+	if _, err := pgstore.Open(ctx, "postgres://%zz"); err == nil {
+		t.Fatal("Open of a malformed DSN succeeded")
+	}
+}

@@ -1,0 +1,79 @@
+// Package pgstore implements the repository interfaces on PostgreSQL with
+// pgx (github.com/jackc/pgx/v5), the source of truth behind pgfallback.
+//
+// Business outcomes map to the repository sentinel errors (ErrNotFound,
+// ErrAlreadyExists, ErrConflict, ErrInvalid). Everything else — refused
+// connections, timeouts, server shutdowns — is returned wrapped but
+// unchanged in kind, so callers (and the fallback package) can inspect it
+// with errors.As for *pgconn.PgError, *pgconn.ConnectError, net.Error, or
+// pgconn.Timeout.
+package pgstore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// Store is a PostgreSQL-backed store. It is safe for concurrent use.
+type Store struct {
+	pool      *pgxpool.Pool
+	vendors   vendorRepo
+	workItems workItemRepo
+}
+
+// Open creates a connection pool from dsn (a URL or key=value string that
+// pgxpool.ParseConfig accepts, pool settings included) and pings the server.
+// It fails if the server cannot be reached; an application that must start
+// during an outage builds its pool with pgxpool.New, which connects lazily,
+// and passes it to New.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: parse dsn: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: create pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("pgstore: ping: %w", err)
+	}
+	return New(pool), nil
+}
+
+// New wraps an existing pool. The Store does not own the pool's
+// configuration, but Close closes it.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool, vendors: vendorRepo{pool}, workItems: workItemRepo{pool}}
+}
+
+// Vendors returns the vendor repository.
+func (s *Store) Vendors() repository.VendorRepository { return s.vendors }
+
+// WorkItems returns the work item repository.
+func (s *Store) WorkItems() repository.WorkItemRepository { return s.workItems }
+
+// Pool returns the underlying pool, for callers that need raw SQL.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Ping checks that the server answers. Connection failures are returned
+// wrapped, unchanged in kind.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("pgstore: ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the pool, waiting for connections in use to be released.
+func (s *Store) Close() { s.pool.Close() }
+
+var (
+	_ repository.VendorRepository   = vendorRepo{}
+	_ repository.WorkItemRepository = workItemRepo{}
+)

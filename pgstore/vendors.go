@@ -1,0 +1,146 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+type vendorRepo struct{ pool *pgxpool.Pool }
+
+const vendorColumns = `id, name, status, version, extractor_version, metadata, created_at, updated_at, created_by`
+
+func scanVendor(row pgx.Row) (repository.Vendor, error) {
+	var v repository.Vendor
+	err := row.Scan(&v.ID, &v.Name, &v.Status, &v.Version, &v.ExtractorVersion, &v.Metadata,
+		&v.CreatedAt, &v.UpdatedAt, &v.CreatedBy)
+	v.CreatedAt, v.UpdatedAt = v.CreatedAt.UTC(), v.UpdatedAt.UTC()
+	return v, err
+}
+
+func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, error) {
+	if err := repository.ValidateVendorName(name); err != nil {
+		return repository.Vendor{}, fmt.Errorf("pgstore: get vendor: %w", err)
+	}
+	v, err := scanVendor(r.pool.QueryRow(ctx, `SELECT `+vendorColumns+` FROM vendors WHERE name = $1`, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return repository.Vendor{}, fmt.Errorf("pgstore: get vendor %q: %w", name, repository.ErrNotFound)
+	}
+	return v, mapError("get vendor", err)
+}
+
+func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repository.Vendor, error) {
+	if err := f.Validate(); err != nil {
+		return nil, fmt.Errorf("pgstore: list vendors: %w", err)
+	}
+	var q strings.Builder
+	var args []any
+	q.WriteString(`SELECT ` + vendorColumns + ` FROM vendors`)
+	if f.Status != nil {
+		args = append(args, string(*f.Status))
+		q.WriteString(` WHERE status = $1`)
+	}
+	q.WriteString(` ORDER BY name`)
+	writePage(&q, &args, f.Limit, f.Offset)
+	rows, err := r.pool.Query(ctx, q.String(), args...)
+	if err != nil {
+		return nil, mapError("list vendors", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.Vendor, error) { return scanVendor(row) })
+	if err != nil {
+		return nil, mapError("list vendors", err)
+	}
+	return out, nil
+}
+
+// writePage appends LIMIT/OFFSET as parameters; a zero Limit means no limit.
+func writePage(q *strings.Builder, args *[]any, limit, offset int) {
+	if limit > 0 {
+		*args = append(*args, limit)
+		q.WriteString(` LIMIT $` + strconv.Itoa(len(*args)))
+	}
+	if offset > 0 {
+		*args = append(*args, offset)
+		q.WriteString(` OFFSET $` + strconv.Itoa(len(*args)))
+	}
+}
+
+func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
+	if err := v.Validate(); err != nil {
+		return repository.Vendor{}, fmt.Errorf("pgstore: create vendor: %w", err)
+	}
+	if v.ID == uuid.Nil {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return repository.Vendor{}, fmt.Errorf("pgstore: create vendor: new id: %w", err)
+		}
+		v.ID = id
+	}
+	out, err := scanVendor(r.pool.QueryRow(ctx, `
+		INSERT INTO vendors (id, name, status, version, extractor_version, metadata, created_by)
+		VALUES ($1, $2, $3, 1, $4, $5, $6)
+		RETURNING `+vendorColumns,
+		v.ID, v.Name, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata), v.CreatedBy))
+	return out, mapError("create vendor", err)
+}
+
+func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
+	if err := v.Validate(); err != nil {
+		return repository.Vendor{}, fmt.Errorf("pgstore: update vendor: %w", err)
+	}
+	if v.Version < 1 {
+		return repository.Vendor{}, fmt.Errorf("pgstore: update vendor: %w",
+			repository.Invalid("Version", "must be the version you read (>= 1), got %d", v.Version))
+	}
+	out, err := scanVendor(r.pool.QueryRow(ctx, `
+		UPDATE vendors
+		SET status = $3, extractor_version = $4, metadata = $5, version = version + 1, updated_at = now()
+		WHERE name = $1 AND version = $2
+		RETURNING `+vendorColumns,
+		v.Name, v.Version, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Tell a stale version from a missing row; the row may also have
+		// vanished in between, in which case ErrNotFound is the truth.
+		var current int64
+		err := r.pool.QueryRow(ctx, `SELECT version FROM vendors WHERE name = $1`, v.Name).Scan(&current)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return repository.Vendor{}, fmt.Errorf("pgstore: update vendor %q: %w", v.Name, repository.ErrNotFound)
+		case err != nil:
+			return repository.Vendor{}, mapError("update vendor", err)
+		}
+		return repository.Vendor{}, fmt.Errorf("pgstore: update vendor %q: version %d is not current (%d): %w",
+			v.Name, v.Version, current, repository.ErrConflict)
+	}
+	return out, mapError("update vendor", err)
+}
+
+func (r vendorRepo) Delete(ctx context.Context, name string) error {
+	if err := repository.ValidateVendorName(name); err != nil {
+		return fmt.Errorf("pgstore: delete vendor: %w", err)
+	}
+	tag, err := r.pool.Exec(ctx, `DELETE FROM vendors WHERE name = $1`, name)
+	if err != nil {
+		return mapError("delete vendor", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("pgstore: delete vendor %q: %w", name, repository.ErrNotFound)
+	}
+	return nil
+}
+
+// metadataArg stores a nil map as an empty JSON object, never as null.
+func metadataArg(m map[string]any) map[string]any {
+	if m == nil {
+		return map[string]any{}
+	}
+	return m
+}

@@ -1,0 +1,81 @@
+package repository
+
+import (
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// VendorStatus is the operational state of a vendor's extractor.
+type VendorStatus string
+
+const (
+	VendorOperational VendorStatus = "operational"
+	VendorBroken      VendorStatus = "broken"
+)
+
+// Valid reports whether s is one of the defined statuses.
+func (s VendorStatus) Valid() bool { return s == VendorOperational || s == VendorBroken }
+
+// Vendor is a data vendor whose extractor the application tracks. Name is the
+// natural key that every repository method uses.
+type Vendor struct {
+	ID               uuid.UUID
+	Name             string // unique; 1-100 characters matching ^[a-z0-9][a-z0-9_.-]*$
+	Status           VendorStatus
+	Version          int64  // optimistic-lock counter: 1 on create, +1 on every update
+	ExtractorVersion string // semantic version such as "2.3.1"; empty when unknown
+	Metadata         map[string]any
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
+	CreatedBy        string // free text, at most 100 characters
+}
+
+// Limits shared by validation and by the database schema's CHECK constraints.
+const (
+	MaxVendorNameLen = 100
+	MaxCreatedByLen  = 100
+	MaxMetadataBytes = 1 << 20 // 1 MiB of JSON
+)
+
+var (
+	vendorNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+	// Semantic Versioning 2.0.0, the regular expression suggested by semver.org.
+	semverRE = regexp.MustCompile(`^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)` +
+		`(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?` +
+		`(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$`)
+)
+
+// ValidateVendorName checks a vendor key. Repositories call it before any
+// lookup so a malformed name is ErrInvalid, not ErrNotFound.
+func ValidateVendorName(name string) error {
+	if err := validateText("Name", name, 1, MaxVendorNameLen); err != nil {
+		return err
+	}
+	if !vendorNameRE.MatchString(name) {
+		return Invalid("Name", "%q must match %s", name, vendorNameRE)
+	}
+	return nil
+}
+
+// Validate checks every field a caller sets. The store-maintained fields
+// (ID, CreatedAt, UpdatedAt) are not checked; Version must not be negative.
+func (v Vendor) Validate() error {
+	if err := ValidateVendorName(v.Name); err != nil {
+		return err
+	}
+	if !v.Status.Valid() {
+		return Invalid("Status", "%q is not one of %q, %q", v.Status, VendorOperational, VendorBroken)
+	}
+	if v.Version < 0 {
+		return Invalid("Version", "must not be negative, got %d", v.Version)
+	}
+	if v.ExtractorVersion != "" && !semverRE.MatchString(v.ExtractorVersion) {
+		return Invalid("ExtractorVersion", "%q is not a semantic version such as 2.3.1", v.ExtractorVersion)
+	}
+	if err := validateText("CreatedBy", v.CreatedBy, 0, MaxCreatedByLen); err != nil {
+		return err
+	}
+	return validateMetadata(v.Metadata)
+}
