@@ -4,7 +4,7 @@
 -- what the library would refuse.
 CREATE TABLE vendors (
     id                uuid        PRIMARY KEY,
-    name              text        NOT NULL,
+    name              text        COLLATE "C" NOT NULL, -- byte order, as the cache and Go sort it
     status            text        NOT NULL,
     version           bigint      NOT NULL DEFAULT 1,
     extractor_version text        NOT NULL DEFAULT '',
