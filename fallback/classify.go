@@ -1,0 +1,129 @@
+package fallback
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// Class is how the layer treats the outcome of a call to the primary.
+type Class int
+
+const (
+	// Answer: the primary answered (success, or a business error such as
+	// ErrNotFound or a constraint violation). Passed through, counted as a
+	// success by the breaker, never served from the cache.
+	Answer Class = iota
+	// Outage: the primary could not answer. Counts towards tripping the
+	// breaker; reads fall back to the cache, writes fail with
+	// repository.ErrUnavailable.
+	Outage
+	// Canceled: the caller's own context ended. Returned as is, not
+	// counted by the breaker either way.
+	Canceled
+)
+
+func (c Class) String() string {
+	switch c {
+	case Answer:
+		return "answer"
+	case Outage:
+		return "outage"
+	case Canceled:
+		return "canceled"
+	}
+	return "unknown"
+}
+
+// FailureKind names the kind of an outage, for Stats and logs.
+type FailureKind string
+
+const (
+	FailConnect     FailureKind = "connect"      // could not establish a connection
+	FailTimeout     FailureKind = "timeout"      // PrimaryTimeout or a network timeout expired
+	FailConnection  FailureKind = "connection"   // an established connection broke (reset, EOF, SQLSTATE 08)
+	FailShutdown    FailureKind = "shutdown"     // the server is shutting down or starting (SQLSTATE 57P01-57P05)
+	FailOverload    FailureKind = "overload"     // too many connections (SQLSTATE 53300)
+	FailReadOnly    FailureKind = "read_only"    // a read-only server after failover (SQLSTATE 25006)
+	FailUnavailable FailureKind = "unavailable"  // the primary itself reported repository.ErrUnavailable
+	FailUnknown     FailureKind = "unknown"      // an error that is neither an answer nor recognised
+	FailBreakerOpen FailureKind = "breaker_open" // not a call: the breaker refused it
+)
+
+// Classify decides what an error from the primary means. callerCtx is the
+// context the caller passed in (before the layer added PrimaryTimeout), so
+// the caller's own cancellation can be told from the layer's timeout.
+//
+// The rules, in order:
+//   - nil, and the repository's business errors (ErrNotFound,
+//     ErrAlreadyExists, ErrConflict, ErrInvalid) are answers;
+//   - anything once the caller's context has ended is Canceled;
+//   - connection failures, timeouts (ours or the network's), SQLSTATE class
+//     08, 57P01-57P05, 57014 (statement timeout), 53300 and 25006 are
+//     outages;
+//   - any other SQLSTATE (classes 22, 23, 40, 42, ...) is an answer: the
+//     server is up and said no;
+//   - anything else is an outage of kind FailUnknown. pgstore maps every
+//     business outcome to a sentinel, so an unrecognised error is taken to
+//     be infrastructure — serving the cache is safer than failing.
+func Classify(callerCtx context.Context, err error) (Class, FailureKind) {
+	if err == nil {
+		return Answer, ""
+	}
+	if errors.Is(err, repository.ErrNotFound) || errors.Is(err, repository.ErrAlreadyExists) ||
+		errors.Is(err, repository.ErrConflict) || errors.Is(err, repository.ErrInvalid) {
+		return Answer, ""
+	}
+	if callerCtx != nil && callerCtx.Err() != nil {
+		return Canceled, ""
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch code := pgErr.Code; {
+		case len(code) == 5 && code[:2] == "08":
+			return Outage, FailConnection
+		case code >= "57P01" && code <= "57P05":
+			return Outage, FailShutdown
+		case code == "57014": // query_canceled: statement_timeout, or our deadline seen by the server
+			return Outage, FailTimeout
+		case code == "53300":
+			return Outage, FailOverload
+		case code == "25006":
+			return Outage, FailReadOnly
+		default:
+			return Answer, ""
+		}
+	}
+	var connectErr *pgconn.ConnectError
+	switch {
+	case errors.As(err, &connectErr):
+		return Outage, FailConnect
+	case errors.Is(err, context.DeadlineExceeded), pgconn.Timeout(err):
+		return Outage, FailTimeout
+	case errors.Is(err, context.Canceled):
+		// Canceled while the caller's context is fine: something between
+		// us and the server gave up (a closing pool, say).
+		return Outage, FailConnection
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return Outage, FailConnect
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed):
+		return Outage, FailConnection
+	case errors.Is(err, repository.ErrUnavailable):
+		return Outage, FailUnavailable
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		if netErr.Timeout() {
+			return Outage, FailTimeout
+		}
+		return Outage, FailConnection
+	}
+	return Outage, FailUnknown
+}

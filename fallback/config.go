@@ -1,0 +1,141 @@
+package fallback
+
+import (
+	"log/slog"
+	"time"
+)
+
+// WarmStrategy chooses what the layer re-reads from the primary when it
+// comes back after an outage (and on Warm).
+type WarmStrategy int
+
+const (
+	// WarmCached re-reads every key the cache holds, in batches, refreshing
+	// those the primary still has and dropping those it no longer has.
+	WarmCached WarmStrategy = iota
+	// WarmAll mirrors both tables into the cache, page by page, up to
+	// Config.WarmLimit rows per table.
+	WarmAll
+	// WarmNone does not warm; the breaker closes as soon as the primary
+	// answers a ping.
+	WarmNone
+)
+
+func (s WarmStrategy) String() string {
+	switch s {
+	case WarmCached:
+		return "cached"
+	case WarmAll:
+		return "all"
+	case WarmNone:
+		return "none"
+	}
+	return "unknown"
+}
+
+// Config configures a Layer. The zero value works: every field documents
+// the default it takes when left zero.
+type Config struct {
+	// PrimaryTimeout bounds each call to the primary. It is applied as a
+	// context deadline, never later than the caller's own. Default 2 s.
+	PrimaryTimeout time.Duration
+
+	// OpenTimeout is how long the breaker stays open before the prober
+	// first pings the primary, and the interval between pings while it
+	// keeps failing. Default 5 s.
+	OpenTimeout time.Duration
+
+	// ProbeTimeout bounds each ping of the prober. Default 1 s.
+	ProbeTimeout time.Duration
+
+	// Trip rule. The breaker opens after ConsecutiveFailures outage
+	// failures in a row (default 5), or when at least MinRequests calls
+	// (default 20) within the rolling Window (default 60 s) failed at a
+	// ratio of FailureRatio or more (default 0.5). Business errors and
+	// caller cancellations never count as failures.
+	ConsecutiveFailures uint32
+	MinRequests         uint32
+	FailureRatio        float64
+	Window              time.Duration
+
+	// StaleIfError is how far past its TTL a cached entry may still be
+	// served while the primary is down. Beyond it the read fails with
+	// repository.ErrUnavailable. Default 24 h; negative means never serve
+	// stale entries.
+	StaleIfError time.Duration
+
+	// Warm is the strategy run after an outage, before the breaker closes,
+	// and by Warm. Default WarmCached.
+	Warm WarmStrategy
+	// WarmBatch is the number of keys or rows per batch. Default 500.
+	WarmBatch int
+	// WarmLimit caps the rows per table that WarmAll mirrors. Default 100 000.
+	WarmLimit int
+	// WarmTimeout bounds one warm run after recovery; the breaker closes
+	// when it ends, warmed or not. Default 60 s.
+	WarmTimeout time.Duration
+
+	// WriteQueue is the capacity of the write-through queue. When it is
+	// full, further cache updates are dropped and counted, never waited
+	// for. Default 4096.
+	WriteQueue int
+	// WriteThroughRefresh is how long a read that returns an unchanged
+	// entity (same Version as last sent) skips rewriting its cached copy,
+	// so hot keys cost one cache write per interval instead of one per
+	// read. Changes always go through at once. Default: a tenth of the
+	// cache's shorter TTL; negative: rewrite on every read.
+	WriteThroughRefresh time.Duration
+	// WriteBatch is the most updates the writer applies in one cache
+	// transaction. Default 256.
+	WriteBatch int
+
+	// Logger receives one line per trip, recovery and warm, and cache
+	// write failures (rate-limited). Default: slog.Default().
+	Logger *slog.Logger
+
+	// OnStateChange, if set, is called after every state change, outside
+	// of any lock, from the goroutine that caused it. It must not block
+	// for long.
+	OnStateChange func(from, to State)
+}
+
+func (c Config) withDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.PrimaryTimeout, 2*time.Second)
+	def(&c.OpenTimeout, 5*time.Second)
+	def(&c.ProbeTimeout, time.Second)
+	def(&c.Window, time.Minute)
+	def(&c.WarmTimeout, time.Minute)
+	if c.StaleIfError == 0 {
+		c.StaleIfError = 24 * time.Hour
+	}
+	if c.ConsecutiveFailures == 0 {
+		c.ConsecutiveFailures = 5
+	}
+	if c.MinRequests == 0 {
+		c.MinRequests = 20
+	}
+	if c.FailureRatio <= 0 {
+		c.FailureRatio = 0.5
+	}
+	if c.WarmBatch <= 0 {
+		c.WarmBatch = 500
+	}
+	if c.WarmLimit <= 0 {
+		c.WarmLimit = 100_000
+	}
+	if c.WriteQueue <= 0 {
+		c.WriteQueue = 4096
+	}
+	if c.WriteBatch <= 0 {
+		c.WriteBatch = 256
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

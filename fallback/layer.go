@@ -1,0 +1,289 @@
+// Package fallback keeps an application answering when its PostgreSQL goes
+// away. A Layer wraps a primary (the pgx store) and the SQLite cache into
+// repositories that an application uses exactly like the primary's:
+//
+//   - while PostgreSQL answers, every call goes to it, and what it returns is
+//     written through to the cache off the request path;
+//   - when it fails (refused connections, timeouts, a server shutting down),
+//     a circuit breaker (github.com/sony/gobreaker/v2) opens, reads are
+//     served from the cache — marked stale when past their TTL, refused past
+//     StaleIfError — and writes fail fast with repository.ErrUnavailable;
+//   - while the breaker is open a background prober pings PostgreSQL; when
+//     it answers, the layer warms the cache and closes the breaker.
+//
+// Business answers (ErrNotFound, ErrConflict, ErrAlreadyExists, ErrInvalid
+// and SQL errors such as constraint violations) pass through unchanged and
+// never trip the breaker. A cache miss during an outage is ErrUnavailable,
+// never ErrNotFound. Use WithProvenance to learn where a result came from.
+package fallback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/pgfallback/pgfallback/repository"
+	"github.com/pgfallback/pgfallback/sqlitecache"
+)
+
+// Primary is the source of truth; *pgstore.Store implements it.
+type Primary interface {
+	Vendors() repository.VendorRepository
+	WorkItems() repository.WorkItemRepository
+	Ping(ctx context.Context) error
+}
+
+// State is the layer's circuit state.
+type State int32
+
+const (
+	// Closed: PostgreSQL is healthy; calls go to it.
+	Closed State = iota
+	// HalfOpen: PostgreSQL answered a probe; the layer is warming the cache
+	// and will close. Calls are still served as when Open.
+	HalfOpen
+	// Open: PostgreSQL is considered down; reads come from the cache and
+	// writes fail fast.
+	Open
+)
+
+func (s State) String() string {
+	switch s {
+	case Closed:
+		return "closed"
+	case HalfOpen:
+		return "half-open"
+	case Open:
+		return "open"
+	}
+	return "unknown"
+}
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("fallback: layer closed")
+
+// errBreakerOpen is the cause of a call that never reached the primary.
+var errBreakerOpen = errors.New("circuit breaker open")
+
+// Layer is the fallback decorator. It is safe for concurrent use; Close it
+// to stop its goroutines (the write-through writer and the prober).
+type Layer struct {
+	primary Primary
+	cache   *sqlitecache.Cache
+	cfg     Config
+	log     *slog.Logger
+
+	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
+	degraded atomic.Bool // from a trip until the prober closes the breaker
+	state    atomic.Int32
+	tripped  chan struct{} // wakes the prober; buffered, never blocks the trip
+	lastErr  atomic.Pointer[error]
+
+	stats  counters
+	writer *writer
+	recent *recentWrites
+	warms  singleflight.Group
+
+	ctx    context.Context // canceled by Close: ends probes and warms
+	cancel context.CancelFunc
+	closed atomic.Bool
+	once   sync.Once
+	wg     sync.WaitGroup
+
+	vendors   vendorRepo
+	workItems workItemRepo
+}
+
+// New returns a Layer over primary and cache with cfg (zero values take the
+// documented defaults) and starts its goroutines. The Layer does not own
+// primary or cache: close them after the Layer.
+//
+// Errors: repository.ErrInvalid when primary or cache is nil or a Config
+// field is out of range.
+func New(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, error) {
+	if primary == nil {
+		return nil, fmt.Errorf("fallback: %w", repository.Invalid("primary", "must not be nil"))
+	}
+	if cache == nil {
+		return nil, fmt.Errorf("fallback: %w", repository.Invalid("cache", "must not be nil"))
+	}
+	if cfg.FailureRatio > 1 {
+		return nil, fmt.Errorf("fallback: %w", repository.Invalid("FailureRatio", "must be in (0, 1], got %v", cfg.FailureRatio))
+	}
+	cfg = cfg.withDefaults()
+	l := &Layer{primary: primary, cache: cache, cfg: cfg, log: cfg.Logger, tripped: make(chan struct{}, 1)}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:         "postgres",
+		MaxRequests:  1, // only the prober's closing ping runs half-open
+		Interval:     cfg.Window,
+		BucketPeriod: cfg.Window / 10,
+		Timeout:      cfg.OpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			if c.ConsecutiveFailures >= cfg.ConsecutiveFailures {
+				return true
+			}
+			valid := c.Requests - c.TotalExclusions
+			return valid >= cfg.MinRequests && float64(c.TotalFailures) >= cfg.FailureRatio*float64(valid)
+		},
+		IsExcluded:    func(err error) bool { return err == errExcluded },
+		OnStateChange: l.onBreakerChange,
+	})
+	refresh := cfg.WriteThroughRefresh
+	if refresh == 0 {
+		refresh = min(cache.VendorTTL(), cache.WorkItemTTL()) / 10
+	}
+	l.recent = newRecentWrites(max(refresh, 0))
+	l.writer = newWriter(cache, &l.stats, l.log, cfg.WriteQueue, cfg.WriteBatch)
+	if cache.CleanupInterval() > 0 && cfg.StaleIfError > cache.StaleRetention() {
+		l.log.Warn("pgfallback: the cache's background cleanup removes stale entries before StaleIfError runs out",
+			"stale_if_error", cfg.StaleIfError, "cache_retention", cache.StaleRetention())
+	}
+	l.vendors = vendorRepo{l}
+	l.workItems = workItemRepo{l}
+	l.wg.Add(2)
+	go func() { defer l.wg.Done(); l.writer.run() }()
+	go func() { defer l.wg.Done(); l.probe() }()
+	return l, nil
+}
+
+// Vendors returns the vendor repository with fallback.
+func (l *Layer) Vendors() repository.VendorRepository { return l.vendors }
+
+// WorkItems returns the work item repository with fallback.
+func (l *Layer) WorkItems() repository.WorkItemRepository { return l.workItems }
+
+// State returns the circuit state.
+func (l *Layer) State() State { return State(l.state.Load()) }
+
+// Stats returns a snapshot of the counters.
+func (l *Layer) Stats() Stats {
+	s := l.stats.snapshot()
+	s.State = l.State()
+	return s
+}
+
+// Flush waits until every cache update queued so far has been applied (or
+// dropped), or ctx ends.
+func (l *Layer) Flush(ctx context.Context) error { return l.writer.flush(ctx) }
+
+// Close stops the prober, cancels a warm in progress, flushes the
+// write-through queue and stops the writer. It is idempotent. Calls made
+// after Close fail with ErrClosed.
+func (l *Layer) Close() error {
+	l.once.Do(func() {
+		l.closed.Store(true)
+		l.cancel()
+		l.writer.stop()
+		l.wg.Wait()
+	})
+	return nil
+}
+
+// errExcluded and errOutage are what the breaker is told; the real error
+// goes to the caller.
+var (
+	errExcluded = errors.New("excluded")
+	errOutage   = errors.New("outage")
+)
+
+// onBreakerChange runs under the breaker's lock: it only flips flags,
+// records, and wakes the prober.
+func (l *Layer) onBreakerChange(_ string, from, to gobreaker.State) {
+	switch {
+	case to == gobreaker.StateOpen && from == gobreaker.StateClosed:
+		l.degraded.Store(true)
+		l.setState(Open)
+		select {
+		case l.tripped <- struct{}{}:
+		default:
+		}
+	case to == gobreaker.StateClosed:
+		l.degraded.Store(false)
+		l.setState(Closed)
+	}
+}
+
+func (l *Layer) setState(to State) {
+	from := State(l.state.Swap(int32(to)))
+	if from == to {
+		return
+	}
+	l.stats.transitions.Add(1)
+	switch to {
+	case Open:
+		var cause error
+		if p := l.lastErr.Load(); p != nil {
+			cause = *p
+		}
+		if from == Closed {
+			l.stats.mu.Lock()
+			l.stats.lastTrip = time.Now()
+			l.stats.mu.Unlock()
+			l.log.Warn("pgfallback: PostgreSQL unavailable, serving reads from cache", "from", from.String(), "cause", cause)
+		} else {
+			l.log.Warn("pgfallback: PostgreSQL still unavailable after probe", "cause", cause)
+		}
+	case HalfOpen:
+		l.log.Info("pgfallback: PostgreSQL answers again, warming cache")
+	case Closed:
+		l.log.Info("pgfallback: PostgreSQL recovered, breaker closed")
+	}
+	if l.cfg.OnStateChange != nil {
+		l.cfg.OnStateChange(from, to)
+	}
+}
+
+// attempt runs fn against the primary through the breaker, within
+// PrimaryTimeout. answered is false when the primary could not answer —
+// the breaker was open (err is errBreakerOpen) or the call failed with an
+// outage (err is that failure) — and the caller falls back.
+func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, error)) (res T, err error, answered bool) {
+	if l.closed.Load() {
+		return res, ErrClosed, true
+	}
+	if l.degraded.Load() {
+		l.stats.rejected.Add(1)
+		return res, errBreakerOpen, false
+	}
+	done, err := l.cb.Allow()
+	if err != nil {
+		l.stats.rejected.Add(1)
+		return res, errBreakerOpen, false
+	}
+	pctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
+	res, err = fn(pctx)
+	cancel()
+	l.stats.primaryCalls.Add(1)
+	switch class, kind := Classify(ctx, err); class {
+	case Answer:
+		done(nil)
+		return res, err, true
+	case Canceled:
+		done(errExcluded)
+		return res, err, true
+	default:
+		l.stats.failure(kind)
+		l.lastErr.Store(&err)
+		done(errOutage)
+		return res, err, false
+	}
+}
+
+// cause expands errBreakerOpen with the failure that opened the breaker.
+func (l *Layer) cause(err error) error {
+	if err != errBreakerOpen {
+		return err
+	}
+	if p := l.lastErr.Load(); p != nil {
+		return fmt.Errorf("%w (last failure: %w)", errBreakerOpen, *p)
+	}
+	return err
+}

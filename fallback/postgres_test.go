@@ -1,0 +1,219 @@
+package fallback_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/pgstore"
+	"github.com/pgfallback/pgfallback/repository"
+	"github.com/pgfallback/pgfallback/sqlitecache"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// stack is one application instance: store, cache and layer.
+type stack struct {
+	store *pgstore.Store
+	cache *sqlitecache.Cache
+	layer *fallback.Layer
+}
+
+func (s *stack) close() {
+	s.layer.Close()
+	s.cache.Close()
+	s.store.Close()
+}
+
+// openStack wires a layer as an application would. The pool connects
+// lazily, so the application starts even when the server is down.
+func openStack(t *testing.T, dsn, cachePath string, cfg fallback.Config) *stack {
+	t.Helper()
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := pgstore.New(pool)
+	cache, err := sqlitecache.Open(cachePath, sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	layer, err := fallback.New(store, cache, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{store, cache, layer}
+	t.Cleanup(s.close)
+	return s
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func seed(t *testing.T, s *stack, n int) []string {
+	t.Helper()
+	ctx := context.Background()
+	var names []string
+	for i := range n {
+		v, err := s.layer.Vendors().Create(ctx, repository.Vendor{
+			Name: fmt.Sprintf("vendor-%03d", i), Status: repository.VendorOperational,
+			Metadata: map[string]any{"i": float64(i)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, v.Name)
+	}
+	if err := s.layer.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func TestServerKilledUnderConcurrentReaders(t *testing.T) {
+	srv := pgtest.NewServer(t)
+	ctx := context.Background()
+	dsn, _, err := srv.CreateDatabase(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const primaryTimeout = 500 * time.Millisecond
+	s := openStack(t, dsn, filepath.Join(t.TempDir(), "cache.db"), fallback.Config{
+		PrimaryTimeout: primaryTimeout, OpenTimeout: 200 * time.Millisecond,
+	})
+	names := seed(t, s, 20)
+
+	// Change rows behind the layer's back: the cache still has version 1.
+	if _, err := s.store.Pool().Exec(ctx, `UPDATE vendors SET status = 'broken', version = version + 1 WHERE name <= 'vendor-004'`); err != nil {
+		t.Fatal(err)
+	}
+
+	var failed, reads atomic.Int64
+	var maxLatency atomic.Int64
+	var firstErr atomic.Pointer[error]
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				start := time.Now()
+				_, err := s.layer.Vendors().Get(ctx, names[rand.IntN(len(names))])
+				took := time.Since(start)
+				for cur := maxLatency.Load(); int64(took) > cur && !maxLatency.CompareAndSwap(cur, int64(took)); cur = maxLatency.Load() {
+				}
+				reads.Add(1)
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, &err)
+				}
+			}
+		}()
+	}
+	stopReaders := func() {
+		close(stop)
+		wg.Wait()
+	}
+
+	if err := srv.Stop(); err != nil {
+		stopReaders()
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the breaker to open", func() bool { return s.layer.State() == fallback.Open })
+	readsAtOpen := reads.Load()
+	waitFor(t, 10*time.Second, "reads served while open", func() bool { return reads.Load() > readsAtOpen+200 })
+
+	_, werr := s.layer.Vendors().Create(ctx, repository.Vendor{Name: "during-outage", Status: repository.VendorOperational})
+	if !errors.Is(werr, repository.ErrUnavailable) {
+		t.Errorf("write during outage: %v, want ErrUnavailable", werr)
+	}
+
+	if err := srv.Start(); err != nil {
+		stopReaders()
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the breaker to close", func() bool { return s.layer.State() == fallback.Closed })
+	stopReaders()
+
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of %d reads of cached keys failed; first: %v", n, reads.Load(), *firstErr.Load())
+	}
+	if max := time.Duration(maxLatency.Load()); max > primaryTimeout+300*time.Millisecond {
+		t.Errorf("slowest read took %s; PrimaryTimeout is %s", max, primaryTimeout)
+	}
+	for _, name := range names[:5] {
+		v, _, err := s.cache.GetVendor(ctx, name)
+		if err != nil || v.Version != 2 || v.Status != repository.VendorBroken {
+			t.Errorf("%s after recovery: version %d status %s (%v); want the row changed behind the layer's back", name, v.Version, v.Status, err)
+		}
+	}
+	if _, err := s.store.Vendors().Get(ctx, "during-outage"); !errors.Is(err, repository.ErrNotFound) {
+		t.Errorf("a write reported failed is in PostgreSQL: %v", err)
+	}
+	st := s.layer.Stats()
+	t.Logf("reads %d, max latency %s, stats: fresh %d stale %d failures %v warm %+v",
+		reads.Load(), time.Duration(maxLatency.Load()), st.ServedFresh, st.ServedStale, st.PrimaryFailures, st.LastWarm)
+}
+
+func TestApplicationRestartWhileServerDown(t *testing.T) {
+	srv := pgtest.NewServer(t)
+	ctx := context.Background()
+	dsn, _, err := srv.CreateDatabase(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cachePath := filepath.Join(t.TempDir(), "cache.db")
+	first := openStack(t, dsn, cachePath, fallback.Config{})
+	names := seed(t, first, 5)
+	first.close()
+
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	second := openStack(t, dsn, cachePath, fallback.Config{PrimaryTimeout: 500 * time.Millisecond})
+	for _, name := range names {
+		ctx, prov := fallback.WithProvenance(ctx)
+		v, err := second.layer.Vendors().Get(ctx, name)
+		if err != nil || v.Name != name {
+			t.Fatalf("Get %s after restart during outage: %+v, %v", name, v, err)
+		}
+		if o := prov.Origin(); o.Source != fallback.SourceCache {
+			t.Fatalf("origin %+v, want cache", o)
+		}
+	}
+	if _, err := second.layer.Vendors().Get(ctx, "never-cached"); !errors.Is(err, repository.ErrUnavailable) || errors.Is(err, repository.ErrNotFound) {
+		t.Fatalf("uncached key during outage: %v, want ErrUnavailable", err)
+	}
+}

@@ -1,0 +1,92 @@
+package fallback
+
+import (
+	"context"
+	"time"
+)
+
+// probe owns recovery. It sleeps until the breaker trips, then pings the
+// primary every OpenTimeout — user requests are never spent as probes — and
+// when a ping succeeds, warms the cache and closes the breaker.
+func (l *Layer) probe() {
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-l.tripped:
+		}
+		l.recoverLoop()
+	}
+}
+
+func (l *Layer) recoverLoop() {
+	t := time.NewTimer(l.cfg.OpenTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if l.tryRecover() {
+			return
+		}
+		t.Reset(l.cfg.OpenTimeout)
+	}
+}
+
+// tryRecover makes one recovery attempt and reports whether the breaker is
+// closed afterwards.
+func (l *Layer) tryRecover() bool {
+	if err := l.ping(); err != nil {
+		return false
+	}
+	l.setState(HalfOpen)
+	if l.cfg.Warm != WarmNone {
+		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.WarmTimeout)
+		_, err := l.Warm(ctx)
+		cancel()
+		if err != nil {
+			if l.ctx.Err() != nil {
+				return true // closing
+			}
+			if class, kind := Classify(l.ctx, err); class == Outage {
+				l.stats.failure(kind)
+				l.lastErr.Store(&err)
+				l.setState(Open)
+				return false
+			}
+			// The primary is up but the cache could not take everything:
+			// traffic goes back to PostgreSQL all the same.
+			l.log.Error("pgfallback: warming the cache failed; closing the breaker anyway", "err", err)
+		}
+	}
+	// The breaker's own open timeout equals OpenTimeout, which has passed
+	// since the trip, so it is half-open and admits this one closing ping.
+	done, err := l.cb.Allow()
+	if err != nil {
+		l.setState(Open)
+		return false
+	}
+	err = l.ping()
+	if err != nil {
+		done(errOutage) // back to open
+		l.setState(Open)
+		return false
+	}
+	done(nil) // closes the breaker; onBreakerChange clears degraded
+	return true
+}
+
+func (l *Layer) ping() error {
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ProbeTimeout)
+	defer cancel()
+	l.stats.probeCalls.Add(1)
+	err := l.primary.Ping(ctx)
+	if err != nil && l.ctx.Err() == nil {
+		_, kind := Classify(l.ctx, err)
+		l.stats.failure(kind)
+		l.lastErr.Store(&err)
+	}
+	return err
+}

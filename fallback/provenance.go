@@ -1,0 +1,88 @@
+package fallback
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Source tells where a result came from.
+type Source int
+
+const (
+	// SourceNone: the call has not completed, or failed.
+	SourceNone Source = iota
+	// SourcePrimary: PostgreSQL answered.
+	SourcePrimary
+	// SourceCache: the primary could not answer; the cache did.
+	SourceCache
+)
+
+func (s Source) String() string {
+	switch s {
+	case SourcePrimary:
+		return "primary"
+	case SourceCache:
+		return "cache"
+	}
+	return "none"
+}
+
+// Origin describes where one call's result came from.
+type Origin struct {
+	Source Source
+	// CachedAt and Age are the cache entry's write time and age when the
+	// result came from the cache; for a List, those of its oldest entry.
+	CachedAt time.Time
+	Age      time.Duration
+	// Stale is true when a cached result was past its TTL (but within
+	// Config.StaleIfError).
+	Stale bool
+	// Partial is true for a List served from the cache: it holds only the
+	// entities that happened to be cached.
+	Partial bool
+}
+
+// Provenance records the Origin of calls made with a context from
+// WithProvenance. It is safe for concurrent use; when several calls share
+// one, it holds the last that completed.
+type Provenance struct {
+	mu     sync.Mutex
+	origin Origin
+}
+
+// Origin returns the origin of the last completed call.
+func (p *Provenance) Origin() Origin {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.origin
+}
+
+func (p *Provenance) record(o Origin) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.origin = o
+	p.mu.Unlock()
+}
+
+type provenanceKey struct{}
+
+// WithProvenance returns a context that makes the layer's repositories
+// record where each result came from, without changing their interfaces:
+//
+//	ctx, prov := fallback.WithProvenance(ctx)
+//	v, err := vendors.Get(ctx, "acme")
+//	if o := prov.Origin(); o.Source == fallback.SourceCache && o.Stale {
+//		w.Header().Set("Warning", `110 - "Response is Stale"`)
+//	}
+func WithProvenance(ctx context.Context) (context.Context, *Provenance) {
+	p := &Provenance{}
+	return context.WithValue(ctx, provenanceKey{}, p), p
+}
+
+func provenanceFrom(ctx context.Context) *Provenance {
+	p, _ := ctx.Value(provenanceKey{}).(*Provenance)
+	return p
+}

@@ -1,0 +1,101 @@
+package fallback
+
+import (
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// recentWrites remembers which version of each key the write-through sent
+// to the cache, and when, so that a hot key read a thousand times a second
+// is written to the cache once per refresh interval, not a thousand times.
+// That is what keeps the healthy path's overhead near zero. Forgetting is
+// always safe (it only costs a redundant cache write), so the maps are
+// simply cleared when they grow past a bound.
+type recentWrites struct {
+	window time.Duration // 0: remember nothing
+	mu     sync.Mutex
+	vendor map[string]stamp
+	item   map[uuid.UUID]stamp
+}
+
+// stamp identifies what was sent: the version, and UpdatedAt, which also
+// tells apart a row deleted and created again at the same version.
+type stamp struct {
+	version int64
+	updated int64
+	at      int64 // when it was sent, unix nanoseconds
+}
+
+const maxRecent = 1 << 16
+
+func newRecentWrites(window time.Duration) *recentWrites {
+	return &recentWrites{window: window, vendor: map[string]stamp{}, item: map[uuid.UUID]stamp{}}
+}
+
+// fresh reports whether version of key was sent within the window; if not,
+// it records that it is being sent now.
+func fresh[K comparable](r *recentWrites, m map[K]stamp, key K, version int64, updated time.Time) bool {
+	if r.window <= 0 {
+		return false
+	}
+	now := time.Now().UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	up := updated.UnixNano()
+	if s, ok := m[key]; ok && s.version == version && s.updated == up && now-s.at < int64(r.window) {
+		return true
+	}
+	if len(m) >= maxRecent {
+		clear(m)
+	}
+	m[key] = stamp{version: version, updated: up, at: now}
+	return false
+}
+
+func forget[K comparable](r *recentWrites, m map[K]stamp, key K) {
+	r.mu.Lock()
+	delete(m, key)
+	r.mu.Unlock()
+}
+
+// The layer's write-through entry points: they consult recentWrites, and
+// forget a key whose update the writer could not queue.
+
+func (l *Layer) cacheVendor(v repository.Vendor) {
+	if !fresh(l.recent, l.recent.vendor, v.Name, v.Version, v.UpdatedAt) && !l.writer.setVendor(v) {
+		forget(l.recent, l.recent.vendor, v.Name)
+	}
+}
+
+func (l *Layer) uncacheVendor(name string) {
+	forget(l.recent, l.recent.vendor, name)
+	l.writer.evictVendor(name)
+}
+
+func (l *Layer) cacheWorkItem(w repository.WorkItem) {
+	if !fresh(l.recent, l.recent.item, w.ID, w.Version, w.UpdatedAt) && !l.writer.setWorkItem(w) {
+		forget(l.recent, l.recent.item, w.ID)
+	}
+}
+
+// cacheUpdatedWorkItem always queues: an update may have moved the item,
+// which the writer checks against the cached copy.
+func (l *Layer) cacheUpdatedWorkItem(w repository.WorkItem) {
+	fresh(l.recent, l.recent.item, w.ID, w.Version, w.UpdatedAt)
+	if !l.writer.updateWorkItem(w) {
+		forget(l.recent, l.recent.item, w.ID)
+	}
+}
+
+func (l *Layer) uncacheWorkItem(id uuid.UUID, tree bool) {
+	forget(l.recent, l.recent.item, id)
+	if tree {
+		l.writer.evictWorkItemTree(id)
+	} else {
+		l.writer.evictWorkItem(id)
+	}
+}

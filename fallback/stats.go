@@ -1,0 +1,71 @@
+package fallback
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Stats is a snapshot of the layer's counters since New.
+type Stats struct {
+	State State
+
+	PrimaryCalls    uint64                 // calls sent to the primary
+	PrimaryFailures map[FailureKind]uint64 // outage failures by kind
+
+	ServedFresh       uint64 // reads served from the cache within TTL
+	ServedStale       uint64 // reads served from the cache past TTL, within StaleIfError
+	ServedPartial     uint64 // Lists served from the cache (partial by nature)
+	Unavailable       uint64 // calls that returned ErrUnavailable or ErrOutcomeUnknown
+	RejectedWhileOpen uint64 // calls that did not reach the primary because the breaker was open
+
+	WriteQueued  uint64 // cache updates queued by the write-through
+	WriteWritten uint64 // cache updates applied
+	WriteDropped uint64 // cache updates dropped: queue full, or the cache failed
+	WriteFailed  uint64 // cache updates the cache refused (counted in WriteDropped too)
+
+	Transitions uint64    // state changes
+	LastTrip    time.Time // when the breaker last opened; zero if never
+
+	WarmRuns   uint64
+	LastWarm   WarmReport
+	ProbeCalls uint64 // pings sent by the prober
+}
+
+type counters struct {
+	primaryCalls, servedFresh, servedStale, servedPartial, unavailable, rejected atomic.Uint64
+	writeQueued, writeWritten, writeDropped, writeFailed                         atomic.Uint64
+	transitions, warmRuns, probeCalls                                            atomic.Uint64
+
+	mu       sync.Mutex
+	failures map[FailureKind]uint64
+	lastTrip time.Time
+	lastWarm WarmReport
+}
+
+func (c *counters) failure(kind FailureKind) {
+	c.mu.Lock()
+	if c.failures == nil {
+		c.failures = make(map[FailureKind]uint64)
+	}
+	c.failures[kind]++
+	c.mu.Unlock()
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		PrimaryCalls: c.primaryCalls.Load(), ServedFresh: c.servedFresh.Load(), ServedStale: c.servedStale.Load(), ServedPartial: c.servedPartial.Load(),
+		Unavailable: c.unavailable.Load(), RejectedWhileOpen: c.rejected.Load(),
+		WriteQueued: c.writeQueued.Load(), WriteWritten: c.writeWritten.Load(),
+		WriteDropped: c.writeDropped.Load(), WriteFailed: c.writeFailed.Load(),
+		Transitions: c.transitions.Load(), WarmRuns: c.warmRuns.Load(), ProbeCalls: c.probeCalls.Load(),
+		PrimaryFailures: map[FailureKind]uint64{},
+	}
+	c.mu.Lock()
+	for k, v := range c.failures {
+		s.PrimaryFailures[k] = v
+	}
+	s.LastTrip, s.LastWarm = c.lastTrip, c.lastWarm
+	c.mu.Unlock()
+	return s
+}

@@ -1,0 +1,278 @@
+package fallback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// WarmReport describes one warm run.
+type WarmReport struct {
+	Strategy  WarmStrategy
+	Started   time.Time
+	Duration  time.Duration
+	Refreshed int  // entries written to the cache from the primary
+	Removed   int  // cached entries dropped because the primary no longer has them
+	Truncated bool // WarmAll stopped at WarmLimit; nothing was removed
+	Err       string
+}
+
+// VendorBatchGetter is implemented by primaries (pgstore) that can read many
+// vendors in one query. GetMany returns those that exist, in any order.
+type VendorBatchGetter interface {
+	GetMany(ctx context.Context, names []string) ([]repository.Vendor, error)
+}
+
+// WorkItemBatchGetter is the work item counterpart of VendorBatchGetter.
+type WorkItemBatchGetter interface {
+	GetMany(ctx context.Context, ids []uuid.UUID) ([]repository.WorkItem, error)
+}
+
+// Warm refreshes the cache from the primary with the configured strategy
+// (WarmCached when the strategy is WarmNone). Concurrent calls share one
+// run. It reads the primary directly, whatever the breaker's state.
+//
+// Errors: the first error from the primary or the cache, wrapped; the
+// report then covers the work done until it.
+func (l *Layer) Warm(ctx context.Context) (WarmReport, error) {
+	if l.closed.Load() {
+		return WarmReport{}, ErrClosed
+	}
+	v, err, _ := l.warms.Do("warm", func() (any, error) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(l.ctx, cancel)()
+		return l.warm(ctx)
+	})
+	return v.(WarmReport), err
+}
+
+func (l *Layer) warm(ctx context.Context) (WarmReport, error) {
+	rep := WarmReport{Strategy: l.cfg.Warm, Started: time.Now()}
+	var err error
+	if rep.Strategy == WarmAll {
+		err = l.warmAll(ctx, &rep)
+	} else {
+		rep.Strategy = WarmCached
+		err = l.warmCached(ctx, &rep)
+	}
+	rep.Duration = time.Since(rep.Started)
+	if err != nil {
+		rep.Err = err.Error()
+		err = fmt.Errorf("fallback: warm (%s): %w", rep.Strategy, err)
+	}
+	l.stats.warmRuns.Add(1)
+	l.stats.mu.Lock()
+	l.stats.lastWarm = rep
+	l.stats.mu.Unlock()
+	l.log.Info("pgfallback: cache warmed", "strategy", rep.Strategy.String(), "refreshed", rep.Refreshed,
+		"removed", rep.Removed, "duration", rep.Duration, "err", err)
+	return rep, err
+}
+
+// warmCached re-reads every cached key from the primary, a batch at a time.
+func (l *Layer) warmCached(ctx context.Context, rep *WarmReport) error {
+	names, err := l.cache.VendorNames(ctx)
+	if err != nil {
+		return err
+	}
+	for batch := range chunks(names, l.cfg.WarmBatch) {
+		found, err := l.vendorBatch(ctx, batch)
+		if err != nil {
+			return err
+		}
+		if err := l.cache.SetVendors(ctx, found); err != nil {
+			return err
+		}
+		rep.Refreshed += len(found)
+		present := make(map[string]bool, len(found))
+		for _, v := range found {
+			present[v.Name] = true
+		}
+		for _, name := range batch {
+			if !present[name] {
+				if err := l.cache.DeleteVendor(ctx, name); err != nil {
+					return err
+				}
+				rep.Removed++
+			}
+		}
+	}
+	ids, err := l.cache.WorkItemIDs(ctx)
+	if err != nil {
+		return err
+	}
+	for batch := range chunks(ids, l.cfg.WarmBatch) {
+		found, err := l.workItemBatch(ctx, batch)
+		if err != nil {
+			return err
+		}
+		if err := l.cache.SetWorkItems(ctx, found); err != nil {
+			return err
+		}
+		rep.Refreshed += len(found)
+		present := make(map[uuid.UUID]bool, len(found))
+		for _, w := range found {
+			present[w.ID] = true
+		}
+		for _, id := range batch {
+			if !present[id] {
+				if err := l.cache.DeleteWorkItem(ctx, id); err != nil {
+					return err
+				}
+				rep.Removed++
+			}
+		}
+	}
+	return nil
+}
+
+// warmAll mirrors both tables page by page, then drops cached entries the
+// primary no longer has (unless WarmLimit cut the mirror short).
+func (l *Layer) warmAll(ctx context.Context, rep *WarmReport) error {
+	seenVendors := map[string]bool{}
+	complete, err := mirror(ctx, l, rep, func(ctx context.Context, limit, offset int) (int, error) {
+		page, err := l.primary.Vendors().List(ctx, repository.VendorFilter{Limit: limit, Offset: offset})
+		if err != nil {
+			return 0, err
+		}
+		for _, v := range page {
+			seenVendors[v.Name] = true
+		}
+		return len(page), l.cache.SetVendors(ctx, page)
+	})
+	if err != nil {
+		return err
+	}
+	if complete {
+		names, err := l.cache.VendorNames(ctx)
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			if !seenVendors[name] {
+				if err := l.cache.DeleteVendor(ctx, name); err != nil {
+					return err
+				}
+				rep.Removed++
+			}
+		}
+	}
+	seenItems := map[uuid.UUID]bool{}
+	complete, err = mirror(ctx, l, rep, func(ctx context.Context, limit, offset int) (int, error) {
+		page, err := l.primary.WorkItems().List(ctx, repository.WorkItemFilter{IncludeDeleted: true, Limit: limit, Offset: offset})
+		if err != nil {
+			return 0, err
+		}
+		for _, w := range page {
+			seenItems[w.ID] = true
+		}
+		return len(page), l.cache.SetWorkItems(ctx, page)
+	})
+	if err != nil || !complete {
+		return err
+	}
+	ids, err := l.cache.WorkItemIDs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if !seenItems[id] {
+			if err := l.cache.DeleteWorkItem(ctx, id); err != nil {
+				return err
+			}
+			rep.Removed++
+		}
+	}
+	return nil
+}
+
+// mirror pages through one table with copyPage until a short page or
+// WarmLimit, and reports whether it saw the whole table.
+func mirror(ctx context.Context, l *Layer, rep *WarmReport, copyPage func(ctx context.Context, limit, offset int) (int, error)) (bool, error) {
+	for offset := 0; ; {
+		limit := min(l.cfg.WarmBatch, l.cfg.WarmLimit-offset)
+		if limit <= 0 {
+			rep.Truncated = true
+			return false, nil
+		}
+		pctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
+		n, err := copyPage(pctx, limit, offset)
+		cancel()
+		if err != nil {
+			return false, err
+		}
+		rep.Refreshed += n
+		offset += n
+		if n < limit {
+			return true, nil
+		}
+	}
+}
+
+func (l *Layer) vendorBatch(ctx context.Context, names []string) ([]repository.Vendor, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
+	defer cancel()
+	if bg, ok := l.primary.Vendors().(VendorBatchGetter); ok {
+		return bg.GetMany(ctx, names)
+	}
+	return getEach(ctx, names, l.primary.Vendors().Get)
+}
+
+func (l *Layer) workItemBatch(ctx context.Context, ids []uuid.UUID) ([]repository.WorkItem, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
+	defer cancel()
+	if bg, ok := l.primary.WorkItems().(WorkItemBatchGetter); ok {
+		return bg.GetMany(ctx, ids)
+	}
+	return getEach(ctx, ids, l.primary.WorkItems().Get)
+}
+
+// getEach reads keys one by one, a few at a time, for primaries without
+// GetMany. Keys the primary does not have are left out.
+func getEach[K any, T any](ctx context.Context, keys []K, get func(context.Context, K) (T, error)) ([]T, error) {
+	results := make([]*T, len(keys))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, k := range keys {
+		g.Go(func() error {
+			v, err := get(ctx, k)
+			switch {
+			case err == nil:
+				results[i] = &v
+			case !errors.Is(err, repository.ErrNotFound):
+				return err
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(keys))
+	for _, r := range results {
+		if r != nil {
+			out = append(out, *r)
+		}
+	}
+	return out, nil
+}
+
+// chunks yields s in consecutive slices of at most n.
+func chunks[T any](s []T, n int) func(func([]T) bool) {
+	return func(yield func([]T) bool) {
+		for len(s) > 0 {
+			k := min(n, len(s))
+			if !yield(s[:k]) {
+				return
+			}
+			s = s[k:]
+		}
+	}
+}
