@@ -4,7 +4,7 @@ PKGS     ?= ./...
 BENCH    ?= .
 BENCHTIME ?= 1s
 
-.PHONY: test vet fmt fmt-check cover bench tidy
+.PHONY: test vet fmt fmt-check cover bench demo tidy
 
 ## test: every test with the race detector, against a real PostgreSQL
 test:
@@ -31,6 +31,10 @@ cover:
 ## bench: the benchmarks, with allocations
 bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime=$(BENCHTIME) $(PKGS)
+
+## demo: a failover drill of every scenario on an embedded PostgreSQL, report in drill-report.{html,json}
+demo:
+	$(GO) run ./cmd/pgfallback drill --scenario all --json drill-report.json --html drill-report.html
 
 tidy:
 	$(GO) mod tidy

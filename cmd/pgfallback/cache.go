@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgfallback/pgfallback/sqlitecache"
+)
+
+func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("cache", "cache stats|clear-stale|clear [--path FILE]", stderr)
+	path := fs.String("path", sqlitecache.DefaultPath, "cache file")
+	ttl := fs.Duration("ttl", sqlitecache.DefaultTTL, "TTL that decides staleness (use the application's)")
+	if len(args) == 0 {
+		return usageError(fs, "missing action: stats, clear-stale or clear")
+	}
+	action := args[0]
+	if action == "-h" || action == "--help" || action == "-help" {
+		fs.Usage()
+		return nil
+	}
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, "unexpected argument %q", fs.Arg(0))
+	}
+	if *ttl <= 0 {
+		return usageError(fs, "--ttl must be positive")
+	}
+	switch action {
+	case "stats", "clear-stale", "clear":
+	default:
+		return usageError(fs, "unknown action %q: want stats, clear-stale or clear", action)
+	}
+	// Opening creates a missing file: refuse instead, a typo in --path
+	// should not report an empty cache.
+	if _, err := os.Stat(*path); err != nil {
+		return fmt.Errorf("cache file: %w", err)
+	}
+	c, err := sqlitecache.Open(*path, sqlitecache.WithTTL(*ttl), sqlitecache.WithCleanupInterval(0))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	switch action {
+	case "stats":
+		s, err := c.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "file\t%s\n", *path)
+		fmt.Fprintf(tw, "entries\t%d\n", s.TotalEntries)
+		fmt.Fprintf(tw, "vendors\t%d\n", s.VendorsCached)
+		fmt.Fprintf(tw, "work items\t%d\n", s.WorkItemsCached)
+		fmt.Fprintf(tw, "stale (ttl %s)\t%d\n", *ttl, s.StaleEntries)
+		fmt.Fprintf(tw, "oldest entry\t%s\n", s.OldestEntryAge.Round(time.Second))
+		tw.Flush()
+	case "clear-stale":
+		n, err := c.ClearStale(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed %d stale entries\n", n)
+	case "clear":
+		n, err := c.ClearAll(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "removed %d entries\n", n)
+	}
+	return nil
+}

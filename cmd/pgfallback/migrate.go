@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/pgfallback/pgfallback/migrations"
+)
+
+func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("migrate", "migrate up|down|status --dsn URL", stderr)
+	dsn := fs.String("dsn", os.Getenv("DATABASE_URL"), "PostgreSQL connection URL (default $DATABASE_URL)")
+	if len(args) == 0 {
+		return usageError(fs, "missing action: up, down or status")
+	}
+	action := args[0]
+	if action == "-h" || action == "--help" || action == "-help" {
+		fs.Usage()
+		return nil
+	}
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, "unexpected argument %q", fs.Arg(0))
+	}
+	if *dsn == "" {
+		return usageError(fs, "--dsn (or DATABASE_URL) is required")
+	}
+	switch action {
+	case "up":
+		if err := migrations.Up(ctx, *dsn); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "migrations applied")
+	case "down":
+		if err := migrations.Down(ctx, *dsn); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "rolled back the latest migration")
+	case "status":
+		st, err := migrations.Status(ctx, *dsn)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "VERSION\tNAME\tSTATE\tAPPLIED AT")
+		for _, s := range st {
+			state, at := "pending", ""
+			if s.Applied {
+				state, at = "applied", s.AppliedAt.UTC().Format("2006-01-02 15:04:05 MST")
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.Version, s.Name, state, at)
+		}
+		tw.Flush()
+	default:
+		return usageError(fs, "unknown action %q: want up, down or status", action)
+	}
+	return nil
+}

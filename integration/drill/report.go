@@ -1,0 +1,217 @@
+package drill
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgfallback/pgfallback/fallback"
+)
+
+// Report is a drill's result. Times are in milliseconds so the JSON reads
+// without a unit parser.
+type Report struct {
+	RunID            string           `json:"run_id"`
+	Started          time.Time        `json:"started"`
+	DurationMs       float64          `json:"duration_ms"`
+	Embedded         bool             `json:"embedded_postgres"`
+	Readers          int              `json:"readers"`
+	Writers          int              `json:"writers"`
+	PrimaryTimeoutMs float64          `json:"primary_timeout_ms"`
+	OpenTimeoutMs    float64          `json:"open_timeout_ms"`
+	MarginMs         float64          `json:"margin_ms"`
+	Scenarios        []ScenarioReport `json:"scenarios"`
+	Passed           bool             `json:"passed"`
+}
+
+// ScenarioReport is one scenario's result.
+type ScenarioReport struct {
+	Name            string        `json:"name"`
+	Description     string        `json:"description"`
+	Skipped         string        `json:"skipped,omitempty"`
+	Phases          []PhaseReport `json:"phases"`
+	FaultStartMs    float64       `json:"fault_start_ms"`
+	FaultEndMs      float64       `json:"fault_end_ms"`
+	Tripped         bool          `json:"tripped"`
+	TimeToTripMs    float64       `json:"time_to_trip_ms"`    // -1: did not trip
+	TimeToRecoverMs float64       `json:"time_to_recover_ms"` // -1: n/a
+	Warm            WarmSummary   `json:"warm"`
+	Writes          WriteCheck    `json:"writes"`
+	Violations      []string      `json:"violations"`
+	Passed          bool          `json:"passed"`
+	Timeline        []Point       `json:"timeline"`
+}
+
+// PhaseReport summarises the calls of one phase.
+type PhaseReport struct {
+	Name       string  `json:"name"`
+	StartMs    float64 `json:"start_ms"`
+	EndMs      float64 `json:"end_ms"`
+	Ops        int     `json:"ops"`
+	Errors     int     `json:"errors"`
+	ErrorRate  float64 `json:"error_rate"`
+	P50Ms      float64 `json:"p50_ms"`
+	P99Ms      float64 `json:"p99_ms"`
+	MaxMs      float64 `json:"max_ms"`
+	Primary    int     `json:"reads_primary"`
+	CacheFresh int     `json:"reads_cache_fresh"`
+	CacheStale int     `json:"reads_cache_stale"`
+	Writes     int     `json:"writes"`
+}
+
+// WarmSummary is the last warm of the scenario's layer.
+type WarmSummary struct {
+	Runs       uint64  `json:"runs"`
+	DurationMs float64 `json:"duration_ms"`
+	Refreshed  int     `json:"refreshed"`
+	Removed    int     `json:"removed"`
+	Err        string  `json:"error,omitempty"`
+}
+
+// WriteCheck compares what writers were told with what PostgreSQL holds.
+type WriteCheck struct {
+	Acknowledged        int `json:"acknowledged"`
+	ReportedFailed      int `json:"reported_failed"`
+	Unknown             int `json:"outcome_unknown"`
+	MissingAcknowledged int `json:"missing_acknowledged"`
+	PresentButFailed    int `json:"present_but_reported_failed"`
+}
+
+// Point is one call on the timeline.
+type Point struct {
+	AtMs      float64 `json:"t"`
+	LatencyMs float64 `json:"ms"`
+	Write     bool    `json:"w,omitempty"`
+	Source    string  `json:"src"` // primary, cache, stale, error
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func phaseReport(name string, samples []sample, from, to time.Duration) PhaseReport {
+	p := PhaseReport{Name: name, StartMs: ms(from), EndMs: ms(to)}
+	var lat []time.Duration
+	for _, s := range samples {
+		if s.at < from || s.at >= to {
+			continue
+		}
+		p.Ops++
+		lat = append(lat, s.latency)
+		if s.outcome != okOutcome {
+			p.Errors++
+		}
+		switch {
+		case s.write:
+			p.Writes++
+		case s.outcome != okOutcome:
+		case s.source == fallback.SourcePrimary:
+			p.Primary++
+		case s.stale:
+			p.CacheStale++
+		default:
+			p.CacheFresh++
+		}
+	}
+	if p.Ops > 0 {
+		slices.Sort(lat)
+		p.ErrorRate = float64(p.Errors) / float64(p.Ops)
+		p.P50Ms = ms(lat[len(lat)*50/100])
+		p.P99Ms = ms(lat[min(len(lat)-1, len(lat)*99/100)])
+		p.MaxMs = ms(lat[len(lat)-1])
+	}
+	return p
+}
+
+// timeline keeps at most n points: every error and every slow call, and an
+// even sample of the rest.
+func timeline(samples []sample, n int) []Point {
+	step := max(1, len(samples)/n)
+	var out []Point
+	for i, s := range samples {
+		src := "primary"
+		switch {
+		case s.outcome != okOutcome:
+			src = "error"
+		case s.write:
+		case s.source == fallback.SourceCache && s.stale:
+			src = "stale"
+		case s.source == fallback.SourceCache:
+			src = "cache"
+		}
+		if i%step != 0 && src != "error" && s.latency < 50*time.Millisecond {
+			continue
+		}
+		out = append(out, Point{AtMs: ms(s.at), LatencyMs: ms(s.latency), Write: s.write, Source: src})
+	}
+	return out
+}
+
+// WriteJSON writes the report as indented JSON to path.
+func (r *Report) WriteJSON(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// WriteText writes the per-phase tables a person reads at the end of a run.
+func (r *Report) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "pgfallback drill %s: %d readers, %d writers, PrimaryTimeout %s, OpenTimeout %s (%s PostgreSQL)\n\n",
+		r.RunID, r.Readers, r.Writers, msDur(r.PrimaryTimeoutMs), msDur(r.OpenTimeoutMs), map[bool]string{true: "embedded", false: "given"}[r.Embedded])
+	for _, s := range r.Scenarios {
+		verdict := "PASS"
+		switch {
+		case s.Skipped != "":
+			verdict = "SKIP"
+		case !s.Passed:
+			verdict = "FAIL"
+		}
+		fmt.Fprintf(w, "== %s [%s] — %s\n", s.Name, verdict, s.Description)
+		if s.Skipped != "" {
+			fmt.Fprintf(w, "   skipped: %s\n\n", s.Skipped)
+			continue
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "phase\tops\terr rate\tp50 ms\tp99 ms\tmax ms\tprimary\tcache fresh\tcache stale\twrites\t")
+		for _, p := range s.Phases {
+			fmt.Fprintf(tw, "%s\t%d\t%.2f%%\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t\n", p.Name, p.Ops, 100*p.ErrorRate,
+				p.P50Ms, p.P99Ms, p.MaxMs, p.Primary, p.CacheFresh, p.CacheStale, p.Writes)
+		}
+		tw.Flush()
+		trip, recov := "did not trip", "-"
+		if s.Tripped {
+			trip = msDur(s.TimeToTripMs).String()
+		}
+		if s.TimeToRecoverMs >= 0 {
+			recov = msDur(s.TimeToRecoverMs).String()
+		}
+		fmt.Fprintf(w, "   time to trip %s, time to recover %s, warm %s (%d refreshed, %d removed)\n", trip, recov,
+			msDur(s.Warm.DurationMs), s.Warm.Refreshed, s.Warm.Removed)
+		fmt.Fprintf(w, "   writes: %d acknowledged, %d reported failed, %d outcome unknown; %d acknowledged missing, %d failed present\n",
+			s.Writes.Acknowledged, s.Writes.ReportedFailed, s.Writes.Unknown, s.Writes.MissingAcknowledged, s.Writes.PresentButFailed)
+		for _, v := range s.Violations {
+			fmt.Fprintf(w, "   VIOLATION: %s\n", v)
+		}
+		fmt.Fprintln(w)
+	}
+	if r.Passed {
+		fmt.Fprintf(w, "drill passed: every bound held (%s)\n", msDur(r.DurationMs))
+	} else {
+		var failed []string
+		for _, s := range r.Scenarios {
+			if !s.Passed {
+				failed = append(failed, s.Name)
+			}
+		}
+		fmt.Fprintf(w, "drill FAILED: bounds broken in %s\n", strings.Join(failed, ", "))
+	}
+}
+
+func msDur(m float64) time.Duration {
+	return (time.Duration(m * float64(time.Millisecond))).Round(time.Millisecond)
+}

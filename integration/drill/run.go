@@ -1,0 +1,265 @@
+package drill
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/repository"
+	"github.com/pgfallback/pgfallback/sqlitecache"
+)
+
+// Run runs the drill described by cfg and returns its report. The report's
+// Passed is false when any bound was broken; err is reserved for a drill
+// that could not run at all (no PostgreSQL, no Toxiproxy, a bad config).
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	runID := newRunID()
+	e, err := setupEnv(ctx, cfg, runID)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+
+	rep := &Report{
+		RunID: runID, Started: time.Now().UTC(), Embedded: e.srv != nil,
+		Readers: cfg.Readers, Writers: cfg.Writers, PrimaryTimeoutMs: ms(cfg.PrimaryTimeout),
+		OpenTimeoutMs: ms(cfg.OpenTimeout), MarginMs: ms(cfg.Margin), Passed: true,
+	}
+	for i, name := range cfg.Scenarios {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		sr := runScenario(ctx, cfg, e, name, fmt.Sprintf("%s-%s-%d", runID, name, i))
+		rep.Scenarios = append(rep.Scenarios, sr)
+		if !sr.Passed {
+			rep.Passed = false
+		}
+	}
+	rep.DurationMs = ms(time.Since(rep.Started))
+	return rep, nil
+}
+
+func newRunID() string {
+	b := make([]byte, 3)
+	crand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// outcome classifies one call's result.
+type outcome uint8
+
+const (
+	okOutcome outcome = iota
+	unavailableOutcome
+	unknownOutcome
+	notFoundOutcome
+	otherOutcome
+)
+
+type sample struct {
+	at      time.Duration // since the scenario started
+	latency time.Duration
+	write   bool
+	source  fallback.Source
+	stale   bool
+	age     time.Duration
+	outcome outcome
+	err     error
+}
+
+// scenarioRun is the state of one scenario while it runs.
+type scenarioRun struct {
+	cfg   Config
+	e     *env
+	name  string
+	tag   string
+	start time.Time
+
+	appMu sync.RWMutex // readers hold it per call; a restart takes it
+	app   *app
+
+	keys []string // seeded, and cached before the fault
+
+	mu      sync.Mutex
+	samples []sample
+	acked   []string // creates reported successful
+	failed  []string // creates reported ErrUnavailable: must not exist
+	unknown []string // creates reported ErrOutcomeUnknown: either way
+
+	faultAt, healAt     atomic.Int64 // nanoseconds since start; 0: not yet
+	trippedAt, closedAt atomic.Int64
+	phase               atomic.Value // string
+	ops, errs           atomic.Int64
+}
+
+func (r *scenarioRun) since() time.Duration { return time.Since(r.start) }
+
+func (r *scenarioRun) layerConfig() fallback.Config {
+	return fallback.Config{
+		PrimaryTimeout: r.cfg.PrimaryTimeout,
+		OpenTimeout:    r.cfg.OpenTimeout,
+		ProbeTimeout:   r.cfg.PrimaryTimeout,
+		StaleIfError:   r.staleIfError(),
+		Logger:         r.cfg.Logger,
+		OnStateChange: func(from, to fallback.State) {
+			now := int64(r.since())
+			switch {
+			case to == fallback.Open && from == fallback.Closed && r.faultAt.Load() != 0:
+				r.trippedAt.CompareAndSwap(0, now)
+			case to == fallback.Closed && r.healAt.Load() != 0:
+				r.closedAt.Store(now)
+			}
+		},
+	}
+}
+
+// The stale scenario runs with a short TTL and StaleIfError so the outage
+// outlasts both.
+const (
+	staleTTL          = time.Second
+	staleStaleIfError = time.Second
+)
+
+func (r *scenarioRun) staleIfError() time.Duration {
+	if r.name == ScenarioStale {
+		return staleStaleIfError
+	}
+	return 0 // the layer's default, 24 h
+}
+
+func (r *scenarioRun) openApp(ctx context.Context) (*app, error) {
+	if r.name == ScenarioStale {
+		return openApp(ctx, r.e.proxiedDSN, r.e.cachePath(r.tag), r.layerConfig(), sqlitecache.WithTTL(staleTTL))
+	}
+	return openApp(ctx, r.e.proxiedDSN, r.e.cachePath(r.tag), r.layerConfig())
+}
+
+// withApp runs fn with the current application instance, never one that a
+// restart is closing.
+func (r *scenarioRun) withApp(fn func(*app)) {
+	r.appMu.RLock()
+	defer r.appMu.RUnlock()
+	fn(r.app)
+}
+
+func (r *scenarioRun) record(s sample) {
+	r.ops.Add(1)
+	if s.outcome != okOutcome && s.outcome != notFoundOutcome {
+		r.errs.Add(1)
+	}
+	r.mu.Lock()
+	r.samples = append(r.samples, s)
+	r.mu.Unlock()
+}
+
+func classify(err error) outcome {
+	switch {
+	case err == nil:
+		return okOutcome
+	case errors.Is(err, repository.ErrUnavailable):
+		return unavailableOutcome
+	case errors.Is(err, repository.ErrOutcomeUnknown):
+		return unknownOutcome
+	case errors.Is(err, repository.ErrNotFound):
+		return notFoundOutcome
+	}
+	return otherOutcome
+}
+
+func (r *scenarioRun) reader(ctx context.Context, seed uint64, stop <-chan struct{}) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	pace := time.NewTicker(2 * time.Millisecond)
+	defer pace.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-pace.C:
+		}
+		key := r.keys[rng.IntN(len(r.keys))]
+		r.withApp(func(a *app) {
+			pctx, prov := fallback.WithProvenance(ctx)
+			at := r.since()
+			_, err := a.layer.Vendors().Get(pctx, key)
+			o := prov.Origin()
+			r.record(sample{at: at, latency: r.since() - at, source: o.Source, stale: o.Stale, age: o.Age,
+				outcome: classify(err), err: err})
+		})
+	}
+}
+
+func (r *scenarioRun) writer(ctx context.Context, id int, stop <-chan struct{}) {
+	pace := time.NewTicker(10 * time.Millisecond)
+	defer pace.Stop()
+	for n := 0; ; n++ {
+		select {
+		case <-stop:
+			return
+		case <-pace.C:
+		}
+		name := fmt.Sprintf("%s-w%d-%05d", r.tag, id, n)
+		r.withApp(func(a *app) {
+			at := r.since()
+			_, err := a.layer.Vendors().Create(ctx, repository.Vendor{
+				Name: name, Status: repository.VendorOperational, CreatedBy: "pgfallback drill",
+				Metadata: map[string]any{"writer": id, "n": n},
+			})
+			o := classify(err)
+			r.record(sample{at: at, latency: r.since() - at, write: true, outcome: o, err: err})
+			r.mu.Lock()
+			switch o {
+			case okOutcome:
+				r.acked = append(r.acked, name)
+			case unavailableOutcome:
+				r.failed = append(r.failed, name)
+			default:
+				r.unknown = append(r.unknown, name)
+			}
+			r.mu.Unlock()
+		})
+	}
+}
+
+// restartApp closes the application and opens it again on the same cache
+// file, as a redeploy during an outage would.
+func (r *scenarioRun) restartApp(ctx context.Context) error {
+	r.appMu.Lock()
+	defer r.appMu.Unlock()
+	if err := r.app.close(); err != nil {
+		return err
+	}
+	a, err := r.openApp(ctx)
+	if err != nil {
+		return err
+	}
+	r.app = a
+	return nil
+}
+
+func goroutinesSettle(baseline int, within time.Duration) (int, bool) {
+	deadline := time.Now().Add(within)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= baseline+goroutineMargin {
+			return n, true
+		}
+		if time.Now().After(deadline) {
+			return n, false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const goroutineMargin = 5
