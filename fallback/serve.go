@@ -69,6 +69,56 @@ func notSent(err error) bool {
 		pgconn.SafeToRetry(err) || errors.Is(err, repository.ErrUnavailable)
 }
 
+// serveEntry is the end of a Get the primary could not answer: the cached
+// entity if the cache has it within StaleIfError, else ErrUnavailable.
+func serveEntry[T any](l *Layer, ctx context.Context, op string, cause error, cached T, e sqlitecache.Entry, cerr error, ttl time.Duration) (T, error) {
+	var zero T
+	switch {
+	case cerr != nil:
+		return zero, l.readUnavailable(ctx, op, cause, "not served from cache: "+cerr.Error())
+	case !l.fromCache(ctx, e, ttl):
+		return zero, l.readUnavailable(ctx, op, cause,
+			fmt.Sprintf("cached entry is %s old, past TTL plus StaleIfError", e.Age.Round(time.Second)))
+	}
+	return cached, nil
+}
+
+// list runs a List on the primary, writing the results through, or on the
+// cache (a partial answer) when the primary cannot answer.
+func list[T any](l *Layer, ctx context.Context, op string, writeThrough func(T),
+	primary, cache func(context.Context) ([]T, error)) ([]T, error) {
+	items, err, answered := attempt(l, ctx, primary)
+	if answered {
+		if err == nil {
+			for _, it := range items {
+				writeThrough(it)
+			}
+			l.fromPrimary(ctx)
+		}
+		return items, err
+	}
+	cached, cerr := cache(ctx)
+	if cerr != nil {
+		return nil, l.readUnavailable(ctx, op, err, "not served from cache: "+cerr.Error())
+	}
+	l.servedList(ctx)
+	return cached, nil
+}
+
+// write sends a write to the primary. One it did not answer becomes
+// ErrUnavailable or ErrOutcomeUnknown; the caller writes a success through.
+func write[T any](l *Layer, ctx context.Context, op string, fn func(context.Context) (T, error)) (T, error) {
+	out, err, answered := attempt(l, ctx, fn)
+	if !answered {
+		var zero T
+		return zero, l.writeUnavailable(ctx, op, err)
+	}
+	if err == nil {
+		l.fromPrimary(ctx)
+	}
+	return out, err
+}
+
 // servedList records and counts a List served from the cache: partial by
 // nature, since the cache holds only what was read or written before.
 func (l *Layer) servedList(ctx context.Context) {

@@ -29,36 +29,14 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 		return v, err
 	}
 	cached, e, cerr := l.cache.GetVendor(ctx, name)
-	switch {
-	case cerr != nil:
-		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, "not served from cache: "+cerr.Error())
-	case !l.fromCache(ctx, e, l.cache.VendorTTL()):
-		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err,
-			fmt.Sprintf("cached entry is %s old, past TTL plus StaleIfError", e.Age.Round(1e9)))
-	}
-	return cached, nil
+	return serveEntry(l, ctx, fmt.Sprintf("get vendor %q", name), err, cached, e, cerr, l.cache.VendorTTL())
 }
 
 func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repository.Vendor, error) {
 	l := r.l
-	vs, err, answered := attempt(l, ctx, func(ctx context.Context) ([]repository.Vendor, error) {
-		return l.primary.Vendors().List(ctx, f)
-	})
-	if answered {
-		if err == nil {
-			for _, v := range vs {
-				l.cacheVendor(v)
-			}
-			l.fromPrimary(ctx)
-		}
-		return vs, err
-	}
-	cached, cerr := l.cache.ListVendors(ctx, f)
-	if cerr != nil {
-		return nil, l.readUnavailable(ctx, "list vendors", err, "not served from cache: "+cerr.Error())
-	}
-	l.servedList(ctx)
-	return cached, nil
+	return list(l, ctx, "list vendors", l.cacheVendor,
+		func(ctx context.Context) ([]repository.Vendor, error) { return l.primary.Vendors().List(ctx, f) },
+		func(ctx context.Context) ([]repository.Vendor, error) { return l.cache.ListVendors(ctx, f) })
 }
 
 func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
@@ -66,15 +44,11 @@ func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository
 		return repository.Vendor{}, fmt.Errorf("fallback: create vendor: %w", err)
 	}
 	l := r.l
-	out, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
+	out, err := write(l, ctx, fmt.Sprintf("create vendor %q", v.Name), func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Create(ctx, v)
 	})
-	if !answered {
-		return repository.Vendor{}, l.writeUnavailable(ctx, fmt.Sprintf("create vendor %q", v.Name), err)
-	}
 	if err == nil {
 		l.cacheVendor(out)
-		l.fromPrimary(ctx)
 	}
 	return out, err
 }
@@ -84,16 +58,12 @@ func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository
 		return repository.Vendor{}, fmt.Errorf("fallback: update vendor: %w", err)
 	}
 	l := r.l
-	out, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
+	out, err := write(l, ctx, fmt.Sprintf("update vendor %q", v.Name), func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Update(ctx, v)
 	})
-	if !answered {
-		return repository.Vendor{}, l.writeUnavailable(ctx, fmt.Sprintf("update vendor %q", v.Name), err)
-	}
 	switch {
 	case err == nil:
 		l.cacheVendor(out)
-		l.fromPrimary(ctx)
 	case errors.Is(err, repository.ErrNotFound):
 		l.uncacheVendor(v.Name)
 	}
@@ -102,15 +72,11 @@ func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository
 
 func (r vendorRepo) Delete(ctx context.Context, name string) error {
 	l := r.l
-	_, err, answered := attempt(l, ctx, func(ctx context.Context) (struct{}, error) {
+	_, err := write(l, ctx, fmt.Sprintf("delete vendor %q", name), func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, l.primary.Vendors().Delete(ctx, name)
 	})
-	if !answered {
-		return l.writeUnavailable(ctx, fmt.Sprintf("delete vendor %q", name), err)
-	}
 	if err == nil || errors.Is(err, repository.ErrNotFound) {
 		l.uncacheVendor(name)
-		l.fromPrimary(ctx)
 	}
 	return err
 }

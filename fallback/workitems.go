@@ -31,36 +31,14 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 		return w, err
 	}
 	cached, e, cerr := l.cache.GetWorkItem(ctx, id)
-	switch {
-	case cerr != nil:
-		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, "not served from cache: "+cerr.Error())
-	case !l.fromCache(ctx, e, l.cache.WorkItemTTL()):
-		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err,
-			fmt.Sprintf("cached entry is %s old, past TTL plus StaleIfError", e.Age.Round(1e9)))
-	}
-	return cached, nil
+	return serveEntry(l, ctx, "get work item "+id.String(), err, cached, e, cerr, l.cache.WorkItemTTL())
 }
 
 func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]repository.WorkItem, error) {
 	l := r.l
-	ws, err, answered := attempt(l, ctx, func(ctx context.Context) ([]repository.WorkItem, error) {
-		return l.primary.WorkItems().List(ctx, f)
-	})
-	if answered {
-		if err == nil {
-			for _, w := range ws {
-				l.cacheWorkItem(w)
-			}
-			l.fromPrimary(ctx)
-		}
-		return ws, err
-	}
-	cached, cerr := l.cache.ListWorkItems(ctx, f)
-	if cerr != nil {
-		return nil, l.readUnavailable(ctx, "list work items", err, "not served from cache: "+cerr.Error())
-	}
-	l.servedList(ctx)
-	return cached, nil
+	return list(l, ctx, "list work items", l.cacheWorkItem,
+		func(ctx context.Context) ([]repository.WorkItem, error) { return l.primary.WorkItems().List(ctx, f) },
+		func(ctx context.Context) ([]repository.WorkItem, error) { return l.cache.ListWorkItems(ctx, f) })
 }
 
 func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (repository.WorkItem, error) {
@@ -68,15 +46,11 @@ func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (reposi
 		return repository.WorkItem{}, fmt.Errorf("fallback: create work item: %w", err)
 	}
 	l := r.l
-	out, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.WorkItem, error) {
+	out, err := write(l, ctx, "create work item", func(ctx context.Context) (repository.WorkItem, error) {
 		return l.primary.WorkItems().Create(ctx, w)
 	})
-	if !answered {
-		return repository.WorkItem{}, l.writeUnavailable(ctx, "create work item", err)
-	}
 	if err == nil {
 		l.cacheWorkItem(out)
-		l.fromPrimary(ctx)
 	}
 	return out, err
 }
@@ -86,16 +60,12 @@ func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (reposi
 		return repository.WorkItem{}, fmt.Errorf("fallback: update work item: %w", err)
 	}
 	l := r.l
-	out, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.WorkItem, error) {
+	out, err := write(l, ctx, "update work item "+w.ID.String(), func(ctx context.Context) (repository.WorkItem, error) {
 		return l.primary.WorkItems().Update(ctx, w)
 	})
-	if !answered {
-		return repository.WorkItem{}, l.writeUnavailable(ctx, "update work item "+w.ID.String(), err)
-	}
 	switch {
 	case err == nil:
 		l.cacheUpdatedWorkItem(out)
-		l.fromPrimary(ctx)
 	case errors.Is(err, repository.ErrNotFound):
 		l.uncacheWorkItem(w.ID, false)
 	}
@@ -104,17 +74,13 @@ func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (reposi
 
 func (r workItemRepo) Delete(ctx context.Context, id uuid.UUID) error {
 	l := r.l
-	_, err, answered := attempt(l, ctx, func(ctx context.Context) (struct{}, error) {
+	_, err := write(l, ctx, "delete work item "+id.String(), func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, l.primary.WorkItems().Delete(ctx, id)
 	})
-	if !answered {
-		return l.writeUnavailable(ctx, "delete work item "+id.String(), err)
-	}
 	if err == nil || errors.Is(err, repository.ErrNotFound) {
 		// The soft delete reached the whole subtree: evict it rather than
 		// keep copies that would still read as live during an outage.
 		l.uncacheWorkItem(id, true)
-		l.fromPrimary(ctx)
 	}
 	return err
 }

@@ -15,27 +15,12 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("cache", "cache stats|clear-stale|clear [--path FILE]", stderr)
 	path := fs.String("path", sqlitecache.DefaultPath, "cache file")
 	ttl := fs.Duration("ttl", sqlitecache.DefaultTTL, "TTL that decides staleness (use the application's)")
-	if len(args) == 0 {
-		return usageError(fs, "missing action: stats, clear-stale or clear")
-	}
-	action := args[0]
-	if action == "-h" || action == "--help" || action == "-help" {
-		fs.Usage()
-		return nil
-	}
-	if err := parse(fs, args[1:]); err != nil {
+	action, help, err := parseAction(fs, args, "stats", "clear-stale", "clear")
+	if help || err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError(fs, "unexpected argument %q", fs.Arg(0))
 	}
 	if *ttl <= 0 {
 		return usageError(fs, "--ttl must be positive")
-	}
-	switch action {
-	case "stats", "clear-stale", "clear":
-	default:
-		return usageError(fs, "unknown action %q: want stats, clear-stale or clear", action)
 	}
 	// Opening creates a missing file: refuse instead, a typo in --path
 	// should not report an empty cache.

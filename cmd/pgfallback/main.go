@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 )
 
@@ -96,6 +97,29 @@ func parse(fs *flag.FlagSet, args []string) error {
 		return errUsage
 	}
 	return nil
+}
+
+// parseAction parses "ACTION [flags]" for commands with actions. help is
+// true when the user asked for the usage (already printed).
+func parseAction(fs *flag.FlagSet, args []string, actions ...string) (action string, help bool, err error) {
+	if len(args) == 0 {
+		return "", false, usageError(fs, "missing action: one of %v", actions)
+	}
+	switch action = args[0]; action {
+	case "-h", "-help", "--help":
+		fs.Usage()
+		return "", true, nil
+	}
+	if !slices.Contains(actions, action) {
+		return "", false, usageError(fs, "unknown action %q: want one of %v", action, actions)
+	}
+	if err := parse(fs, args[1:]); err != nil {
+		return "", false, err
+	}
+	if fs.NArg() > 0 {
+		return "", false, usageError(fs, "unexpected argument %q", fs.Arg(0))
+	}
+	return action, false, nil
 }
 
 func usageError(fs *flag.FlagSet, format string, args ...any) error {

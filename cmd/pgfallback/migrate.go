@@ -13,19 +13,9 @@ import (
 func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("migrate", "migrate up|down|status --dsn URL", stderr)
 	dsn := fs.String("dsn", os.Getenv("DATABASE_URL"), "PostgreSQL connection URL (default $DATABASE_URL)")
-	if len(args) == 0 {
-		return usageError(fs, "missing action: up, down or status")
-	}
-	action := args[0]
-	if action == "-h" || action == "--help" || action == "-help" {
-		fs.Usage()
-		return nil
-	}
-	if err := parse(fs, args[1:]); err != nil {
+	action, help, err := parseAction(fs, args, "up", "down", "status")
+	if help || err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError(fs, "unexpected argument %q", fs.Arg(0))
 	}
 	if *dsn == "" {
 		return usageError(fs, "--dsn (or DATABASE_URL) is required")
@@ -56,8 +46,6 @@ func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.Version, s.Name, state, at)
 		}
 		tw.Flush()
-	default:
-		return usageError(fs, "unknown action %q: want up, down or status", action)
 	}
 	return nil
 }

@@ -76,7 +76,7 @@ writes: {{.Writes.Acknowledged}} acknowledged, {{.Writes.ReportedFailed}} report
 `))
 
 // chartSVG draws one scenario's timeline: time on x, latency on a log
-// scale on y (0.1 ms to beyond PrimaryTimeout), one mark per call.
+// scale on y (10 µs to beyond PrimaryTimeout), one mark per call.
 func chartSVG(s ScenarioReport, timeoutMs float64) string {
 	const W, H, left, right, top, bottom = 960.0, 230.0, 52.0, 12.0, 10.0, 28.0
 	end := s.FaultEndMs
@@ -86,16 +86,16 @@ func chartSVG(s ScenarioReport, timeoutMs float64) string {
 	if end <= 0 {
 		end = 1
 	}
-	lo, hi := math.Log10(0.1), math.Log10(math.Max(timeoutMs*2, 10))
+	lo, hi := math.Log10(0.01), math.Log10(math.Max(timeoutMs*2, 10))
 	x := func(t float64) float64 { return left + (W-left-right)*t/end }
 	y := func(v float64) float64 {
-		l := math.Log10(math.Max(v, 0.1))
+		l := math.Log10(math.Max(v, 0.01))
 		return top + (H-top-bottom)*(1-(math.Min(l, hi)-lo)/(hi-lo))
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" xmlns="http://www.w3.org/2000/svg" font-family="system-ui,sans-serif" font-size="11">`, W, H, W, H)
 	fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#f3d4d4"/>`, x(s.FaultStartMs), top, x(s.FaultEndMs)-x(s.FaultStartMs), H-top-bottom)
-	for _, v := range []float64{0.1, 1, 10, 100, 1000, 10000} {
+	for _, v := range []float64{0.01, 0.1, 1, 10, 100, 1000, 10000} {
 		if math.Log10(v) > hi {
 			break
 		}
@@ -103,7 +103,7 @@ func chartSVG(s ScenarioReport, timeoutMs float64) string {
 			left, W-right, y(v), y(v), left-6, y(v)+4, fmtMs(v))
 	}
 	fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#d64545" stroke-dasharray="4 3"/><text x="%.1f" y="%.1f" fill="#d64545">PrimaryTimeout</text>`,
-		left, W-right, y(timeoutMs), y(timeoutMs), W-right-90, y(timeoutMs)-4)
+		left, W-right, y(timeoutMs), y(timeoutMs), left+4, y(timeoutMs)-4)
 	for t := 0.0; t <= end; t += tickStep(end) {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#5b6477">%gs</text>`, x(t), H-10, t/1000)
 	}

@@ -126,8 +126,8 @@ func phaseReport(name string, samples []sample, from, to time.Duration) PhaseRep
 	return p
 }
 
-// timeline keeps at most n points: every error and every slow call, and an
-// even sample of the rest.
+// timeline keeps about n points: an even sample of all calls, plus every
+// error and every slow call, which are what a reader looks for.
 func timeline(samples []sample, n int) []Point {
 	step := max(1, len(samples)/n)
 	var out []Point

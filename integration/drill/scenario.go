@@ -307,7 +307,7 @@ func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
 		phaseReport("fault", samples, faultAt, healAt),
 		phaseReport("recovery", samples, healAt, end),
 	}
-	sr.Timeline = timeline(samples, 4000)
+	sr.Timeline = timeline(samples, 1500)
 
 	bound := cfg.PrimaryTimeout + cfg.Margin
 	staleLimit := staleTTL + staleStaleIfError
