@@ -94,7 +94,8 @@ type Config struct {
 	Logger *slog.Logger
 
 	// OnStateChange, if set, is called after every state change, outside
-	// of any lock, from the goroutine that caused it. It must not block
+	// of the breaker's lock, from the goroutine that caused it (a failing
+	// call, or the prober). It may call State and Stats; it must not block
 	// for long.
 	OnStateChange func(from, to State)
 }

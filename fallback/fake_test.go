@@ -196,7 +196,7 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 
 // newTestLayer builds a Layer over db and a real SQLite cache in a temp
 // dir. Unset Config durations get test-friendly values.
-func newTestLayer(t *testing.T, db *fakeDB, cfg Config, opts ...sqlitecache.Option) (*Layer, *sqlitecache.Cache) {
+func newTestLayer(t testing.TB, db *fakeDB, cfg Config, opts ...sqlitecache.Option) (*Layer, *sqlitecache.Cache) {
 	t.Helper()
 	opts = append([]sqlitecache.Option{sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil)}, opts...)
 	cache, err := sqlitecache.Open(filepath.Join(t.TempDir(), "cache.db"), opts...)

@@ -83,8 +83,11 @@ type Layer struct {
 	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
 	degraded atomic.Bool // from a trip until the prober closes the breaker
 	state    atomic.Int32
-	tripped  chan struct{} // wakes the prober; buffered, never blocks the trip
-	lastErr  atomic.Pointer[error]
+	// The breaker reports changes under its lock; they are applied (logged,
+	// OnStateChange called) by settle, after the lock is released.
+	pendingTrip, pendingClose atomic.Bool
+	tripped                   chan struct{} // wakes the prober; buffered, never blocks the trip
+	lastErr                   atomic.Pointer[error]
 
 	stats  counters
 	writer *writer
@@ -194,19 +197,30 @@ var (
 	errOutage   = errors.New("outage")
 )
 
-// onBreakerChange runs under the breaker's lock: it only flips flags,
-// records, and wakes the prober.
+// onBreakerChange runs under the breaker's lock: it only flips flags and
+// wakes the prober; settle does the rest once the lock is released.
 func (l *Layer) onBreakerChange(_ string, from, to gobreaker.State) {
 	switch {
 	case to == gobreaker.StateOpen && from == gobreaker.StateClosed:
 		l.degraded.Store(true)
-		l.setState(Open)
+		l.pendingTrip.Store(true)
 		select {
 		case l.tripped <- struct{}{}:
 		default:
 		}
 	case to == gobreaker.StateClosed:
 		l.degraded.Store(false)
+		l.pendingClose.Store(true)
+	}
+}
+
+// settle applies the breaker's pending changes. It is called after every
+// report to the breaker, by the goroutine that made it.
+func (l *Layer) settle() {
+	if l.pendingTrip.CompareAndSwap(true, false) {
+		l.setState(Open)
+	}
+	if l.pendingClose.CompareAndSwap(true, false) {
 		l.setState(Closed)
 	}
 }
@@ -273,6 +287,7 @@ func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, 
 		l.stats.failure(kind)
 		l.lastErr.Store(&err)
 		done(errOutage)
+		l.settle()
 		return res, err, false
 	}
 }

@@ -15,6 +15,7 @@ func (l *Layer) probe() {
 			return
 		case <-l.tripped:
 		}
+		l.settle() // the trip is recorded before recovery begins
 		l.recoverLoop()
 	}
 }
@@ -71,10 +72,12 @@ func (l *Layer) tryRecover() bool {
 	err = l.ping()
 	if err != nil {
 		done(errOutage) // back to open
+		l.settle()
 		l.setState(Open)
 		return false
 	}
 	done(nil) // closes the breaker; onBreakerChange clears degraded
+	l.settle()
 	return true
 }
 

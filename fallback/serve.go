@@ -69,18 +69,18 @@ func notSent(err error) bool {
 		pgconn.SafeToRetry(err) || errors.Is(err, repository.ErrUnavailable)
 }
 
-// serveEntry is the end of a Get the primary could not answer: the cached
-// entity if the cache has it within StaleIfError, else ErrUnavailable.
-func serveEntry[T any](l *Layer, ctx context.Context, op string, cause error, cached T, e sqlitecache.Entry, cerr error, ttl time.Duration) (T, error) {
-	var zero T
+// cacheVerdict is the end of a Get the primary could not answer: given
+// what the cache returned, it says why the entry cannot be served ("" when
+// it can, after recording and counting it). Callers format their error only
+// on a refusal, so the served path allocates nothing here.
+func (l *Layer) cacheVerdict(ctx context.Context, e sqlitecache.Entry, cerr error, ttl time.Duration) string {
 	switch {
 	case cerr != nil:
-		return zero, l.readUnavailable(ctx, op, cause, "not served from cache: "+cerr.Error())
+		return "not served from cache: " + cerr.Error()
 	case !l.fromCache(ctx, e, ttl):
-		return zero, l.readUnavailable(ctx, op, cause,
-			fmt.Sprintf("cached entry is %s old, past TTL plus StaleIfError", e.Age.Round(time.Second)))
+		return fmt.Sprintf("cached entry is %s old, past TTL plus StaleIfError", e.Age.Round(time.Second))
 	}
-	return cached, nil
+	return ""
 }
 
 // list runs a List on the primary, writing the results through, or on the

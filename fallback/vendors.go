@@ -29,7 +29,10 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 		return v, err
 	}
 	cached, e, cerr := l.cache.GetVendor(ctx, name)
-	return serveEntry(l, ctx, fmt.Sprintf("get vendor %q", name), err, cached, e, cerr, l.cache.VendorTTL())
+	if why := l.cacheVerdict(ctx, e, cerr, l.cache.VendorTTL()); why != "" {
+		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, why)
+	}
+	return cached, nil
 }
 
 func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repository.Vendor, error) {

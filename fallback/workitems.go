@@ -31,7 +31,10 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 		return w, err
 	}
 	cached, e, cerr := l.cache.GetWorkItem(ctx, id)
-	return serveEntry(l, ctx, "get work item "+id.String(), err, cached, e, cerr, l.cache.WorkItemTTL())
+	if why := l.cacheVerdict(ctx, e, cerr, l.cache.WorkItemTTL()); why != "" {
+		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, why)
+	}
+	return cached, nil
 }
 
 func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]repository.WorkItem, error) {

@@ -1,0 +1,40 @@
+package fallback
+
+import (
+	"context"
+	"fmt"
+	"testing"
+)
+
+// BenchmarkLayerOverhead measures what the layer adds to a healthy Get,
+// with a primary that answers instantly from memory: the difference between
+// the two sub-benchmarks is the layer's own cost per call (breaker,
+// deadline, classification, write-through bookkeeping), to set against a
+// real PostgreSQL round trip (see bench/).
+func BenchmarkLayerOverhead(b *testing.B) {
+	db := newFakeDB()
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("vendor-%04d", i)
+		db.put(vendor(names[i]))
+	}
+	l, _ := newTestLayer(b, db, Config{})
+	primary := db.primary()
+	ctx := context.Background()
+	for _, bc := range []struct {
+		name string
+		get  func(string) error
+	}{
+		{"primary", func(n string) error { _, err := primary.Vendors().Get(ctx, n); return err }},
+		{"layer", func(n string) error { _, err := l.Vendors().Get(ctx, n); return err }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if err := bc.get(names[i%len(names)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
