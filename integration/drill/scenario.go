@@ -311,7 +311,7 @@ func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
 
 	bound := cfg.PrimaryTimeout + cfg.Margin
 	staleLimit := staleTTL + staleStaleIfError
-	var badReads, slow int
+	var badReads, tooOld, slow int
 	var firstBad string
 	for _, s := range samples {
 		if s.latency > bound {
@@ -328,7 +328,8 @@ func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
 			okRead = true
 		}
 		if r.name == ScenarioStale && s.outcome == okOutcome && s.source == fallback.SourceCache && s.age > staleLimit {
-			okRead = false // served past StaleIfError: a lie
+			tooOld++ // served past StaleIfError: a lie
+			continue
 		}
 		if !okRead {
 			badReads++
@@ -339,6 +340,9 @@ func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
 	}
 	if badReads > 0 {
 		fail("%d reads of cached keys failed; first %s", badReads, firstBad)
+	}
+	if tooOld > 0 {
+		fail("%d reads were served from entries older than TTL + StaleIfError (%s)", tooOld, staleLimit)
 	}
 	if slow > 0 {
 		fail("%d calls took longer than PrimaryTimeout + margin (%s)", slow, bound)
