@@ -43,43 +43,32 @@ func (c *Cache) ClearStale(ctx context.Context) (int, error) {
 
 // clearOlderThan deletes entries stale for longer than grace.
 func (c *Cache) clearOlderThan(ctx context.Context, op string, grace time.Duration) (int, error) {
-	if err := c.checkOpen(); err != nil {
-		return 0, err
-	}
-	var n int64
-	err := c.inTx(ctx, op, func(tx *sql.Tx) error {
-		for _, q := range []struct {
-			sql string
-			ttl time.Duration
-		}{
-			{`DELETE FROM cached_vendors WHERE cached_at < ?`, c.cfg.vendorTTL + grace},
-			{`DELETE FROM cached_work_items WHERE cached_at < ?`, c.cfg.workItemTTL + grace},
-		} {
-			res, err := tx.ExecContext(ctx, q.sql, c.staleBefore(q.ttl))
-			if err != nil {
-				return err
-			}
-			k, _ := res.RowsAffected()
-			n += k
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	return int(n), nil
+	return c.deleteAll(ctx, op,
+		deletion{`DELETE FROM cached_vendors WHERE cached_at < ?`, []any{c.staleBefore(c.cfg.vendorTTL + grace)}},
+		deletion{`DELETE FROM cached_work_items WHERE cached_at < ?`, []any{c.staleBefore(c.cfg.workItemTTL + grace)}})
 }
 
 // ClearAll deletes every entry and returns how many it deleted.
 // Errors: ErrClosed or the wrapped SQLite error (nothing deleted).
 func (c *Cache) ClearAll(ctx context.Context) (int, error) {
+	return c.deleteAll(ctx, "clear all", deletion{sql: `DELETE FROM cached_vendors`}, deletion{sql: `DELETE FROM cached_work_items`})
+}
+
+type deletion struct {
+	sql  string
+	args []any
+}
+
+// deleteAll runs the deletions in one transaction and returns how many rows
+// they removed in all.
+func (c *Cache) deleteAll(ctx context.Context, op string, ds ...deletion) (int, error) {
 	if err := c.checkOpen(); err != nil {
 		return 0, err
 	}
 	var n int64
-	err := c.inTx(ctx, "clear all", func(tx *sql.Tx) error {
-		for _, q := range []string{`DELETE FROM cached_vendors`, `DELETE FROM cached_work_items`} {
-			res, err := tx.ExecContext(ctx, q)
+	err := c.inTx(ctx, op, func(tx *sql.Tx) error {
+		for _, d := range ds {
+			res, err := tx.ExecContext(ctx, d.sql, d.args...)
 			if err != nil {
 				return err
 			}
@@ -95,8 +84,8 @@ func (c *Cache) ClearAll(ctx context.Context) (int, error) {
 }
 
 // cleanupLoop removes entries stale for longer than the retention every
-// interval until Close. Failures are
-// logged, never fatal: a cache that could not be cleaned is still a cache.
+// interval until Close. Failures are logged, never fatal: a cache that
+// could not be cleaned is still a cache.
 func (c *Cache) cleanupLoop(interval time.Duration) {
 	defer c.wg.Done()
 	t := time.NewTicker(interval)
