@@ -26,7 +26,7 @@ func drillConfig(srv *pgtest.Server, scenario string) drill.Config {
 		Duration:       2 * time.Second,
 		PrimaryTimeout: 500 * time.Millisecond,
 		OpenTimeout:    200 * time.Millisecond,
-		Margin:         250 * time.Millisecond,
+		Margin:         100 * time.Millisecond, // the bound: PrimaryTimeout + 100 ms
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
