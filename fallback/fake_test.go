@@ -28,6 +28,9 @@ type fakeDB struct {
 
 	fail  atomic.Pointer[error]
 	hang  atomic.Bool
+	// afterRead, if set (before the calls start), runs in a vendor Get
+	// after the row was read and before it is returned.
+	afterRead func(name string)
 	calls atomic.Int64 // repository calls, not pings
 	pings atomic.Int64
 }
@@ -77,10 +80,13 @@ func (f *fakeDB) primary() *mock.Primary {
 			return repository.Vendor{}, err
 		}
 		f.mu.Lock()
-		defer f.mu.Unlock()
 		v, ok := f.vendors[name]
+		f.mu.Unlock()
 		if !ok {
 			return repository.Vendor{}, repository.ErrNotFound
+		}
+		if f.afterRead != nil {
+			f.afterRead(name)
 		}
 		return v, nil
 	}

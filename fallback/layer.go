@@ -92,7 +92,10 @@ type Layer struct {
 	stats  counters
 	writer *writer
 	recent *recentWrites
-	warms  singleflight.Group
+	// Evictions so far, by kind: reads compare them before and after (see
+	// cacheReadVendor).
+	vendorEvictions, itemEvictions atomic.Uint64
+	warms                          singleflight.Group
 
 	ctx    context.Context // canceled by Close: ends probes and warms
 	cancel context.CancelFunc

@@ -478,3 +478,37 @@ func TestNewRejectsBadArguments(t *testing.T) {
 		t.Fatalf("nil cache: %v", err)
 	}
 }
+
+// A Get that read a row before a concurrent Delete must not put the deleted
+// row back into the cache when it returns: it would be served as live in
+// the next outage.
+func TestReadRacingDeleteDoesNotResurrect(t *testing.T) {
+	db := newFakeDB()
+	read, release := make(chan struct{}), make(chan struct{})
+	db.afterRead = func(name string) {
+		if name == "racy" {
+			close(read)
+			<-release
+		}
+	}
+	l, cache := newTestLayer(t, db, Config{})
+	db.put(vendor("racy"))
+	ctx := context.Background()
+	got := make(chan error, 1)
+	go func() {
+		_, err := l.Vendors().Get(ctx, "racy")
+		got <- err
+	}()
+	<-read // the Get has the row
+	if err := l.Vendors().Delete(ctx, "racy"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-got; err != nil {
+		t.Fatalf("the racing Get: %v", err)
+	}
+	flush(t, l)
+	if _, _, err := cache.GetVendor(ctx, "racy"); !errors.Is(err, repository.ErrNotFound) {
+		t.Fatalf("a vendor deleted while a Get was in flight is back in the cache (%v)", err)
+	}
+}

@@ -64,6 +64,13 @@ func forget[K comparable](r *recentWrites, m map[K]stamp, key K) {
 
 // The layer's write-through entry points: they consult recentWrites, and
 // forget a key whose update the writer could not queue.
+//
+// Evictions race with other calls: a Get that read a row just before a
+// Delete evicted it would, writing its result through afterwards, put the
+// deleted row back in the cache, to be served as live in the next outage.
+// Calls therefore note an eviction counter before they reach the primary
+// and write through only if no eviction of their kind happened meanwhile.
+// Evictions are rare; a skipped write-through costs at most a cache miss.
 
 func (l *Layer) cacheVendor(v repository.Vendor) {
 	if !fresh(l.recent, l.recent.vendor, v.Name, v.Version, v.UpdatedAt) && !l.writer.setVendor(v) {
@@ -71,7 +78,16 @@ func (l *Layer) cacheVendor(v repository.Vendor) {
 	}
 }
 
+// writeThroughVendor writes a vendor that a call returned through, unless
+// an eviction happened since the call began (evictions was read before it).
+func (l *Layer) writeThroughVendor(v repository.Vendor, evictions uint64) {
+	if l.vendorEvictions.Load() == evictions {
+		l.cacheVendor(v)
+	}
+}
+
 func (l *Layer) uncacheVendor(name string) {
+	l.vendorEvictions.Add(1)
 	forget(l.recent, l.recent.vendor, name)
 	l.writer.evictVendor(name)
 }
@@ -82,9 +98,18 @@ func (l *Layer) cacheWorkItem(w repository.WorkItem) {
 	}
 }
 
+// writeThroughWorkItem is writeThroughVendor for work items.
+func (l *Layer) writeThroughWorkItem(w repository.WorkItem, evictions uint64) {
+	if l.itemEvictions.Load() == evictions {
+		l.cacheWorkItem(w)
+	}
+}
+
 // cacheUpdatedWorkItem always queues: an update may have moved the item,
-// which the writer checks against the cached copy.
+// which the writer checks against the cached copy, evicting the subtree.
+// It counts as an eviction, since reads in flight may hold old paths.
 func (l *Layer) cacheUpdatedWorkItem(w repository.WorkItem) {
+	l.itemEvictions.Add(1)
 	fresh(l.recent, l.recent.item, w.ID, w.Version, w.UpdatedAt)
 	if !l.writer.updateWorkItem(w) {
 		forget(l.recent, l.recent.item, w.ID)
@@ -92,6 +117,7 @@ func (l *Layer) cacheUpdatedWorkItem(w repository.WorkItem) {
 }
 
 func (l *Layer) uncacheWorkItem(id uuid.UUID, tree bool) {
+	l.itemEvictions.Add(1)
 	forget(l.recent, l.recent.item, id)
 	if tree {
 		l.writer.evictWorkItemTree(id)

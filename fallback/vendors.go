@@ -14,13 +14,14 @@ var _ repository.VendorRepository = vendorRepo{}
 
 func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, error) {
 	l := r.l
+	evictions := l.vendorEvictions.Load()
 	v, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Get(ctx, name)
 	})
 	if answered {
 		switch {
 		case err == nil:
-			l.cacheVendor(v)
+			l.writeThroughVendor(v, evictions)
 			l.fromPrimary(ctx)
 		case errors.Is(err, repository.ErrNotFound):
 			l.uncacheVendor(name)
@@ -37,7 +38,8 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 
 func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repository.Vendor, error) {
 	l := r.l
-	return list(l, ctx, "list vendors", l.cacheVendor,
+	evictions := l.vendorEvictions.Load()
+	return list(l, ctx, "list vendors", func(v repository.Vendor) { l.writeThroughVendor(v, evictions) },
 		func(ctx context.Context) ([]repository.Vendor, error) { return l.primary.Vendors().List(ctx, f) },
 		func(ctx context.Context) ([]repository.Vendor, error) { return l.cache.ListVendors(ctx, f) })
 }
@@ -47,11 +49,12 @@ func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository
 		return repository.Vendor{}, fmt.Errorf("fallback: create vendor: %w", err)
 	}
 	l := r.l
+	evictions := l.vendorEvictions.Load()
 	out, err := write(l, ctx, fmt.Sprintf("create vendor %q", v.Name), func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Create(ctx, v)
 	})
 	if err == nil {
-		l.cacheVendor(out)
+		l.writeThroughVendor(out, evictions)
 	}
 	return out, err
 }
@@ -61,12 +64,13 @@ func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository
 		return repository.Vendor{}, fmt.Errorf("fallback: update vendor: %w", err)
 	}
 	l := r.l
+	evictions := l.vendorEvictions.Load()
 	out, err := write(l, ctx, fmt.Sprintf("update vendor %q", v.Name), func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Update(ctx, v)
 	})
 	switch {
 	case err == nil:
-		l.cacheVendor(out)
+		l.writeThroughVendor(out, evictions)
 	case errors.Is(err, repository.ErrNotFound):
 		l.uncacheVendor(v.Name)
 	}

@@ -16,13 +16,14 @@ var _ repository.WorkItemRepository = workItemRepo{}
 
 func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkItem, error) {
 	l := r.l
+	evictions := l.itemEvictions.Load()
 	w, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.WorkItem, error) {
 		return l.primary.WorkItems().Get(ctx, id)
 	})
 	if answered {
 		switch {
 		case err == nil:
-			l.cacheWorkItem(w)
+			l.writeThroughWorkItem(w, evictions)
 			l.fromPrimary(ctx)
 		case errors.Is(err, repository.ErrNotFound):
 			l.uncacheWorkItem(id, false)
@@ -39,7 +40,8 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 
 func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]repository.WorkItem, error) {
 	l := r.l
-	return list(l, ctx, "list work items", l.cacheWorkItem,
+	evictions := l.itemEvictions.Load()
+	return list(l, ctx, "list work items", func(w repository.WorkItem) { l.writeThroughWorkItem(w, evictions) },
 		func(ctx context.Context) ([]repository.WorkItem, error) { return l.primary.WorkItems().List(ctx, f) },
 		func(ctx context.Context) ([]repository.WorkItem, error) { return l.cache.ListWorkItems(ctx, f) })
 }
@@ -49,11 +51,12 @@ func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (reposi
 		return repository.WorkItem{}, fmt.Errorf("fallback: create work item: %w", err)
 	}
 	l := r.l
+	evictions := l.itemEvictions.Load()
 	out, err := write(l, ctx, "create work item", func(ctx context.Context) (repository.WorkItem, error) {
 		return l.primary.WorkItems().Create(ctx, w)
 	})
 	if err == nil {
-		l.cacheWorkItem(out)
+		l.writeThroughWorkItem(out, evictions)
 	}
 	return out, err
 }
