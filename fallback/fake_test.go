@@ -26,13 +26,13 @@ type fakeDB struct {
 	vendors map[string]repository.Vendor
 	items   map[uuid.UUID]repository.WorkItem
 
-	fail  atomic.Pointer[error]
-	hang  atomic.Bool
+	fail atomic.Pointer[error]
+	hang atomic.Bool
 	// afterRead, if set (before the calls start), runs in a vendor Get
 	// after the row was read and before it is returned.
 	afterRead func(name string)
-	calls atomic.Int64 // repository calls, not pings
-	pings atomic.Int64
+	calls     atomic.Int64 // repository calls, not pings
+	pings     atomic.Int64
 }
 
 func newFakeDB() *fakeDB {

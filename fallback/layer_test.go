@@ -512,3 +512,40 @@ func TestReadRacingDeleteDoesNotResurrect(t *testing.T) {
 		t.Fatalf("a vendor deleted while a Get was in flight is back in the cache (%v)", err)
 	}
 }
+
+// A List during an outage is served from the cache, marked partial, and
+// leaves out what a Get would refuse: entries past TTL + StaleIfError.
+func TestListDuringOutageIsPartialAndBounded(t *testing.T) {
+	db := newFakeDB()
+	clk := newClock()
+	l, _ := newTestLayer(t, db, Config{StaleIfError: 10 * time.Minute},
+		sqlitecache.WithClock(clk.Now), sqlitecache.WithTTL(time.Minute))
+	ctx := context.Background()
+	for _, n := range []string{"old-a", "old-b"} {
+		db.put(vendor(n))
+		if _, err := l.Vendors().Get(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush(t, l)
+	clk.Advance(5 * time.Minute)
+	db.put(vendor("newer"))
+	if _, err := l.Vendors().Get(ctx, "newer"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	tripBreaker(t, l, db)
+
+	clk.Advance(7 * time.Minute) // old-*: 12 min old, past 1 + 10; newer: 7 min
+	ctx, prov := WithProvenance(ctx)
+	vs, err := l.Vendors().List(ctx, repository.VendorFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 1 || vs[0].Name != "newer" {
+		t.Fatalf("List during outage = %v, want only the entry within StaleIfError", vs)
+	}
+	if o := prov.Origin(); o.Source != SourceCache || !o.Partial {
+		t.Fatalf("origin %+v, want a partial answer from the cache", o)
+	}
+}

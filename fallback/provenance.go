@@ -31,15 +31,15 @@ func (s Source) String() string {
 // Origin describes where one call's result came from.
 type Origin struct {
 	Source Source
-	// CachedAt and Age are the cache entry's write time and age when the
-	// result came from the cache; for a List, those of its oldest entry.
+	// CachedAt and Age are the cache entry's write time and age when a Get
+	// was served from the cache (zero for a List).
 	CachedAt time.Time
 	Age      time.Duration
 	// Stale is true when a cached result was past its TTL (but within
 	// Config.StaleIfError).
 	Stale bool
 	// Partial is true for a List served from the cache: it holds only the
-	// entities that happened to be cached.
+	// entities that happened to be cached, within StaleIfError.
 	Partial bool
 }
 

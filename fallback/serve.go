@@ -17,7 +17,7 @@ import (
 // the entry is past its TTL by more than StaleIfError.
 func (l *Layer) fromCache(ctx context.Context, e sqlitecache.Entry, ttl time.Duration) bool {
 	if e.Stale {
-		if l.cfg.StaleIfError < 0 || e.Age > ttl+l.cfg.StaleIfError {
+		if e.Age > ttl+l.maxStale() {
 			return false
 		}
 		l.stats.servedStale.Add(1)
@@ -118,6 +118,9 @@ func write[T any](l *Layer, ctx context.Context, op string, fn func(context.Cont
 	}
 	return out, err
 }
+
+// maxStale is how long past its TTL a cached entry may be served.
+func (l *Layer) maxStale() time.Duration { return max(l.cfg.StaleIfError, 0) }
 
 // servedList records and counts a List served from the cache: partial by
 // nature, since the cache holds only what was read or written before.

@@ -41,7 +41,9 @@ func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repo
 	evictions := l.vendorEvictions.Load()
 	return list(l, ctx, "list vendors", func(v repository.Vendor) { l.writeThroughVendor(v, evictions) },
 		func(ctx context.Context) ([]repository.Vendor, error) { return l.primary.Vendors().List(ctx, f) },
-		func(ctx context.Context) ([]repository.Vendor, error) { return l.cache.ListVendors(ctx, f) })
+		func(ctx context.Context) ([]repository.Vendor, error) {
+			return l.cache.ListVendorsWithin(ctx, f, l.maxStale())
+		})
 }
 
 func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {

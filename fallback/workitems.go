@@ -43,7 +43,9 @@ func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]
 	evictions := l.itemEvictions.Load()
 	return list(l, ctx, "list work items", func(w repository.WorkItem) { l.writeThroughWorkItem(w, evictions) },
 		func(ctx context.Context) ([]repository.WorkItem, error) { return l.primary.WorkItems().List(ctx, f) },
-		func(ctx context.Context) ([]repository.WorkItem, error) { return l.cache.ListWorkItems(ctx, f) })
+		func(ctx context.Context) ([]repository.WorkItem, error) {
+			return l.cache.ListWorkItemsWithin(ctx, f, l.maxStale())
+		})
 }
 
 func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (repository.WorkItem, error) {

@@ -146,3 +146,41 @@ func compareStrings(a, b string) int {
 	}
 	return 0
 }
+
+// The ...Within lists leave out entries stale for longer than maxStale,
+// and a negative maxStale means no limit.
+func TestListWithinStaleness(t *testing.T) {
+	c, clk := openTest(t, WithTTL(time.Minute))
+	old := testWorkItem(1)
+	if err := c.SetVendor(bg, testVendor("old", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetWorkItem(bg, old); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(10 * time.Minute)
+	newer := testWorkItem(1)
+	if err := c.SetVendor(bg, testVendor("new", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetWorkItem(bg, newer); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(5 * time.Minute) // old: 15 min, new: 5 min; TTL 1 min
+	for _, tc := range []struct {
+		maxStale time.Duration
+		vendors  int
+	}{{-1, 2}, {20 * time.Minute, 2}, {10 * time.Minute, 1}, {time.Minute, 0}} {
+		vs, err := c.ListVendorsWithin(bg, repository.VendorFilter{}, tc.maxStale)
+		if err != nil || len(vs) != tc.vendors {
+			t.Errorf("ListVendorsWithin(%v) = %d vendors, %v; want %d", tc.maxStale, len(vs), err, tc.vendors)
+		}
+		ws, err := c.ListWorkItemsWithin(bg, repository.WorkItemFilter{}, tc.maxStale)
+		if err != nil || len(ws) != tc.vendors {
+			t.Errorf("ListWorkItemsWithin(%v) = %d items, %v; want %d", tc.maxStale, len(ws), err, tc.vendors)
+		}
+	}
+	if vs, _ := c.ListVendorsWithin(bg, repository.VendorFilter{}, 10*time.Minute); len(vs) == 1 && vs[0].Name != "new" {
+		t.Errorf("kept %q, want the newer entry", vs[0].Name)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -166,17 +167,29 @@ func (c *Cache) DeleteVendor(ctx context.Context, name string) error {
 // Errors: repository.ErrInvalid for a bad filter, ErrClosed, or the wrapped
 // SQLite error.
 func (c *Cache) ListVendors(ctx context.Context, f repository.VendorFilter) ([]repository.Vendor, error) {
+	return c.ListVendorsWithin(ctx, f, -1)
+}
+
+// ListVendorsWithin is ListVendors without the entries that have been stale
+// for longer than maxStale (negative: no limit). The fallback layer lists
+// with its StaleIfError, so a List never serves what a Get would refuse.
+// Errors: as ListVendors.
+func (c *Cache) ListVendorsWithin(ctx context.Context, f repository.VendorFilter, maxStale time.Duration) ([]repository.Vendor, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
 	if err := f.Validate(); err != nil {
 		return nil, fmt.Errorf("sqlitecache: list vendors: %w", err)
 	}
-	q := `SELECT name, encoding, data FROM cached_vendors`
+	q := `SELECT name, encoding, data FROM cached_vendors WHERE 1 = 1`
 	var args []any
 	if f.Status != nil {
-		q += ` WHERE status = ?`
+		q += ` AND status = ?`
 		args = append(args, string(*f.Status))
+	}
+	if maxStale >= 0 {
+		q += ` AND cached_at >= ?`
+		args = append(args, c.staleBefore(c.cfg.vendorTTL+maxStale))
 	}
 	limit, offset := page(f.Limit, f.Offset)
 	q += ` ORDER BY name LIMIT ? OFFSET ?`

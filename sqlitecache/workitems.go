@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -137,6 +138,13 @@ func (c *Cache) DeleteWorkItem(ctx context.Context, id uuid.UUID) error {
 // Errors: repository.ErrInvalid for a bad filter, ErrClosed, or the wrapped
 // SQLite error.
 func (c *Cache) ListWorkItems(ctx context.Context, f repository.WorkItemFilter) ([]repository.WorkItem, error) {
+	return c.ListWorkItemsWithin(ctx, f, -1)
+}
+
+// ListWorkItemsWithin is ListWorkItems without the entries that have been
+// stale for longer than maxStale (negative: no limit).
+// Errors: as ListWorkItems.
+func (c *Cache) ListWorkItemsWithin(ctx context.Context, f repository.WorkItemFilter, maxStale time.Duration) ([]repository.WorkItem, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
@@ -159,6 +167,10 @@ func (c *Cache) ListWorkItems(ctx context.Context, f repository.WorkItemFilter) 
 	}
 	if !f.IncludeDeleted {
 		q += ` AND deleted = 0`
+	}
+	if maxStale >= 0 {
+		q += ` AND cached_at >= ?`
+		args = append(args, c.staleBefore(c.cfg.workItemTTL+maxStale))
 	}
 	limit, offset := page(f.Limit, f.Offset)
 	q += ` ORDER BY created_at, id LIMIT ? OFFSET ?`
