@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgfallback/pgfallback/integration/pgtest"
 	"github.com/pgfallback/pgfallback/repository"
 	"github.com/pgfallback/pgfallback/sqlitecache"
@@ -135,5 +137,46 @@ func TestDrillWritesReports(t *testing.T) {
 	page, err := os.ReadFile(htmlPath)
 	if err != nil || !bytes.Contains(page, []byte("<svg")) || bytes.Contains(page, []byte("<script")) {
 		t.Fatalf("HTML report: %v, has svg %v", err, bytes.Contains(page, []byte("<svg")))
+	}
+}
+
+// Drilling a database the command was pointed at: the drill goes through
+// an in-process proxy to that server, refuses an unmigrated database, and
+// skips what it may not do there (stop the server).
+func TestDrillAgainstGivenDSN(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	t.Setenv("DATABASE_URL", "")
+	code, stdout, stderr := runCLI(t, "drill", "--dsn", dsn, "--scenario", "down,kill", "--duration", "1s",
+		"--baseline", "300ms", "--readers", "2", "--writers", "1")
+	if code != 0 {
+		t.Fatalf("drill --dsn: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "== down [PASS]") || !strings.Contains(stdout, "== kill [SKIP]") {
+		t.Fatalf("report:\n%s", stdout)
+	}
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left int
+	err = conn.QueryRow(context.Background(), `SELECT count(*) FROM vendors`).Scan(&left)
+	conn.Close(context.Background())
+	if err != nil || left != 0 {
+		t.Fatalf("the drill left %d rows behind in the database it was pointed at (%v)", left, err)
+	}
+
+	empty := pgtest.NewDatabase(t)
+	conn, err = pgx.Connect(context.Background(), empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = conn.Exec(context.Background(), `DROP TABLE work_items; DROP TABLE vendors`)
+	conn.Close(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runCLI(t, "drill", "--dsn", empty, "--scenario", "down", "--duration", "1s")
+	if code != 1 || !strings.Contains(stderr, "migrate up") {
+		t.Fatalf("drill of an unmigrated database: exit %d, %s", code, stderr)
 	}
 }

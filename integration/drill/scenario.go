@@ -34,13 +34,8 @@ func faults(name string) (fault, string) {
 	case ScenarioKill:
 		return fault{
 			description: "the server is killed (immediate shutdown), then started again", mustTrip: true,
-			inject: func(_ context.Context, r *scenarioRun) error {
-				if r.e.srv == nil || !r.e.srv.Controllable() {
-					return errSkip
-				}
-				return r.e.srv.Stop()
-			},
-			heal: func(_ context.Context, r *scenarioRun) error { return r.e.srv.Start() },
+			inject: func(_ context.Context, r *scenarioRun) error { return r.e.srv.Stop() },
+			heal:   func(_ context.Context, r *scenarioRun) error { return r.e.srv.Start() },
 		}, ""
 	case ScenarioBlackhole:
 		return fault{
@@ -133,8 +128,6 @@ func faults(name string) (fault, string) {
 	return fault{}, fmt.Sprintf("unknown scenario %q", name)
 }
 
-var errSkip = fmt.Errorf("scenario not possible here")
-
 func pause(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -156,11 +149,28 @@ func changeRows(ctx context.Context, dsn string, names []string) error {
 	return err
 }
 
-func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) ScenarioReport {
+// removeRows deletes the vendors a scenario created: a drill of a database
+// it was pointed at leaves it as it found it.
+func removeRows(ctx context.Context, dsn, tag string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `DELETE FROM vendors WHERE name LIKE $1 || '-%'`, tag)
+	return err
+}
+
+func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) (sr ScenarioReport) {
 	f, bad := faults(name)
-	sr := ScenarioReport{Name: name, Description: f.description, TimeToTripMs: -1, TimeToRecoverMs: -1}
+	sr = ScenarioReport{Name: name, Description: f.description, TimeToTripMs: -1, TimeToRecoverMs: -1}
 	if bad != "" {
 		sr.Violations = append(sr.Violations, bad)
+		return sr
+	}
+	if name == ScenarioKill && (e.srv == nil || !e.srv.Controllable()) {
+		sr.Skipped = "needs a server the drill controls (the embedded one); not available with --dsn"
+		sr.Passed = true
 		return sr
 	}
 	r := &scenarioRun{cfg: cfg, e: e, name: name, tag: tag, start: time.Now()}
@@ -181,6 +191,11 @@ func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) Scen
 	defer func() {
 		if !appClosed {
 			r.app.close()
+		}
+		// A drill of a database it was pointed at leaves it as it found it.
+		if err := removeRows(context.WithoutCancel(ctx), e.directDSN, tag); err != nil {
+			sr.Violations = append(sr.Violations, fmt.Sprintf("remove the drill's rows: %v", err))
+			sr.Passed = false
 		}
 	}()
 	if err := r.seed(ctx); err != nil {
@@ -214,13 +229,7 @@ func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) Scen
 		duration = max(duration, staleTTL+staleStaleIfError+1500*time.Millisecond)
 	}
 	r.faultAt.Store(int64(r.since()))
-	switch err := f.inject(ctx, r); {
-	case err == errSkip:
-		stopLoad()
-		sr.Skipped = "needs a server the drill controls (the embedded one); not available with --dsn"
-		sr.Passed = true
-		return sr
-	case err != nil:
+	if err := f.inject(ctx, r); err != nil {
 		fail("inject the fault: %v", err)
 	}
 	until := time.Now().Add(duration)
