@@ -1,6 +1,7 @@
 package repository_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -106,5 +107,66 @@ func TestChildPath(t *testing.T) {
 	}
 	if want := root.ID.String() + "/" + child.ID.String(); child.ChildPath() != want {
 		t.Fatalf("child path %q, want %q", child.ChildPath(), want)
+	}
+}
+
+// The metadata walk must agree with encoding the metadata: the same values
+// pass, the same fail, whatever the path that decides.
+func TestMetadataValidationAgreesWithEncoding(t *testing.T) {
+	type point struct{ X, Y int }
+	deep := map[string]any{}
+	cur := deep
+	for range 150 { // deeper than the walk goes: encoding decides
+		next := map[string]any{}
+		cur["d"] = next
+		cur = next
+	}
+	ok := []map[string]any{
+		{},
+		{"s": "text", "n": 1.5, "b": true, "z": nil, "l": []any{1.0, "x", []any{}}, "m": map[string]any{"k": "v"}},
+		{"i": 42, "u": uint8(7), "num": json.Number("12.5")},
+		{"struct": point{1, 2}, "f32": float32(1.5)},
+		{"bad utf8 is replaced by encoding/json": "\xff"},
+		{"near the limit": strings.Repeat("x", repository.MaxMetadataBytes-100)},
+		deep,
+	}
+	bad := map[string]map[string]any{
+		"NaN":             {"x": math.NaN()},
+		"nested Inf":      {"l": []any{1.0, math.Inf(1)}},
+		"float32 NaN":     {"x": float32(math.NaN())},
+		"NUL in value":    {"s": "a\x00b"},
+		"NUL in key":      {"a\x00": 1.0},
+		"NUL deep":        {"m": map[string]any{"l": []any{"\x00"}}},
+		"over the limit":  {"s": strings.Repeat("x", repository.MaxMetadataBytes)},
+		"escapes over it": {"s": strings.Repeat("\x01", repository.MaxMetadataBytes/5)},
+		"channel":         {"c": make(chan int)},
+		"func in a slice": {"l": []any{func() {}}},
+	}
+	for i, m := range ok {
+		v := validVendor()
+		v.Metadata = m
+		if err := v.Validate(); err != nil {
+			t.Errorf("ok[%d]: %v", i, err)
+		}
+	}
+	for name, m := range bad {
+		v := validVendor()
+		v.Metadata = m
+		checkInvalid(t, "metadata "+name, "Metadata", v.Validate())
+	}
+}
+
+func BenchmarkValidateMetadata1K(b *testing.B) {
+	v := validVendor()
+	v.Metadata = map[string]any{
+		"region": "eu-west-1", "tags": []any{"retail", "daily", "priority"},
+		"endpoint": "https://example.com/api/v2/vendors/17", "notes": strings.Repeat("lorem ipsum dolor sit amet ", 30),
+		"limits": map[string]any{"rps": 50.0, "burst": 200.0, "enabled": true},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := v.Validate(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
