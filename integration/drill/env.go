@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfallback/pgfallback/integration/chaos"
 	"github.com/pgfallback/pgfallback/integration/pgtest"
@@ -71,8 +69,8 @@ func setupEnv(ctx context.Context, cfg Config, runID string) (_ *env, err error)
 	e.closers = append(e.closers, e.tp.Close)
 	upstream := cfg.Upstream
 	if upstream == "" {
-		if upstream, err = dsnAddr(e.directDSN); err != nil {
-			return nil, err
+		if upstream, err = chaos.DSNHostPort(e.directDSN); err != nil {
+			return nil, fmt.Errorf("drill: %w", err)
 		}
 	}
 	name := "pgfallback-drill-" + runID
@@ -141,13 +139,4 @@ func checkSchema(ctx context.Context, dsn string) error {
 		return fmt.Errorf("drill: the database has no pgfallback schema; run `pgfallback migrate up --dsn ...` first")
 	}
 	return nil
-}
-
-// dsnAddr is the host:port a DSN connects to.
-func dsnAddr(dsn string) (string, error) {
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		return "", fmt.Errorf("drill: parse dsn: %w", err)
-	}
-	return net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)), nil
 }

@@ -47,6 +47,11 @@ type ScenarioReport struct {
 	Timeline        []Point       `json:"timeline"`
 }
 
+// violate records a broken bound.
+func (s *ScenarioReport) violate(format string, args ...any) {
+	s.Violations = append(s.Violations, fmt.Sprintf(format, args...))
+}
+
 // PhaseReport summarises the calls of one phase.
 type PhaseReport struct {
 	Name       string  `json:"name"`

@@ -165,7 +165,7 @@ func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) (sr 
 	f, bad := faults(name)
 	sr = ScenarioReport{Name: name, Description: f.description, TimeToTripMs: -1, TimeToRecoverMs: -1}
 	if bad != "" {
-		sr.Violations = append(sr.Violations, bad)
+		sr.violate("%s", bad)
 		return sr
 	}
 	if name == ScenarioKill && (e.srv == nil || !e.srv.Controllable()) {
@@ -175,7 +175,7 @@ func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) (sr 
 	}
 	r := &scenarioRun{cfg: cfg, e: e, name: name, tag: tag, start: time.Now()}
 	r.phase.Store("setup")
-	fail := func(format string, args ...any) { sr.Violations = append(sr.Violations, fmt.Sprintf(format, args...)) }
+	fail := sr.violate
 	if err := e.proxy.Clear(); err != nil {
 		fail("reset the proxy: %v", err)
 		return sr
@@ -194,7 +194,7 @@ func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) (sr 
 		}
 		// A drill of a database it was pointed at leaves it as it found it.
 		if err := removeRows(context.WithoutCancel(ctx), e.directDSN, tag); err != nil {
-			sr.Violations = append(sr.Violations, fmt.Sprintf("remove the drill's rows: %v", err))
+			sr.violate("remove the drill's rows: %v", err)
 			sr.Passed = false
 		}
 	}()
@@ -293,7 +293,7 @@ func (r *scenarioRun) seed(ctx context.Context) error {
 
 // check measures the run against its bounds and fills the report.
 func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
-	fail := func(format string, args ...any) { sr.Violations = append(sr.Violations, fmt.Sprintf(format, args...)) }
+	fail := sr.violate
 	cfg := r.cfg
 	r.mu.Lock()
 	samples := slices.Clone(r.samples)
