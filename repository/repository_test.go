@@ -114,13 +114,7 @@ func TestChildPath(t *testing.T) {
 // pass, the same fail, whatever the path that decides.
 func TestMetadataValidationAgreesWithEncoding(t *testing.T) {
 	type point struct{ X, Y int }
-	deep := map[string]any{}
-	cur := deep
-	for range 150 { // deeper than the walk goes: encoding decides
-		next := map[string]any{}
-		cur["d"] = next
-		cur = next
-	}
+	deep := nestedObjects(repository.MaxMetadataDepth) // as deep as allowed
 	ok := []map[string]any{
 		{},
 		{"s": "text", "n": 1.5, "b": true, "z": nil, "l": []any{1.0, "x", []any{}}, "m": map[string]any{"k": "v"}},
@@ -141,6 +135,7 @@ func TestMetadataValidationAgreesWithEncoding(t *testing.T) {
 		"escapes over it": {"s": strings.Repeat("\x01", repository.MaxMetadataBytes/5)},
 		"channel":         {"c": make(chan int)},
 		"func in a slice": {"l": []any{func() {}}},
+		"too deep":        nestedObjects(repository.MaxMetadataDepth + 1),
 	}
 	for i, m := range ok {
 		v := validVendor()

@@ -3,6 +3,7 @@ package repository
 import (
 	"encoding/json"
 	"math"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 )
@@ -26,9 +27,9 @@ func validateText(field, s string, min, max int) error {
 }
 
 // validateMetadata checks that m encodes as a JSON object within the size
-// limit, without NUL characters (PostgreSQL's jsonb cannot store them).
-// Values that JSON cannot carry (channels, functions, NaN) are rejected here,
-// before a store half-writes them.
+// and nesting limits, without NUL characters (PostgreSQL's jsonb cannot
+// store them). Values that JSON cannot carry (channels, functions, NaN) are
+// rejected here, before a store half-writes them.
 //
 // Metadata normally holds JSON's own data model (what encoding/json decodes
 // into: maps, slices, strings, float64, bool, nil). Those are checked by a
@@ -36,11 +37,17 @@ func validateText(field, s string, min, max int) error {
 // else, or a bound over the limit, is settled by encoding it. The walk keeps
 // validation off the profile of bulk cache writes, where encoding 1 KB of
 // metadata cost a third of the time.
+//
+// Every path refuses nesting past MaxMetadataDepth before it goes deeper,
+// so an input cannot make validation recurse, allocate or run for longer
+// than its own size allows: a million nested arrays are refused at level
+// MaxMetadataDepth+1, not handed to encoding/json (whose recursion would
+// overflow the stack).
 func validateMetadata(m map[string]any) error {
 	if m == nil {
 		return nil
 	}
-	size, sure, err := metadataBound(m, 0)
+	size, sure, err := metadataBound(m, 1)
 	if err != nil {
 		return err
 	}
@@ -54,22 +61,25 @@ func validateMetadata(m map[string]any) error {
 	if len(b) > MaxMetadataBytes {
 		return Invalid("Metadata", "is %d bytes of JSON, the limit is %d", len(b), MaxMetadataBytes)
 	}
+	// A json.Marshaler (json.RawMessage, say) chooses its own nesting.
+	if d := jsonDepth(b); d > MaxMetadataDepth {
+		return tooDeep()
+	}
 	if strings.Contains(string(b), `\u0000`) {
 		return Invalid("Metadata", "must not contain a NUL character (PostgreSQL jsonb cannot store it)")
 	}
 	return nil
 }
 
-// maxWalkDepth stops the walk on absurdly deep (or cyclic) values, which
-// encoding/json then judges.
-const maxWalkDepth = 100
+func tooDeep() error {
+	return Invalid("Metadata", "nests objects and arrays more than %d levels deep", MaxMetadataDepth)
+}
 
-// metadataBound returns an upper bound of v's JSON size. sure is false when
-// v holds a type the walk does not know, or is too deep: the caller encodes.
+// metadataBound returns an upper bound of v's JSON size; depth is the
+// nesting level of v's container (the metadata object is level 1). sure is
+// false when v holds a type the walk does not know: the caller encodes it,
+// after checkDepth has made sure encoding cannot recurse without bound.
 func metadataBound(v any, depth int) (size int, sure bool, err error) {
-	if depth > maxWalkDepth {
-		return 0, false, nil
-	}
 	switch x := v.(type) {
 	case nil:
 		return 4, true, nil
@@ -90,28 +100,102 @@ func metadataBound(v any, depth int) (size int, sure bool, err error) {
 	case json.Number:
 		return len(x), true, nil
 	case []any:
-		n := 2
+		if depth > MaxMetadataDepth {
+			return 0, true, tooDeep()
+		}
+		n, allSure := 2, true
 		for _, e := range x {
 			k, sure, err := metadataBound(e, depth+1)
-			if err != nil || !sure {
-				return 0, sure, err
+			if err != nil {
+				return 0, true, err
 			}
-			n += k + 1
+			n, allSure = n+k+1, allSure && sure
 		}
-		return n, true, nil
+		return n, allSure, nil
 	case map[string]any:
-		n := 2
+		if depth > MaxMetadataDepth {
+			return 0, true, tooDeep()
+		}
+		n, allSure := 2, true
 		for key, e := range x {
 			if strings.IndexByte(key, 0) >= 0 {
 				return 0, true, Invalid("Metadata", "must not contain a NUL character (PostgreSQL jsonb cannot store it)")
 			}
 			k, sure, err := metadataBound(e, depth+1)
-			if err != nil || !sure {
-				return 0, sure, err
+			if err != nil {
+				return 0, true, err
 			}
-			n += 6*len(key) + 4 + k
+			n, allSure = n+6*len(key)+4+k, allSure && sure
 		}
-		return n, true, nil
+		return n, allSure, nil
 	}
-	return 0, false, nil
+	return 0, false, checkDepth(reflect.ValueOf(v), depth)
+}
+
+// checkDepth refuses a value of a type outside JSON's data model (a
+// struct, a typed slice or map, pointers) whose nesting exceeds the limit,
+// so that encoding it cannot recurse without bound. Pointers and
+// interfaces count as levels too: a cycle of them ends at the limit.
+func checkDepth(v reflect.Value, depth int) error {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Struct, reflect.Map, reflect.Slice, reflect.Array:
+		if depth > MaxMetadataDepth {
+			return tooDeep()
+		}
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return nil
+		}
+		return checkDepth(v.Elem(), depth+1)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				if err := checkDepth(v.Field(i), depth+1); err != nil {
+					return err
+				}
+			}
+		}
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if err := checkDepth(it.Value(), depth+1); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			return nil // encoded as a base64 string
+		}
+		for i := range v.Len() {
+			if err := checkDepth(v.Index(i), depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// jsonDepth returns the deepest nesting of objects and arrays in valid JSON
+// text, in one pass without recursion.
+func jsonDepth(b []byte) int {
+	depth, deepest, inString := 0, 0, false
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case inString:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return deepest
 }

@@ -37,6 +37,13 @@ const (
 	MaxVendorNameLen = 100
 	MaxCreatedByLen  = 100
 	MaxMetadataBytes = 1 << 20 // 1 MiB of JSON
+	// MaxMetadataDepth is how deeply Metadata may nest objects and arrays
+	// (the Metadata object itself is level 1). Far below what the parts
+	// behind it can read back — encoding/json and so pgx stop at 10,000
+	// levels, PostgreSQL's jsonb at about 20,000 (SQLSTATE 54001), the
+	// cache's codec at 10,000 — so everything validation accepts is
+	// readable everywhere, and refusing costs bounded time and stack.
+	MaxMetadataDepth = 64
 )
 
 var (
