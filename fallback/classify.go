@@ -7,6 +7,7 @@ import (
 	"net"
 	"syscall"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfallback/pgfallback/repository"
@@ -62,7 +63,9 @@ const (
 //
 // The rules, in order:
 //   - nil, and the repository's business errors (ErrNotFound,
-//     ErrAlreadyExists, ErrConflict, ErrInvalid) are answers;
+//     ErrAlreadyExists, ErrConflict, ErrInvalid) are answers, and so is
+//     ErrUnreadable: a row that does not decode is an answer about that
+//     row, never a sign the server is down, as is a raw pgx.ScanArgError;
 //   - anything once the caller's context has ended is Canceled;
 //   - connection failures, timeouts (ours or the network's), SQLSTATE class
 //     08, 57P01-57P05, 57014 (statement timeout), 53300 and 25006 are
@@ -77,7 +80,15 @@ func Classify(callerCtx context.Context, err error) (Class, FailureKind) {
 		return Answer, ""
 	}
 	if errors.Is(err, repository.ErrNotFound) || errors.Is(err, repository.ErrAlreadyExists) ||
-		errors.Is(err, repository.ErrConflict) || errors.Is(err, repository.ErrInvalid) {
+		errors.Is(err, repository.ErrConflict) || errors.Is(err, repository.ErrInvalid) ||
+		errors.Is(err, repository.ErrUnreadable) {
+		return Answer, ""
+	}
+	// A value the client could not decode (pgx wraps every one in a
+	// ScanArgError) is about that row, even when its cause reads like a
+	// broken stream (io.ErrUnexpectedEOF from a short binary value).
+	var scanErr pgx.ScanArgError
+	if errors.As(err, &scanErr) {
 		return Answer, ""
 	}
 	if callerCtx != nil && callerCtx.Err() != nil {

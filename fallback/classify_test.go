@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfallback/pgfallback/repository"
@@ -45,6 +46,8 @@ func TestClassify(t *testing.T) {
 		{"already exists", live, repository.ErrAlreadyExists, Answer, ""},
 		{"invalid", live, repository.Invalid("Name", "bad"), Answer, ""},
 		{"invalid wrapping a PgError", live, fmt.Errorf("%w: %w", repository.Invalid("Name", "bad"), &pgconn.PgError{Code: "23514"}), Answer, ""},
+		{"unreadable row", live, fmt.Errorf("get: %w", repository.ErrUnreadable), Answer, ""},
+		{"raw scan error that reads like EOF", live, fmt.Errorf("get: %w", pgx.ScanArgError{ColumnIndex: 5, Err: io.ErrUnexpectedEOF}), Answer, ""},
 		{"business error after caller canceled", canceled, repository.ErrNotFound, Answer, ""},
 		{"caller canceled", canceled, context.Canceled, Canceled, ""},
 		{"caller deadline", canceled, fmt.Errorf("q: %w", context.DeadlineExceeded), Canceled, ""},

@@ -220,7 +220,10 @@ func (l *Layer) vendorBatch(ctx context.Context, names []string) ([]repository.V
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
 	defer cancel()
 	if bg, ok := l.primary.Vendors().(VendorBatchGetter); ok {
-		return bg.GetMany(ctx, names)
+		found, err := bg.GetMany(ctx, names)
+		if !errors.Is(err, repository.ErrUnreadable) {
+			return found, err
+		}
 	}
 	return getEach(ctx, names, l.primary.Vendors().Get)
 }
@@ -229,13 +232,18 @@ func (l *Layer) workItemBatch(ctx context.Context, ids []uuid.UUID) ([]repositor
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
 	defer cancel()
 	if bg, ok := l.primary.WorkItems().(WorkItemBatchGetter); ok {
-		return bg.GetMany(ctx, ids)
+		found, err := bg.GetMany(ctx, ids)
+		if !errors.Is(err, repository.ErrUnreadable) {
+			return found, err
+		}
 	}
 	return getEach(ctx, ids, l.primary.WorkItems().Get)
 }
 
 // getEach reads keys one by one, a few at a time, for primaries without
-// GetMany. Keys the primary does not have are left out.
+// GetMany and for a batch that holds an unreadable row. Keys the primary
+// does not have, or holds unreadable, are left out: the warm then drops
+// their cached copies, which no longer show what PostgreSQL holds.
 func getEach[K any, T any](ctx context.Context, keys []K, get func(context.Context, K) (T, error)) ([]T, error) {
 	results := make([]*T, len(keys))
 	g, ctx := errgroup.WithContext(ctx)
@@ -246,7 +254,7 @@ func getEach[K any, T any](ctx context.Context, keys []K, get func(context.Conte
 			switch {
 			case err == nil:
 				results[i] = &v
-			case !errors.Is(err, repository.ErrNotFound):
+			case !errors.Is(err, repository.ErrNotFound) && !errors.Is(err, repository.ErrUnreadable):
 				return err
 			}
 			return nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfallback/pgfallback/repository"
@@ -55,7 +56,36 @@ func mapError(op string, err error) error {
 		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "22": // data exception: bad encoding, too long, ...
 			return fmt.Errorf("pgstore: %s: %w: %w", op,
 				&repository.ValidationError{Field: pgErr.ColumnName, Reason: pgErr.Message}, err)
+		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "54": // program limit exceeded: a value too complex or too large
+			return fmt.Errorf("pgstore: %s: %w: %w", op,
+				&repository.ValidationError{Field: pgErr.ColumnName, Reason: "exceeds a PostgreSQL limit: " + pgErr.Message}, err)
 		}
 	}
 	return fmt.Errorf("pgstore: %s: %w", op, err)
+}
+
+// unreadable marks a failure to decode a row the server sent as
+// repository.ErrUnreadable, naming the row's key when the columns before
+// the failing one gave it. Such a row is an answer about itself: left as a
+// bare scan error, the fallback layer would count it as an outage, and one
+// row written around validation would trip the breaker for every caller.
+func unreadable(err error, kind, key string) error {
+	var scanErr pgx.ScanArgError
+	if !errors.As(err, &scanErr) {
+		return err
+	}
+	if key == "" || key == "00000000-0000-0000-0000-000000000000" {
+		return fmt.Errorf("%w: a %s row: %w", repository.ErrUnreadable, kind, err)
+	}
+	return fmt.Errorf("%w: %s %q: %w", repository.ErrUnreadable, kind, key, err)
+}
+
+// appliedIfUnreadable words an unreadable RETURNING row of a one-statement
+// write: the statement had committed by the time its row failed to decode,
+// so the caller must not think the write undone.
+func appliedIfUnreadable(err error) error {
+	if errors.Is(err, repository.ErrUnreadable) {
+		return fmt.Errorf("the write was applied, but its result cannot be read back: %w", err)
+	}
+	return err
 }

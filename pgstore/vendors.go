@@ -23,7 +23,7 @@ func scanVendor(row pgx.Row) (repository.Vendor, error) {
 	err := row.Scan(&v.ID, &v.Name, &v.Status, &v.Version, &v.ExtractorVersion, &v.Metadata,
 		&v.CreatedAt, &v.UpdatedAt, &v.CreatedBy)
 	v.CreatedAt, v.UpdatedAt = v.CreatedAt.UTC(), v.UpdatedAt.UTC()
-	return v, err
+	return v, unreadable(err, "vendor", v.Name) // pgx fills the columns before the failing one
 }
 
 func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, error) {
@@ -89,7 +89,7 @@ func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository
 		VALUES ($1, $2, $3, 1, $4, $5, $6)
 		RETURNING `+vendorColumns,
 		v.ID, v.Name, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata), v.CreatedBy))
-	return out, mapError("create vendor", err)
+	return out, mapError("create vendor", appliedIfUnreadable(err))
 }
 
 func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
@@ -120,7 +120,7 @@ func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository
 		return repository.Vendor{}, fmt.Errorf("pgstore: update vendor %q: version %d is not current (%d): %w",
 			v.Name, v.Version, current, repository.ErrConflict)
 	}
-	return out, mapError("update vendor", err)
+	return out, mapError("update vendor", appliedIfUnreadable(err))
 }
 
 func (r vendorRepo) Delete(ctx context.Context, name string) error {

@@ -29,7 +29,7 @@ func scanWorkItem(row pgx.Row) (repository.WorkItem, error) {
 		t := w.DeletedAt.UTC()
 		w.DeletedAt = &t
 	}
-	return w, err
+	return w, unreadable(err, "work item", w.ID.String())
 }
 
 // subtreeCond matches the strict descendants of an item whose ChildPath is
@@ -137,7 +137,7 @@ func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (reposi
 	}
 	if w.ParentID == nil {
 		out, err := insert(ctx, r.pool)
-		return out, mapError("create work item", err)
+		return out, mapError("create work item", appliedIfUnreadable(err))
 	}
 	var out repository.WorkItem
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
@@ -173,7 +173,7 @@ func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (reposi
 		w.ID, w.Version, w.ParentID, string(w.Type), w.Title, string(w.Status), w.BranchName, w.CommitHash,
 		metadataArg(w.Metadata)))
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return out, mapError("update work item", err)
+		return out, mapError("update work item", appliedIfUnreadable(err))
 	}
 	// No row matched: missing, deleted, stale, or a move to another parent.
 	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {

@@ -37,6 +37,16 @@ var (
 	// have been applied. It is deliberately not ErrUnavailable, which
 	// promises the write did not happen. Re-read before retrying.
 	ErrOutcomeUnknown = errors.New("outcome unknown")
+
+	// ErrUnreadable means the store answered but holds a row this program
+	// cannot turn into the domain's types — one written around validation
+	// (plain SQL, another service) with, say, metadata nested deeper than
+	// encoding/json reads. It is an answer about that row, not an outage: a
+	// fallback passes it through and never counts it toward tripping. A
+	// List or a batch read that meets such a row fails with it; the message
+	// names the key. A write that returns it says in its message whether it
+	// was applied.
+	ErrUnreadable = errors.New("unreadable row")
 )
 
 // ValidationError describes one rejected field. It matches ErrInvalid with

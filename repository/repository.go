@@ -8,8 +8,9 @@
 // persistent cache) and fallback (Postgres with the cache behind it).
 //
 // Every error an implementation returns matches one of ErrNotFound,
-// ErrAlreadyExists, ErrConflict, ErrInvalid, ErrUnavailable or (writes only)
-// ErrOutcomeUnknown with errors.Is, or is the caller's own context error, or
+// ErrAlreadyExists, ErrConflict, ErrInvalid, ErrUnavailable, ErrUnreadable
+// (a stored row that cannot be decoded) or (writes only) ErrOutcomeUnknown
+// with errors.Is, or is the caller's own context error, or
 // is an infrastructure error wrapped with its cause (a connection failure,
 // say) that a decorator such as the fallback layer classifies. "ErrUnavailable"
 // below stands for either of those last two kinds: pgstore returns the raw
@@ -26,12 +27,14 @@ import (
 type VendorRepository interface {
 	// Get returns the vendor with the given name.
 	// Errors: ErrInvalid for a malformed name, ErrNotFound when there is no
-	// such vendor, ErrUnavailable when the store cannot answer.
+	// such vendor, ErrUnreadable when its stored row cannot be decoded,
+	// ErrUnavailable when the store cannot answer.
 	Get(ctx context.Context, name string) (Vendor, error)
 
 	// List returns the vendors that match f, ordered by Name, paged by
 	// f.Limit and f.Offset. An empty result is an empty slice and no error.
-	// Errors: ErrInvalid for a bad filter, ErrUnavailable.
+	// Errors: ErrInvalid for a bad filter, ErrUnreadable when a matching row
+	// cannot be decoded, ErrUnavailable.
 	List(ctx context.Context, f VendorFilter) ([]Vendor, error)
 
 	// Create stores a new vendor and returns it as stored: ID assigned when
@@ -59,13 +62,13 @@ type VendorRepository interface {
 type WorkItemRepository interface {
 	// Get returns the work item with the given id, including a soft-deleted
 	// one (DeletedAt set).
-	// Errors: ErrNotFound, ErrUnavailable.
+	// Errors: ErrNotFound, ErrUnreadable, ErrUnavailable.
 	Get(ctx context.Context, id uuid.UUID) (WorkItem, error)
 
 	// List returns the work items that match f, ordered by CreatedAt then
 	// ID, paged by f.Limit and f.Offset; soft-deleted items only when
 	// f.IncludeDeleted. An empty result is an empty slice and no error.
-	// Errors: ErrInvalid for a bad filter, ErrUnavailable.
+	// Errors: ErrInvalid for a bad filter, ErrUnreadable, ErrUnavailable.
 	List(ctx context.Context, f WorkItemFilter) ([]WorkItem, error)
 
 	// Create stores a new work item and returns it as stored: ID assigned
