@@ -12,7 +12,14 @@ type vendorRepo struct{ l *Layer }
 
 var _ repository.VendorRepository = vendorRepo{}
 
+// Every method validates its input before choosing between the primary and
+// the cache: bad input is ErrInvalid whatever the database's state, never
+// ErrUnavailable because the breaker happens to be open.
+
 func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, error) {
+	if err := repository.ValidateVendorName(name); err != nil {
+		return repository.Vendor{}, fmt.Errorf("fallback: get vendor: %w", err)
+	}
 	l := r.l
 	evictions := l.vendorEvictions.Load()
 	v, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
@@ -37,6 +44,9 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 }
 
 func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repository.Vendor, error) {
+	if err := f.Validate(); err != nil {
+		return nil, fmt.Errorf("fallback: list vendors: %w", err)
+	}
 	l := r.l
 	evictions := l.vendorEvictions.Load()
 	return list(l, ctx, "list vendors", func(v repository.Vendor) { l.writeThroughVendor(v, evictions) },
@@ -62,7 +72,7 @@ func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository
 }
 
 func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
-	if err := v.Validate(); err != nil {
+	if err := v.ValidateUpdate(); err != nil {
 		return repository.Vendor{}, fmt.Errorf("fallback: update vendor: %w", err)
 	}
 	l := r.l
@@ -80,6 +90,9 @@ func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository
 }
 
 func (r vendorRepo) Delete(ctx context.Context, name string) error {
+	if err := repository.ValidateVendorName(name); err != nil {
+		return fmt.Errorf("fallback: delete vendor: %w", err)
+	}
 	l := r.l
 	_, err := write(l, ctx, fmt.Sprintf("delete vendor %q", name), func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, l.primary.Vendors().Delete(ctx, name)

@@ -39,6 +39,9 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 }
 
 func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]repository.WorkItem, error) {
+	if err := f.Validate(); err != nil {
+		return nil, fmt.Errorf("fallback: list work items: %w", err)
+	}
 	l := r.l
 	evictions := l.itemEvictions.Load()
 	return list(l, ctx, "list work items", func(w repository.WorkItem) { l.writeThroughWorkItem(w, evictions) },
@@ -64,7 +67,7 @@ func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (reposi
 }
 
 func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (repository.WorkItem, error) {
-	if err := w.Validate(); err != nil {
+	if err := w.ValidateUpdate(); err != nil {
 		return repository.WorkItem{}, fmt.Errorf("fallback: update work item: %w", err)
 	}
 	l := r.l

@@ -93,12 +93,8 @@ func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository
 }
 
 func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
-	if err := v.Validate(); err != nil {
+	if err := v.ValidateUpdate(); err != nil {
 		return repository.Vendor{}, fmt.Errorf("pgstore: update vendor: %w", err)
-	}
-	if v.Version < 1 {
-		return repository.Vendor{}, fmt.Errorf("pgstore: update vendor: %w",
-			repository.Invalid("Version", "must be the version you read (>= 1), got %d", v.Version))
 	}
 	out, err := scanVendor(r.pool.QueryRow(ctx, `
 		UPDATE vendors

@@ -156,12 +156,8 @@ func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (reposi
 }
 
 func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (repository.WorkItem, error) {
-	if err := w.Validate(); err != nil {
+	if err := w.ValidateUpdate(); err != nil {
 		return repository.WorkItem{}, fmt.Errorf("pgstore: update work item: %w", err)
-	}
-	if w.Version < 1 {
-		return repository.WorkItem{}, fmt.Errorf("pgstore: update work item: %w",
-			repository.Invalid("Version", "must be the version you read (>= 1), got %d", w.Version))
 	}
 	// The common case, an update that keeps the parent, is one statement.
 	out, err := scanWorkItem(r.pool.QueryRow(ctx, `

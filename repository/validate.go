@@ -26,6 +26,15 @@ func validateText(field, s string, min, max int) error {
 	return nil
 }
 
+// validateReadVersion checks the Version an Update carries: the one the
+// caller read, so at least 1.
+func validateReadVersion(version int64) error {
+	if version < 1 {
+		return Invalid("Version", "must be the version you read (>= 1), got %d", version)
+	}
+	return nil
+}
+
 // validateMetadata checks that m encodes as a JSON object within the size
 // and nesting limits, without NUL characters (PostgreSQL's jsonb cannot
 // store them). Values that JSON cannot carry (channels, functions, NaN) are

@@ -110,6 +110,15 @@ func (w WorkItem) Validate() error {
 	return validateMetadata(w.Metadata)
 }
 
+// ValidateUpdate checks w as Update takes it: Validate, and a Version
+// that is the one the caller read (at least 1).
+func (w WorkItem) ValidateUpdate() error {
+	if err := w.Validate(); err != nil {
+		return err
+	}
+	return validateReadVersion(w.Version)
+}
+
 // ChildPath is the Path that the children of w carry: w's own path extended
 // by w's id.
 func (w WorkItem) ChildPath() string {
