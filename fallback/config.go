@@ -89,6 +89,13 @@ type Config struct {
 	// transaction. Default 256.
 	WriteBatch int
 
+	// CloseTimeout bounds how long Close applies the write-through queue
+	// to the cache before dropping (and counting) what is left, e.g. when
+	// another process holds the cache's write lock. A cache statement
+	// already waiting for a lock then still finishes, within the cache's
+	// busy timeout. Default 5 s. Shutdown takes a context instead.
+	CloseTimeout time.Duration
+
 	// Logger receives one line per trip, recovery and warm, and cache
 	// write failures (rate-limited). Default: slog.Default().
 	Logger *slog.Logger
@@ -111,6 +118,7 @@ func (c Config) withDefaults() Config {
 	def(&c.ProbeTimeout, time.Second)
 	def(&c.Window, time.Minute)
 	def(&c.WarmTimeout, time.Minute)
+	def(&c.CloseTimeout, 5*time.Second)
 	if c.StaleIfError == 0 {
 		c.StaleIfError = 24 * time.Hour
 	}

@@ -99,9 +99,10 @@ type Layer struct {
 
 	ctx    context.Context // canceled by Close: ends probes and warms
 	cancel context.CancelFunc
-	closed atomic.Bool
-	once   sync.Once
-	wg     sync.WaitGroup
+	closed   atomic.Bool
+	once     sync.Once
+	closeErr error
+	wg       sync.WaitGroup
 
 	vendors   vendorRepo
 	workItems workItemRepo
@@ -180,17 +181,40 @@ func (l *Layer) Stats() Stats {
 // dropped), or ctx ends.
 func (l *Layer) Flush(ctx context.Context) error { return l.writer.flush(ctx) }
 
-// Close stops the prober, cancels a warm in progress, flushes the
-// write-through queue and stops the writer. It is idempotent. Calls made
-// after Close fail with ErrClosed.
+// Close is Shutdown with a deadline of Config.CloseTimeout (default 5 s).
 func (l *Layer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.CloseTimeout)
+	defer cancel()
+	return l.Shutdown(ctx)
+}
+
+// Shutdown stops the prober, cancels a warm in progress, applies the
+// write-through queue to the cache until ctx ends, and stops the writer.
+// What is still queued then is dropped and counted (Stats.DroppedAtClose,
+// and EvictionsLost for deletions among it, which are also logged): a
+// cache locked by another process cannot hold up a shutdown. It returns
+// once the writer has stopped: at the latest when ctx ends plus, if a
+// cache statement is then waiting for a lock, the cache's busy timeout
+// (SQLite's wait cannot be interrupted).
+//
+// It is idempotent: later calls return the first one's result. Calls made
+// after it fail with ErrClosed.
+//
+// Errors: nil when everything queued reached the cache; otherwise an error
+// wrapping ctx's error that says what was dropped.
+func (l *Layer) Shutdown(ctx context.Context) error {
 	l.once.Do(func() {
+		before := l.stats.droppedAtClose.Load()
 		l.closed.Store(true)
 		l.cancel()
-		l.writer.stop()
+		l.writer.stop(ctx)
 		l.wg.Wait()
+		if n := l.stats.droppedAtClose.Load() - before; n > 0 {
+			l.closeErr = fmt.Errorf("fallback: shutdown: %d cache updates dropped at the deadline (%d evictions among them): %w",
+				n, l.stats.evictionsLost.Load(), context.Cause(ctx))
+		}
 	})
-	return nil
+	return l.closeErr
 }
 
 // errExcluded and errOutage are what the breaker is told; the real error

@@ -37,14 +37,12 @@ func newRecentWrites(window time.Duration) *recentWrites {
 }
 
 // fresh reports whether version of key was sent within the window; if not,
-// it records that it is being sent now.
+// it records that it is being sent now. r.mu must be held.
 func fresh[K comparable](r *recentWrites, m map[K]stamp, key K, version int64, updated time.Time) bool {
 	if r.window <= 0 {
 		return false
 	}
 	now := time.Now().UnixNano()
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	up := updated.UnixNano()
 	if s, ok := m[key]; ok && s.version == version && s.updated == up && now-s.at < int64(r.window) {
 		return true
@@ -56,12 +54,6 @@ func fresh[K comparable](r *recentWrites, m map[K]stamp, key K, version int64, u
 	return false
 }
 
-func forget[K comparable](r *recentWrites, m map[K]stamp, key K) {
-	r.mu.Lock()
-	delete(m, key)
-	r.mu.Unlock()
-}
-
 // The layer's write-through entry points: they consult recentWrites, and
 // forget a key whose update the writer could not queue.
 //
@@ -70,38 +62,39 @@ func forget[K comparable](r *recentWrites, m map[K]stamp, key K) {
 // deleted row back in the cache, to be served as live in the next outage.
 // Calls therefore note an eviction counter before they reach the primary
 // and write through only if no eviction of their kind happened meanwhile.
-// Evictions are rare; a skipped write-through costs at most a cache miss.
-
-func (l *Layer) cacheVendor(v repository.Vendor) {
-	if !fresh(l.recent, l.recent.vendor, v.Name, v.Version, v.UpdatedAt) && !l.writer.setVendor(v) {
-		forget(l.recent, l.recent.vendor, v.Name)
-	}
-}
+// The check and the enqueue happen under recentWrites' lock, as do an
+// eviction's count and enqueue, so a write-through that passed the check
+// is queued before the eviction that would have failed it, and the writer
+// applies them in that order. Evictions are rare; a skipped write-through
+// costs at most a cache miss.
 
 // writeThroughVendor writes a vendor that a call returned through, unless
 // an eviction happened since the call began (evictions was read before it).
 func (l *Layer) writeThroughVendor(v repository.Vendor, evictions uint64) {
-	if l.vendorEvictions.Load() == evictions {
-		l.cacheVendor(v)
+	r := l.recent
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l.vendorEvictions.Load() == evictions && !fresh(r, r.vendor, v.Name, v.Version, v.UpdatedAt) && !l.writer.setVendor(v) {
+		delete(r.vendor, v.Name)
 	}
 }
 
 func (l *Layer) uncacheVendor(name string) {
+	r := l.recent
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	l.vendorEvictions.Add(1)
-	forget(l.recent, l.recent.vendor, name)
+	delete(r.vendor, name)
 	l.writer.evictVendor(name)
-}
-
-func (l *Layer) cacheWorkItem(w repository.WorkItem) {
-	if !fresh(l.recent, l.recent.item, w.ID, w.Version, w.UpdatedAt) && !l.writer.setWorkItem(w) {
-		forget(l.recent, l.recent.item, w.ID)
-	}
 }
 
 // writeThroughWorkItem is writeThroughVendor for work items.
 func (l *Layer) writeThroughWorkItem(w repository.WorkItem, evictions uint64) {
-	if l.itemEvictions.Load() == evictions {
-		l.cacheWorkItem(w)
+	r := l.recent
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l.itemEvictions.Load() == evictions && !fresh(r, r.item, w.ID, w.Version, w.UpdatedAt) && !l.writer.setWorkItem(w) {
+		delete(r.item, w.ID)
 	}
 }
 
@@ -109,16 +102,20 @@ func (l *Layer) writeThroughWorkItem(w repository.WorkItem, evictions uint64) {
 // which the writer checks against the cached copy, evicting the subtree.
 // It counts as an eviction, since reads in flight may hold old paths.
 func (l *Layer) cacheUpdatedWorkItem(w repository.WorkItem) {
+	r := l.recent
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	l.itemEvictions.Add(1)
-	fresh(l.recent, l.recent.item, w.ID, w.Version, w.UpdatedAt)
-	if !l.writer.updateWorkItem(w) {
-		forget(l.recent, l.recent.item, w.ID)
-	}
+	fresh(r, r.item, w.ID, w.Version, w.UpdatedAt)
+	l.writer.updateWorkItem(w)
 }
 
 func (l *Layer) uncacheWorkItem(id uuid.UUID, tree bool) {
+	r := l.recent
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	l.itemEvictions.Add(1)
-	forget(l.recent, l.recent.item, id)
+	delete(r.item, id)
 	if tree {
 		l.writer.evictWorkItemTree(id)
 	} else {

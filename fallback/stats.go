@@ -22,7 +22,12 @@ type Stats struct {
 	WriteQueued  uint64 // cache updates queued by the write-through
 	WriteWritten uint64 // cache updates applied
 	WriteDropped uint64 // cache updates dropped: queue full, or the cache failed
-	WriteFailed  uint64 // cache updates the cache refused (counted in WriteDropped too)
+	WriteFailed  uint64 // cache updates the cache refused (a set is then dropped, an eviction retried)
+	// Evictions and moves never wait nor are dropped when the queue is
+	// full: they overflow into a list applied in order after it.
+	WriteOverflowed uint64
+	DroppedAtClose  uint64 // updates still queued when Close's deadline passed (counted in WriteDropped too)
+	EvictionsLost   uint64 // of those, evictions and moves: the cache may hold rows PostgreSQL deleted until a warm
 
 	Transitions uint64    // state changes
 	LastTrip    time.Time // when the breaker last opened; zero if never
@@ -35,6 +40,7 @@ type Stats struct {
 type counters struct {
 	primaryCalls, servedFresh, servedStale, servedPartial, unavailable, rejected atomic.Uint64
 	writeQueued, writeWritten, writeDropped, writeFailed                         atomic.Uint64
+	writeOverflowed, droppedAtClose, evictionsLost                               atomic.Uint64
 	transitions, warmRuns, probeCalls                                            atomic.Uint64
 
 	mu       sync.Mutex
@@ -58,6 +64,7 @@ func (c *counters) snapshot() Stats {
 		Unavailable: c.unavailable.Load(), RejectedWhileOpen: c.rejected.Load(),
 		WriteQueued: c.writeQueued.Load(), WriteWritten: c.writeWritten.Load(),
 		WriteDropped: c.writeDropped.Load(), WriteFailed: c.writeFailed.Load(),
+		WriteOverflowed: c.writeOverflowed.Load(), DroppedAtClose: c.droppedAtClose.Load(), EvictionsLost: c.evictionsLost.Load(),
 		Transitions: c.transitions.Load(), WarmRuns: c.warmRuns.Load(), ProbeCalls: c.probeCalls.Load(),
 		PrimaryFailures: map[FailureKind]uint64{},
 	}

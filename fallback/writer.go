@@ -2,7 +2,9 @@ package fallback
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +26,14 @@ const (
 	opBarrier           // Flush: closes done when everything before it is applied
 )
 
+// kept reports whether an op may never be dropped. Dropping a set only
+// costs a cache miss, or leaves an older version that the next read or
+// warm replaces. Dropping an eviction leaves a deleted row to be served as
+// live in the next outage ("a deleted row never comes back"), and dropping
+// a move leaves descendants with their old paths; a barrier is a caller
+// waiting.
+func (k opKind) kept() bool { return k >= opEvictVendor }
+
 type cacheOp struct {
 	kind   opKind
 	vendor repository.Vendor
@@ -35,28 +45,48 @@ type cacheOp struct {
 
 // writer applies write-through updates to the cache off the request path:
 // callers enqueue without waiting, one goroutine drains the queue in
-// batches, one cache transaction per run of like updates. A full queue drops
-// (and counts) rather than slowing a call that PostgreSQL already answered;
-// the cache is version-monotonic, so order between sets of one key does not
-// matter, and evictions keep their place in the queue.
+// batches, one cache transaction per run of like updates.
+//
+// Sets go through a bounded queue and are dropped (and counted) when it is
+// full, rather than slowing a call that PostgreSQL already answered.
+// Evictions, moves and barriers are never dropped: one that finds the
+// queue full joins an overflow list, and while that list is not empty,
+// sets are dropped and every kept op joins it, so the writer applies all
+// of them in the order they were made (channel first, then the list). The
+// list grows only with deletes and moves made while the cache is stuck,
+// a few dozen bytes each. A kept op the cache fails is retried, with
+// backoff, until it is applied or the close deadline passes.
 type writer struct {
-	cache   *sqlitecache.Cache
-	q       chan cacheOp
-	quit    chan struct{}
-	stopped atomic.Bool
-	batch   int
-	stats   *counters
-	log     *slog.Logger
+	cache *sqlitecache.Cache
+	q     chan cacheOp
+	batch int
+	stats *counters
+	log   *slog.Logger
+
+	mu          sync.Mutex
+	overflow    []cacheOp
+	overflowing atomic.Bool
+	kick        chan struct{} // the overflow has work; buffered, never blocks
+
+	quit     chan struct{}   // closed by stop
+	stopped  atomic.Bool     // set before quit is closed
+	drainCtx context.Context // bounds the drain after stop; set before quit is closed
+
 	lastLog atomic.Int64 // unix nanos of the last failure logged
 }
 
 func newWriter(cache *sqlitecache.Cache, stats *counters, log *slog.Logger, queue, batch int) *writer {
-	return &writer{cache: cache, q: make(chan cacheOp, queue), quit: make(chan struct{}), batch: batch, stats: stats, log: log}
+	return &writer{cache: cache, q: make(chan cacheOp, queue), batch: batch, stats: stats, log: log,
+		kick: make(chan struct{}, 1), quit: make(chan struct{})}
 }
 
-// enqueue queues op without waiting and reports whether it was queued.
+// enqueue queues op without waiting and reports whether it was queued. A
+// set is dropped when the queue is full; a kept op never is.
 func (w *writer) enqueue(op cacheOp) bool {
-	if w.stopped.Load() {
+	if op.kind.kept() {
+		return w.enqueueKept(op)
+	}
+	if w.stopped.Load() || w.overflowing.Load() {
 		w.stats.writeDropped.Add(1)
 		return false
 	}
@@ -70,6 +100,35 @@ func (w *writer) enqueue(op cacheOp) bool {
 	}
 }
 
+func (w *writer) enqueueKept(op cacheOp) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped.Load() {
+		// The writer has stopped: a Delete that PostgreSQL answered while
+		// the layer was closing. Apply its eviction here, briefly.
+		w.mu.Unlock()
+		w.applyLate(op)
+		w.mu.Lock()
+		return true
+	}
+	w.stats.writeQueued.Add(1)
+	if !w.overflowing.Load() {
+		select {
+		case w.q <- op:
+			return true
+		default:
+			w.overflowing.Store(true)
+		}
+	}
+	w.overflow = append(w.overflow, op)
+	w.stats.writeOverflowed.Add(1)
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	return true
+}
+
 func (w *writer) setVendor(v repository.Vendor) bool {
 	return w.enqueue(cacheOp{kind: opSetVendor, vendor: v})
 }
@@ -78,8 +137,8 @@ func (w *writer) setWorkItem(it repository.WorkItem) bool {
 	return w.enqueue(cacheOp{kind: opSetWorkItem, item: it})
 }
 
-func (w *writer) updateWorkItem(it repository.WorkItem) bool {
-	return w.enqueue(cacheOp{kind: opUpdateWorkItem, item: it})
+func (w *writer) updateWorkItem(it repository.WorkItem) {
+	w.enqueue(cacheOp{kind: opUpdateWorkItem, item: it})
 }
 
 func (w *writer) evictVendor(name string)    { w.enqueue(cacheOp{kind: opEvictVendor, name: name}) }
@@ -88,17 +147,10 @@ func (w *writer) evictWorkItemTree(id uuid.UUID) {
 	w.enqueue(cacheOp{kind: opEvictWorkItemTree, id: id})
 }
 
-// flush waits for the updates queued before it. Unlike enqueue it waits for
-// room in the queue, bounded by ctx.
+// flush waits for the updates queued before it, or for ctx.
 func (w *writer) flush(ctx context.Context) error {
 	done := make(chan struct{})
-	select {
-	case w.q <- cacheOp{kind: opBarrier, done: done}:
-	case <-w.quit:
-		return nil // stopped: stop has drained the queue
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	w.enqueue(cacheOp{kind: opBarrier, done: done})
 	select {
 	case <-done:
 		return nil
@@ -107,12 +159,17 @@ func (w *writer) flush(ctx context.Context) error {
 	}
 }
 
-// stop makes later enqueues drop, and lets run drain what is queued and
-// return.
-func (w *writer) stop() {
-	if w.stopped.CompareAndSwap(false, true) {
-		close(w.quit)
+// stop makes later sets drop and lets run drain what is queued within ctx
+// and return. What is still queued when ctx ends is dropped and counted.
+func (w *writer) stop(ctx context.Context) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped.Load() {
+		return
 	}
+	w.drainCtx = ctx
+	w.stopped.Store(true)
+	close(w.quit)
 }
 
 func (w *writer) run() {
@@ -122,16 +179,99 @@ func (w *writer) run() {
 		case op := <-w.q:
 			buf = append(buf[:0], op)
 			buf = w.fill(buf)
-			w.apply(buf)
+			w.apply(context.Background(), buf)
+		case <-w.kick:
 		case <-w.quit:
-			for {
-				buf = w.fill(buf[:0])
-				if len(buf) == 0 {
-					return
-				}
-				w.apply(buf)
-			}
+			w.drain(buf[:0])
+			return
 		}
+		if len(w.q) == 0 {
+			w.applyOverflow(context.Background())
+		}
+	}
+}
+
+// applyOverflow applies the overflow list once the queue ahead of it is
+// empty. Nothing enters the queue while the list is not empty, so taking
+// the list keeps the order of everything enqueued.
+func (w *writer) applyOverflow(ctx context.Context) {
+	if !w.overflowing.Load() {
+		return
+	}
+	w.mu.Lock()
+	ops := w.overflow
+	w.overflow = nil
+	w.overflowing.Store(false)
+	w.mu.Unlock()
+	for batch := range chunks(ops, w.batch) {
+		w.apply(ctx, batch)
+	}
+}
+
+// drain applies what is queued until the close deadline, then drops the
+// rest, counting it, and logging any eviction among it.
+func (w *writer) drain(buf []cacheOp) {
+	ctx := w.drainCtx
+	for ctx.Err() == nil {
+		buf = w.fill(buf[:0])
+		if len(buf) == 0 {
+			if !w.overflowing.Load() {
+				return
+			}
+			w.applyOverflow(ctx)
+			continue
+		}
+		w.apply(ctx, buf)
+	}
+	var left []cacheOp
+	for {
+		buf = w.fill(buf[:0])
+		if len(buf) == 0 {
+			break
+		}
+		left = append(left, buf...)
+	}
+	w.mu.Lock()
+	left = append(left, w.overflow...)
+	w.overflow = nil
+	w.overflowing.Store(false)
+	w.mu.Unlock()
+	w.abandon(left)
+}
+
+// abandon drops ops the close deadline left unapplied.
+func (w *writer) abandon(ops []cacheOp) {
+	var lost []string
+	for _, op := range ops {
+		switch {
+		case op.kind == opBarrier:
+			close(op.done)
+			continue
+		case op.kind.kept():
+			w.stats.evictionsLost.Add(1)
+			lost = append(lost, op.key())
+		}
+		w.stats.writeDropped.Add(1)
+		w.stats.droppedAtClose.Add(1)
+	}
+	if len(lost) > 0 {
+		w.log.Error("pgfallback: the cache stayed locked past the close deadline; these deletions did not reach it, "+
+			"and the cache may serve them in an outage until a warm removes them",
+			"count", len(lost), "keys", lost[:min(len(lost), 20)])
+	}
+}
+
+// applyLate applies a kept op after the writer stopped, bounded; the
+// cache may already be closed, in which case nothing can be done.
+func (w *writer) applyLate(op cacheOp) {
+	if op.kind == opBarrier {
+		close(op.done)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := w.applyOne(ctx, op); err != nil {
+		w.abandon([]cacheOp{op})
 	}
 }
 
@@ -149,52 +289,116 @@ func (w *writer) fill(buf []cacheOp) []cacheOp {
 }
 
 // apply writes ops in queue order, each run of consecutive sets of one type
-// as one bulk transaction.
-func (w *writer) apply(ops []cacheOp) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+// as one bulk transaction. ctx ends a kept op's retries (the close
+// deadline); a cache statement already waiting for a lock still runs to
+// the cache's busy timeout.
+func (w *writer) apply(ctx context.Context, ops []cacheOp) {
 	for i := 0; i < len(ops); {
 		j := i + 1
-		for j < len(ops) && ops[j].kind == ops[i].kind && (ops[i].kind == opSetVendor || ops[i].kind == opSetWorkItem) {
-			j++
-		}
-		run := ops[i:j]
-		var err error
-		switch ops[i].kind {
-		case opSetVendor:
-			vs := make([]repository.Vendor, len(run))
-			for k, op := range run {
-				vs[k] = op.vendor
+		if k := ops[i].kind; k == opSetVendor || k == opSetWorkItem {
+			for j < len(ops) && ops[j].kind == k {
+				j++
 			}
-			err = w.cache.SetVendors(ctx, vs)
-		case opSetWorkItem:
-			ws := make([]repository.WorkItem, len(run))
-			for k, op := range run {
-				ws[k] = op.item
-			}
-			err = w.cache.SetWorkItems(ctx, ws)
-		case opEvictVendor:
-			err = w.cache.DeleteVendor(ctx, ops[i].name)
-		case opEvictWorkItem:
-			err = w.cache.DeleteWorkItem(ctx, ops[i].id)
-		case opEvictWorkItemTree:
-			err = w.cache.DeleteWorkItemTree(ctx, ops[i].id)
-		case opUpdateWorkItem:
-			err = w.updateItem(ctx, ops[i].item)
-		case opBarrier:
-			close(ops[i].done)
-			i = j
-			continue
-		}
-		if err != nil {
-			w.stats.writeFailed.Add(uint64(len(run)))
-			w.stats.writeDropped.Add(uint64(len(run)))
-			w.logFailure(err)
-		} else {
-			w.stats.writeWritten.Add(uint64(len(run)))
+			w.applySets(ops[i:j])
+		} else if !w.applyKept(ctx, ops[i]) {
+			w.abandon(ops[i:]) // the deadline passed while retrying
+			return
 		}
 		i = j
 	}
+}
+
+func (w *writer) applySets(run []cacheOp) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var err error
+	if run[0].kind == opSetVendor {
+		vs := make([]repository.Vendor, len(run))
+		for k, op := range run {
+			vs[k] = op.vendor
+		}
+		err = w.cache.SetVendors(ctx, vs)
+	} else {
+		ws := make([]repository.WorkItem, len(run))
+		for k, op := range run {
+			ws[k] = op.item
+		}
+		err = w.cache.SetWorkItems(ctx, ws)
+	}
+	if err != nil {
+		w.stats.writeFailed.Add(uint64(len(run)))
+		w.stats.writeDropped.Add(uint64(len(run)))
+		w.logFailure(err)
+		return
+	}
+	w.stats.writeWritten.Add(uint64(len(run)))
+}
+
+// applyKept applies a kept op, retrying with backoff while the cache
+// fails (a lock held by another process, a full disk), and reports false
+// only when it gave up: the cache was closed, or ctx — the close deadline
+// once the layer is closing — ended first.
+func (w *writer) applyKept(ctx context.Context, op cacheOp) bool {
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		err := w.applyOne(context.Background(), op)
+		if err == nil {
+			return true
+		}
+		if errors.Is(err, sqlitecache.ErrClosed) {
+			return false
+		}
+		w.stats.writeFailed.Add(1)
+		w.logFailure(err)
+		var quit <-chan struct{}
+		if w.stopped.Load() {
+			ctx = w.drainCtx
+		} else {
+			quit = w.quit // closing: go on retrying, now within the deadline
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-quit:
+			t.Stop()
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+}
+
+func (w *writer) applyOne(ctx context.Context, op cacheOp) error {
+	var err error
+	switch op.kind {
+	case opEvictVendor:
+		err = w.cache.DeleteVendor(ctx, op.name)
+	case opEvictWorkItem:
+		err = w.cache.DeleteWorkItem(ctx, op.id)
+	case opEvictWorkItemTree:
+		err = w.cache.DeleteWorkItemTree(ctx, op.id)
+	case opUpdateWorkItem:
+		err = w.updateItem(ctx, op.item)
+	case opBarrier:
+		close(op.done)
+		return nil
+	}
+	if err == nil {
+		w.stats.writeWritten.Add(1)
+	}
+	return err
+}
+
+// key names an op's entity for logs.
+func (op cacheOp) key() string {
+	switch op.kind {
+	case opSetVendor:
+		return "vendor:" + op.vendor.Name
+	case opEvictVendor:
+		return "vendor:" + op.name
+	case opSetWorkItem, opUpdateWorkItem:
+		return "work_item:" + op.item.ID.String()
+	}
+	return "work_item:" + op.id.String()
 }
 
 // updateItem writes an updated work item. When the update moved it (its
