@@ -5,16 +5,17 @@ package migrations
 
 import (
 	"context"
-	"database/sql"
 	"embed"
 	"fmt"
 	"io/fs"
 	"path"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+
+	"github.com/pgfallback/pgfallback/internal/dsn"
 )
 
 //go:embed postgres/*.sql
@@ -72,11 +73,17 @@ func Status(ctx context.Context, dsn string) ([]MigrationStatus, error) {
 	return out, err
 }
 
-func withPostgres(ctx context.Context, dsn string, run func(*goose.Provider) error) error {
-	db, err := sql.Open("pgx", dsn)
+// withPostgres runs run on a provider over connString. Its errors never
+// show the password: the CLI prints them.
+func withPostgres(ctx context.Context, connString string, run func(*goose.Provider) error) error {
+	// Parsed as pgxpool does, so the application's DATABASE_URL works here
+	// too: sql.Open("pgx", …) would send pool_max_conns and the other pool
+	// settings to PostgreSQL, which refuses them.
+	cfg, err := dsn.ConnConfig(connString)
 	if err != nil {
-		return fmt.Errorf("migrations: open postgres: %w", err)
+		return fmt.Errorf("migrations: %w", err)
 	}
+	db := stdlib.OpenDB(*cfg)
 	defer db.Close()
 	// Retry the advisory lock every second (goose's default is every 5 s),
 	// for up to 5 minutes, so a racing process waits briefly, not long.
@@ -87,10 +94,10 @@ func withPostgres(ctx context.Context, dsn string, run func(*goose.Provider) err
 	p, err := goose.NewProvider(goose.DialectPostgres, db, Postgres,
 		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
 	if err != nil {
-		return fmt.Errorf("migrations: %w", err)
+		return fmt.Errorf("migrations: %w", dsn.Error(err))
 	}
 	if err := run(p); err != nil {
-		return fmt.Errorf("migrations: postgres: %w", err)
+		return fmt.Errorf("migrations: postgres: %w", dsn.Error(err))
 	}
 	return nil
 }

@@ -155,3 +155,64 @@ func TestUpReportsBadDSN(t *testing.T) {
 		t.Fatal("Up against a dead server succeeded")
 	}
 }
+
+// withParam appends a query parameter to a URL DSN.
+func withParam(t *testing.T, dsn, param string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("test DSN is not a URL: %v", err)
+	}
+	if u.RawQuery != "" {
+		u.RawQuery += "&"
+	}
+	u.RawQuery += param
+	return u.String()
+}
+
+// The application's DATABASE_URL carries pgxpool settings; migrating with
+// it must work, not send them to PostgreSQL as unknown settings.
+func TestPoolSettingsInDSN(t *testing.T) {
+	ctx := context.Background()
+	dsn := withParam(t, emptyDatabase(t), "pool_max_conns=5&pool_min_conns=1")
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatalf("Up with pool settings: %v", err)
+	}
+	st, err := migrations.Status(ctx, dsn)
+	if err != nil {
+		t.Fatalf("Status with pool settings: %v", err)
+	}
+	if len(st) == 0 || !st[len(st)-1].Applied {
+		t.Fatalf("Status after Up: %+v", st)
+	}
+	if err := migrations.Down(ctx, dsn); err != nil {
+		t.Fatalf("Down with pool settings: %v", err)
+	}
+}
+
+// The CLI prints these errors: a DSN that cannot be parsed must not show
+// its password, including the shapes pgx itself only half masks.
+func TestErrorsShowNoPassword(t *testing.T) {
+	ctx := context.Background()
+	for _, dsn := range []string{
+		"postgres://u:s3cretpw@127.0.0.1:notaport/db",
+		"postgres://u:s3c@retpw@127.0.0.1:notaport/db",
+		"host=127.0.0.1 port=notaport password = s3cretpw",
+		"postgres://u:s3cretpw@127.0.0.1:1/db?connect_timeout=1&pool_max_conns=lots",
+		"postgres://u:s3cretpw@127.0.0.1:1/db?connect_timeout=1", // parses; nothing listens
+	} {
+		for name, op := range map[string]func() error{
+			"Up":     func() error { return migrations.Up(ctx, dsn) },
+			"Status": func() error { _, err := migrations.Status(ctx, dsn); return err },
+		} {
+			err := op()
+			if err == nil {
+				t.Errorf("%s(%q) succeeded", name, dsn)
+				continue
+			}
+			if strings.Contains(err.Error(), "s3c") || strings.Contains(err.Error(), "retpw") {
+				t.Errorf("%s(%q): the error shows the password: %v", name, dsn, err)
+			}
+		}
+	}
+}

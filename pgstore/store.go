@@ -15,6 +15,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	pgdsn "github.com/pgfallback/pgfallback/internal/dsn"
+
 	"github.com/pgfallback/pgfallback/repository"
 )
 
@@ -31,7 +33,7 @@ type Store struct {
 // during an outage builds its pool with pgxpool.New, which connects lazily,
 // and passes it to New.
 func Open(ctx context.Context, dsn string) (*Store, error) {
-	cfg, err := pgxpool.ParseConfig(dsn)
+	cfg, err := pgdsn.ParseConfig(dsn) // pgx's own error can show part of a password
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: parse dsn: %w", err)
 	}

@@ -12,15 +12,15 @@ import (
 )
 
 func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("cache", "cache stats|clear-stale|clear [--path FILE]", stderr)
+	fs := newFlagSet("cache", "cache stats|clear-stale|clear [--path FILE]", stdout, stderr)
 	path := fs.String("path", sqlitecache.DefaultPath, "cache file")
 	ttl := fs.Duration("ttl", sqlitecache.DefaultTTL, "TTL that decides staleness (use the application's)")
-	action, help, err := parseAction(fs, args, "stats", "clear-stale", "clear")
-	if help || err != nil {
+	action, err := fs.parseAction(args, "stats", "clear-stale", "clear")
+	if err != nil {
 		return err
 	}
 	if *ttl <= 0 {
-		return usageError(fs, "--ttl must be positive")
+		return fs.usageError("--ttl must be positive")
 	}
 	// Opening creates a missing file: refuse instead, a typo in --path
 	// should not report an empty cache.

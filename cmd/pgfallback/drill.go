@@ -13,8 +13,8 @@ import (
 )
 
 func drillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("drill", "drill [flags]", stderr)
-	dsn := fs.String("dsn", os.Getenv("DATABASE_URL"), "PostgreSQL to drill, schema migrated (default $DATABASE_URL; empty: an embedded throwaway server)")
+	fs := newFlagSet("drill", "drill [flags]", stdout, stderr)
+	dsnFlag := fs.dsnFlag("PostgreSQL to drill, schema migrated (default $DATABASE_URL; empty: an embedded throwaway server)")
 	toxiproxy := fs.String("toxiproxy", "", "URL of an external Toxiproxy API, e.g. http://127.0.0.1:8474 (default: in-process)")
 	upstream := fs.String("upstream", "", "address the proxy forwards to (default: the DSN's host:port; postgres:5432 for the compose stack)")
 	proxyListen := fs.String("proxy-listen", "", "with --toxiproxy: where the proxy listens inside Toxiproxy (default 0.0.0.0:15432, published by the compose stack)")
@@ -28,28 +28,26 @@ func drillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	jsonPath := fs.String("json", "", "write the report as JSON to this file")
 	htmlPath := fs.String("html", "", "write the report as a self-contained HTML page to this file")
 	verbose := fs.Bool("v", false, "log the layer's state changes")
-	if err := parse(fs, args); err != nil {
+	if err := fs.parseFlags(args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError(fs, "unexpected argument %q", fs.Arg(0))
 	}
 	scenarios, err := drill.ParseScenarios([]string{*scenario})
 	if err != nil {
-		return usageError(fs, "%v", err)
+		return fs.usageError("%v", err)
 	}
 	if *readers < 1 || *writers < 0 || *duration <= 0 || *primaryTimeout <= 0 || *openTimeout <= 0 {
-		return usageError(fs, "--readers must be >= 1, --writers >= 0, durations positive")
+		return fs.usageError("--readers must be >= 1, --writers >= 0, durations positive")
 	}
 	level := slog.LevelError
 	if *verbose {
 		level = slog.LevelInfo
 	}
 	cfg := drill.Config{
-		DSN: *dsn, ToxiproxyURL: *toxiproxy, Upstream: *upstream, ProxyListen: *proxyListen, Scenarios: scenarios,
+		DSN: dsnFlag(), ToxiproxyURL: *toxiproxy, Upstream: *upstream, ProxyListen: *proxyListen, Scenarios: scenarios,
 		Readers: *readers, Writers: *writers, Duration: *duration, Baseline: *baseline,
 		PrimaryTimeout: *primaryTimeout, OpenTimeout: *openTimeout,
-		Logger:   slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+		// The layer logs errors, which may quote a connection string.
+		Logger:   slog.New(slog.NewTextHandler(redactingWriter{stderr}, &slog.HandlerOptions{Level: level})),
 		Progress: stderr, Terminal: isTerminal(stderr),
 	}
 	if *writers == 0 {

@@ -19,6 +19,8 @@ import (
 	"os/signal"
 	"slices"
 	"syscall"
+
+	"github.com/pgfallback/pgfallback/internal/dsn"
 )
 
 func main() {
@@ -59,7 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "pgfallback: unknown command %q\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "pgfallback: unknown command %q\n\n%s", dsn.Redact(args[0]), usage)
 		return 2
 	}
 	switch {
@@ -70,60 +72,124 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		return 2
 	default:
-		fmt.Fprintf(stderr, "pgfallback %s: %v\n", args[0], err)
+		// Every source of err redacts already; the command's promise is
+		// kept here whatever a dependency's error quotes.
+		fmt.Fprintf(stderr, "pgfallback %s: %s\n", args[0], dsn.Redact(err.Error()))
 		return 1
 	}
 }
 
-// newFlagSet returns a flag set that reports errors instead of exiting and
-// prints its usage to stderr.
-func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("pgfallback "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: pgfallback %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
+// flagSet is a subcommand's flag set. Like the go command, it prints the
+// usage to stdout when asked for it (-h, --help, help) and to stderr, after
+// the message, on a usage error.
+type flagSet struct {
+	*flag.FlagSet
+	synopsis string
+	stdout   io.Writer
+}
+
+func newFlagSet(name, synopsis string, stdout, stderr io.Writer) *flagSet {
+	fs := &flagSet{FlagSet: flag.NewFlagSet("pgfallback "+name, flag.ContinueOnError), synopsis: synopsis, stdout: stdout}
+	// Usage errors quote arguments, and a misplaced DSN is an argument:
+	// `migrate postgres://…`, `--readers postgres://…`.
+	fs.SetOutput(redactingWriter{stderr})
+	// The flag package calls Usage both for -h and after an error message,
+	// which go to different streams: parse prints the usage itself.
+	fs.Usage = func() {}
 	return fs
 }
 
-// parse parses args; a bad flag (already reported by the flag package) is
-// errUsage, --help is flag.ErrHelp.
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
+func (fs *flagSet) printUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: pgfallback %s\n\nFlags:\n", fs.synopsis)
+	out := fs.Output()
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(out)
+}
+
+// parse parses args; a bad flag (reported with the usage on stderr) is
+// errUsage, --help (the usage printed on stdout) is flag.ErrHelp.
+func (fs *flagSet) parse(args []string) error {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, flag.ErrHelp):
+		fs.printUsage(fs.stdout)
+		return err
+	default:
+		fs.printUsage(fs.Output())
 		return errUsage
+	}
+}
+
+// parseFlags parses the arguments of a command without actions: flags
+// only, or "help".
+func (fs *flagSet) parseFlags(args []string) error {
+	if len(args) == 1 && args[0] == "help" {
+		fs.printUsage(fs.stdout)
+		return flag.ErrHelp
+	}
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fs.usageError("unexpected argument %q", fs.Arg(0))
 	}
 	return nil
 }
 
-// parseAction parses "ACTION [flags]" for commands with actions. help is
-// true when the user asked for the usage (already printed).
-func parseAction(fs *flag.FlagSet, args []string, actions ...string) (action string, help bool, err error) {
+// parseAction parses "ACTION [flags]" for commands with actions.
+func (fs *flagSet) parseAction(args []string, actions ...string) (action string, err error) {
 	if len(args) == 0 {
-		return "", false, usageError(fs, "missing action: one of %v", actions)
+		return "", fs.usageError("missing action: one of %v", actions)
 	}
 	switch action = args[0]; action {
-	case "-h", "-help", "--help":
-		fs.Usage()
-		return "", true, nil
+	case "-h", "-help", "--help", "help":
+		fs.printUsage(fs.stdout)
+		return "", flag.ErrHelp
 	}
 	if !slices.Contains(actions, action) {
-		return "", false, usageError(fs, "unknown action %q: want one of %v", action, actions)
+		return "", fs.usageError("unknown action %q: want one of %v", action, actions)
 	}
-	if err := parse(fs, args[1:]); err != nil {
-		return "", false, err
+	if err := fs.parse(args[1:]); err != nil {
+		return "", err
 	}
 	if fs.NArg() > 0 {
-		return "", false, usageError(fs, "unexpected argument %q", fs.Arg(0))
+		return "", fs.usageError("unexpected argument %q", fs.Arg(0))
 	}
-	return action, false, nil
+	return action, nil
 }
 
-func usageError(fs *flag.FlagSet, format string, args ...any) error {
+// usageError prints the message and the usage on stderr.
+func (fs *flagSet) usageError(format string, args ...any) error {
 	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), fmt.Sprintf(format, args...))
-	fs.Usage()
+	fs.printUsage(fs.Output())
 	return errUsage
+}
+
+// dsnFlag defines --dsn, which defaults to $DATABASE_URL. The flag's own
+// default stays empty: flag defaults are printed in the usage, and the
+// variable holds a password.
+func (fs *flagSet) dsnFlag(usage string) func() string {
+	v := fs.String("dsn", "", usage)
+	return func() string {
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "dsn" })
+		if set {
+			return *v // --dsn "" chooses the drill's embedded server
+		}
+		return os.Getenv("DATABASE_URL")
+	}
+}
+
+// redactingWriter masks passwords in what it writes. Each write must hold
+// whole DSNs: the flag package and usageError write a message at a time.
+type redactingWriter struct{ w io.Writer }
+
+func (r redactingWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(r.w, dsn.Redact(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -20,47 +23,197 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errb bytes.Buffer
+	var out, errb lockedBuffer
 	code = run(context.Background(), args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 
+// lockedBuffer stands for a terminal: the drill's logger and its progress
+// line write to stderr from different goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// usageErrors are argument lists that are usage errors whatever
+// DATABASE_URL holds.
+var usageErrors = [][]string{
+	{},
+	{"frobnicate"},
+	{"drill", "--no-such-flag"},
+	{"drill", "--bogus"},
+	{"drill", "--scenario", "earthquake"},
+	{"drill", "--readers", "0"},
+	{"drill", "--readers", "many"},
+	{"drill", "extra-arg"},
+	{"drill", "--dsn"},
+	{"migrate"},
+	{"migrate", "sideways"},
+	{"migrate", "sideways", "--dsn", "postgres://x"},
+	{"migrate", "up", "--bogus"},
+	{"migrate", "up", "extra-arg"},
+	{"migrate", "status", "--dsn"},
+	{"cache"},
+	{"cache", "explode"},
+	{"cache", "stats", "--ttl", "-1s"},
+	{"cache", "stats", "--ttl", "soon"},
+}
+
 func TestUsageErrorsExitTwo(t *testing.T) {
 	t.Setenv("DATABASE_URL", "")
-	for _, args := range [][]string{
-		{},
-		{"frobnicate"},
-		{"drill", "--no-such-flag"},
-		{"drill", "--scenario", "earthquake"},
-		{"drill", "--readers", "0"},
-		{"drill", "extra-arg"},
-		{"migrate"},
-		{"migrate", "sideways", "--dsn", "postgres://x"},
-		{"migrate", "up"}, // no --dsn and no DATABASE_URL
-		{"migrate", "up", "--bogus"},
-		{"cache"},
-		{"cache", "explode"},
-		{"cache", "stats", "--ttl", "-1s"},
-	} {
-		code, _, stderr := runCLI(t, args...)
+	for _, args := range append(slices.Clone(usageErrors), []string{"migrate", "up"}) { // no --dsn and no DATABASE_URL
+		code, stdout, stderr := runCLI(t, args...)
 		if code != 2 {
 			t.Errorf("pgfallback %s: exit %d, want 2", strings.Join(args, " "), code)
 		}
 		if strings.TrimSpace(stderr) == "" {
 			t.Errorf("pgfallback %s: no message on stderr", strings.Join(args, " "))
 		}
+		if !strings.Contains(stderr, "Usage") {
+			t.Errorf("pgfallback %s: no usage on stderr:\n%s", strings.Join(args, " "), stderr)
+		}
+		if stdout != "" {
+			t.Errorf("pgfallback %s: a usage error wrote to stdout:\n%s", strings.Join(args, " "), stdout)
+		}
 	}
 }
 
+// helpRequests ask for a usage: on stdout, exit 0, as go tools do.
+var helpRequests = [][]string{
+	{"--help"}, {"-h"}, {"help"},
+	{"drill", "--help"}, {"drill", "-h"}, {"drill", "help"}, {"drill", "--readers", "3", "-help"},
+	{"migrate", "--help"}, {"migrate", "-h"}, {"migrate", "help"}, {"migrate", "up", "--help"}, {"migrate", "status", "-h"},
+	{"cache", "--help"}, {"cache", "help"}, {"cache", "stats", "--help"},
+}
+
 func TestHelpOnEveryCommand(t *testing.T) {
-	for _, args := range [][]string{{"--help"}, {"help"}, {"drill", "--help"}, {"migrate", "--help"}, {"cache", "--help"}} {
+	for _, args := range helpRequests {
 		code, stdout, stderr := runCLI(t, args...)
 		if code != 0 {
 			t.Errorf("pgfallback %s: exit %d, want 0", strings.Join(args, " "), code)
 		}
-		if !strings.Contains(stdout+stderr, "Usage") {
-			t.Errorf("pgfallback %s printed no usage", strings.Join(args, " "))
+		if !strings.Contains(stdout, "Usage") {
+			t.Errorf("pgfallback %s printed no usage on stdout", strings.Join(args, " "))
 		}
+		if stderr != "" {
+			t.Errorf("pgfallback %s: help wrote to stderr:\n%s", strings.Join(args, " "), stderr)
+		}
+	}
+}
+
+const secret = "s3cretpw"
+
+// showsSecret reports whether s shows any part of secret long enough to
+// matter (pgx, for one, shows the half of a password after an '@').
+func showsSecret(s string) bool {
+	return strings.Contains(s, "s3c") || strings.Contains(s, "retpw")
+}
+
+// Issue 8: the --dsn flag's default was $DATABASE_URL, and the usage shows
+// flag defaults. Every usage and every help must hide it, and so must usage
+// errors that quote a DSN given in the wrong place.
+func TestUsageNeverShowsThePassword(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://postgres:"+secret+"@db.example:5432/app?sslmode=disable")
+	misplaced := "postgres://u:" + secret + "@db.example/app"
+	all := slices.Concat(usageErrors, helpRequests)
+	all = append(all,
+		[]string{misplaced},
+		[]string{"migrate", misplaced},
+		[]string{"migrate", "up", misplaced},
+		[]string{"drill", misplaced},
+		[]string{"drill", "--readers", misplaced},
+		[]string{"drill", "--dsn", misplaced, "--readers", "0"},
+		[]string{"drill", "--dsn", "host=h password=" + secret, "--scenario", "earthquake"},
+	)
+	for _, args := range all {
+		code, stdout, stderr := runCLI(t, args...)
+		if showsSecret(stdout) || showsSecret(stderr) {
+			t.Errorf("pgfallback %s (exit %d) shows the password:\n%s%s", strings.Join(args, " "), code, stdout, stderr)
+		}
+	}
+	code, stdout, _ := runCLI(t, "migrate", "--help")
+	if code != 0 || !strings.Contains(stdout, "$DATABASE_URL") {
+		t.Errorf("migrate --help does not say --dsn defaults to $DATABASE_URL:\n%s", stdout)
+	}
+}
+
+// A DSN that cannot be parsed is refused with an error that does not show
+// its password, given by flag or by DATABASE_URL. The last two are shapes
+// pgx v5.12 itself shows part or all of.
+func TestMalformedDSNErrorsHideThePassword(t *testing.T) {
+	for _, d := range []string{
+		"postgres://u:" + secret + "@host:notaport/db",
+		"postgres://u:s3c@retpw@127.0.0.1:notaport/db",
+		"host=127.0.0.1 port=notaport password = " + secret,
+	} {
+		for _, args := range [][]string{{"migrate", "up"}, {"migrate", "status"}, {"drill", "--scenario", "down"}} {
+			for _, env := range []bool{false, true} {
+				run := append([]string{}, args...)
+				if env {
+					t.Setenv("DATABASE_URL", d)
+				} else {
+					t.Setenv("DATABASE_URL", "")
+					run = append(run, "--dsn", d)
+				}
+				code, stdout, stderr := runCLI(t, run...)
+				if code != 1 || showsSecret(stdout) || showsSecret(stderr) || !strings.Contains(stderr, "`: invalid port") {
+					t.Errorf("DATABASE_URL from env %v, pgfallback %s: exit %d, want 1 and the reason without the password:\n%s%s",
+						env, strings.Join(run, " "), code, stdout, stderr)
+				}
+			}
+		}
+	}
+}
+
+// withSecretAndPool returns dsn with a password and pgxpool settings, as an
+// application's DATABASE_URL may have, and the password to look for. The
+// test servers trust local connections, so an added password is ignored.
+func withSecretAndPool(t *testing.T, dsn string) (string, string) {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("test DSN is not a URL: %v", err)
+	}
+	pw, ok := u.User.Password()
+	if !ok {
+		pw = secret
+		u.User = url.UserPassword(u.User.Username(), pw)
+	}
+	q := u.Query()
+	q.Set("pool_max_conns", "5")
+	u.RawQuery = q.Encode()
+	return u.String(), pw
+}
+
+// Issue 8: DATABASE_URL, pool settings included, works for migrate as it
+// does for the application.
+func TestMigrateWithPoolSettings(t *testing.T) {
+	d, pw := withSecretAndPool(t, pgtest.NewDatabase(t))
+	t.Setenv("DATABASE_URL", d)
+	for _, action := range []string{"up", "status"} {
+		code, stdout, stderr := runCLI(t, "migrate", action)
+		if code != 0 {
+			t.Fatalf("migrate %s with pool_max_conns: exit %d\n%s%s", action, code, stdout, stderr)
+		}
+		if strings.Contains(stdout+stderr, pw) {
+			t.Fatalf("migrate %s shows the password:\n%s%s", action, stdout, stderr)
+		}
+	}
+	code, stdout, stderr := runCLI(t, "migrate", "status", "--dsn", d)
+	if code != 0 || !strings.Contains(stdout, "00001_create_vendors.sql") || strings.Contains(stdout, "pending") {
+		t.Fatalf("migrate status --dsn with pool_max_conns: exit %d\n%s%s", code, stdout, stderr)
 	}
 }
 
@@ -143,17 +296,29 @@ func TestDrillWritesReports(t *testing.T) {
 // Drilling a database the command was pointed at: the drill goes through
 // an in-process proxy to that server, refuses an unmigrated database, and
 // skips what it may not do there (stop the server).
+//
+// The DSN is an application's DATABASE_URL, a password and pgxpool settings
+// included: the drill must accept it and show the password nowhere.
 func TestDrillAgainstGivenDSN(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
-	t.Setenv("DATABASE_URL", "")
-	code, stdout, stderr := runCLI(t, "drill", "--dsn", dsn, "--scenario", "down,kill", "--duration", "1s",
-		"--baseline", "300ms", "--readers", "2", "--writers", "1")
+	given, pw := withSecretAndPool(t, dsn)
+	dir := t.TempDir()
+	jsonPath, htmlPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
+	t.Setenv("DATABASE_URL", given)
+	code, stdout, stderr := runCLI(t, "drill", "--scenario", "down,kill", "--duration", "1s",
+		"--baseline", "300ms", "--readers", "2", "--writers", "1", "-v", "--json", jsonPath, "--html", htmlPath)
 	if code != 0 {
-		t.Fatalf("drill --dsn: exit %d\n%s\n%s", code, stdout, stderr)
+		t.Fatalf("drill of DATABASE_URL: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	if !strings.Contains(stdout, "== down [PASS]") || !strings.Contains(stdout, "== kill [SKIP]") {
 		t.Fatalf("report:\n%s", stdout)
 	}
+	for name, out := range map[string]string{"stdout": stdout, "stderr": stderr, "JSON report": readFile(t, jsonPath), "HTML report": readFile(t, htmlPath)} {
+		if strings.Contains(out, pw) {
+			t.Errorf("the drill's %s shows the password", name)
+		}
+	}
+	t.Setenv("DATABASE_URL", "")
 	conn, err := pgx.Connect(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -179,4 +344,13 @@ func TestDrillAgainstGivenDSN(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, "migrate up") {
 		t.Fatalf("drill of an unmigrated database: exit %d, %s", code, stderr)
 	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

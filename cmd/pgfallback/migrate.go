@@ -4,35 +4,35 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 
 	"github.com/pgfallback/pgfallback/migrations"
 )
 
 func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("migrate", "migrate up|down|status --dsn URL", stderr)
-	dsn := fs.String("dsn", os.Getenv("DATABASE_URL"), "PostgreSQL connection URL (default $DATABASE_URL)")
-	action, help, err := parseAction(fs, args, "up", "down", "status")
-	if help || err != nil {
+	fs := newFlagSet("migrate", "migrate up|down|status --dsn URL", stdout, stderr)
+	dsnFlag := fs.dsnFlag("PostgreSQL connection URL (default $DATABASE_URL)")
+	action, err := fs.parseAction(args, "up", "down", "status")
+	if err != nil {
 		return err
 	}
-	if *dsn == "" {
-		return usageError(fs, "--dsn (or DATABASE_URL) is required")
+	dsn := dsnFlag()
+	if dsn == "" {
+		return fs.usageError("--dsn (or DATABASE_URL) is required")
 	}
 	switch action {
 	case "up":
-		if err := migrations.Up(ctx, *dsn); err != nil {
+		if err := migrations.Up(ctx, dsn); err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, "migrations applied")
 	case "down":
-		if err := migrations.Down(ctx, *dsn); err != nil {
+		if err := migrations.Down(ctx, dsn); err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, "rolled back the latest migration")
 	case "status":
-		st, err := migrations.Status(ctx, *dsn)
+		st, err := migrations.Status(ctx, dsn)
 		if err != nil {
 			return err
 		}

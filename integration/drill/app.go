@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/internal/dsn"
 	"github.com/pgfallback/pgfallback/pgstore"
 	"github.com/pgfallback/pgfallback/sqlitecache"
 )
@@ -21,8 +22,8 @@ type app struct {
 	layer *fallback.Layer
 }
 
-func openApp(ctx context.Context, dsn, cachePath string, lcfg fallback.Config, copts ...sqlitecache.Option) (*app, error) {
-	pcfg, err := pgxpool.ParseConfig(dsn)
+func openApp(ctx context.Context, connString, cachePath string, lcfg fallback.Config, copts ...sqlitecache.Option) (*app, error) {
+	pcfg, err := dsn.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("drill: parse dsn: %w", err)
 	}

@@ -7,10 +7,9 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/pgfallback/pgfallback/integration/chaos"
 	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/internal/dsn"
 )
 
 // env is the drill's world: a PostgreSQL (embedded or the one given), a
@@ -45,12 +44,12 @@ func setupEnv(ctx context.Context, cfg Config, runID string) (_ *env, err error)
 		e.closers = append(e.closers, srv.Close)
 	}
 	if e.srv != nil {
-		dsn, drop, err := e.srv.CreateDatabase(ctx)
+		direct, drop, err := e.srv.CreateDatabase(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("drill: create the drill database: %w", err)
 		}
 		e.closers = append(e.closers, func() error { return drop(context.Background()) })
-		e.directDSN = dsn
+		e.directDSN = direct
 	} else {
 		e.directDSN = cfg.DSN
 		if err := checkSchema(ctx, cfg.DSN); err != nil {
@@ -123,8 +122,8 @@ func (e *env) close() error {
 
 // checkSchema refuses to drill a database that has not been migrated: the
 // drill never changes a schema it was pointed at.
-func checkSchema(ctx context.Context, dsn string) error {
-	conn, err := pgx.Connect(ctx, dsn)
+func checkSchema(ctx context.Context, connString string) error {
+	conn, err := dsn.Connect(ctx, connString)
 	if err != nil {
 		return fmt.Errorf("drill: connect to --dsn: %w", err)
 	}

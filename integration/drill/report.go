@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/internal/dsn"
 )
 
 // Report is a drill's result. Times are in milliseconds so the JSON reads
@@ -45,6 +46,17 @@ type ScenarioReport struct {
 	Violations      []string      `json:"violations"`
 	Passed          bool          `json:"passed"`
 	Timeline        []Point       `json:"timeline"`
+}
+
+// redact masks every password in the report's free text.
+func (r *Report) redact() {
+	for i := range r.Scenarios {
+		s := &r.Scenarios[i]
+		s.Description, s.Skipped, s.Warm.Err = dsn.Redact(s.Description), dsn.Redact(s.Skipped), dsn.Redact(s.Warm.Err)
+		for j, v := range s.Violations {
+			s.Violations[j] = dsn.Redact(v)
+		}
+	}
 }
 
 // violate records a broken bound.

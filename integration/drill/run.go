@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/internal/dsn"
 	"github.com/pgfallback/pgfallback/repository"
 	"github.com/pgfallback/pgfallback/sqlitecache"
 )
@@ -20,7 +21,18 @@ import (
 // Run runs the drill described by cfg and returns its report. The report's
 // Passed is false when any bound was broken; err is reserved for a drill
 // that could not run at all (no PostgreSQL, no Toxiproxy, a bad config).
+// Neither shows a password.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	rep, err := run(ctx, cfg)
+	// Reports are published (CI artifacts, HTML pages) and errors printed,
+	// and both quote errors from pgx, which quote connection strings.
+	if rep != nil {
+		rep.redact()
+	}
+	return rep, dsn.Error(err)
+}
+
+func run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err

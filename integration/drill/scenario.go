@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/internal/dsn"
 	"github.com/pgfallback/pgfallback/repository"
 )
 
@@ -139,8 +140,8 @@ func pause(ctx context.Context, d time.Duration) {
 
 // changeRows updates rows directly on the server, around the proxy and
 // the layer.
-func changeRows(ctx context.Context, dsn string, names []string) error {
-	conn, err := pgx.Connect(ctx, dsn)
+func changeRows(ctx context.Context, connString string, names []string) error {
+	conn, err := dsn.Connect(ctx, connString)
 	if err != nil {
 		return fmt.Errorf("change rows: %w", err)
 	}
@@ -151,8 +152,8 @@ func changeRows(ctx context.Context, dsn string, names []string) error {
 
 // removeRows deletes the vendors a scenario created: a drill of a database
 // it was pointed at leaves it as it found it.
-func removeRows(ctx context.Context, dsn, tag string) error {
-	conn, err := pgx.Connect(ctx, dsn)
+func removeRows(ctx context.Context, connString, tag string) error {
+	conn, err := dsn.Connect(ctx, connString)
 	if err != nil {
 		return err
 	}
@@ -406,7 +407,7 @@ func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
 // checkWrites compares what writers were told with what PostgreSQL holds.
 func (r *scenarioRun) checkWrites(ctx context.Context, acked, failed, unknown []string, fail func(string, ...any)) WriteCheck {
 	wc := WriteCheck{Acknowledged: len(acked), ReportedFailed: len(failed), Unknown: len(unknown)}
-	conn, err := pgx.Connect(ctx, r.e.directDSN)
+	conn, err := dsn.Connect(ctx, r.e.directDSN)
 	if err != nil {
 		fail("connect to verify writes: %v", err)
 		return wc
@@ -444,7 +445,7 @@ func (r *scenarioRun) checkWrites(ctx context.Context, acked, failed, unknown []
 // checkCache compares the cached seeded vendors with PostgreSQL after
 // recovery and warming.
 func (r *scenarioRun) checkCache(ctx context.Context, fail func(string, ...any)) {
-	conn, err := pgx.Connect(ctx, r.e.directDSN)
+	conn, err := dsn.Connect(ctx, r.e.directDSN)
 	if err != nil {
 		fail("connect to verify the cache: %v", err)
 		return

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	pgdsn "github.com/pgfallback/pgfallback/internal/dsn"
 )
 
 // startExternal checks that the server named by dsn answers. A DSN that is
@@ -18,7 +20,7 @@ func startExternal(ctx context.Context, opts Options, dsn string) (*Server, erro
 	}
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: %s: %w", EnvDSN, err)
+		return nil, fmt.Errorf("pgtest: %s: %w", EnvDSN, pgdsn.Error(err))
 	}
 	t0 := time.Now()
 	s := newServer(ModeExternal, dsn, hostPort(cfg), nil, opts)
@@ -31,7 +33,7 @@ func startExternal(ctx context.Context, opts Options, dsn string) (*Server, erro
 	defer conn.Close(context.WithoutCancel(ctx))
 	var version string
 	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&version); err != nil {
-		return nil, fmt.Errorf("pgtest: %s: %w", EnvDSN, err)
+		return nil, fmt.Errorf("pgtest: %s: %w", EnvDSN, pgdsn.Error(err))
 	}
 	opts.logf("pgtest: external server %s (PostgreSQL %s) answered in %v", s.addr, version, since(t0))
 	return s, nil

@@ -1,0 +1,137 @@
+// Package dsn keeps PostgreSQL connection strings out of sight and parses
+// them the same way everywhere: the CLI, the migrations and the drill accept
+// one DATABASE_URL, pool settings included, and never print its password.
+package dsn
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// mask replaces every password Redact finds, as pgx's own redaction does.
+const mask = "xxxxx"
+
+var (
+	// The userinfo password runs to the last '@' of the token, not the
+	// first: an unencoded '@' or '/' in a password is malformed, but it is
+	// exactly what reaches an error message, and masking too much is safe.
+	urlUserinfo = regexp.MustCompile(`(?i)(postgres(?:ql)?://[^:@/?#\s]*:)\S*@`)
+	// Query parameters are decoded before comparing, as pgx does, so an
+	// encoded key (pass%77ord) is caught too.
+	urlParam = regexp.MustCompile(`([?&])([^=&#\s]*)=[^&#\s]*`)
+	// Keyword/value form: password=secret, password = secret,
+	// password='it\'s quoted'. An unterminated quote masks to the end.
+	// The leading character keeps URL query parameters (after ? or &) out:
+	// they end at '&', which a keyword/value password may contain.
+	keywordValue = regexp.MustCompile(`(?i)(^|[\s'"` + "`" + `(,;])((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)`)
+)
+
+// Redact returns s with every PostgreSQL password in it replaced by xxxxx.
+// s is a DSN in URL or keyword/value form, or any text that may quote one,
+// such as an error message. Everything else is left as it was.
+func Redact(s string) string {
+	s = urlUserinfo.ReplaceAllString(s, "${1}"+mask+"@")
+	s = urlParam.ReplaceAllStringFunc(s, func(m string) string {
+		sub := urlParam.FindStringSubmatch(m)
+		key, err := url.QueryUnescape(sub[2])
+		if err != nil {
+			key = sub[2]
+		}
+		if !strings.EqualFold(key, "password") && !strings.EqualFold(key, "sslpassword") {
+			return m
+		}
+		return sub[1] + sub[2] + "=" + maskValue(m[len(sub[1])+len(sub[2])+1:])
+	})
+	return keywordValue.ReplaceAllStringFunc(s, func(m string) string {
+		sub := keywordValue.FindStringSubmatch(m)
+		return sub[1] + sub[2] + maskValue(sub[3])
+	})
+}
+
+// maskValue masks an unquoted password value, which runs to the next space
+// and so takes in the quote or punctuation that closes it in a message.
+// A value already masked keeps that tail: redacting a text twice (the CLI
+// redacts errors that were redacted where they arose) must not eat it.
+// Only a password beginning with xxxxx and a quote shows the rest.
+func maskValue(v string) string {
+	if rest, ok := strings.CutPrefix(v, mask); ok && rest != "" && strings.ContainsRune("`'\"),;:", rune(rest[0])) {
+		return v
+	}
+	return mask
+}
+
+// Error returns err with its text redacted; errors.Is and errors.As still
+// see err. Nil stays nil.
+func Error(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &redactedError{err: err}
+}
+
+type redactedError struct{ err error }
+
+func (e *redactedError) Error() string { return Redact(e.err.Error()) }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// ParseConfig is pgxpool.ParseConfig with an error that shows no password:
+// pgx masks the password of a connection string it cannot parse only on a
+// best-effort basis (v5.12 shows "password = secret", and half of a
+// password holding an '@').
+func ParseConfig(s string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(s)
+	if err != nil {
+		var pe *pgconn.ParseConfigError
+		if errors.As(err, &pe) {
+			return nil, &parseError{pe: pe}
+		}
+		return nil, Error(err)
+	}
+	return cfg, nil
+}
+
+// parseError quotes the connection string as Redact masks it rather than
+// as pgx does: redacting pgx's text again would also swallow the closing
+// quote after an unquoted password.
+type parseError struct{ pe *pgconn.ParseConfigError }
+
+func (e *parseError) Error() string {
+	// pgx's own text without the connection string is the reason alone.
+	bare := *e.pe
+	bare.ConnString = ""
+	reason := strings.TrimPrefix(bare.Error(), "cannot parse ``: ")
+	return "cannot parse `" + Redact(e.pe.ConnString) + "`: " + Redact(reason)
+}
+
+func (e *parseError) Unwrap() error { return e.pe }
+
+// ConnConfig is the configuration of a single connection to s. A pgxpool
+// DSN's pool_* parameters are dropped: pgx.ParseConfig would send them to
+// the server as settings, which PostgreSQL refuses as unrecognized.
+func ConnConfig(s string) (*pgx.ConnConfig, error) {
+	cfg, err := ParseConfig(s)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.ConnConfig, nil
+}
+
+// Connect opens a single connection to s (see ConnConfig).
+func Connect(ctx context.Context, s string) (*pgx.Conn, error) {
+	cfg, err := ConnConfig(s)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, Error(err)
+	}
+	return conn, nil
+}
