@@ -4,11 +4,20 @@ PKGS     ?= ./...
 BENCH    ?= .
 BENCHTIME ?= 1s
 
-.PHONY: test vet fmt fmt-check cover bench demo tidy
+.PHONY: test fuzz vet fmt fmt-check cover bench demo tidy
 
-## test: every test with the race detector, against a real PostgreSQL
+FUZZTIME ?= 5s
+
+## test: every test with the race detector, against a real PostgreSQL, then a short run of every fuzz target
 test:
 	$(GO) test -race -count=1 $(PKGS)
+	$(MAKE) fuzz
+
+## fuzz: each fuzz target for FUZZTIME (the seed corpora also run as plain tests in `go test`)
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzMetadataNesting$$' -fuzztime $(FUZZTIME) ./repository/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseKey$$' -fuzztime $(FUZZTIME) ./sqlitecache/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $(FUZZTIME) ./sqlitecache/
 
 ## vet: go vet
 vet:

@@ -96,6 +96,10 @@ type Config struct {
 	// busy timeout. Default 5 s. Shutdown takes a context instead.
 	CloseTimeout time.Duration
 
+	// CacheRetry is how often a Layer made by NewWithCacheFile retries opening a
+	// cache it could not open. Default 30 s.
+	CacheRetry time.Duration
+
 	// Logger receives one line per trip, recovery and warm, and cache
 	// write failures (rate-limited). Default: slog.Default().
 	Logger *slog.Logger
@@ -119,6 +123,7 @@ func (c Config) withDefaults() Config {
 	def(&c.Window, time.Minute)
 	def(&c.WarmTimeout, time.Minute)
 	def(&c.CloseTimeout, 5*time.Second)
+	def(&c.CacheRetry, 30*time.Second)
 	if c.StaleIfError == 0 {
 		c.StaleIfError = 24 * time.Hour
 	}

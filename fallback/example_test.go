@@ -32,39 +32,33 @@ func (s *VendorService) Status(ctx context.Context, name string) (repository.Ven
 }
 
 // Wiring the layer into an application: a lazily connecting pool (so the
-// service starts even while PostgreSQL is down), the cache file, the layer,
-// and the repositories handed to application code.
+// service starts even while PostgreSQL is down), the layer with its cache
+// file (so the service starts even when the cache cannot be opened), and
+// the repositories handed to application code.
 func Example() {
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 	pool, err := pgxpool.New(ctx, os.Getenv("DATABASE_URL"))
 	if err != nil {
-		logger.Error("bad DATABASE_URL", "err", err)
+		logger.Error("bad DATABASE_URL") // pgx's error may quote the password
 		return
 	}
 	store := pgstore.New(pool)
 	defer store.Close()
 
-	cache, err := sqlitecache.Open("cache/project_status.db", sqlitecache.WithLogger(logger))
-	if err != nil {
-		logger.Error("open cache", "err", err)
-		return
-	}
-	defer cache.Close()
-
-	layer, err := fallback.New(store, cache, fallback.Config{
+	layer, err := fallback.NewWithCacheFile(store, "cache/project_status.db", fallback.Config{
 		PrimaryTimeout: time.Second,
 		Logger:         logger,
 		OnStateChange: func(from, to fallback.State) {
 			logger.Warn("database circuit", "from", from, "to", to)
 		},
-	})
+	}, sqlitecache.WithLogger(logger))
 	if err != nil {
-		logger.Error("fallback layer", "err", err)
+		logger.Error("fallback layer", "err", err) // bad configuration only
 		return
 	}
-	defer layer.Close() // first: flushes the write-through queue into the cache
+	defer layer.Close() // applies the write-through queue to the cache (up to CloseTimeout), closes the cache
 
 	svc := &VendorService{Vendors: layer.Vendors()}
 	status, err := svc.Status(ctx, "acme")

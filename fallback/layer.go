@@ -76,9 +76,12 @@ var errBreakerOpen = errors.New("circuit breaker open")
 // to stop its goroutines (the write-through writer and the prober).
 type Layer struct {
 	primary Primary
-	cache   *sqlitecache.Cache
-	cfg     Config
-	log     *slog.Logger
+	// cache is nil while a cache that NewWithCacheFile could not open is retried
+	// (see cacheslot.go); every use loads it once.
+	cache atomic.Pointer[sqlitecache.Cache]
+	slot  cacheSlot
+	cfg   Config
+	log   *slog.Logger
 
 	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
 	degraded atomic.Bool // from a trip until the prober closes the breaker
@@ -97,8 +100,8 @@ type Layer struct {
 	vendorEvictions, itemEvictions atomic.Uint64
 	warms                          singleflight.Group
 
-	ctx    context.Context // canceled by Close: ends probes and warms
-	cancel context.CancelFunc
+	ctx      context.Context // canceled by Close: ends probes and warms
+	cancel   context.CancelFunc
 	closed   atomic.Bool
 	once     sync.Once
 	closeErr error
@@ -115,17 +118,27 @@ type Layer struct {
 // Errors: repository.ErrInvalid when primary or cache is nil or a Config
 // field is out of range.
 func New(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, error) {
-	if primary == nil {
-		return nil, fmt.Errorf("fallback: %w", repository.Invalid("primary", "must not be nil"))
-	}
 	if cache == nil {
 		return nil, fmt.Errorf("fallback: %w", repository.Invalid("cache", "must not be nil"))
+	}
+	l, err := newLayer(primary, cache, cfg)
+	if err != nil {
+		return nil, err
+	}
+	l.start()
+	return l, nil
+}
+
+// newLayer builds a Layer, with or without its cache, and starts nothing.
+func newLayer(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, error) {
+	if primary == nil {
+		return nil, fmt.Errorf("fallback: %w", repository.Invalid("primary", "must not be nil"))
 	}
 	if cfg.FailureRatio > 1 {
 		return nil, fmt.Errorf("fallback: %w", repository.Invalid("FailureRatio", "must be in (0, 1], got %v", cfg.FailureRatio))
 	}
 	cfg = cfg.withDefaults()
-	l := &Layer{primary: primary, cache: cache, cfg: cfg, log: cfg.Logger, tripped: make(chan struct{}, 1)}
+	l := &Layer{primary: primary, cfg: cfg, log: cfg.Logger, tripped: make(chan struct{}, 1)}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:         "postgres",
@@ -145,20 +158,26 @@ func New(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, error) 
 	})
 	refresh := cfg.WriteThroughRefresh
 	if refresh == 0 {
-		refresh = min(cache.VendorTTL(), cache.WorkItemTTL()) / 10
+		refresh = sqlitecache.DefaultTTL / 10
+		if cache != nil {
+			refresh = min(cache.VendorTTL(), cache.WorkItemTTL()) / 10
+		}
 	}
 	l.recent = newRecentWrites(max(refresh, 0))
-	l.writer = newWriter(cache, &l.stats, l.log, cfg.WriteQueue, cfg.WriteBatch)
-	if cache.CleanupInterval() > 0 && cfg.StaleIfError > cache.StaleRetention() {
-		l.log.Warn("pgfallback: the cache's background cleanup removes stale entries before StaleIfError runs out",
-			"stale_if_error", cfg.StaleIfError, "cache_retention", cache.StaleRetention())
+	l.writer = newWriter(l, &l.stats, l.log, cfg.WriteQueue, cfg.WriteBatch)
+	if cache != nil {
+		l.adoptCache(cache)
 	}
 	l.vendors = vendorRepo{l}
 	l.workItems = workItemRepo{l}
+	return l, nil
+}
+
+// start starts the writer and the prober.
+func (l *Layer) start() {
 	l.wg.Add(2)
 	go func() { defer l.wg.Done(); l.writer.run() }()
 	go func() { defer l.wg.Done(); l.probe() }()
-	return l, nil
 }
 
 // Vendors returns the vendor repository with fallback.
@@ -174,6 +193,11 @@ func (l *Layer) State() State { return State(l.state.Load()) }
 func (l *Layer) Stats() Stats {
 	s := l.stats.snapshot()
 	s.State = l.State()
+	s.CacheOpen = l.cacheNow() != nil
+	s.CacheOpenAttempts = l.slot.attempts.Load()
+	if err := l.slot.err(); err != nil && !s.CacheOpen {
+		s.CacheError = err.Error()
+	}
 	return s
 }
 
@@ -209,6 +233,7 @@ func (l *Layer) Shutdown(ctx context.Context) error {
 		l.cancel()
 		l.writer.stop(ctx)
 		l.wg.Wait()
+		l.closeOwnedCache()
 		if n := l.stats.droppedAtClose.Load() - before; n > 0 {
 			l.closeErr = fmt.Errorf("fallback: shutdown: %d cache updates dropped at the deadline (%d evictions among them): %w",
 				n, l.stats.evictionsLost.Load(), context.Cause(ctx))

@@ -10,6 +10,13 @@ import (
 type Stats struct {
 	State State
 
+	// The cache, for a Layer made by NewWithCacheFile: whether it is open, and if not
+	// the last error opening it and how often that was tried. A Layer
+	// without its cache serves from PostgreSQL alone.
+	CacheOpen         bool
+	CacheError        string
+	CacheOpenAttempts uint64
+
 	PrimaryCalls    uint64                 // calls sent to the primary
 	PrimaryFailures map[FailureKind]uint64 // outage failures by kind
 

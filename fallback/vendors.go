@@ -36,8 +36,12 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 		}
 		return v, err
 	}
-	cached, e, cerr := l.cache.GetVendor(ctx, name)
-	if why := l.cacheVerdict(ctx, e, cerr, l.cache.VendorTTL()); why != "" {
+	cache := l.cacheNow()
+	if cache == nil {
+		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, l.noCache())
+	}
+	cached, e, cerr := cache.GetVendor(ctx, name)
+	if why := l.cacheVerdict(ctx, e, cerr, cache.VendorTTL()); why != "" {
 		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, why)
 	}
 	return cached, nil
@@ -52,7 +56,10 @@ func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repo
 	return list(l, ctx, "list vendors", func(v repository.Vendor) { l.writeThroughVendor(v, evictions) },
 		func(ctx context.Context) ([]repository.Vendor, error) { return l.primary.Vendors().List(ctx, f) },
 		func(ctx context.Context) ([]repository.Vendor, error) {
-			return l.cache.ListVendorsWithin(ctx, f, l.maxStale())
+			if cache := l.cacheNow(); cache != nil {
+				return cache.ListVendorsWithin(ctx, f, l.maxStale())
+			}
+			return nil, errNoCache
 		})
 }
 

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgfallback/pgfallback/repository"
+	"github.com/pgfallback/pgfallback/sqlitecache"
 )
 
 // WarmReport describes one warm run.
@@ -55,12 +56,16 @@ func (l *Layer) Warm(ctx context.Context) (WarmReport, error) {
 
 func (l *Layer) warm(ctx context.Context) (WarmReport, error) {
 	rep := WarmReport{Strategy: l.cfg.Warm, Started: time.Now()}
+	cache := l.cacheNow()
+	if cache == nil {
+		return rep, nil // nothing to warm; a cache that opens later is warmed by its reads
+	}
 	var err error
 	if rep.Strategy == WarmAll {
-		err = l.warmAll(ctx, &rep)
+		err = l.warmAll(ctx, cache, &rep)
 	} else {
 		rep.Strategy = WarmCached
-		err = l.warmCached(ctx, &rep)
+		err = l.warmCached(ctx, cache, &rep)
 	}
 	rep.Duration = time.Since(rep.Started)
 	if err != nil {
@@ -77,8 +82,8 @@ func (l *Layer) warm(ctx context.Context) (WarmReport, error) {
 }
 
 // warmCached re-reads every cached key from the primary, a batch at a time.
-func (l *Layer) warmCached(ctx context.Context, rep *WarmReport) error {
-	names, err := l.cache.VendorNames(ctx)
+func (l *Layer) warmCached(ctx context.Context, cache *sqlitecache.Cache, rep *WarmReport) error {
+	names, err := cache.VendorNames(ctx)
 	if err != nil {
 		return err
 	}
@@ -87,7 +92,7 @@ func (l *Layer) warmCached(ctx context.Context, rep *WarmReport) error {
 		if err != nil {
 			return err
 		}
-		if err := l.cache.SetVendors(ctx, found); err != nil {
+		if err := cache.SetVendors(ctx, found); err != nil {
 			return err
 		}
 		rep.Refreshed += len(found)
@@ -97,14 +102,14 @@ func (l *Layer) warmCached(ctx context.Context, rep *WarmReport) error {
 		}
 		for _, name := range batch {
 			if !present[name] {
-				if err := l.cache.DeleteVendor(ctx, name); err != nil {
+				if err := cache.DeleteVendor(ctx, name); err != nil {
 					return err
 				}
 				rep.Removed++
 			}
 		}
 	}
-	ids, err := l.cache.WorkItemIDs(ctx)
+	ids, err := cache.WorkItemIDs(ctx)
 	if err != nil {
 		return err
 	}
@@ -113,7 +118,7 @@ func (l *Layer) warmCached(ctx context.Context, rep *WarmReport) error {
 		if err != nil {
 			return err
 		}
-		if err := l.cache.SetWorkItems(ctx, found); err != nil {
+		if err := cache.SetWorkItems(ctx, found); err != nil {
 			return err
 		}
 		rep.Refreshed += len(found)
@@ -123,7 +128,7 @@ func (l *Layer) warmCached(ctx context.Context, rep *WarmReport) error {
 		}
 		for _, id := range batch {
 			if !present[id] {
-				if err := l.cache.DeleteWorkItem(ctx, id); err != nil {
+				if err := cache.DeleteWorkItem(ctx, id); err != nil {
 					return err
 				}
 				rep.Removed++
@@ -135,7 +140,7 @@ func (l *Layer) warmCached(ctx context.Context, rep *WarmReport) error {
 
 // warmAll mirrors both tables page by page, then drops cached entries the
 // primary no longer has (unless WarmLimit cut the mirror short).
-func (l *Layer) warmAll(ctx context.Context, rep *WarmReport) error {
+func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, rep *WarmReport) error {
 	seenVendors := map[string]bool{}
 	complete, err := mirror(ctx, l, rep, func(ctx context.Context, limit, offset int) (int, error) {
 		page, err := l.primary.Vendors().List(ctx, repository.VendorFilter{Limit: limit, Offset: offset})
@@ -145,19 +150,19 @@ func (l *Layer) warmAll(ctx context.Context, rep *WarmReport) error {
 		for _, v := range page {
 			seenVendors[v.Name] = true
 		}
-		return len(page), l.cache.SetVendors(ctx, page)
+		return len(page), cache.SetVendors(ctx, page)
 	})
 	if err != nil {
 		return err
 	}
 	if complete {
-		names, err := l.cache.VendorNames(ctx)
+		names, err := cache.VendorNames(ctx)
 		if err != nil {
 			return err
 		}
 		for _, name := range names {
 			if !seenVendors[name] {
-				if err := l.cache.DeleteVendor(ctx, name); err != nil {
+				if err := cache.DeleteVendor(ctx, name); err != nil {
 					return err
 				}
 				rep.Removed++
@@ -173,18 +178,18 @@ func (l *Layer) warmAll(ctx context.Context, rep *WarmReport) error {
 		for _, w := range page {
 			seenItems[w.ID] = true
 		}
-		return len(page), l.cache.SetWorkItems(ctx, page)
+		return len(page), cache.SetWorkItems(ctx, page)
 	})
 	if err != nil || !complete {
 		return err
 	}
-	ids, err := l.cache.WorkItemIDs(ctx)
+	ids, err := cache.WorkItemIDs(ctx)
 	if err != nil {
 		return err
 	}
 	for _, id := range ids {
 		if !seenItems[id] {
-			if err := l.cache.DeleteWorkItem(ctx, id); err != nil {
+			if err := cache.DeleteWorkItem(ctx, id); err != nil {
 				return err
 			}
 			rep.Removed++

@@ -31,8 +31,12 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 		}
 		return w, err
 	}
-	cached, e, cerr := l.cache.GetWorkItem(ctx, id)
-	if why := l.cacheVerdict(ctx, e, cerr, l.cache.WorkItemTTL()); why != "" {
+	cache := l.cacheNow()
+	if cache == nil {
+		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, l.noCache())
+	}
+	cached, e, cerr := cache.GetWorkItem(ctx, id)
+	if why := l.cacheVerdict(ctx, e, cerr, cache.WorkItemTTL()); why != "" {
 		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, why)
 	}
 	return cached, nil
@@ -47,7 +51,10 @@ func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]
 	return list(l, ctx, "list work items", func(w repository.WorkItem) { l.writeThroughWorkItem(w, evictions) },
 		func(ctx context.Context) ([]repository.WorkItem, error) { return l.primary.WorkItems().List(ctx, f) },
 		func(ctx context.Context) ([]repository.WorkItem, error) {
-			return l.cache.ListWorkItemsWithin(ctx, f, l.maxStale())
+			if cache := l.cacheNow(); cache != nil {
+				return cache.ListWorkItemsWithin(ctx, f, l.maxStale())
+			}
+			return nil, errNoCache
 		})
 }
 

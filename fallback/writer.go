@@ -57,7 +57,7 @@ type cacheOp struct {
 // a few dozen bytes each. A kept op the cache fails is retried, with
 // backoff, until it is applied or the close deadline passes.
 type writer struct {
-	cache *sqlitecache.Cache
+	l     *Layer // for its cache, which may come and go (see cacheslot.go)
 	q     chan cacheOp
 	batch int
 	stats *counters
@@ -75,8 +75,8 @@ type writer struct {
 	lastLog atomic.Int64 // unix nanos of the last failure logged
 }
 
-func newWriter(cache *sqlitecache.Cache, stats *counters, log *slog.Logger, queue, batch int) *writer {
-	return &writer{cache: cache, q: make(chan cacheOp, queue), batch: batch, stats: stats, log: log,
+func newWriter(l *Layer, stats *counters, log *slog.Logger, queue, batch int) *writer {
+	return &writer{l: l, q: make(chan cacheOp, queue), batch: batch, stats: stats, log: log,
 		kick: make(chan struct{}, 1), quit: make(chan struct{})}
 }
 
@@ -311,19 +311,24 @@ func (w *writer) apply(ctx context.Context, ops []cacheOp) {
 func (w *writer) applySets(run []cacheOp) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	cache := w.l.cacheNow()
+	if cache == nil {
+		w.stats.writeDropped.Add(uint64(len(run)))
+		return
+	}
 	var err error
 	if run[0].kind == opSetVendor {
 		vs := make([]repository.Vendor, len(run))
 		for k, op := range run {
 			vs[k] = op.vendor
 		}
-		err = w.cache.SetVendors(ctx, vs)
+		err = cache.SetVendors(ctx, vs)
 	} else {
 		ws := make([]repository.WorkItem, len(run))
 		for k, op := range run {
 			ws[k] = op.item
 		}
-		err = w.cache.SetWorkItems(ctx, ws)
+		err = cache.SetWorkItems(ctx, ws)
 	}
 	if err != nil {
 		w.stats.writeFailed.Add(uint64(len(run)))
@@ -368,19 +373,27 @@ func (w *writer) applyKept(ctx context.Context, op cacheOp) bool {
 }
 
 func (w *writer) applyOne(ctx context.Context, op cacheOp) error {
+	if op.kind == opBarrier {
+		close(op.done)
+		return nil
+	}
+	cache := w.l.cacheNow()
+	if cache == nil {
+		// Whatever file opens later may hold what this deleted or moved.
+		w.l.slot.missedEvictions.Store(true)
+		w.stats.writeDropped.Add(1)
+		return nil
+	}
 	var err error
 	switch op.kind {
 	case opEvictVendor:
-		err = w.cache.DeleteVendor(ctx, op.name)
+		err = cache.DeleteVendor(ctx, op.name)
 	case opEvictWorkItem:
-		err = w.cache.DeleteWorkItem(ctx, op.id)
+		err = cache.DeleteWorkItem(ctx, op.id)
 	case opEvictWorkItemTree:
-		err = w.cache.DeleteWorkItemTree(ctx, op.id)
+		err = cache.DeleteWorkItemTree(ctx, op.id)
 	case opUpdateWorkItem:
-		err = w.updateItem(ctx, op.item)
-	case opBarrier:
-		close(op.done)
-		return nil
+		err = updateItem(ctx, cache, op.item)
 	}
 	if err == nil {
 		w.stats.writeWritten.Add(1)
@@ -405,14 +418,14 @@ func (op cacheOp) key() string {
 // path changed, or it was not cached so nobody knows), the cached copies of
 // its descendants carry old paths and are evicted first; warming or the
 // next reads bring them back.
-func (w *writer) updateItem(ctx context.Context, it repository.WorkItem) error {
-	cached, _, err := w.cache.GetWorkItem(ctx, it.ID)
+func updateItem(ctx context.Context, cache *sqlitecache.Cache, it repository.WorkItem) error {
+	cached, _, err := cache.GetWorkItem(ctx, it.ID)
 	if err != nil || cached.Path != it.Path {
-		if err := w.cache.DeleteWorkItemTree(ctx, it.ID); err != nil {
+		if err := cache.DeleteWorkItemTree(ctx, it.ID); err != nil {
 			return err
 		}
 	}
-	return w.cache.SetWorkItem(ctx, it)
+	return cache.SetWorkItem(ctx, it)
 }
 
 // logFailure logs at most one cache failure every 10 s: a broken disk must
