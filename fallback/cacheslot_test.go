@@ -23,13 +23,7 @@ import (
 func TestLayerStartsWithoutItsCacheAndAdoptsItLater(t *testing.T) {
 	before := runtime.NumGoroutine()
 	ctx := context.Background()
-	dir := t.TempDir()
-	cacheDir := filepath.Join(dir, "cache")
-	// A file where the cache's directory should be: Open cannot create it,
-	// whatever our privileges.
-	if err := os.WriteFile(cacheDir, []byte("in the way"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cacheDir, fix := blockedDir(t)
 	path := filepath.Join(cacheDir, "cache.db")
 	db := newFakeDB()
 	db.put(vendor("alive"))
@@ -63,19 +57,7 @@ func TestLayerStartsWithoutItsCacheAndAdoptsItLater(t *testing.T) {
 	}
 
 	// The directory is fixed, and an old cache file holds the deleted row.
-	if err := os.Remove(cacheDir); err != nil {
-		t.Fatal(err)
-	}
-	old, err := sqlitecache.Open(path, sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"alive", "victim"} {
-		if err := old.SetVendor(ctx, stored(name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	old.Close()
+	fix("alive", "victim")
 	eventually(t, 5*time.Second, "the layer to open its cache", func() bool { return l.Stats().CacheOpen })
 	if s := l.Stats(); s.CacheError != "" {
 		t.Fatalf("CacheError %q once the cache is open", s.CacheError)
@@ -94,11 +76,7 @@ func TestLayerStartsWithoutItsCacheAndAdoptsItLater(t *testing.T) {
 // holds: it is as good as after a restart.
 func TestLateCacheKeepsItsEntriesWhenNothingWasDeleted(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	cacheDir := filepath.Join(dir, "cache")
-	if err := os.WriteFile(cacheDir, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cacheDir, fix := blockedDir(t)
 	path := filepath.Join(cacheDir, "cache.db")
 	db := newFakeDB()
 	l, err := NewWithCacheFile(db.primary(), path, Config{Logger: discardLogger(), OpenTimeout: time.Hour, CacheRetry: 10 * time.Millisecond},
@@ -107,15 +85,7 @@ func TestLateCacheKeepsItsEntriesWhenNothingWasDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	os.Remove(cacheDir)
-	old, err := sqlitecache.Open(path, sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := old.SetVendor(ctx, stored("kept")); err != nil {
-		t.Fatal(err)
-	}
-	old.Close()
+	fix("kept")
 	eventually(t, 5*time.Second, "the layer to open its cache", func() bool { return l.Stats().CacheOpen })
 	tripBreaker(t, l, db)
 	if _, err := l.Vendors().Get(ctx, "kept"); err != nil {
@@ -136,4 +106,47 @@ func stored(name string) repository.Vendor {
 	v := vendor(name)
 	v.ID, v.Version = uuid.New(), 1
 	return v
+}
+
+// blockedDir returns a cache directory path that cannot be created, however
+// privileged the test (a symlink to a regular file), and fix, which swaps
+// in a directory holding a cache file with the named vendors in one
+// atomic rename, so a layer retrying meanwhile sees one or the other.
+func blockedDir(t *testing.T) (dir string, fix func(names ...string)) {
+	t.Helper()
+	root := t.TempDir()
+	dir = filepath.Join(root, "cache")
+	blocker := filepath.Join(root, "in-the-way")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(blocker, dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir, func(names ...string) {
+		t.Helper()
+		ready := filepath.Join(root, "ready")
+		if err := os.Mkdir(ready, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		old, err := sqlitecache.Open(filepath.Join(ready, "cache.db"), sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range names {
+			if err := old.SetVendor(context.Background(), stored(name)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := old.Close(); err != nil {
+			t.Fatal(err)
+		}
+		link := filepath.Join(root, "link")
+		if err := os.Symlink(ready, link); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(link, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
