@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -28,24 +29,28 @@ import (
 // locked"), reads through a separate pool so they never wait behind a write
 // (WAL mode gives readers a snapshot).
 type Cache struct {
-	path string
-	cfg  config
+	path     string // as given to Open
+	abs      string // absolute: the process may change directory
+	cfg      config
+	readOnly bool
 
-	w *sql.DB // the single writer connection
-	r *sql.DB // reader pool, query_only
-
-	fast *fastReaders // driver-level readers for Get* (see fastReaders)
-
-	setVendorStmt   *sql.Stmt
-	setWorkItemStmt *sql.Stmt
+	// h is swapped when the file is lost and reopened (see watch.go); every
+	// operation loads it once and uses that set of connections throughout.
+	h atomic.Pointer[handles]
 
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
 	stop      chan struct{}
+	kick      chan struct{} // asks the file watcher for an immediate check
 	wg        sync.WaitGroup
+	reopenMu  sync.Mutex // serializes file checks, reopening and Close
+
+	lostPending atomic.Bool           // a lost file awaits a successful reopen
+	reopenErr   atomic.Pointer[error] // why the last reopen failed
 
 	hits, misses, staleHits atomic.Int64
+	fileLost, reopens       atomic.Int64
 
 	vendorMemo   *memo[string, memoVendor]
 	workItemMemo *memo[uuid.UUID, memoWorkItem]
@@ -54,16 +59,62 @@ type Cache struct {
 	workItems *workItemRepo
 }
 
+// handles is one opening of the cache file: its connections, prepared
+// statements and the identity of the file they were opened on. It is never
+// modified after it is published, so readers need no lock.
+type handles struct {
+	w *sql.DB // the single writer connection; nil when read-only
+	r *sql.DB // reader pool, query_only
+
+	fast *fastReaders // driver-level readers for Get* (see fastReaders)
+
+	setVendorStmt   *sql.Stmt
+	setWorkItemStmt *sql.Stmt
+
+	ident os.FileInfo // the file as it was when opened, for os.SameFile
+}
+
 // Open opens (creating if needed) the cache file at path; "" means
-// DefaultPath. The parent directory is created. The schema is created or
-// upgraded with the embedded goose migrations. A file that is not a valid
-// SQLite database is moved aside to "<path>.corrupt-<timestamp>" (with its
-// -wal and -shm files), logged, and replaced by an empty cache.
+// DefaultPath. Missing parent directories are created (mode from
+// WithFileMode). The schema is created or upgraded with the embedded goose
+// migrations and the file is stamped with ApplicationID.
 //
-// Errors: repository.ErrInvalid for a bad option value; otherwise the wrapped
-// file system or SQLite error when the cache cannot be opened at all (for
-// example a directory that cannot be created).
+// Open only takes over what is a cache: a missing or empty file, a SQLite
+// database stamped with ApplicationID, one written by an earlier version
+// (only cache tables), or a SQLite database without tables. Anything else is
+// refused with ErrForeignFile and left untouched. A cache file that is
+// damaged (a valid SQLite header over corrupt pages, or binary garbage) is
+// moved aside to "<path>.corrupt-<timestamp>" (with its -wal and -shm),
+// logged, and replaced by an empty cache.
+//
+// Errors: repository.ErrInvalid for a bad option value; ErrForeignFile;
+// otherwise an error saying what is wrong (read-only file system, no space
+// left, ...) that wraps the OS or SQLite cause, so errors.Is(err,
+// syscall.EROFS) and the like work. A failed Open removes the files and
+// directories it created.
 func Open(path string, opts ...Option) (*Cache, error) {
+	c, err := newCache(path, opts)
+	if err != nil {
+		return nil, err
+	}
+	h, err := c.openFile()
+	if err != nil {
+		return nil, err
+	}
+	c.h.Store(h)
+	if c.cfg.cleanupInterval > 0 {
+		c.wg.Add(1)
+		go c.cleanupLoop(c.cfg.cleanupInterval)
+	}
+	if c.cfg.fileCheckInterval > 0 {
+		c.kick = make(chan struct{}, 1)
+		c.wg.Add(1)
+		go c.watchLoop(c.cfg.fileCheckInterval)
+	}
+	return c, nil
+}
+
+func newCache(path string, opts []Option) (*Cache, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		o(&cfg)
@@ -74,25 +125,17 @@ func Open(path string, opts ...Option) (*Cache, error) {
 	if path == "" {
 		path = DefaultPath
 	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("sqlitecache: create directory: %w", err)
-		}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlitecache: %w", err)
 	}
 	c := &Cache{
-		path: path, cfg: cfg, stop: make(chan struct{}),
+		path: path, abs: abs, cfg: cfg, stop: make(chan struct{}),
 		vendorMemo:   newMemo[string, memoVendor](cfg.memoSize, cfg.memoBytes),
 		workItemMemo: newMemo[uuid.UUID, memoWorkItem](cfg.memoSize, cfg.memoBytes),
 	}
-	if err := c.openWithRecovery(); err != nil {
-		return nil, err
-	}
 	c.vendors = &vendorRepo{c: c}
 	c.workItems = &workItemRepo{c: c}
-	if cfg.cleanupInterval > 0 {
-		c.wg.Add(1)
-		go c.cleanupLoop(cfg.cleanupInterval)
-	}
 	return c, nil
 }
 
@@ -112,105 +155,190 @@ func (cfg config) validate() error {
 		return repository.Invalid("MemoBytes", "must not be negative, got %d", cfg.memoBytes)
 	case cfg.maxReaders < 1:
 		return repository.Invalid("MaxReaders", "must be at least 1, got %d", cfg.maxReaders)
+	case cfg.fileMode&^0o777 != 0:
+		return repository.Invalid("FileMode", "must hold permission bits only, got %v", cfg.fileMode)
+	case cfg.fileMode&0o600 != 0o600:
+		return repository.Invalid("FileMode", "must let the owner read and write, got %#o", uint32(cfg.fileMode))
 	}
 	return nil
 }
 
-// openWithRecovery opens the databases; when the file turns out not to be a
-// database, it quarantines the file and tries once more on a fresh one.
-func (c *Cache) openWithRecovery() error {
-	// Check the header ourselves first: SQLite, handed a file that is not a
-	// database, may delete its -wal and -shm while failing, and those are
-	// part of the evidence worth keeping.
-	err := checkHeader(c.path)
-	if err == nil {
-		if err = c.openDBs(); err == nil {
-			return nil
-		}
-	}
-	if !isCorrupt(err) {
-		return err
-	}
-	c.fast, c.r, c.setVendorStmt, c.setWorkItemStmt = nil, nil, nil, nil
-	c.w = nil
-	moved, qerr := quarantine(c.path, c.cfg.clock())
-	if qerr != nil {
-		return fmt.Errorf("sqlitecache: %w (and moving it aside failed: %w)", err, qerr)
-	}
-	c.cfg.logger.Error("sqlitecache: cache file is corrupt; moved it aside and starting empty",
-		"path", c.path, "moved_to", moved, "err", err)
-	return c.openDBs()
-}
-
-func (c *Cache) openDBs() (err error) {
-	abs, err := filepath.Abs(c.path)
-	if err != nil {
-		return fmt.Errorf("sqlitecache: %w", err)
-	}
-	// The file: URI form with an escaped path keeps '?' or '#' in a file
-	// name from being read as DSN parameters.
-	base := "file:" + (&url.URL{Path: abs}).EscapedPath() +
-		"?_busy_timeout=" + strconv.FormatInt(c.cfg.busyTimeout.Milliseconds(), 10)
-	c.w, err = sql.Open("sqlite3", base+"&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate")
-	if err != nil {
-		return fmt.Errorf("sqlitecache: open writer: %w", err)
-	}
-	c.w.SetMaxOpenConns(1)
-	c.w.SetMaxIdleConns(1)
-	c.w.SetConnMaxLifetime(0)
-	c.w.SetConnMaxIdleTime(0)
-
+// openFile does everything Open does to the file system: directories, the
+// ownership check, creation with the configured mode, quarantine of a
+// damaged cache, the connections and the migrations. Reopening a lost file
+// uses it too. On failure it removes what it created.
+func (c *Cache) openFile() (h *handles, err error) {
+	var cr created
 	defer func() {
 		if err != nil {
-			c.closeDBs()
+			cr.undo(c.abs, c.cfg.logger)
 		}
 	}()
+	if err := cr.mkdirs(filepath.Dir(c.abs), dirMode(c.cfg.fileMode)); err != nil {
+		return nil, err
+	}
 	ctx := context.Background()
+	// Another process may create the file between the check and our
+	// O_EXCL create; then the check runs again on what it made.
+	for attempt := 0; ; attempt++ {
+		state, err := inspect(ctx, c.abs, c.cfg.busyTimeout)
+		if err != nil {
+			return nil, err
+		}
+		switch state {
+		case fileMissing:
+			err = cr.createMain(c.abs, c.cfg.fileMode, c.cfg.logger)
+			if errors.Is(err, fs.ErrExist) && attempt < 3 {
+				continue
+			}
+		case fileDamaged:
+			err = c.quarantine(&cr, errNotADatabase)
+		default:
+			err = checkWritable(c.abs)
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
+	}
+	h, err = c.openHandles(ctx)
+	if err != nil && isCorrupt(err) && !cr.createdMain() {
+		// The ownership check passed, so the damage is to a cache of ours
+		// (pages behind a valid header): move it aside and start empty.
+		if err = c.quarantine(&cr, err); err != nil {
+			return nil, err
+		}
+		h, err = c.openHandles(ctx)
+	}
+	return h, err
+}
+
+// quarantine moves the damaged file aside, logs it, and creates a fresh one.
+func (c *Cache) quarantine(cr *created, cause error) error {
+	moved, err := quarantine(c.abs, c.cfg.clock())
+	if err != nil {
+		return fmt.Errorf("sqlitecache: %s is damaged (%w) and moving it aside failed: %w", c.path, cause, err)
+	}
+	c.cfg.logger.Error("sqlitecache: cache file is corrupt; moved it aside and starting empty",
+		"path", c.path, "moved_to", moved, "err", cause)
+	return cr.createMain(c.abs, c.cfg.fileMode, c.cfg.logger)
+}
+
+// dsn is the connection string for the file. The file: URI form with an
+// escaped path keeps '?' or '#' in a file name from being read as DSN
+// parameters.
+func (c *Cache) dsn() string {
+	return "file:" + (&url.URL{Path: c.abs}).EscapedPath() +
+		"?_busy_timeout=" + strconv.FormatInt(c.cfg.busyTimeout.Milliseconds(), 10)
+}
+
+// openHandles opens the connections on the file (which exists and passed
+// the ownership check), migrates and stamps it, and prepares statements.
+func (c *Cache) openHandles(ctx context.Context) (_ *handles, err error) {
+	base := c.dsn()
+	h := &handles{}
+	defer func() {
+		if err != nil {
+			_ = h.close()
+		}
+	}()
+	// mode=rw: never create the file. It exists (openFile made it with
+	// the configured mode), and a connection opened after it was deleted
+	// must fail rather than put an empty 0644 file in its place.
+	h.w, err = sql.Open("sqlite3", base+"&mode=rw&_journal_mode=WAL&_synchronous=NORMAL&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("sqlitecache: open writer: %w", err)
+	}
+	h.w.SetMaxOpenConns(1)
+	h.w.SetMaxIdleConns(1)
+	h.w.SetConnMaxLifetime(0)
+	h.w.SetConnMaxIdleTime(0)
+
 	// The first connection to a new file switches it to WAL, which needs an
 	// exclusive lock; SQLite answers a concurrent opener SQLITE_BUSY
 	// without waiting on the busy timeout, so retry for a little while.
 	for attempt := 1; ; attempt++ {
-		err = c.w.PingContext(ctx)
+		err = h.w.PingContext(ctx)
 		if err == nil || !isBusy(err) || attempt == 40 {
 			break
 		}
 		time.Sleep(time.Duration(min(attempt, 10)) * 10 * time.Millisecond)
 	}
 	if err != nil {
-		return fmt.Errorf("sqlitecache: open %s: %w", c.path, err)
+		return nil, c.setupErr(err)
 	}
-	if err = c.migrate(ctx); err != nil {
-		return err
+	// Stamped before the migrations run: a concurrent opener that sees
+	// their half-done work (goose's table, no cache tables yet) must still
+	// recognize the file as a cache.
+	if err = stamp(ctx, h.w); err != nil {
+		return nil, c.setupErr(err)
+	}
+	if err = c.migrate(ctx, h.w); err != nil {
+		return nil, err
 	}
 
-	c.r, err = sql.Open("sqlite3", base+"&_query_only=1")
+	h.r, err = sql.Open("sqlite3", base+"&mode=rw&_query_only=1")
 	if err != nil {
-		return fmt.Errorf("sqlitecache: open readers: %w", err)
+		return nil, fmt.Errorf("sqlitecache: open readers: %w", err)
 	}
-	c.r.SetMaxOpenConns(c.cfg.maxReaders)
-	c.r.SetMaxIdleConns(c.cfg.maxReaders)
-	c.r.SetConnMaxLifetime(0)
-	c.r.SetConnMaxIdleTime(0)
-	c.fast = newFastReaders(base+"&_query_only=1", c.cfg.maxReaders)
-	return c.prepare(ctx)
+	c.configureReaders(h.r)
+	h.fast = newFastReaders(base+"&mode=rw&_query_only=1", c.cfg.maxReaders)
+	if err = h.prepare(ctx); err != nil {
+		return nil, err
+	}
+	if h.ident, err = os.Stat(c.abs); err != nil {
+		return nil, fmt.Errorf("sqlitecache: %w", err)
+	}
+	return h, nil
 }
 
-// migrate runs the goose migrations. Two processes opening a new file at
-// the same moment can race on goose's version table (SQLite has no advisory
-// lock goose could use); the loser sees an error, so it retries a few times
-// and then finds nothing pending.
-func (c *Cache) migrate(ctx context.Context) error {
-	var err error
+func (c *Cache) configureReaders(r *sql.DB) {
+	r.SetMaxOpenConns(c.cfg.maxReaders)
+	r.SetMaxIdleConns(c.cfg.maxReaders)
+	r.SetConnMaxLifetime(0)
+	r.SetConnMaxIdleTime(0)
+}
+
+// setupErr describes a failure to set the file up (connect, migrate,
+// stamp) with its OS cause; see describe.
+func (c *Cache) setupErr(err error) error {
+	if isCorrupt(err) {
+		return fmt.Errorf("sqlitecache: open %s: %w", c.path, err)
+	}
+	return describe("cannot set up cache file "+c.path, err)
+}
+
+// migrate brings the schema up to date. The version is read first: an
+// up-to-date file (the usual case) skips goose, and a file whose pages are
+// damaged fails here at once with SQLITE_CORRUPT, where goose would retry
+// for seconds believing its version table missing.
+//
+// Two processes opening a new file at the same moment can race on goose's
+// version table (SQLite has no advisory lock goose could use); the loser
+// sees an error, so it retries a few times and then finds nothing pending.
+// A failure is first checked against PRAGMA quick_check, so damage is never
+// retried.
+func (c *Cache) migrate(ctx context.Context, db *sql.DB) error {
+	v, err := schemaVersion(ctx, db)
+	if err == nil && v == latestSchema {
+		return nil
+	}
+	if err != nil && isCorrupt(err) {
+		return fmt.Errorf("sqlitecache: open %s: %w", c.path, err)
+	}
 	for attempt := range 3 {
-		if err = migrations.UpSQLite(ctx, c.w); err == nil || isCorrupt(err) {
-			break
+		if err = migrations.UpSQLite(ctx, db); err == nil {
+			return nil
+		}
+		if qerr := quickCheck(ctx, db); qerr != nil {
+			return fmt.Errorf("sqlitecache: migrate %s: %w (after: %v)", c.path, qerr, err)
+		}
+		if osCause(err) != 0 {
+			break // a full disk or an I/O error is no race: retrying only delays the error
 		}
 		time.Sleep(time.Duration(attempt+1) * 50 * time.Millisecond)
 	}
-	if err != nil {
-		return fmt.Errorf("sqlitecache: migrate %s: %w", c.path, err)
-	}
-	return nil
+	return c.setupErr(fmt.Errorf("migrate: %w", err))
 }
 
 const (
@@ -248,7 +376,7 @@ WHERE excluded.version >= cached_work_items.version`
 
 // prepare prepares the hot statements once; database/sql then keeps one
 // prepared copy per connection, so a Get does no SQL parsing.
-func (c *Cache) prepare(ctx context.Context) error {
+func (h *handles) prepare(ctx context.Context) error {
 	var err error
 	prep := func(db *sql.DB, q string) *sql.Stmt {
 		if err != nil {
@@ -258,43 +386,44 @@ func (c *Cache) prepare(ctx context.Context) error {
 		s, err = db.PrepareContext(ctx, q)
 		return s
 	}
-	c.setVendorStmt = prep(c.w, setVendorSQL)
-	c.setWorkItemStmt = prep(c.w, setWorkItemSQL)
+	h.setVendorStmt = prep(h.w, setVendorSQL)
+	h.setWorkItemStmt = prep(h.w, setWorkItemSQL)
 	if err != nil {
 		return fmt.Errorf("sqlitecache: prepare: %w", err)
 	}
 	return nil
 }
 
-func (c *Cache) closeDBs() error {
+// close closes everything. A call still using these handles fails (the
+// connection pools refuse new work once closed) instead of using a closed
+// connection.
+func (h *handles) close() error {
 	var errs []error
-	// Fields are closed, not cleared: a Get racing with Close may still read
-	// them, and then fails with ErrClosed.
-	if c.fast != nil {
-		c.fast.close()
+	if h.fast != nil {
+		h.fast.close()
 	}
-	for _, s := range []*sql.Stmt{c.setVendorStmt, c.setWorkItemStmt} {
+	for _, s := range []*sql.Stmt{h.setVendorStmt, h.setWorkItemStmt} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
 	}
-	if c.r != nil {
-		errs = append(errs, c.r.Close())
+	if h.r != nil {
+		errs = append(errs, h.r.Close())
 	}
-	if c.w != nil {
-		errs = append(errs, c.w.Close())
+	if h.w != nil {
+		errs = append(errs, h.w.Close())
 	}
 	return errors.Join(errs...)
 }
 
-// isCorrupt reports whether err means the file is not a usable database.
 func isBusy(err error) bool {
 	var se sqlite3.Error
 	return errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked)
 }
 
+// isCorrupt reports whether err means the file is not a usable database.
 func isCorrupt(err error) bool {
-	if errors.Is(err, errNotADatabase) {
+	if errors.Is(err, errNotADatabase) || errors.Is(err, errDamaged) {
 		return true
 	}
 	var se sqlite3.Error
@@ -304,17 +433,21 @@ func isCorrupt(err error) bool {
 	return false
 }
 
-// Close stops the background cleanup, waits for it, and closes the database
-// connections. Calls after the first return the first call's result; every
-// other method returns ErrClosed afterwards.
+// Close stops the background goroutines (cleanup, file watcher), waits for
+// them, and closes the database connections. Calls after the first return
+// the first call's result; every other method returns ErrClosed afterwards.
 // Errors: the wrapped SQLite error if closing a connection failed.
 func (c *Cache) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
 		close(c.stop)
 		c.wg.Wait()
-		if err := c.closeDBs(); err != nil {
-			c.closeErr = fmt.Errorf("sqlitecache: close: %w", err)
+		c.reopenMu.Lock()
+		defer c.reopenMu.Unlock()
+		if h := c.h.Load(); h != nil {
+			if err := h.close(); err != nil {
+				c.closeErr = fmt.Errorf("sqlitecache: close: %w", err)
+			}
 		}
 	})
 	return c.closeErr
@@ -348,6 +481,17 @@ func (c *Cache) WorkItems() repository.WorkItemRepository { return c.workItems }
 func (c *Cache) checkOpen() error {
 	if c.closed.Load() {
 		return ErrClosed
+	}
+	return nil
+}
+
+// checkWrite is checkOpen for the methods that write.
+func (c *Cache) checkWrite() error {
+	if c.closed.Load() {
+		return ErrClosed
+	}
+	if c.readOnly {
+		return ErrReadOnly
 	}
 	return nil
 }

@@ -24,7 +24,7 @@ func (c *Cache) IsStale(ctx context.Context, key string) (bool, error) {
 		q, arg, ttl = `SELECT cached_at FROM cached_work_items WHERE id = ?`, k.ID.String(), c.cfg.workItemTTL
 	}
 	var cachedAt float64
-	switch err := c.r.QueryRowContext(ctx, q, arg).Scan(&cachedAt); err {
+	switch err := c.h.Load().r.QueryRowContext(ctx, q, arg).Scan(&cachedAt); err {
 	case nil:
 		return c.entry(cachedAt, ttl).Stale, nil
 	case sql.ErrNoRows:
@@ -62,11 +62,11 @@ type deletion struct {
 // deleteAll runs the deletions in one transaction and returns how many rows
 // they removed in all.
 func (c *Cache) deleteAll(ctx context.Context, op string, ds ...deletion) (int, error) {
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return 0, err
 	}
 	var n int64
-	err := c.inTx(ctx, op, func(tx *sql.Tx) error {
+	err := c.inTx(ctx, op, func(tx wtx) error {
 		for _, d := range ds {
 			res, err := tx.ExecContext(ctx, d.sql, d.args...)
 			if err != nil {

@@ -22,7 +22,52 @@
 // A Cache is safe for any number of goroutines. The file is in WAL mode
 // with synchronous=NORMAL and a busy timeout; writes go through one
 // connection, reads through separate ones, so reads never wait for writes.
-// Several processes may open the same file.
+// Several processes may open the same file. OpenReadOnly opens an existing
+// cache without ever writing it (SQLite mode=ro; immutable on a read-only
+// file system), for tools that inspect a cache a service is using: reads
+// work, writes return ErrReadOnly, no background goroutine runs.
+//
+// # Files and permissions
+//
+// The cache holds business data. Open creates the file (and SQLite its
+// -wal and -shm) with mode 0600 and missing directories with 0700, exactly,
+// whatever the umask; WithFileMode(0o660) shares them with a group (the
+// directories then get 0770). Files and directories that already exist
+// keep their mode.
+//
+// # Whose file it is
+//
+// Open stamps its files with PRAGMA application_id = ApplicationID ("pgfb")
+// and takes over only what is a cache: a missing or empty file, a stamped
+// database, a database of an earlier version (application_id 0 and only
+// the cache's tables), or a SQLite database without tables. Anything else —
+// another application's database, a text file such as a YAML config, a
+// directory — is refused with ErrForeignFile and left exactly as it was;
+// the check is made read-only, before anything could write.
+//
+// # Damaged files
+//
+// A damaged cache — binary garbage where the SQLite header should be, or a
+// valid header over pages SQLite reports corrupt (found by a cheap probe of
+// the schema version and table roots at every Open, confirmed with PRAGMA
+// quick_check after a failed migration) — is moved aside to
+// "<path>.corrupt-<UTC timestamp>" with its -wal and -shm, logged at
+// Error, and replaced by an empty cache, in milliseconds: the application
+// starts. A text file is never taken for a damaged cache: SQLite never
+// writes one, and renaming someone's configuration would break their
+// program.
+//
+// # Lost files
+//
+// SQLite keeps using the file it opened, so a cache file deleted or
+// truncated under a running process would otherwise go unnoticed: writes
+// "succeed" into a deleted inode and the next process starts empty. A
+// Cache checks every WithFileCheckInterval (10 s; one os.Stat), and at
+// once when a statement fails in a way a lost file causes, that the path
+// still names the file it opened. When not, it logs at Error, counts
+// Stats.FileLost, and reopens on a fresh file (Stats.Reopens). Calls racing
+// the reopen may fail; while a truncated file is replaced, all calls fail
+// for the few milliseconds the reopen takes.
 //
 // # Errors
 //
@@ -30,14 +75,17 @@
 // *repository.ValidationError naming the field), a closed cache is
 // ErrClosed, a malformed key is ErrInvalidKey. An entry that does not decode
 // is reported as a miss (ErrNotFound together with ErrCorruptEntry) and
-// logged. A file that is not a database is moved aside by Open and replaced
-// by an empty cache. Nothing in this package panics on bad data.
+// logged. Open's errors say what is wrong with the file system (read-only,
+// no space left, permission denied, not a directory) and wrap the OS errno
+// even when SQLite reported it, so errors.Is(err, syscall.ENOSPC) works; a
+// failed Open removes the files and directories it created. Nothing in
+// this package panics on bad data.
 //
 // # Logging
 //
-// The cache logs only rare events (quarantined file, corrupt entry, failed
-// background cleanup) to the *slog.Logger given by WithLogger, by default
-// slog.Default() so they are not lost.
+// The cache logs only rare events (quarantined file, lost file, corrupt
+// entry, failed background cleanup) to the *slog.Logger given by
+// WithLogger, by default slog.Default() so they are not lost.
 //
 // # Storage
 //

@@ -12,11 +12,11 @@ import (
 // rewrite the whole subtree there. Absent entries are not an error.
 // Errors: ErrClosed or the wrapped SQLite error.
 func (c *Cache) DeleteWorkItemTree(ctx context.Context, id uuid.UUID) error {
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return err
 	}
 	// Ids are UUIDs, so a path containing this one as a substring has it as
 	// a segment: the row is a descendant.
-	_, err := c.w.ExecContext(ctx, `DELETE FROM cached_work_items WHERE id = ?1 OR instr(path, ?1) > 0`, id.String())
+	_, err := c.h.Load().w.ExecContext(ctx, `DELETE FROM cached_work_items WHERE id = ?1 OR instr(path, ?1) > 0`, id.String())
 	return c.wrapErr("delete work item tree", err)
 }

@@ -53,7 +53,7 @@ func (p *fastReaders) acquire(ctx context.Context) (*fastReader, error) {
 	if p.closed {
 		p.mu.Unlock()
 		<-p.slots
-		return nil, ErrClosed
+		return nil, errPoolClosed
 	}
 	if n := len(p.idle); n > 0 {
 		r := p.idle[n-1]
@@ -118,6 +118,9 @@ func (r *fastReader) close() {
 	_ = r.conn.Close()
 }
 
+// inUse is the number of connections calls hold right now.
+func (p *fastReaders) inUse() int { return len(p.slots) }
+
 func (p *fastReaders) close() {
 	p.mu.Lock()
 	p.closed = true
@@ -181,4 +184,18 @@ func (p *fastReaders) lookup(ctx context.Context, workItem bool, memoRev int64, 
 		row.data = []byte(v)
 	}
 	return row, true, cerr
+}
+
+// lookup runs a Get's point lookup on the current connections. A lookup
+// that raced a reopen (its pool was closed under it) runs once more on the
+// new connections instead of failing.
+func (c *Cache) lookup(ctx context.Context, workItem bool, memoRev int64, key string) (storedRow, bool, error) {
+	h := c.h.Load()
+	row, found, err := h.fast.lookup(ctx, workItem, memoRev, key)
+	if err != nil && errors.Is(err, errPoolClosed) {
+		if nh := c.h.Load(); nh != h {
+			return nh.fast.lookup(ctx, workItem, memoRev, key)
+		}
+	}
+	return row, found, err
 }

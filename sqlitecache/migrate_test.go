@@ -47,7 +47,7 @@ func TestOpenAdoptsOriginalSchema(t *testing.T) {
 		t.Fatalf("legacy row = %+v %+v, %v", v, e, err)
 	}
 	var createdAt int64
-	if err := c.r.QueryRow(`SELECT created_at FROM cached_vendors WHERE name = 'acme'`).Scan(&createdAt); err != nil ||
+	if err := c.h.Load().r.QueryRow(`SELECT created_at FROM cached_vendors WHERE name = 'acme'`).Scan(&createdAt); err != nil ||
 		createdAt != v.CreatedAt.UnixNano() {
 		t.Errorf("backfilled created_at = %d, want %d (%v)", createdAt, v.CreatedAt.UnixNano(), err)
 	}

@@ -3,6 +3,7 @@ package sqlitecache
 import (
 	"io"
 	"log/slog"
+	"os"
 	"time"
 )
 
@@ -27,6 +28,9 @@ const (
 	// DefaultMemoBytes is the estimated memory the decoded entries of one
 	// type may hold.
 	DefaultMemoBytes = 32 << 20
+	// DefaultFileCheckInterval is how often a Cache checks that its file is
+	// still the one it opened (see WithFileCheckInterval).
+	DefaultFileCheckInterval = 10 * time.Second
 )
 
 // Option configures Open.
@@ -44,6 +48,8 @@ type config struct {
 	maxReaders           int
 	memoSize             int
 	memoBytes            int64
+	fileMode             os.FileMode
+	fileCheckInterval    time.Duration
 }
 
 func defaultConfig() config {
@@ -59,6 +65,8 @@ func defaultConfig() config {
 		maxReaders:           8,
 		memoSize:             DefaultMemoSize,
 		memoBytes:            DefaultMemoBytes,
+		fileMode:             DefaultFileMode,
+		fileCheckInterval:    DefaultFileCheckInterval,
 	}
 }
 
@@ -101,7 +109,8 @@ func WithCleanupInterval(d time.Duration) Option {
 func WithStaleRetention(d time.Duration) Option { return func(c *config) { c.staleRetention = d } }
 
 // WithLogger sets the logger for the rare events worth reporting (a
-// quarantined corrupt file, a failed background cleanup, a corrupt entry).
+// quarantined corrupt file, a cache file lost under the running process,
+// a failed background cleanup, a corrupt entry).
 // The default is slog.Default(), so those events are not lost; nil discards.
 func WithLogger(l *slog.Logger) Option {
 	return func(c *config) {
@@ -135,3 +144,26 @@ func WithMemoSize(n int) Option { return func(c *config) { c.memoSize = n } }
 // size) the memo of each entry type may hold; default 32 MiB. An entry
 // larger than an eighth of it is never memoized.
 func WithMemoBytes(n int64) Option { return func(c *config) { c.memoBytes = n } }
+
+// WithFileMode sets the permissions of the cache files Open creates (the
+// database and its -wal and -shm); default DefaultFileMode (0600). A
+// directory Open creates gets the matching search bits (0600 -> 0700, 0660
+// -> 0770). The mode is applied exactly, whatever the process umask, since
+// its purpose is to grant a group access deliberately (e.g. 0660 for a
+// service and an operator's CLI in one group). Existing files and
+// directories keep their mode: Open does not chmod what it did not create.
+// Open fails with ErrInvalid when m has bits other than permissions or does
+// not let the owner read and write.
+func WithFileMode(m os.FileMode) Option { return func(c *config) { c.fileMode = m } }
+
+// WithFileCheckInterval sets how often a goroutine checks that the cache
+// file is still the one the Cache opened: not deleted, replaced or
+// truncated under the running process. A lost file is logged at Error,
+// counted in Stats.FileLost, and the cache is reopened on a fresh file, so
+// the loss shows (and is repaired) long before an outage needs the cache.
+// Statement errors that suggest a lost file (no such table, I/O errors,
+// corruption) trigger the check at once. One os.Stat per check. Default
+// DefaultFileCheckInterval (10 s); 0 or negative disables the checks.
+func WithFileCheckInterval(d time.Duration) Option {
+	return func(c *config) { c.fileCheckInterval = d }
+}

@@ -32,7 +32,7 @@ func (r *vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]rep
 
 func (r *vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
 	c := r.c
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return repository.Vendor{}, err
 	}
 	v.Version = 1
@@ -52,7 +52,7 @@ func (r *vendorRepo) Create(ctx context.Context, v repository.Vendor) (repositor
 	if err != nil {
 		return repository.Vendor{}, fmt.Errorf("sqlitecache: create vendor: %w", err)
 	}
-	err = c.inTx(ctx, "create vendor", func(tx *sql.Tx) error {
+	err = c.inTx(ctx, "create vendor", func(tx wtx) error {
 		var n int
 		err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM cached_vendors WHERE name = ? OR id = ?`,
 			v.Name, v.ID.String()).Scan(&n)
@@ -72,7 +72,7 @@ func (r *vendorRepo) Create(ctx context.Context, v repository.Vendor) (repositor
 
 func (r *vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
 	c := r.c
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return repository.Vendor{}, err
 	}
 	if err := v.Validate(); err != nil {
@@ -83,7 +83,7 @@ func (r *vendorRepo) Update(ctx context.Context, v repository.Vendor) (repositor
 			repository.Invalid("Version", "must be at least 1, got %d", v.Version))
 	}
 	var stored repository.Vendor
-	err := c.inTx(ctx, "update vendor", func(tx *sql.Tx) error {
+	err := c.inTx(ctx, "update vendor", func(tx wtx) error {
 		cur, err := c.vendorInTx(ctx, tx, v.Name)
 		if err != nil {
 			return err
@@ -107,13 +107,13 @@ func (r *vendorRepo) Update(ctx context.Context, v repository.Vendor) (repositor
 
 func (r *vendorRepo) Delete(ctx context.Context, name string) error {
 	c := r.c
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return err
 	}
 	if err := repository.ValidateVendorName(name); err != nil {
 		return fmt.Errorf("sqlitecache: delete vendor: %w", err)
 	}
-	return c.inTx(ctx, "delete vendor", func(tx *sql.Tx) error {
+	return c.inTx(ctx, "delete vendor", func(tx wtx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM cached_vendors WHERE name = ?`, name)
 		if err != nil {
 			return err
@@ -128,7 +128,7 @@ func (r *vendorRepo) Delete(ctx context.Context, name string) error {
 // vendorInTx reads the current entry inside a write transaction.
 // Errors: repository.ErrNotFound (with ErrCorruptEntry if it does not
 // decode), or the SQLite error.
-func (c *Cache) vendorInTx(ctx context.Context, tx *sql.Tx, name string) (repository.Vendor, error) {
+func (c *Cache) vendorInTx(ctx context.Context, tx wtx, name string) (repository.Vendor, error) {
 	var (
 		enc  int64
 		data []byte
@@ -147,12 +147,12 @@ func (c *Cache) vendorInTx(ctx context.Context, tx *sql.Tx, name string) (reposi
 	return v, nil
 }
 
-func (c *Cache) writeVendor(ctx context.Context, tx *sql.Tx, v repository.Vendor) error {
+func (c *Cache) writeVendor(ctx context.Context, tx wtx, v repository.Vendor) error {
 	args, err := c.vendorArgs(v, toSec(c.cfg.clock()))
 	if err != nil {
 		return err
 	}
-	_, err = tx.StmtContext(ctx, c.setVendorStmt).ExecContext(ctx, args...)
+	_, err = tx.StmtContext(ctx, tx.h.setVendorStmt).ExecContext(ctx, args...)
 	return err
 }
 

@@ -28,7 +28,7 @@ func (r *workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([
 
 func (r *workItemRepo) Create(ctx context.Context, w repository.WorkItem) (repository.WorkItem, error) {
 	c := r.c
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return repository.WorkItem{}, err
 	}
 	// Store-maintained fields are ignored, as documented.
@@ -44,7 +44,7 @@ func (r *workItemRepo) Create(ctx context.Context, w repository.WorkItem) (repos
 		w.ID = id
 	}
 	var stored repository.WorkItem
-	err := c.inTx(ctx, "create work item", func(tx *sql.Tx) error {
+	err := c.inTx(ctx, "create work item", func(tx wtx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM cached_work_items WHERE id = ?`, w.ID.String()).Scan(&n); err != nil {
 			return err
@@ -77,7 +77,7 @@ func (r *workItemRepo) Create(ctx context.Context, w repository.WorkItem) (repos
 
 func (r *workItemRepo) Update(ctx context.Context, w repository.WorkItem) (repository.WorkItem, error) {
 	c := r.c
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return repository.WorkItem{}, err
 	}
 	w.Path, w.Depth, w.DeletedAt = "", 0, nil // store-maintained
@@ -92,7 +92,7 @@ func (r *workItemRepo) Update(ctx context.Context, w repository.WorkItem) (repos
 		return repository.WorkItem{}, fmt.Errorf("sqlitecache: update work item: %w", repository.Invalid("ID", "must not be zero"))
 	}
 	var stored repository.WorkItem
-	err := c.inTx(ctx, "update work item", func(tx *sql.Tx) error {
+	err := c.inTx(ctx, "update work item", func(tx wtx) error {
 		cur, err := c.workItemInTx(ctx, tx, w.ID)
 		if err != nil {
 			return err
@@ -124,7 +124,7 @@ func (r *workItemRepo) Update(ctx context.Context, w repository.WorkItem) (repos
 // move re-parents cur (whose new state is w) and rewrites its subtree: new
 // Path and Depth for every descendant, Version bumped, UpdatedAt set.
 // Deleted descendants move too, so every path stays consistent.
-func (c *Cache) move(ctx context.Context, tx *sql.Tx, cur repository.WorkItem, w *repository.WorkItem) error {
+func (c *Cache) move(ctx context.Context, tx wtx, cur repository.WorkItem, w *repository.WorkItem) error {
 	oldChild := cur.ChildPath()
 	w.Path, w.Depth = "", 0
 	if w.ParentID != nil {
@@ -165,10 +165,10 @@ WHERE path = ? OR (path >= ? AND path < ?)`, oldChild, oldChild+"/", oldChild+"0
 
 func (r *workItemRepo) Delete(ctx context.Context, id uuid.UUID) error {
 	c := r.c
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return err
 	}
-	return c.inTx(ctx, "delete work item", func(tx *sql.Tx) error {
+	return c.inTx(ctx, "delete work item", func(tx wtx) error {
 		cur, err := c.workItemInTx(ctx, tx, id)
 		if err != nil {
 			return err
@@ -197,7 +197,7 @@ WHERE deleted = 0 AND (path = ? OR (path >= ? AND path < ?))`, child, child+"/",
 
 // liveParent returns the would-be parent.
 // Errors: repository.ErrInvalid naming ParentID when it is absent or deleted.
-func (c *Cache) liveParent(ctx context.Context, tx *sql.Tx, id uuid.UUID) (repository.WorkItem, error) {
+func (c *Cache) liveParent(ctx context.Context, tx wtx, id uuid.UUID) (repository.WorkItem, error) {
 	p, err := c.workItemInTx(ctx, tx, id)
 	if errors.Is(err, repository.ErrNotFound) {
 		return p, repository.Invalid("ParentID", "parent %s does not exist", id)
@@ -214,7 +214,7 @@ func (c *Cache) liveParent(ctx context.Context, tx *sql.Tx, id uuid.UUID) (repos
 // workItemInTx reads the current entry inside a write transaction.
 // Errors: repository.ErrNotFound (with ErrCorruptEntry if it does not
 // decode), or the SQLite error.
-func (c *Cache) workItemInTx(ctx context.Context, tx *sql.Tx, id uuid.UUID) (repository.WorkItem, error) {
+func (c *Cache) workItemInTx(ctx context.Context, tx wtx, id uuid.UUID) (repository.WorkItem, error) {
 	var (
 		enc  int64
 		data []byte
@@ -234,12 +234,12 @@ func (c *Cache) workItemInTx(ctx context.Context, tx *sql.Tx, id uuid.UUID) (rep
 }
 
 // writeWorkItem stores w in tx and returns it as a later read will.
-func (c *Cache) writeWorkItem(ctx context.Context, tx *sql.Tx, w repository.WorkItem) (repository.WorkItem, error) {
+func (c *Cache) writeWorkItem(ctx context.Context, tx wtx, w repository.WorkItem) (repository.WorkItem, error) {
 	args, err := c.workItemArgs(w, toSec(c.cfg.clock()))
 	if err != nil {
 		return repository.WorkItem{}, err
 	}
-	if _, err := tx.StmtContext(ctx, c.setWorkItemStmt).ExecContext(ctx, args...); err != nil {
+	if _, err := tx.StmtContext(ctx, tx.h.setWorkItemStmt).ExecContext(ctx, args...); err != nil {
 		return repository.WorkItem{}, err
 	}
 	b, err := encodeWorkItem(w)

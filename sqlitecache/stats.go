@@ -18,19 +18,30 @@ type Stats struct {
 	Hits      int64 // Get* found a fresh entry
 	StaleHits int64 // Get* found a stale entry (returned, flagged Stale)
 	Misses    int64 // Get* found nothing usable
+
+	// FileLost counts the times the cache file was found deleted, replaced
+	// or truncated under this Cache (see WithFileCheckInterval); Reopens
+	// the successful reopens that followed. FileLost > Reopens means a
+	// reopen has failed so far and is being retried.
+	FileLost int64
+	Reopens  int64
 }
 
 // Stats counts the entries in one read transaction (a consistent snapshot)
 // using the cached_at indexes, so it stays fast on large caches.
-// Errors: ErrClosed or the wrapped SQLite error.
+// Errors: ErrClosed or the wrapped SQLite error; with the latter, the
+// counters (Hits ... Reopens) are still filled in, since they matter most
+// when the file cannot be read.
 func (c *Cache) Stats(ctx context.Context) (Stats, error) {
 	if err := c.checkOpen(); err != nil {
 		return Stats{}, err
 	}
-	s := Stats{Hits: c.hits.Load(), StaleHits: c.staleHits.Load(), Misses: c.misses.Load()}
-	tx, err := c.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	counters := Stats{Hits: c.hits.Load(), StaleHits: c.staleHits.Load(), Misses: c.misses.Load(),
+		FileLost: c.fileLost.Load(), Reopens: c.reopens.Load()}
+	s := counters
+	tx, err := c.h.Load().r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return Stats{}, c.wrapErr("stats", err)
+		return counters, c.wrapErr("stats", err)
 	}
 	defer func() { _ = tx.Rollback() }()
 
@@ -56,7 +67,7 @@ func (c *Cache) Stats(ctx context.Context) (Stats, error) {
 			err = tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+t.table+` WHERE cached_at < ?`, c.staleBefore(t.ttl)).Scan(&stale)
 		}
 		if err != nil {
-			return Stats{}, c.wrapErr("stats", err)
+			return counters, c.wrapErr("stats", err)
 		}
 		s.StaleEntries += stale
 		if min.Valid && (!oldest.Valid || min.Float64 < oldest.Float64) {

@@ -18,7 +18,7 @@ import (
 func storedEncoding(t *testing.T, c *Cache, name string) int {
 	t.Helper()
 	var enc int
-	if err := c.r.QueryRow(`SELECT encoding FROM cached_vendors WHERE name = ?`, name).Scan(&enc); err != nil {
+	if err := c.h.Load().r.QueryRow(`SELECT encoding FROM cached_vendors WHERE name = ?`, name).Scan(&enc); err != nil {
 		t.Fatal(err)
 	}
 	return enc
@@ -129,7 +129,9 @@ func TestTwoCachesOnOneFile(t *testing.T) {
 func TestCorruptFileIsQuarantined(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "cache.db")
-	garbage := bytes.Repeat([]byte("this is not a sqlite database. "), 200)
+	// Binary, as a damaged cache is: a text file is refused instead (see
+	// TestOpenRefusesTextFile).
+	garbage := bytes.Repeat([]byte("this is not a sqlite database.\x00\xff "), 200)
 	if err := os.WriteFile(path, garbage, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +193,7 @@ func TestCorruptAndLegacyEntries(t *testing.T) {
 		"version":4,"extractor_version":"1.0.0","metadata":{"a":1},
 		"created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z","created_by":"py"}`
 	now := toSec(c.cfg.clock())
-	if _, err := c.w.Exec(`INSERT INTO cached_vendors (name, data, cached_at) VALUES ('legacy', ?, ?)`, legacy, now); err != nil {
+	if _, err := c.h.Load().w.Exec(`INSERT INTO cached_vendors (name, data, cached_at) VALUES ('legacy', ?, ?)`, legacy, now); err != nil {
 		t.Fatal(err)
 	}
 	got, _, err := c.GetVendor(bg, "legacy")
@@ -199,7 +201,7 @@ func TestCorruptAndLegacyEntries(t *testing.T) {
 		t.Errorf("legacy entry = %+v, %v", got, err)
 	}
 	// Garbage in a row is a miss (with ErrCorruptEntry), never a failure.
-	if _, err := c.w.Exec(`INSERT INTO cached_vendors (name, data, cached_at, encoding, rev) VALUES ('broken', x'00ff', ?, 1, 5)`, now); err != nil {
+	if _, err := c.h.Load().w.Exec(`INSERT INTO cached_vendors (name, data, cached_at, encoding, rev) VALUES ('broken', x'00ff', ?, 1, 5)`, now); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err = c.GetVendor(bg, "broken")
@@ -211,7 +213,7 @@ func TestCorruptAndLegacyEntries(t *testing.T) {
 		t.Errorf("List with a corrupt entry = %v, %v", list, err)
 	}
 	// An entry whose data names a different vendor is corrupt too.
-	if _, err := c.w.Exec(`UPDATE cached_vendors SET data = (SELECT data FROM cached_vendors WHERE name = 'legacy'), encoding = 0 WHERE name = 'broken'`); err != nil {
+	if _, err := c.h.Load().w.Exec(`UPDATE cached_vendors SET data = (SELECT data FROM cached_vendors WHERE name = 'legacy'), encoding = 0 WHERE name = 'broken'`); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := c.GetVendor(bg, "broken"); !errors.Is(err, ErrCorruptEntry) {
@@ -227,10 +229,10 @@ func TestFailedWriteLeavesEarlierEntriesReadable(t *testing.T) {
 	// Simulate a full disk: cap the file at its current size on the single
 	// writer connection.
 	var pages int
-	if err := c.w.QueryRow(`PRAGMA page_count`).Scan(&pages); err != nil {
+	if err := c.h.Load().w.QueryRow(`PRAGMA page_count`).Scan(&pages); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.w.Exec(`PRAGMA max_page_count = ` + itoa(pages)); err != nil {
+	if _, err := c.h.Load().w.Exec(`PRAGMA max_page_count = ` + itoa(pages)); err != nil {
 		t.Fatal(err)
 	}
 	big := make([]repository.Vendor, 200)

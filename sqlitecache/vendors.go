@@ -17,7 +17,7 @@ import (
 // (nothing written), ErrClosed, or the wrapped SQLite error (disk full...),
 // in which case earlier entries stay readable.
 func (c *Cache) SetVendor(ctx context.Context, v repository.Vendor) error {
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return err
 	}
 	if err := checkSetVendor(v); err != nil {
@@ -27,7 +27,7 @@ func (c *Cache) SetVendor(ctx context.Context, v repository.Vendor) error {
 	if err != nil {
 		return fmt.Errorf("sqlitecache: set vendor: %w", err)
 	}
-	_, err = c.setVendorStmt.ExecContext(ctx, args...)
+	_, err = c.h.Load().setVendorStmt.ExecContext(ctx, args...)
 	return c.wrapErr("set vendor", err)
 }
 
@@ -36,7 +36,7 @@ func (c *Cache) SetVendor(ctx context.Context, v repository.Vendor) error {
 // nothing is written.
 // Errors: as SetVendor; the ErrInvalid message carries the entry's index.
 func (c *Cache) SetVendors(ctx context.Context, vs []repository.Vendor) error {
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return err
 	}
 	now := toSec(c.cfg.clock())
@@ -54,8 +54,8 @@ func (c *Cache) SetVendors(ctx context.Context, vs []repository.Vendor) error {
 	if err != nil {
 		return err
 	}
-	return c.inTx(ctx, "set vendors", func(tx *sql.Tx) error {
-		st := tx.StmtContext(ctx, c.setVendorStmt)
+	return c.inTx(ctx, "set vendors", func(tx wtx) error {
+		st := tx.StmtContext(ctx, tx.h.setVendorStmt)
 		defer st.Close()
 		for _, args := range all {
 			if _, err := st.ExecContext(ctx, args...); err != nil {
@@ -97,7 +97,7 @@ func (c *Cache) GetVendor(ctx context.Context, name string) (repository.Vendor, 
 // readVendor is GetVendor without the checks and the hit counters.
 func (c *Cache) readVendor(ctx context.Context, name string) (repository.Vendor, float64, error) {
 	memo, memoOK := c.vendorMemo.get(name)
-	row, found, err := c.fast.lookup(ctx, false, memo.rev, name)
+	row, found, err := c.lookup(ctx, false, memo.rev, name)
 	if err != nil {
 		return repository.Vendor{}, 0, c.wrapErr("get vendor", err)
 	}
@@ -151,13 +151,13 @@ func fastVendorName(s string) bool {
 // Errors: repository.ErrInvalid for a malformed name, ErrClosed, or the
 // wrapped SQLite error.
 func (c *Cache) DeleteVendor(ctx context.Context, name string) error {
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return err
 	}
 	if err := repository.ValidateVendorName(name); err != nil {
 		return fmt.Errorf("sqlitecache: delete vendor: %w", err)
 	}
-	_, err := c.w.ExecContext(ctx, `DELETE FROM cached_vendors WHERE name = ?`, name)
+	_, err := c.h.Load().w.ExecContext(ctx, `DELETE FROM cached_vendors WHERE name = ?`, name)
 	return c.wrapErr("delete vendor", err)
 }
 
@@ -194,7 +194,7 @@ func (c *Cache) ListVendorsWithin(ctx context.Context, f repository.VendorFilter
 	limit, offset := page(f.Limit, f.Offset)
 	q += ` ORDER BY name LIMIT ? OFFSET ?`
 	args = append(args, limit, offset)
-	return c.listVendors(ctx, c.r, q, args...)
+	return c.listVendors(ctx, c.h.Load().r, q, args...)
 }
 
 func (c *Cache) listVendors(ctx context.Context, db execer, q string, args ...any) ([]repository.Vendor, error) {
@@ -232,7 +232,7 @@ func (c *Cache) VendorNames(ctx context.Context) ([]string, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
-	rows, err := c.r.QueryContext(ctx, `SELECT name FROM cached_vendors ORDER BY name`)
+	rows, err := c.h.Load().r.QueryContext(ctx, `SELECT name FROM cached_vendors ORDER BY name`)
 	if err != nil {
 		return nil, c.wrapErr("vendor names", err)
 	}
@@ -248,14 +248,25 @@ func (c *Cache) VendorNames(ctx context.Context) ([]string, error) {
 	return out, c.wrapErr("vendor names", rows.Err())
 }
 
+// wtx is a write transaction with the connections it runs on, whose
+// prepared statements it must use (a reopen may have replaced c.h since).
+type wtx struct {
+	*sql.Tx
+	h *handles
+}
+
 // inTx runs fn in a write transaction (BEGIN IMMEDIATE: the write lock is
 // taken up front, so two processes never deadlock upgrading read locks).
-func (c *Cache) inTx(ctx context.Context, op string, fn func(*sql.Tx) error) error {
-	tx, err := c.w.BeginTx(ctx, nil)
+func (c *Cache) inTx(ctx context.Context, op string, fn func(wtx) error) error {
+	if err := c.checkWrite(); err != nil {
+		return err
+	}
+	h := c.h.Load()
+	tx, err := h.w.BeginTx(ctx, nil)
 	if err != nil {
 		return c.wrapErr(op, err)
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(wtx{tx, h}); err != nil {
 		_ = tx.Rollback()
 		return c.wrapErr(op, err)
 	}

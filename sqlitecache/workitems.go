@@ -17,7 +17,7 @@ import (
 // w.Version < 1 (nothing written), ErrClosed, or the wrapped SQLite error,
 // in which case earlier entries stay readable.
 func (c *Cache) SetWorkItem(ctx context.Context, w repository.WorkItem) error {
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return err
 	}
 	if err := checkSetWorkItem(w); err != nil {
@@ -27,7 +27,7 @@ func (c *Cache) SetWorkItem(ctx context.Context, w repository.WorkItem) error {
 	if err != nil {
 		return fmt.Errorf("sqlitecache: set work item: %w", err)
 	}
-	_, err = c.setWorkItemStmt.ExecContext(ctx, args...)
+	_, err = c.h.Load().setWorkItemStmt.ExecContext(ctx, args...)
 	return c.wrapErr("set work item", err)
 }
 
@@ -36,7 +36,7 @@ func (c *Cache) SetWorkItem(ctx context.Context, w repository.WorkItem) error {
 // nothing is written.
 // Errors: as SetWorkItem; the ErrInvalid message carries the entry's index.
 func (c *Cache) SetWorkItems(ctx context.Context, ws []repository.WorkItem) error {
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return err
 	}
 	now := toSec(c.cfg.clock())
@@ -54,8 +54,8 @@ func (c *Cache) SetWorkItems(ctx context.Context, ws []repository.WorkItem) erro
 	if err != nil {
 		return err
 	}
-	return c.inTx(ctx, "set work items", func(tx *sql.Tx) error {
-		st := tx.StmtContext(ctx, c.setWorkItemStmt)
+	return c.inTx(ctx, "set work items", func(tx wtx) error {
+		st := tx.StmtContext(ctx, tx.h.setWorkItemStmt)
 		defer st.Close()
 		for _, args := range all {
 			if _, err := st.ExecContext(ctx, args...); err != nil {
@@ -91,7 +91,7 @@ func (c *Cache) GetWorkItem(ctx context.Context, id uuid.UUID) (repository.WorkI
 // readWorkItem is GetWorkItem without the checks and the hit counters.
 func (c *Cache) readWorkItem(ctx context.Context, id uuid.UUID) (repository.WorkItem, float64, error) {
 	memo, memoOK := c.workItemMemo.get(id)
-	row, found, err := c.fast.lookup(ctx, true, memo.rev, id.String())
+	row, found, err := c.lookup(ctx, true, memo.rev, id.String())
 	if err != nil {
 		return repository.WorkItem{}, 0, c.wrapErr("get work item", err)
 	}
@@ -124,10 +124,10 @@ func (c *Cache) readWorkItem(ctx context.Context, id uuid.UUID) (repository.Work
 // when the store says the row is gone). An absent entry is not an error.
 // Errors: ErrClosed or the wrapped SQLite error.
 func (c *Cache) DeleteWorkItem(ctx context.Context, id uuid.UUID) error {
-	if err := c.checkOpen(); err != nil {
+	if err := c.checkWrite(); err != nil {
 		return err
 	}
-	_, err := c.w.ExecContext(ctx, `DELETE FROM cached_work_items WHERE id = ?`, id.String())
+	_, err := c.h.Load().w.ExecContext(ctx, `DELETE FROM cached_work_items WHERE id = ?`, id.String())
 	return c.wrapErr("delete work item", err)
 }
 
@@ -175,7 +175,7 @@ func (c *Cache) ListWorkItemsWithin(ctx context.Context, f repository.WorkItemFi
 	limit, offset := page(f.Limit, f.Offset)
 	q += ` ORDER BY created_at, id LIMIT ? OFFSET ?`
 	args = append(args, limit, offset)
-	return c.listWorkItems(ctx, c.r, q, args...)
+	return c.listWorkItems(ctx, c.h.Load().r, q, args...)
 }
 
 func (c *Cache) listWorkItems(ctx context.Context, db execer, q string, args ...any) ([]repository.WorkItem, error) {
@@ -214,7 +214,7 @@ func (c *Cache) WorkItemIDs(ctx context.Context) ([]uuid.UUID, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
-	rows, err := c.r.QueryContext(ctx, `SELECT id FROM cached_work_items ORDER BY id`)
+	rows, err := c.h.Load().r.QueryContext(ctx, `SELECT id FROM cached_work_items ORDER BY id`)
 	if err != nil {
 		return nil, c.wrapErr("work item ids", err)
 	}
