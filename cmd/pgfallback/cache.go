@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -22,14 +21,18 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *ttl <= 0 {
 		return fs.usageError("--ttl must be positive")
 	}
-	// Opening creates a missing file: refuse instead, a typo in --path
-	// should not report an empty cache.
-	if _, err := os.Stat(*path); err != nil {
-		return fmt.Errorf("cache file: %w", err)
+	// Every action first opens the file read-only, which never creates,
+	// migrates, moves or stamps anything, and refuses what is not a cache:
+	// a missing file (a typo in --path), an empty one, another program's.
+	// stats needs nothing more; the clearing actions then reopen it to write.
+	c, err := sqlitecache.OpenReadOnly(*path, sqlitecache.WithTTL(*ttl))
+	if err == nil && action != "stats" {
+		c.Close()
+		c, err = sqlitecache.Open(*path, sqlitecache.WithTTL(*ttl), sqlitecache.WithCleanupInterval(0),
+			sqlitecache.WithFileCheckInterval(0))
 	}
-	c, err := sqlitecache.Open(*path, sqlitecache.WithTTL(*ttl), sqlitecache.WithCleanupInterval(0))
 	if err != nil {
-		return err
+		return fmt.Errorf("cache file: %w", err)
 	}
 	defer c.Close()
 	switch action {
