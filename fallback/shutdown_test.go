@@ -1,16 +1,15 @@
 package fallback
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/pgfallback/pgfallback/internal/testutil"
 	"github.com/pgfallback/pgfallback/repository"
 	"github.com/pgfallback/pgfallback/sqlitecache"
 )
@@ -100,7 +99,7 @@ func TestFailedEvictionIsRetried(t *testing.T) {
 // which deletions did not reach the cache.
 func TestCloseIsBoundedWhenTheCacheIsLocked(t *testing.T) {
 	const busy = 300 * time.Millisecond
-	var logs syncBuffer
+	var logs testutil.Buffer
 	db := newFakeDB()
 	l, cache := newTestLayer(t, db, Config{WriteQueue: 8192, WriteBatch: 64, CloseTimeout: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}, sqlitecache.WithBusyTimeout(busy))
@@ -167,22 +166,4 @@ func TestShutdownWithAnExpiredContextDropsTheQueue(t *testing.T) {
 	if _, err := l.Vendors().Get(ctx, "v01"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Get after Shutdown: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

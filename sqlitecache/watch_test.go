@@ -1,7 +1,6 @@
 package sqlitecache
 
 import (
-	"bytes"
 	"database/sql"
 	"errors"
 	"log/slog"
@@ -15,30 +14,13 @@ import (
 
 	sqlite3 "github.com/mattn/go-sqlite3"
 
+	"github.com/pgfallback/pgfallback/internal/testutil"
 	"github.com/pgfallback/pgfallback/repository"
 )
 
-// syncBuffer is a log sink safe for the watcher goroutine and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func openWatched(t *testing.T, path string, opts ...Option) (*Cache, *syncBuffer) {
+func openWatched(t *testing.T, path string, opts ...Option) (*Cache, *testutil.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	base := []Option{WithCleanupInterval(0), WithFileCheckInterval(0), WithLogger(slog.New(slog.NewTextHandler(logs, nil)))}
 	c, err := Open(path, append(base, opts...)...)
 	if err != nil {
@@ -56,7 +38,7 @@ func openWatched(t *testing.T, path string, opts ...Option) (*Cache, *syncBuffer
 // afterReopen checks a cache that has just recovered from losing its
 // file: counted, logged, working, and working on the file at the path (a
 // second reader of the path sees what it writes).
-func afterReopen(t *testing.T, c *Cache, logs *syncBuffer, how string) {
+func afterReopen(t *testing.T, c *Cache, logs *testutil.Buffer, how string) {
 	t.Helper()
 	s, err := c.Stats(bg)
 	if err != nil || s.FileLost != 1 || s.Reopens != 1 {

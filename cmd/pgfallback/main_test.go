@@ -9,12 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/internal/testutil"
 	"github.com/pgfallback/pgfallback/repository"
 	"github.com/pgfallback/pgfallback/sqlitecache"
 )
@@ -23,28 +23,9 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errb lockedBuffer
+	var out, errb testutil.Buffer
 	code = run(context.Background(), args, &out, &errb)
 	return code, out.String(), errb.String()
-}
-
-// lockedBuffer stands for a terminal: the drill's logger and its progress
-// line write to stderr from different goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // usageErrors are argument lists that are usage errors whatever
