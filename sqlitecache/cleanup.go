@@ -44,19 +44,23 @@ func (c *Cache) ClearStale(ctx context.Context) (int, error) {
 // clearOlderThan deletes entries stale for longer than grace.
 func (c *Cache) clearOlderThan(ctx context.Context, op string, grace time.Duration) (int, error) {
 	return c.deleteAll(ctx, op,
-		deletion{`DELETE FROM cached_vendors WHERE cached_at < ?`, []any{c.staleBefore(c.cfg.vendorTTL + grace)}},
-		deletion{`DELETE FROM cached_work_items WHERE cached_at < ?`, []any{c.staleBefore(c.cfg.workItemTTL + grace)}})
+		deletion{sql: `DELETE FROM cached_vendors WHERE cached_at < ?`, args: []any{c.staleBefore(c.cfg.vendorTTL + grace)}},
+		deletion{sql: `DELETE FROM cached_work_items WHERE cached_at < ?`, args: []any{c.staleBefore(c.cfg.workItemTTL + grace)}})
 }
 
 // ClearAll deletes every entry and returns how many it deleted.
 // Errors: ErrClosed or the wrapped SQLite error (nothing deleted).
 func (c *Cache) ClearAll(ctx context.Context) (int, error) {
-	return c.deleteAll(ctx, "clear all", deletion{sql: `DELETE FROM cached_vendors`}, deletion{sql: `DELETE FROM cached_work_items`})
+	// An empty file is no longer a complete mirror; its feed cursor stays
+	// valid (nothing cached can be out of date).
+	return c.deleteAll(ctx, "clear all", deletion{sql: `DELETE FROM cached_vendors`}, deletion{sql: `DELETE FROM cached_work_items`},
+		deletion{sql: `UPDATE cache_metadata SET value = '' WHERE key = ?`, args: []any{metaFeedMirror}, silent: true})
 }
 
 type deletion struct {
-	sql  string
-	args []any
+	sql    string
+	args   []any
+	silent bool // bookkeeping, not entries: not counted
 }
 
 // deleteAll runs the deletions in one transaction and returns how many rows
@@ -72,8 +76,9 @@ func (c *Cache) deleteAll(ctx context.Context, op string, ds ...deletion) (int, 
 			if err != nil {
 				return err
 			}
-			k, _ := res.RowsAffected()
-			n += k
+			if k, _ := res.RowsAffected(); !d.silent {
+				n += k
+			}
 		}
 		return nil
 	})

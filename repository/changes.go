@@ -1,0 +1,83 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Entity names a kind of entity in a Change.
+type Entity string
+
+const (
+	EntityVendor   Entity = "vendor"
+	EntityWorkItem Entity = "work_item"
+)
+
+// ChangeOp is what a committed change did to a row.
+type ChangeOp string
+
+const (
+	ChangeInsert ChangeOp = "insert"
+	ChangeUpdate ChangeOp = "update" // a work item's soft delete is an update
+	ChangeDelete ChangeOp = "delete"
+	// ChangeTruncate: the whole table was emptied (TRUNCATE); Key is empty.
+	// A follower cannot tell what went, and resyncs.
+	ChangeTruncate ChangeOp = "truncate"
+)
+
+// Change is one committed insert, update or delete of a row, by any
+// writer: this library, another service, plain SQL. A key change (a vendor
+// renamed in SQL) is a delete of the old key and an insert of the new one.
+type Change struct {
+	Seq     int64    // position in the log: increasing, but commits may arrive out of Seq order
+	Entity  Entity   // EntityVendor or EntityWorkItem
+	Key     string   // the vendor's Name, or the work item's ID as text
+	Op      ChangeOp // ChangeInsert, ChangeUpdate, ChangeDelete or ChangeTruncate
+	Version int64    // the row's Version after the change; before it, for a delete
+	At      time.Time
+}
+
+// ChangeBatch is one read of the change log.
+type ChangeBatch struct {
+	Changes []Change // in Seq order; may repeat changes an earlier read returned
+	// Next is the cursor to read from next time. Store it only once the
+	// changes are applied: reading from it never skips a change committed
+	// after the cursor passed in, however late it commits.
+	Next string
+	// More: the read stopped at its limit; read again from Next at once.
+	More bool
+	// AsOf, when More is false: every change committed before this moment
+	// (the database's clock) is in this batch or was before the cursor.
+	AsOf time.Time
+}
+
+// ErrCursorExpired means the change log no longer holds every change after
+// the cursor (it was pruned, or the cursor comes from another database):
+// the follower must resync, for example with a full warm, and start again
+// from ChangeFeed.ChangeHead. It is never answered by skipping changes.
+var ErrCursorExpired = errors.New("change cursor expired")
+
+// ChangeFeed is what a store offers so that caches follow every committed
+// change. *pgstore.Store implements it once its schema is migrated.
+type ChangeFeed interface {
+	// ChangeHead returns a cursor at the end of the log: reading from it
+	// returns only changes committed after this call began.
+	// Errors: ErrUnavailable (or the raw connection error), ErrNotFound
+	// when the schema has no change log (not migrated).
+	ChangeHead(ctx context.Context) (string, error)
+
+	// ReadChanges returns up to limit changes committed after cursor.
+	// Errors: ErrInvalid for a malformed cursor or limit < 1,
+	// ErrCursorExpired, ErrNotFound when the schema has no change log,
+	// ErrUnavailable (or the raw connection error).
+	ReadChanges(ctx context.Context, cursor string, limit int) (ChangeBatch, error)
+
+	// WatchChanges holds one dedicated connection that listens for change
+	// notifications until ctx ends, reconnecting with backoff. It calls
+	// wake(true) after every (re)connect, once it listens — notifications
+	// sent while it was away are lost, so the caller catches up from its
+	// cursor then — and wake(false) on every notification. wake must not
+	// block for long. It returns ctx's error when ctx ends.
+	WatchChanges(ctx context.Context, wake func(reconnected bool)) error
+}

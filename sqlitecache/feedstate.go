@@ -1,0 +1,147 @@
+package sqlitecache
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// FeedState is where the cache stands in the primary's change log (see
+// repository.ChangeFeed). It lives in the cache file, so an instance that
+// restarts catches up from where it stopped instead of re-reading every key.
+type FeedState struct {
+	// Cursor is the change log position up to which every committed change
+	// has been applied to this file; "" when none has been recorded.
+	Cursor string
+	// AsOf is the database's time up to which this file reflects every
+	// committed change; zero when unknown.
+	AsOf time.Time
+	// Mirror: the file holds every row of both tables (a complete WarmAll),
+	// kept complete by the feed since. Cleared by ClearAll.
+	Mirror bool
+}
+
+// The cache_metadata keys of FeedState. The table is the original layout's
+// key/value store, so no migration is needed.
+const (
+	metaFeedCursor = "feed.cursor"
+	metaFeedAsOf   = "feed.as_of"
+	metaFeedMirror = "feed.mirror"
+)
+
+// FeedState returns the recorded feed position (the zero FeedState when
+// none is). It works on a read-only cache too.
+// Errors: ErrClosed or the wrapped SQLite error.
+func (c *Cache) FeedState(ctx context.Context) (FeedState, error) {
+	if err := c.checkOpen(); err != nil {
+		return FeedState{}, err
+	}
+	rows, err := c.h.Load().r.QueryContext(ctx, `SELECT key, value FROM cache_metadata WHERE key IN (?, ?, ?)`,
+		metaFeedCursor, metaFeedAsOf, metaFeedMirror)
+	if err != nil {
+		return FeedState{}, c.wrapErr("feed state", err)
+	}
+	defer rows.Close()
+	var s FeedState
+	for rows.Next() {
+		var k string
+		var v sql.NullString
+		if err := rows.Scan(&k, &v); err != nil {
+			return FeedState{}, c.wrapErr("feed state", err)
+		}
+		switch k {
+		case metaFeedCursor:
+			s.Cursor = v.String
+		case metaFeedAsOf:
+			if ns, err := strconv.ParseInt(v.String, 10, 64); err == nil && ns != 0 {
+				s.AsOf = time.Unix(0, ns).UTC()
+			}
+		case metaFeedMirror:
+			s.Mirror = v.String == "complete"
+		}
+	}
+	return s, c.wrapErr("feed state", rows.Err())
+}
+
+// SetFeedState records s in one transaction.
+// Errors: ErrClosed, ErrReadOnly or the wrapped SQLite error.
+func (c *Cache) SetFeedState(ctx context.Context, s FeedState) error {
+	asOf, mirror := "0", ""
+	if !s.AsOf.IsZero() {
+		asOf = strconv.FormatInt(s.AsOf.UnixNano(), 10)
+	}
+	if s.Mirror {
+		mirror = "complete"
+	}
+	now := float64(c.cfg.clock().UnixNano()) / 1e9
+	return c.inTx(ctx, "set feed state", func(tx wtx) error {
+		for _, kv := range [][2]string{{metaFeedCursor, s.Cursor}, {metaFeedAsOf, asOf}, {metaFeedMirror, mirror}} {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO cache_metadata (key, value, updated_at) VALUES (?, ?, ?)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`, kv[0], kv[1], now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// CachedVendorNames returns those of names that the cache holds, in any
+// order: a change feed refreshes only what is cached.
+// Errors: ErrClosed or the wrapped SQLite error.
+func (c *Cache) CachedVendorNames(ctx context.Context, names []string) ([]string, error) {
+	return cachedKeys(ctx, c, "cached_vendors", "name", names, func(s string) (string, error) { return s, nil })
+}
+
+// CachedWorkItemIDs is CachedVendorNames for work items.
+func (c *Cache) CachedWorkItemIDs(ctx context.Context, ids []uuid.UUID) ([]uuid.UUID, error) {
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = id.String()
+	}
+	return cachedKeys(ctx, c, "cached_work_items", "id", keys, uuid.Parse)
+}
+
+// cachedKeys looks keys up in chunks below SQLite's parameter limit.
+func cachedKeys[K any](ctx context.Context, c *Cache, table, column string, keys []string, parse func(string) (K, error)) ([]K, error) {
+	if err := c.checkOpen(); err != nil {
+		return nil, err
+	}
+	const chunk = 500
+	out := []K{}
+	r := c.h.Load().r
+	for len(keys) > 0 {
+		n := min(chunk, len(keys))
+		args := make([]any, n)
+		for i, k := range keys[:n] {
+			args[i] = k
+		}
+		keys = keys[n:]
+		q := `SELECT ` + column + ` FROM ` + table + ` WHERE ` + column + ` IN (?` + strings.Repeat(", ?", n-1) + `)`
+		rows, err := r.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, c.wrapErr("cached keys", err)
+		}
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				rows.Close()
+				return nil, c.wrapErr("cached keys", err)
+			}
+			k, err := parse(s)
+			if err != nil {
+				continue // a malformed key is no cached entry of ours
+			}
+			out = append(out, k)
+		}
+		err = errors.Join(rows.Err(), rows.Close())
+		if err != nil {
+			return nil, c.wrapErr("cached keys", err)
+		}
+	}
+	return out, nil
+}
