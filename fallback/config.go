@@ -96,6 +96,21 @@ type Config struct {
 	// busy timeout. Default 5 s. Shutdown takes a context instead.
 	CloseTimeout time.Duration
 
+	// DisableChangeFeed turns off following the primary's change log. By
+	// default a layer whose primary offers one (repository.ChangeFeed:
+	// *pgstore.Store once migrated) follows it, so that its cache reflects
+	// every committed change, whoever made it.
+	DisableChangeFeed bool
+	// ChangeFeedPoll is how often the feed reads the log without being
+	// woken by a notification: the backstop for notifications lost while
+	// the listening connection was away. Default 1 s.
+	ChangeFeedPoll time.Duration
+	// ChangeRetention is how long the change log keeps entries; the layer
+	// prunes it hourly (one instance at a time). Default 7 days; negative:
+	// never prune. A cache whose cursor is older than this resyncs with a
+	// full warm.
+	ChangeRetention time.Duration
+
 	// CacheRetry is how often a Layer made by NewWithCacheFile retries opening a
 	// cache it could not open. Default 30 s.
 	CacheRetry time.Duration
@@ -124,6 +139,10 @@ func (c Config) withDefaults() Config {
 	def(&c.WarmTimeout, time.Minute)
 	def(&c.CloseTimeout, 5*time.Second)
 	def(&c.CacheRetry, 30*time.Second)
+	def(&c.ChangeFeedPoll, time.Second)
+	if c.ChangeRetention == 0 {
+		c.ChangeRetention = 7 * 24 * time.Hour
+	}
 	if c.StaleIfError == 0 {
 		c.StaleIfError = 24 * time.Hour
 	}

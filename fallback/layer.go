@@ -94,6 +94,7 @@ type Layer struct {
 
 	stats  counters
 	writer *writer
+	feed   *follower // nil: no change feed (disabled, or the primary has none)
 	recent *recentWrites
 	// Evictions so far, by kind: reads compare them before and after (see
 	// cacheReadVendor).
@@ -168,16 +169,23 @@ func newLayer(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, er
 	if cache != nil {
 		l.adoptCache(cache)
 	}
+	if cf, ok := primary.(repository.ChangeFeed); ok && !cfg.DisableChangeFeed {
+		l.feed = newFollower(l, cf)
+	}
 	l.vendors = vendorRepo{l}
 	l.workItems = workItemRepo{l}
 	return l, nil
 }
 
-// start starts the writer and the prober.
+// start starts the writer, the prober and the change feed's follower.
 func (l *Layer) start() {
 	l.wg.Add(2)
 	go func() { defer l.wg.Done(); l.writer.run() }()
 	go func() { defer l.wg.Done(); l.probe() }()
+	if l.feed != nil {
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); l.feed.loop() }()
+	}
 }
 
 // Vendors returns the vendor repository with fallback.
@@ -194,6 +202,19 @@ func (l *Layer) Stats() Stats {
 	s := l.stats.snapshot()
 	s.State = l.State()
 	s.CacheOpen = l.cacheNow() != nil
+	if f := l.feed; f != nil {
+		s.Feed = FeedStats{
+			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), Mirror: f.mirror.Load(),
+			ChangesApplied: f.applied.Load(), CatchUps: f.catchUps.Load(), Resyncs: f.resyncs.Load(),
+			Errors: f.errs.Load(), Pruned: f.pruned.Load(),
+		}
+		if !s.Feed.AsOf.IsZero() {
+			s.Feed.Lag = max(time.Since(s.Feed.AsOf), 0)
+		}
+		if p := f.lastErr.Load(); p != nil {
+			s.Feed.LastError = *p
+		}
+	}
 	s.CacheOpenAttempts = l.slot.attempts.Load()
 	if err := l.slot.err(); err != nil && !s.CacheOpen {
 		s.CacheError = err.Error()

@@ -43,9 +43,9 @@ func (l *Layer) tryRecover() bool {
 		return false
 	}
 	l.setState(HalfOpen)
-	if l.cfg.Warm != WarmNone {
+	if l.cfg.Warm != WarmNone || l.feed != nil {
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.WarmTimeout)
-		_, err := l.Warm(ctx)
+		err := l.recoverCache(ctx)
 		cancel()
 		if err != nil {
 			if l.ctx.Err() != nil {
@@ -91,5 +91,22 @@ func (l *Layer) ping() error {
 		l.stats.failure(kind)
 		l.lastErr.Store(&err)
 	}
+	return err
+}
+
+// recoverCache brings the cache up to date before the breaker closes: a
+// catch-up of the change log from the cache's cursor when the feed runs —
+// O(changes) — or the configured warm — O(cached keys) — when it does not
+// or cannot (never caught up yet).
+func (l *Layer) recoverCache(ctx context.Context) error {
+	if l.feed != nil {
+		if ok, err := l.feed.recover(ctx); ok {
+			return err
+		}
+	}
+	if l.cfg.Warm == WarmNone {
+		return nil
+	}
+	_, err := l.Warm(ctx)
 	return err
 }

@@ -39,8 +39,14 @@ type Origin struct {
 	// Config.StaleIfError).
 	Stale bool
 	// Partial is true for a List served from the cache: it holds only the
-	// entities that happened to be cached, within StaleIfError.
+	// entities that happened to be cached, within StaleIfError. A complete
+	// mirror (WarmAll with the change feed) answers Lists in full: false.
 	Partial bool
+	// AsOf, for an answer from the cache: this instance's cache reflects
+	// every change committed before this moment (the change feed's last
+	// confirmed position), so a service can say "as of 12:03:41". Zero when
+	// the feed is off, never caught up, or fell behind a pruned log.
+	AsOf time.Time
 }
 
 // Provenance records the Origin of calls made with a context from

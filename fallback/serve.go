@@ -15,7 +15,17 @@ import (
 // fromCache decides whether a cached entry may be served during an outage,
 // records where the result came from, and counts it. It returns false when
 // the entry is past its TTL by more than StaleIfError.
+//
+// With the change feed caught up to AsOf, every cached entry is known to
+// be current as of AsOf — a change to its key would have been applied — so
+// an entry written before AsOf is as old as AsOf, not as its write: an
+// unchanged row cached a week ago is served fresh while the feed follows.
 func (l *Layer) fromCache(ctx context.Context, e sqlitecache.Entry, ttl time.Duration) bool {
+	asOf := l.feed.asOfTime()
+	if !asOf.IsZero() && asOf.After(e.CachedAt) {
+		e.Age = max(time.Since(asOf), 0)
+		e.Stale = e.Age > ttl
+	}
 	if e.Stale {
 		if e.Age > ttl+l.maxStale() {
 			return false
@@ -24,7 +34,7 @@ func (l *Layer) fromCache(ctx context.Context, e sqlitecache.Entry, ttl time.Dur
 	} else {
 		l.stats.servedFresh.Add(1)
 	}
-	provenanceFrom(ctx).record(Origin{Source: SourceCache, CachedAt: e.CachedAt, Age: e.Age, Stale: e.Stale})
+	provenanceFrom(ctx).record(Origin{Source: SourceCache, CachedAt: e.CachedAt, Age: e.Age, Stale: e.Stale, AsOf: asOf})
 	return true
 }
 
@@ -86,7 +96,7 @@ func (l *Layer) cacheVerdict(ctx context.Context, e sqlitecache.Entry, cerr erro
 // list runs a List on the primary, writing the results through, or on the
 // cache (a partial answer) when the primary cannot answer.
 func list[T any](l *Layer, ctx context.Context, op string, writeThrough func(T),
-	primary, cache func(context.Context) ([]T, error)) ([]T, error) {
+	primary func(context.Context) ([]T, error), cache func(ctx context.Context, window time.Duration) ([]T, error)) ([]T, error) {
 	items, err, answered := attempt(l, ctx, primary)
 	if answered {
 		if err == nil {
@@ -97,11 +107,12 @@ func list[T any](l *Layer, ctx context.Context, op string, writeThrough func(T),
 		}
 		return items, err
 	}
-	cached, cerr := cache(ctx)
+	complete := l.completeMirror()
+	cached, cerr := cache(ctx, l.cacheListWindow(complete))
 	if cerr != nil {
 		return nil, l.readUnavailable(ctx, op, err, "not served from cache: "+cerr.Error())
 	}
-	l.servedList(ctx)
+	l.servedList(ctx, complete)
 	return cached, nil
 }
 
@@ -122,9 +133,29 @@ func write[T any](l *Layer, ctx context.Context, op string, fn func(context.Cont
 // maxStale is how long past its TTL a cached entry may be served.
 func (l *Layer) maxStale() time.Duration { return max(l.cfg.StaleIfError, 0) }
 
-// servedList records and counts a List served from the cache: partial by
-// nature, since the cache holds only what was read or written before.
-func (l *Layer) servedList(ctx context.Context) {
-	l.stats.servedPartial.Add(1)
-	provenanceFrom(ctx).record(Origin{Source: SourceCache, Partial: true})
+// servedList records and counts a List served from the cache: partial,
+// since the cache holds only what was read or written before — unless it
+// is a complete mirror that the change feed keeps current.
+func (l *Layer) servedList(ctx context.Context, complete bool) {
+	if !complete {
+		l.stats.servedPartial.Add(1)
+	}
+	provenanceFrom(ctx).record(Origin{Source: SourceCache, Partial: !complete, AsOf: l.feed.asOfTime()})
+}
+
+// completeMirror reports whether the cache holds every row and the feed
+// has confirmed a position: a List from it is complete as of AsOf.
+func (l *Layer) completeMirror() bool {
+	f := l.feed
+	return f != nil && f.mirror.Load() && !f.asOfTime().IsZero()
+}
+
+// cacheListWindow is how far past its TTL an entry may be to appear in a
+// List from the cache: StaleIfError, or everything in a complete mirror
+// (the feed vouches for every entry as of AsOf).
+func (l *Layer) cacheListWindow(complete bool) time.Duration {
+	if complete {
+		return -1 // ListVendorsWithin: no bound
+	}
+	return l.maxStale()
 }

@@ -42,6 +42,26 @@ type Stats struct {
 	WarmRuns   uint64
 	LastWarm   WarmReport
 	ProbeCalls uint64 // pings sent by the prober
+
+	Feed FeedStats // the change feed; State FeedOff when there is none
+}
+
+// FeedStats describes the change feed.
+type FeedStats struct {
+	State FeedState
+	// AsOf: the cache reflects every change committed before it; zero
+	// until the first catch-up, and after the cursor expired until the
+	// resync is done.
+	AsOf time.Time
+	Lag  time.Duration // how long ago AsOf was; 0 when AsOf is zero
+	// Mirror: the cache holds every row (WarmAll), kept complete by the feed.
+	Mirror         bool
+	ChangesApplied uint64 // changes read from the log and applied
+	CatchUps       uint64 // reads of the log until caught up
+	Resyncs        uint64 // full warms: no cursor yet, or it expired
+	Errors         uint64 // catch-ups that failed (logged at most once a minute)
+	LastError      string
+	Pruned         uint64 // log entries this instance pruned
 }
 
 type counters struct {

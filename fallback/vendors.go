@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -55,9 +56,9 @@ func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repo
 	evictions := l.vendorEvictions.Load()
 	return list(l, ctx, "list vendors", func(v repository.Vendor) { l.writeThroughVendor(v, evictions) },
 		func(ctx context.Context) ([]repository.Vendor, error) { return l.primary.Vendors().List(ctx, f) },
-		func(ctx context.Context) ([]repository.Vendor, error) {
+		func(ctx context.Context, window time.Duration) ([]repository.Vendor, error) {
 			if cache := l.cacheNow(); cache != nil {
-				return cache.ListVendorsWithin(ctx, f, l.maxStale())
+				return cache.ListVendorsWithin(ctx, f, window)
 			}
 			return nil, errNoCache
 		})

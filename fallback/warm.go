@@ -138,14 +138,56 @@ func (l *Layer) warmCached(ctx context.Context, cache *sqlitecache.Cache, rep *W
 	return nil
 }
 
+// VendorPager is implemented by primaries (pgstore) that page vendors by
+// key: ListAfter returns up to limit vendors whose Name sorts after after,
+// in Name order. A full copy then costs O(rows); through List's
+// Limit/Offset it costs O(rows²) on the server.
+type VendorPager interface {
+	ListAfter(ctx context.Context, after string, limit int) ([]repository.Vendor, error)
+}
+
+// WorkItemPager is the work item counterpart of VendorPager: deleted items
+// included, in ID order.
+type WorkItemPager interface {
+	ListAfter(ctx context.Context, after uuid.UUID, limit int) ([]repository.WorkItem, error)
+}
+
+// vendorPage reads one page of a full copy: by key when the primary can,
+// else by offset.
+func (l *Layer) vendorPage(ctx context.Context, last *repository.Vendor, limit, offset int) ([]repository.Vendor, error) {
+	if p, ok := l.primary.Vendors().(VendorPager); ok {
+		after := ""
+		if last != nil {
+			after = last.Name
+		}
+		return p.ListAfter(ctx, after, limit)
+	}
+	return l.primary.Vendors().List(ctx, repository.VendorFilter{Limit: limit, Offset: offset})
+}
+
+func (l *Layer) workItemPage(ctx context.Context, last *repository.WorkItem, limit, offset int) ([]repository.WorkItem, error) {
+	if p, ok := l.primary.WorkItems().(WorkItemPager); ok {
+		var after uuid.UUID
+		if last != nil {
+			after = last.ID
+		}
+		return p.ListAfter(ctx, after, limit)
+	}
+	return l.primary.WorkItems().List(ctx, repository.WorkItemFilter{IncludeDeleted: true, Limit: limit, Offset: offset})
+}
+
 // warmAll mirrors both tables page by page, then drops cached entries the
 // primary no longer has (unless WarmLimit cut the mirror short).
 func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, rep *WarmReport) error {
 	seenVendors := map[string]bool{}
+	var lastVendor *repository.Vendor
 	complete, err := mirror(ctx, l, rep, func(ctx context.Context, limit, offset int) (int, error) {
-		page, err := l.primary.Vendors().List(ctx, repository.VendorFilter{Limit: limit, Offset: offset})
+		page, err := l.vendorPage(ctx, lastVendor, limit, offset)
 		if err != nil {
 			return 0, err
+		}
+		if len(page) > 0 {
+			lastVendor = &page[len(page)-1]
 		}
 		for _, v := range page {
 			seenVendors[v.Name] = true
@@ -170,10 +212,14 @@ func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, rep *Warm
 		}
 	}
 	seenItems := map[uuid.UUID]bool{}
+	var lastItem *repository.WorkItem
 	complete, err = mirror(ctx, l, rep, func(ctx context.Context, limit, offset int) (int, error) {
-		page, err := l.primary.WorkItems().List(ctx, repository.WorkItemFilter{IncludeDeleted: true, Limit: limit, Offset: offset})
+		page, err := l.workItemPage(ctx, lastItem, limit, offset)
 		if err != nil {
 			return 0, err
+		}
+		if len(page) > 0 {
+			lastItem = &page[len(page)-1]
 		}
 		for _, w := range page {
 			seenItems[w.ID] = true

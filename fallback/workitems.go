@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -50,9 +51,9 @@ func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]
 	evictions := l.itemEvictions.Load()
 	return list(l, ctx, "list work items", func(w repository.WorkItem) { l.writeThroughWorkItem(w, evictions) },
 		func(ctx context.Context) ([]repository.WorkItem, error) { return l.primary.WorkItems().List(ctx, f) },
-		func(ctx context.Context) ([]repository.WorkItem, error) {
+		func(ctx context.Context, window time.Duration) ([]repository.WorkItem, error) {
 			if cache := l.cacheNow(); cache != nil {
-				return cache.ListWorkItemsWithin(ctx, f, l.maxStale())
+				return cache.ListWorkItemsWithin(ctx, f, window)
 			}
 			return nil, errNoCache
 		})

@@ -3,6 +3,7 @@ package fallback
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -23,24 +24,27 @@ const (
 	opEvictWorkItem
 	opEvictWorkItemTree // the item and every cached descendant
 	opUpdateWorkItem    // set, first evicting descendants if the item moved
+	opRefreshVendors    // the change feed's refresh: must land before its cursor moves
 	opBarrier           // Flush: closes done when everything before it is applied
 )
 
 // kept reports whether an op may never be dropped. Dropping a set only
 // costs a cache miss, or leaves an older version that the next read or
 // warm replaces. Dropping an eviction leaves a deleted row to be served as
-// live in the next outage ("a deleted row never comes back"), and dropping
-// a move leaves descendants with their old paths; a barrier is a caller
-// waiting.
+// live in the next outage ("a deleted row never comes back"), dropping a
+// move leaves descendants with their old paths, and dropping a feed
+// refresh would leave a change unapplied behind a cursor that moved past
+// it; a barrier is a caller waiting.
 func (k opKind) kept() bool { return k >= opEvictVendor }
 
 type cacheOp struct {
-	kind   opKind
-	vendor repository.Vendor
-	item   repository.WorkItem
-	name   string
-	id     uuid.UUID
-	done   chan struct{}
+	kind    opKind
+	vendor  repository.Vendor
+	vendors []repository.Vendor // opRefreshVendors
+	item    repository.WorkItem
+	name    string
+	id      uuid.UUID
+	done    chan struct{}
 }
 
 // writer applies write-through updates to the cache off the request path:
@@ -72,12 +76,12 @@ type writer struct {
 	stopped  atomic.Bool     // set before quit is closed
 	drainCtx context.Context // bounds the drain after stop; set before quit is closed
 
-	lastLog atomic.Int64 // unix nanos of the last failure logged
+	logs logLimiter // a broken disk must not become a log line per request
 }
 
 func newWriter(l *Layer, stats *counters, log *slog.Logger, queue, batch int) *writer {
 	return &writer{l: l, q: make(chan cacheOp, queue), batch: batch, stats: stats, log: log,
-		kick: make(chan struct{}, 1), quit: make(chan struct{})}
+		kick: make(chan struct{}, 1), quit: make(chan struct{}), logs: logLimiter{every: 10 * time.Second}}
 }
 
 // enqueue queues op without waiting and reports whether it was queued. A
@@ -394,6 +398,8 @@ func (w *writer) applyOne(ctx context.Context, op cacheOp) error {
 		err = cache.DeleteWorkItemTree(ctx, op.id)
 	case opUpdateWorkItem:
 		err = updateItem(ctx, cache, op.item)
+	case opRefreshVendors:
+		err = cache.SetVendors(ctx, op.vendors)
 	}
 	if err == nil {
 		w.stats.writeWritten.Add(1)
@@ -410,6 +416,8 @@ func (op cacheOp) key() string {
 		return "vendor:" + op.name
 	case opSetWorkItem, opUpdateWorkItem:
 		return "work_item:" + op.item.ID.String()
+	case opRefreshVendors:
+		return fmt.Sprintf("vendors:%d refreshed by the change feed", len(op.vendors))
 	}
 	return "work_item:" + op.id.String()
 }
@@ -428,14 +436,10 @@ func updateItem(ctx context.Context, cache *sqlitecache.Cache, it repository.Wor
 	return cache.SetWorkItem(ctx, it)
 }
 
-// logFailure logs at most one cache failure every 10 s: a broken disk must
-// not turn into a log line per request.
+// logFailure logs at most one cache failure every 10 s.
 func (w *writer) logFailure(err error) {
-	now := time.Now().UnixNano()
-	last := w.lastLog.Load()
-	if now-last < int64(10*time.Second) || !w.lastLog.CompareAndSwap(last, now) {
-		return
-	}
-	w.log.Error("pgfallback: write-through to cache failed; calls are unaffected", "err", err,
-		"dropped_total", w.stats.writeDropped.Load())
+	w.logs.do(func() {
+		w.log.Error("pgfallback: write-through to cache failed; calls are unaffected", "err", err,
+			"dropped_total", w.stats.writeDropped.Load())
+	})
 }

@@ -88,3 +88,22 @@ type Primary struct {
 func (p *Primary) Vendors() repository.VendorRepository     { return &p.VendorRepo }
 func (p *Primary) WorkItems() repository.WorkItemRepository { return &p.WorkItemRepo }
 func (p *Primary) Ping(ctx context.Context) error           { return p.PingFn(ctx) }
+
+// ChangeFeed is a repository.ChangeFeed whose methods call the Fn fields.
+type ChangeFeed struct {
+	ChangeHeadFn   func(ctx context.Context) (string, error)
+	ReadChangesFn  func(ctx context.Context, cursor string, limit int) (repository.ChangeBatch, error)
+	WatchChangesFn func(ctx context.Context, wake func(reconnected bool)) error
+}
+
+var _ repository.ChangeFeed = (*ChangeFeed)(nil)
+
+func (f *ChangeFeed) ChangeHead(ctx context.Context) (string, error) { return f.ChangeHeadFn(ctx) }
+
+func (f *ChangeFeed) ReadChanges(ctx context.Context, cursor string, limit int) (repository.ChangeBatch, error) {
+	return f.ReadChangesFn(ctx, cursor, limit)
+}
+
+func (f *ChangeFeed) WatchChanges(ctx context.Context, wake func(reconnected bool)) error {
+	return f.WatchChangesFn(ctx, wake)
+}

@@ -1,0 +1,416 @@
+package fallback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/pgfallback/pgfallback/repository"
+	"github.com/pgfallback/pgfallback/sqlitecache"
+)
+
+// ChangePruner is implemented by primaries whose change log the layer may
+// prune (*pgstore.Store). Pruning must be safe when several instances call
+// it at once.
+type ChangePruner interface {
+	PruneChanges(ctx context.Context, olderThan time.Duration) (int64, error)
+}
+
+// FeedState is the change feed's state, in Stats.
+type FeedState int32
+
+const (
+	FeedOff       FeedState = iota // disabled, or the primary offers no feed
+	FeedStarting                   // not yet caught up once (the log may be missing: not migrated)
+	FeedFollowing                  // caught up; AsOf moves with every catch-up
+	FeedBehind                     // the last catch-up failed; AsOf holds where it stopped
+	FeedResyncing                  // the cursor expired: a full warm is under way
+)
+
+func (s FeedState) String() string {
+	switch s {
+	case FeedOff:
+		return "off"
+	case FeedStarting:
+		return "starting"
+	case FeedFollowing:
+		return "following"
+	case FeedBehind:
+		return "behind"
+	case FeedResyncing:
+		return "resyncing"
+	}
+	return "unknown"
+}
+
+// feedBatch is how many changes one read of the log returns at most.
+const feedBatch = 1000
+
+// follower keeps the cache current with every change committed to the
+// primary, whoever made it: another instance, another service, plain SQL.
+// A notification wakes it at commit; a poll every ChangeFeedPoll is the
+// backstop for notifications lost while the listening connection was
+// away. Each catch-up reads the log from the cursor stored in the cache
+// file, refreshes the changed keys the cache holds (all of them in mirror
+// mode) from the primary in batches, evicts what the primary no longer
+// has, and only then stores the new cursor. Duplicates and reordering are
+// harmless: refreshing re-reads the row, and the cache never lowers a
+// version.
+type follower struct {
+	l    *Layer
+	feed repository.ChangeFeed
+	wake chan struct{} // buffered: a pending wake-up is enough
+
+	run    sync.Mutex // one catch-up at a time (the follower, recovery)
+	cursor string     // under run
+	inited bool       // under run: the baseline (cursor and warm) is set
+
+	state  atomic.Int32
+	asOf   atomic.Int64 // unix nanos; 0: unknown
+	mirror atomic.Bool
+
+	applied, catchUps, resyncs, errs, pruned atomic.Uint64
+	lastErr                                  atomic.Pointer[string]
+	logs                                     logLimiter
+}
+
+func newFollower(l *Layer, feed repository.ChangeFeed) *follower {
+	f := &follower{l: l, feed: feed, wake: make(chan struct{}, 1), logs: logLimiter{every: time.Minute}}
+	f.state.Store(int32(FeedStarting))
+	return f
+}
+
+func (f *follower) poke() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop runs until the layer closes.
+func (f *follower) loop() {
+	ctx := f.l.ctx
+	var watch sync.WaitGroup
+	watch.Add(1)
+	go func() {
+		defer watch.Done()
+		_ = f.feed.WatchChanges(ctx, func(bool) { f.poke() })
+	}()
+	defer watch.Wait()
+	poll := time.NewTicker(f.l.cfg.ChangeFeedPoll)
+	defer poll.Stop()
+	var nextPrune time.Time
+	f.poke()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.wake:
+		case <-poll.C:
+		}
+		if f.l.degraded.Load() {
+			continue // PostgreSQL is down: recovery catches up before the breaker closes
+		}
+		if err := f.catchUp(ctx); err != nil && ctx.Err() == nil {
+			f.failed(err)
+		}
+		if now := time.Now(); now.After(nextPrune) && f.state.Load() == int32(FeedFollowing) {
+			nextPrune = now.Add(time.Hour)
+			f.prune(ctx)
+		}
+	}
+}
+
+func (f *follower) failed(err error) {
+	f.errs.Add(1)
+	msg := err.Error()
+	f.lastErr.Store(&msg)
+	if FeedState(f.state.Load()) == FeedFollowing {
+		f.state.Store(int32(FeedBehind))
+	}
+	f.logs.do(func() {
+		f.l.log.Warn("pgfallback: change feed could not catch up; calls are unaffected, cached answers carry the last AsOf",
+			"err", err, "errors_total", f.errs.Load())
+	})
+}
+
+// catchUp applies every change committed since the stored cursor.
+func (f *follower) catchUp(ctx context.Context) error {
+	f.run.Lock()
+	defer f.run.Unlock()
+	cache := f.l.cacheNow()
+	if cache == nil {
+		return errNoCache
+	}
+	if !f.inited {
+		if err := f.baseline(ctx, cache); err != nil {
+			return err
+		}
+	}
+	f.catchUps.Add(1)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, f.l.cfg.PrimaryTimeout)
+		b, err := f.feed.ReadChanges(rctx, f.cursor, feedBatch)
+		cancel()
+		if errors.Is(err, repository.ErrCursorExpired) {
+			f.l.log.Warn("pgfallback: the change log was pruned past this cache's cursor; resyncing with a full warm")
+			f.inited = false
+			f.asOf.Store(0)
+			return f.baseline(ctx, cache)
+		}
+		if err != nil {
+			return fmt.Errorf("fallback: change feed: read: %w", err)
+		}
+		resync, err := f.apply(ctx, cache, b.Changes)
+		if err != nil {
+			return fmt.Errorf("fallback: change feed: apply: %w", err)
+		}
+		if resync {
+			f.inited = false
+			f.asOf.Store(0)
+			return f.baseline(ctx, cache)
+		}
+		// A cut batch moves the cursor but not AsOf: changes committed
+		// before now may still wait in the next one.
+		st := sqlitecache.FeedState{Cursor: b.Next, AsOf: f.asOfTime(), Mirror: f.mirror.Load()}
+		if !b.More {
+			st.AsOf = b.AsOf
+		}
+		if err := cache.SetFeedState(ctx, st); err != nil {
+			return fmt.Errorf("fallback: change feed: store cursor: %w", err)
+		}
+		f.cursor = b.Next
+		f.applied.Add(uint64(len(b.Changes)))
+		if !b.More {
+			f.asOf.Store(b.AsOf.UnixNano())
+			f.state.Store(int32(FeedFollowing))
+			return nil
+		}
+	}
+}
+
+// baseline sets the starting point: the cursor stored in the cache file,
+// or — for a file that has none, or whose cursor expired — the log's head
+// taken before a warm of the whole cache (a full mirror in WarmAll mode),
+// so nothing committed during the warm is missed.
+func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error {
+	if f.cursor == "" && f.resyncs.Load() == 0 {
+		st, err := cache.FeedState(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Cursor != "" {
+			f.cursor, f.inited = st.Cursor, true
+			f.mirror.Store(st.Mirror && f.l.cfg.Warm == WarmAll)
+			if !st.AsOf.IsZero() {
+				f.asOf.Store(st.AsOf.UnixNano())
+			}
+			return nil
+		}
+	}
+	f.state.Store(int32(FeedResyncing))
+	hctx, cancel := context.WithTimeout(ctx, f.l.cfg.PrimaryTimeout)
+	head, err := f.feed.ChangeHead(hctx)
+	cancel()
+	if err != nil {
+		f.state.Store(int32(FeedStarting))
+		return fmt.Errorf("fallback: change feed: head: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, f.l.cfg.WarmTimeout)
+	rep, err := f.l.Warm(wctx)
+	cancel()
+	if err != nil {
+		f.state.Store(int32(FeedStarting))
+		return err
+	}
+	mirror := rep.Strategy == WarmAll && !rep.Truncated
+	if err := cache.SetFeedState(ctx, sqlitecache.FeedState{Cursor: head, Mirror: mirror}); err != nil {
+		return err
+	}
+	f.cursor, f.inited = head, true
+	f.mirror.Store(mirror)
+	f.resyncs.Add(1)
+	return nil
+}
+
+// apply refreshes the changed keys. It reports resync for a change it
+// cannot follow key by key (a TRUNCATE).
+func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes []repository.Change) (resync bool, err error) {
+	var names []string
+	var ids []uuid.UUID
+	seenV, seenW := map[string]bool{}, map[uuid.UUID]bool{}
+	for _, c := range changes {
+		if c.Op == repository.ChangeTruncate {
+			return true, nil
+		}
+		switch c.Entity {
+		case repository.EntityVendor:
+			if !seenV[c.Key] {
+				seenV[c.Key] = true
+				names = append(names, c.Key)
+			}
+		case repository.EntityWorkItem:
+			id, err := uuid.Parse(c.Key)
+			if err == nil && !seenW[id] {
+				seenW[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	mirror := f.mirror.Load()
+	if !mirror && len(names) > 0 {
+		if names, err = cache.CachedVendorNames(ctx, names); err != nil {
+			return false, err
+		}
+	}
+	if !mirror && len(ids) > 0 {
+		if ids, err = cache.CachedWorkItemIDs(ctx, ids); err != nil {
+			return false, err
+		}
+	}
+	for batch := range chunks(names, f.l.cfg.WarmBatch) {
+		if err := refreshKeys(ctx, f.l, batch, &f.l.vendorEvictions, f.l.vendorBatch,
+			func(v repository.Vendor) string { return v.Name }, f.l.feedSetVendors, f.l.uncacheVendor); err != nil {
+			return false, err
+		}
+	}
+	for batch := range chunks(ids, f.l.cfg.WarmBatch) {
+		if err := refreshKeys(ctx, f.l, batch, &f.l.itemEvictions, f.l.workItemBatch,
+			func(w repository.WorkItem) uuid.UUID { return w.ID }, f.l.feedSetWorkItems,
+			func(id uuid.UUID) { f.l.uncacheWorkItem(id, false) }); err != nil {
+			return false, err
+		}
+	}
+	// The refreshes and evictions went through the write-through queue, in
+	// order with the layer's own writes; the cursor moves once they landed.
+	if len(names)+len(ids) > 0 {
+		fctx, cancel := context.WithTimeout(ctx, f.l.cfg.WarmTimeout)
+		defer cancel()
+		return false, f.l.writer.flush(fctx)
+	}
+	return false, nil
+}
+
+// refreshKeys re-reads keys from the primary and queues the rows found as
+// one kept update, evicting the keys the primary no longer has. A row read
+// before a concurrent eviction (a Delete on this instance) must not be
+// written after it: like a read's write-through, the update is queued only
+// if no eviction of its kind happened since the read began; else it reads
+// again.
+func refreshKeys[K comparable, T any](ctx context.Context, l *Layer, keys []K, evictions *atomic.Uint64,
+	get func(context.Context, []K) ([]T, error), key func(T) K, set func([]T, uint64) bool, evict func(K)) error {
+	for attempt := 0; ; attempt++ {
+		before := evictions.Load()
+		found, err := get(ctx, keys)
+		if err != nil {
+			return err
+		}
+		if !set(found, before) {
+			if attempt == 3 {
+				return errors.New("evictions kept racing the refresh; retrying later")
+			}
+			continue
+		}
+		present := make(map[K]bool, len(found))
+		for _, v := range found {
+			present[key(v)] = true
+		}
+		for _, k := range keys {
+			if !present[k] {
+				evict(k)
+			}
+		}
+		return nil
+	}
+}
+
+// feedSetVendors queues vendors refreshed by the feed, unless an eviction
+// happened since evictions was read; it reports whether it queued them.
+func (l *Layer) feedSetVendors(vs []repository.Vendor, evictions uint64) bool {
+	r := l.recent
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l.vendorEvictions.Load() != evictions {
+		return false
+	}
+	if len(vs) > 0 {
+		l.writer.enqueue(cacheOp{kind: opRefreshVendors, vendors: vs})
+	}
+	return true
+}
+
+// feedSetWorkItems is feedSetVendors for work items. A refreshed item may
+// have moved: like an Update's write-through, it counts as an eviction.
+func (l *Layer) feedSetWorkItems(ws []repository.WorkItem, evictions uint64) bool {
+	r := l.recent
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l.itemEvictions.Load() != evictions {
+		return false
+	}
+	for _, w := range ws {
+		l.itemEvictions.Add(1)
+		l.writer.enqueue(cacheOp{kind: opUpdateWorkItem, item: w})
+	}
+	return true
+}
+
+// prune trims the change log, when the primary allows it; one instance at
+// a time does the work.
+func (f *follower) prune(ctx context.Context) {
+	p, ok := f.feed.(ChangePruner)
+	if !ok || f.l.cfg.ChangeRetention < 0 {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	n, err := p.PruneChanges(pctx, f.l.cfg.ChangeRetention)
+	if err != nil {
+		f.l.log.Warn("pgfallback: pruning the change log failed", "err", err)
+		return
+	}
+	f.pruned.Add(uint64(n))
+}
+
+// recover catches the cache up after an outage, before the breaker
+// closes: O(changes) instead of re-reading every cached key. It reports
+// false when the feed cannot (never caught up, no cache): the caller warms.
+func (f *follower) recover(ctx context.Context) (bool, error) {
+	if FeedState(f.state.Load()) == FeedStarting && !f.inited {
+		return false, nil
+	}
+	return true, f.catchUp(ctx)
+}
+
+// asOfTime is the feed's AsOf, zero when unknown or fallen behind a
+// pruned cursor.
+func (f *follower) asOfTime() time.Time {
+	if f == nil {
+		return time.Time{}
+	}
+	if ns := f.asOf.Load(); ns != 0 {
+		return time.Unix(0, ns).UTC()
+	}
+	return time.Time{}
+}
+
+// logLimiter runs a logging function at most once per interval: a broken
+// disk or a missing log table must not become a log line per call.
+type logLimiter struct {
+	every time.Duration
+	last  atomic.Int64
+}
+
+func (r *logLimiter) do(log func()) {
+	now := time.Now().UnixNano()
+	last := r.last.Load()
+	if now-last < int64(r.every) || !r.last.CompareAndSwap(last, now) {
+		return
+	}
+	log()
+}

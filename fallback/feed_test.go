@@ -1,0 +1,340 @@
+package fallback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgfallback/pgfallback/mock"
+	"github.com/pgfallback/pgfallback/repository"
+	"github.com/pgfallback/pgfallback/sqlitecache"
+)
+
+// fakeLog is an in-memory change log: a cursor is the number of changes
+// read; a cursor below expiredBelow has been pruned away.
+type fakeLog struct {
+	mu           sync.Mutex
+	changes      []repository.Change
+	expiredBelow int
+	notify       chan struct{}
+	db           *fakeDB
+}
+
+func newFakeLog(db *fakeDB) *fakeLog { return &fakeLog{notify: make(chan struct{}, 1), db: db} }
+
+// record appends a change and notifies, as the triggers do at commit.
+func (g *fakeLog) record(key string, op repository.ChangeOp, version int64) {
+	g.mu.Lock()
+	g.changes = append(g.changes, repository.Change{Seq: int64(len(g.changes) + 1), Entity: repository.EntityVendor,
+		Key: key, Op: op, Version: version, At: time.Now()})
+	g.mu.Unlock()
+	select {
+	case g.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (g *fakeLog) feed() *mock.ChangeFeed {
+	return &mock.ChangeFeed{
+		ChangeHeadFn: func(ctx context.Context) (string, error) {
+			if err := g.db.enter(ctx); err != nil {
+				return "", err
+			}
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			return strconv.Itoa(len(g.changes)), nil
+		},
+		ReadChangesFn: func(ctx context.Context, cursor string, limit int) (repository.ChangeBatch, error) {
+			if err := g.db.enter(ctx); err != nil {
+				return repository.ChangeBatch{}, err
+			}
+			from, err := strconv.Atoi(cursor)
+			if err != nil {
+				return repository.ChangeBatch{}, repository.Invalid("cursor", "%q", cursor)
+			}
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if from < g.expiredBelow {
+				return repository.ChangeBatch{}, repository.ErrCursorExpired
+			}
+			to := min(len(g.changes), from+limit)
+			b := repository.ChangeBatch{Changes: append([]repository.Change(nil), g.changes[from:to]...), Next: strconv.Itoa(to), More: to < len(g.changes)}
+			if !b.More {
+				b.AsOf = time.Now()
+			}
+			return b, nil
+		},
+		WatchChangesFn: func(ctx context.Context, wake func(bool)) error {
+			wake(true)
+			for {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-g.notify:
+					wake(false)
+				}
+			}
+		},
+	}
+}
+
+// feedPrimary is a primary that offers a change feed.
+type feedPrimary struct {
+	*mock.Primary
+	*mock.ChangeFeed
+}
+
+func newFeedLayer(t *testing.T, db *fakeDB, g *fakeLog, path string, cfg Config) (*Layer, *sqlitecache.Cache) {
+	t.Helper()
+	cache, err := sqlitecache.Open(path, sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logger = discardLogger()
+	if cfg.OpenTimeout == 0 {
+		cfg.OpenTimeout = time.Hour
+	}
+	if cfg.ChangeFeedPoll == 0 {
+		cfg.ChangeFeedPoll = time.Hour // notifications only, unless a test wants the poll
+	}
+	l, err := New(feedPrimary{db.primary(), g.feed()}, cache, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); cache.Close() })
+	return l, cache
+}
+
+// A change made elsewhere (another instance, plain SQL) reaches this
+// instance's cache with no call of its own: updated keys are refreshed,
+// deleted ones evicted, keys it never cached ignored.
+func TestFeedAppliesChangesMadeElsewhere(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	for _, n := range []string{"kept", "changed", "deleted", "uncached"} {
+		db.put(vendor(n))
+	}
+	l, cache := newFeedLayer(t, db, g, t.TempDir()+"/cache.db", Config{})
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	for _, n := range []string{"kept", "changed", "deleted"} {
+		if _, err := l.Vendors().Get(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush(t, l)
+
+	// Elsewhere: an update, a delete, and a change to a key not cached here.
+	db.mu.Lock()
+	v := db.vendors["changed"]
+	v.Version, v.Status = 2, repository.VendorBroken
+	db.vendors["changed"] = v
+	delete(db.vendors, "deleted")
+	u := db.vendors["uncached"]
+	u.Version = 2
+	db.vendors["uncached"] = u
+	db.mu.Unlock()
+	g.record("changed", repository.ChangeUpdate, 2)
+	g.record("deleted", repository.ChangeDelete, 1)
+	g.record("uncached", repository.ChangeUpdate, 2)
+
+	eventually(t, 5*time.Second, "the change to reach the cache", func() bool {
+		got, _, err := cache.GetVendor(ctx, "changed")
+		return err == nil && got.Version == 2
+	})
+	eventually(t, 5*time.Second, "the deleted vendor to be evicted", func() bool {
+		_, _, err := cache.GetVendor(ctx, "deleted")
+		return errors.Is(err, repository.ErrNotFound)
+	})
+	if _, _, err := cache.GetVendor(ctx, "uncached"); !errors.Is(err, repository.ErrNotFound) {
+		t.Fatalf("a key this instance never cached was cached by the feed: %v", err)
+	}
+	// During an outage the answer says how current it is.
+	tripBreaker(t, l, db)
+	pctx, prov := WithProvenance(ctx)
+	got, err := l.Vendors().Get(pctx, "changed")
+	if err != nil || got.Version != 2 {
+		t.Fatalf("served during the outage: %+v, %v", got, err)
+	}
+	if o := prov.Origin(); o.Source != SourceCache || o.AsOf.IsZero() || time.Since(o.AsOf) > time.Minute {
+		t.Fatalf("origin %+v: want a cache answer with AsOf", o)
+	}
+	if _, err := l.Vendors().Get(ctx, "deleted"); !errors.Is(err, repository.ErrUnavailable) {
+		t.Fatalf("the vendor deleted elsewhere is served during the outage: %v", err)
+	}
+	s := l.Stats().Feed
+	if s.ChangesApplied < 3 || s.Resyncs != 1 {
+		t.Fatalf("feed stats %+v: want 3+ changes applied and the one initial resync", s)
+	}
+}
+
+// The cursor lives in the cache file: a restarted instance catches up
+// from where it stopped, with no full warm, even for changes made while it
+// was down.
+func TestFeedCursorSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("a"))
+	path := t.TempDir() + "/cache.db"
+	l, cache := newFeedLayer(t, db, g, path, Config{})
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	if _, err := l.Vendors().Get(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	l.Close()
+	cache.Close()
+
+	db.mu.Lock()
+	v := db.vendors["a"]
+	v.Version = 5
+	db.vendors["a"] = v
+	db.mu.Unlock()
+	g.record("a", repository.ChangeUpdate, 5)
+
+	l2, cache2 := newFeedLayer(t, db, g, path, Config{})
+	eventually(t, 5*time.Second, "the restarted instance to catch up", func() bool {
+		got, _, err := cache2.GetVendor(ctx, "a")
+		return err == nil && got.Version == 5
+	})
+	if s := l2.Stats(); s.Feed.Resyncs != 0 || s.WarmRuns != 0 {
+		t.Fatalf("restart resynced (%d) or warmed (%d): the stored cursor was not used", s.Feed.Resyncs, s.WarmRuns)
+	}
+}
+
+// A cursor older than the log (pruned) is answered by a full warm, never by
+// skipping; AsOf is zero until that is done.
+func TestFeedExpiredCursorResyncs(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("a"))
+	path := t.TempDir() + "/cache.db"
+	l, cache := newFeedLayer(t, db, g, path, Config{})
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	if _, err := l.Vendors().Get(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	l.Close()
+	cache.Close()
+
+	db.mu.Lock()
+	v := db.vendors["a"]
+	v.Version = 9
+	db.vendors["a"] = v
+	db.mu.Unlock()
+	g.record("a", repository.ChangeUpdate, 9)
+	g.mu.Lock()
+	g.expiredBelow = len(g.changes) // everything up to now was pruned
+	g.mu.Unlock()
+
+	l2, cache2 := newFeedLayer(t, db, g, path, Config{})
+	eventually(t, 5*time.Second, "the resync", func() bool { return l2.Stats().Feed.Resyncs == 1 && l2.Stats().Feed.State == FeedFollowing })
+	if got, _, err := cache2.GetVendor(ctx, "a"); err != nil || got.Version != 9 {
+		t.Fatalf("after the resync the cache holds %+v, %v; want version 9", got, err)
+	}
+}
+
+// After an outage the layer catches up from its cursor before closing the
+// breaker: O(changes), not a re-read of every cached key.
+func TestRecoveryCatchesUpInsteadOfWarming(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	for i := range 20 {
+		db.put(vendor(fmt.Sprintf("v%02d", i)))
+	}
+	l, cache := newFeedLayer(t, db, g, t.TempDir()+"/cache.db", Config{OpenTimeout: 20 * time.Millisecond})
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	for i := range 20 {
+		if _, err := l.Vendors().Get(ctx, fmt.Sprintf("v%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush(t, l)
+	warmsBefore := l.Stats().WarmRuns
+	tripBreaker(t, l, db)
+	db.mu.Lock()
+	v := db.vendors["v07"]
+	v.Version = 3
+	db.vendors["v07"] = v
+	db.mu.Unlock()
+	g.record("v07", repository.ChangeUpdate, 3)
+	callsBefore := db.calls.Load()
+	db.up()
+	eventually(t, 5*time.Second, "recovery", func() bool { return l.State() == Closed })
+	if got, _, err := cache.GetVendor(ctx, "v07"); err != nil || got.Version != 3 {
+		t.Fatalf("the change made during the outage is not in the cache after recovery: %+v, %v", got, err)
+	}
+	if s := l.Stats(); s.WarmRuns != warmsBefore {
+		t.Fatalf("recovery warmed (%d runs, was %d) instead of catching up", s.WarmRuns, warmsBefore)
+	}
+	if n := db.calls.Load() - callsBefore; n > 3 {
+		t.Fatalf("recovery made %d primary calls for one changed key", n)
+	}
+}
+
+// Close stops the follower and its watcher.
+func TestFeedStopsOnClose(t *testing.T) {
+	before := runtime.NumGoroutine()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	l, cache := newFeedLayer(t, db, g, t.TempDir()+"/cache.db", Config{ChangeFeedPoll: 5 * time.Millisecond})
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cache.Close()
+	eventually(t, 5*time.Second, "goroutines to stop", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// Without a feed (the fake primary offers none, or it is disabled) the
+// state says so and nothing runs.
+func TestFeedOff(t *testing.T) {
+	db := newFakeDB()
+	g := newFakeLog(db)
+	l, _ := newFeedLayer(t, db, g, t.TempDir()+"/cache.db", Config{DisableChangeFeed: true})
+	if s := l.Stats().Feed; s.State != FeedOff {
+		t.Fatalf("disabled feed state %v", s.State)
+	}
+	l2, _ := newTestLayer(t, db, Config{})
+	if s := l2.Stats().Feed; s.State != FeedOff {
+		t.Fatalf("feed state %v for a primary without a feed", s.State)
+	}
+}
+
+// Mirror mode (WarmAll with the feed): the cache holds every row, inserts
+// made elsewhere included, and a List from it during an outage is complete
+// as of the feed's position.
+func TestMirrorModeListsAreComplete(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	for i := range 5 {
+		db.put(vendor(fmt.Sprintf("m%d", i)))
+	}
+	l, cache := newFeedLayer(t, db, g, t.TempDir()+"/cache.db", Config{Warm: WarmAll})
+	eventually(t, 5*time.Second, "the mirror", func() bool { s := l.Stats().Feed; return s.State == FeedFollowing && s.Mirror })
+	db.put(vendor("inserted-elsewhere"))
+	g.record("inserted-elsewhere", repository.ChangeInsert, 1)
+	eventually(t, 5*time.Second, "the insert to reach the mirror", func() bool {
+		_, _, err := cache.GetVendor(ctx, "inserted-elsewhere")
+		return err == nil
+	})
+	tripBreaker(t, l, db)
+	pctx, prov := WithProvenance(ctx)
+	vs, err := l.Vendors().List(pctx, repository.VendorFilter{})
+	if err != nil || len(vs) != 6 {
+		t.Fatalf("List from the mirror: %d vendors, %v; want all 6", len(vs), err)
+	}
+	if o := prov.Origin(); o.Source != SourceCache || o.Partial || o.AsOf.IsZero() {
+		t.Fatalf("origin %+v: want a complete (not partial) cache answer with AsOf", o)
+	}
+}
