@@ -48,6 +48,23 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(tw, "work items\t%d\n", s.WorkItemsCached)
 		fmt.Fprintf(tw, "stale (ttl %s)\t%d\n", *ttl, s.StaleEntries)
 		fmt.Fprintf(tw, "oldest entry\t%s\n", s.OldestEntryAge.Round(time.Second))
+		feed, err := c.FeedState(ctx)
+		if err != nil {
+			return err
+		}
+		cursor, asOf, mirror := "none (the change feed has not run on this file)", "unknown", "no"
+		if feed.Cursor != "" {
+			cursor = feed.Cursor
+		}
+		if !feed.AsOf.IsZero() {
+			asOf = fmt.Sprintf("%s (%s ago)", feed.AsOf.UTC().Format(time.RFC3339), time.Since(feed.AsOf).Round(time.Second))
+		}
+		if feed.Mirror {
+			mirror = "complete"
+		}
+		fmt.Fprintf(tw, "feed cursor\t%s\n", cursor)
+		fmt.Fprintf(tw, "as of\t%s\n", asOf)
+		fmt.Fprintf(tw, "mirror\t%s\n", mirror)
 		tw.Flush()
 	case "clear-stale":
 		n, err := c.ClearStale(ctx)

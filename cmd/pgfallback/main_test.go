@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -228,10 +229,17 @@ func TestCacheCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	asOf := time.Date(2026, 11, 25, 12, 3, 41, 0, time.UTC)
+	if err := c.SetFeedState(ctx, sqlitecache.FeedState{Cursor: "c1:7:100:100:", AsOf: asOf}); err != nil {
+		t.Fatal(err)
+	}
 	// The CLI reads the file while the "service" still has it open.
 	code, stdout, stderr := runCLI(t, "cache", "stats", "--path", path)
 	if code != 0 || !strings.Contains(stdout, "vendors") || !strings.Contains(stdout, "3") {
 		t.Fatalf("cache stats: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "c1:7:100:100:") || !strings.Contains(stdout, "2026-11-25T12:03:41Z") {
+		t.Fatalf("cache stats does not show the feed's cursor and AsOf:\n%s", stdout)
 	}
 	if code, stdout, _ := runCLI(t, "cache", "clear-stale", "--path", path); code != 0 || !strings.Contains(stdout, "removed 0") {
 		t.Fatalf("clear-stale of fresh entries: exit %d: %s", code, stdout)
