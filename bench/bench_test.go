@@ -239,8 +239,33 @@ func BenchmarkWarmAll(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cache.Close()
-	layer, err := fallback.New(store, cache, fallback.Config{
+	for _, paging := range []string{"keyset", "offset"} {
+		b.Run(paging, func(b *testing.B) {
+			var primary fallback.Primary = store
+			if paging == "offset" {
+				primary = offsetStore{store} // LIMIT/OFFSET, as before keyset paging
+			}
+			warmAll(b, primary, cache, 2*half)
+		})
+	}
+}
+
+// offsetStore hides the store's keyset paging (and its change feed).
+type offsetStore struct{ s *pgstore.Store }
+
+func (o offsetStore) Vendors() repository.VendorRepository {
+	return struct{ repository.VendorRepository }{o.s.Vendors()}
+}
+func (o offsetStore) WorkItems() repository.WorkItemRepository {
+	return struct{ repository.WorkItemRepository }{o.s.WorkItems()}
+}
+func (o offsetStore) Ping(ctx context.Context) error { return o.s.Ping(ctx) }
+
+func warmAll(b *testing.B, primary fallback.Primary, cache *sqlitecache.Cache, want int) {
+	ctx := context.Background()
+	layer, err := fallback.New(primary, cache, fallback.Config{
 		Logger: quiet, Warm: fallback.WarmAll, WarmBatch: 5000, WarmLimit: 1_000_000, PrimaryTimeout: time.Minute,
+		DisableChangeFeed: true,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -258,8 +283,8 @@ func BenchmarkWarmAll(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if rep.Refreshed != 2*half {
-			b.Fatalf("warmed %d rows, want %d", rep.Refreshed, 2*half)
+		if rep.Refreshed != want {
+			b.Fatalf("warmed %d rows, want %d", rep.Refreshed, want)
 		}
 		rows += rep.Refreshed
 	}

@@ -414,3 +414,22 @@ func (r *logLimiter) do(log func()) {
 	}
 	log()
 }
+
+// ErrNoChangeFeed is returned by CatchUp when the layer follows no change
+// feed (disabled, or the primary offers none).
+var ErrNoChangeFeed = errors.New("fallback: no change feed")
+
+// CatchUp applies every change committed since the cache's cursor now,
+// without waiting for a notification or the poll: for an operator, a test,
+// or before a planned failover. Concurrent catch-ups share the work.
+//
+// Errors: ErrNoChangeFeed, ErrClosed, or the feed's or the cache's error.
+func (l *Layer) CatchUp(ctx context.Context) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
+	if l.feed == nil {
+		return ErrNoChangeFeed
+	}
+	return l.feed.catchUp(ctx)
+}

@@ -180,19 +180,11 @@ func (l *Layer) workItemPage(ctx context.Context, last *repository.WorkItem, lim
 // primary no longer has (unless WarmLimit cut the mirror short).
 func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, rep *WarmReport) error {
 	seenVendors := map[string]bool{}
-	var lastVendor *repository.Vendor
-	complete, err := mirror(ctx, l, rep, func(ctx context.Context, limit, offset int) (int, error) {
-		page, err := l.vendorPage(ctx, lastVendor, limit, offset)
-		if err != nil {
-			return 0, err
-		}
-		if len(page) > 0 {
-			lastVendor = &page[len(page)-1]
-		}
+	complete, err := mirror(ctx, l, rep, l.vendorPage, func(ctx context.Context, page []repository.Vendor) error {
 		for _, v := range page {
 			seenVendors[v.Name] = true
 		}
-		return len(page), cache.SetVendors(ctx, page)
+		return cache.SetVendors(ctx, page)
 	})
 	if err != nil {
 		return err
@@ -212,19 +204,11 @@ func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, rep *Warm
 		}
 	}
 	seenItems := map[uuid.UUID]bool{}
-	var lastItem *repository.WorkItem
-	complete, err = mirror(ctx, l, rep, func(ctx context.Context, limit, offset int) (int, error) {
-		page, err := l.workItemPage(ctx, lastItem, limit, offset)
-		if err != nil {
-			return 0, err
-		}
-		if len(page) > 0 {
-			lastItem = &page[len(page)-1]
-		}
+	complete, err = mirror(ctx, l, rep, l.workItemPage, func(ctx context.Context, page []repository.WorkItem) error {
 		for _, w := range page {
 			seenItems[w.ID] = true
 		}
-		return len(page), cache.SetWorkItems(ctx, page)
+		return cache.SetWorkItems(ctx, page)
 	})
 	if err != nil || !complete {
 		return err
@@ -244,27 +228,71 @@ func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, rep *Warm
 	return nil
 }
 
-// mirror pages through one table with copyPage until a short page or
-// WarmLimit, and reports whether it saw the whole table.
-func mirror(ctx context.Context, l *Layer, rep *WarmReport, copyPage func(ctx context.Context, limit, offset int) (int, error)) (bool, error) {
-	for offset := 0; ; {
-		limit := min(l.cfg.WarmBatch, l.cfg.WarmLimit-offset)
-		if limit <= 0 {
+// mirror copies one table page by page until a short page or WarmLimit,
+// and reports whether it saw the whole table. The next page is read from
+// the primary while the last one is written to the cache: a full copy
+// costs the slower of the two, not their sum.
+func mirror[T any](ctx context.Context, l *Layer, rep *WarmReport,
+	fetch func(ctx context.Context, last *T, limit, offset int) ([]T, error),
+	store func(ctx context.Context, page []T) error) (complete bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		page     []T
+		err      error
+		short    bool
+		truncate bool
+	}
+	pages := make(chan result, 1)
+	go func() {
+		defer close(pages)
+		var last *T
+		for offset := 0; ; {
+			limit := min(l.cfg.WarmBatch, l.cfg.WarmLimit-offset)
+			if limit <= 0 {
+				pages <- result{truncate: true}
+				return
+			}
+			pctx, pcancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
+			page, err := fetch(pctx, last, limit, offset)
+			pcancel()
+			r := result{page: page, err: err, short: len(page) < limit}
+			select {
+			case pages <- r:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || r.short {
+				return
+			}
+			last = &page[len(page)-1]
+			offset += len(page)
+		}
+	}()
+	defer func() {
+		cancel()
+		for range pages { // let the reader finish before returning
+		}
+	}()
+	for r := range pages {
+		switch {
+		case r.err != nil:
+			return false, r.err
+		case r.truncate:
 			rep.Truncated = true
 			return false, nil
 		}
-		pctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
-		n, err := copyPage(pctx, limit, offset)
-		cancel()
-		if err != nil {
-			return false, err
+		if len(r.page) > 0 {
+			if err := store(ctx, r.page); err != nil {
+				return false, err
+			}
 		}
-		rep.Refreshed += n
-		offset += n
-		if n < limit {
+		rep.Refreshed += len(r.page)
+		if r.short {
 			return true, nil
 		}
 	}
+	return false, ctx.Err()
 }
 
 func (l *Layer) vendorBatch(ctx context.Context, names []string) ([]repository.Vendor, error) {
