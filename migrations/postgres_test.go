@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -132,21 +133,103 @@ func TestDownThenUp(t *testing.T) {
 	if err := migrations.Up(ctx, dsn); err != nil {
 		t.Fatal(err)
 	}
-	if err := migrations.Down(ctx, dsn); err != nil {
-		t.Fatalf("Down: %v", err)
-	}
-	if got := fmt.Sprint(tables(t, dsn)); got != "[vendors]" {
-		t.Fatalf("tables after one Down: %s, want [vendors]", got)
-	}
 	st, err := migrations.Status(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last := st[len(st)-1]; last.Applied {
-		t.Fatalf("migration %s still applied after Down", last.Name)
+	// Down the change log (00003), then work_items (00002).
+	for i, want := range []string{"[vendors work_items]", "[vendors]"} {
+		if err := migrations.Down(ctx, dsn); err != nil {
+			t.Fatalf("Down #%d: %v", i+1, err)
+		}
+		if got := fmt.Sprint(tables(t, dsn)); got != want {
+			t.Fatalf("tables after Down #%d: %s, want %s", i+1, got, want)
+		}
+		after, err := migrations.Status(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := after[len(st)-1-i]; m.Applied {
+			t.Fatalf("migration %s still applied after Down #%d", m.Name, i+1)
+		}
 	}
 	if err := migrations.Up(ctx, dsn); err != nil {
 		t.Fatalf("Up after Down: %v", err)
+	}
+}
+
+// changeLogObjects lists what migration 00003 creates: pgfallback_*
+// relations (tables, indexes, sequences), functions, and the triggers on
+// the entity tables.
+func changeLogObjects(t *testing.T, dsn string) []string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, _ := conn.Query(ctx, `
+		SELECT 'relation ' || relname FROM pg_class
+			WHERE relname LIKE 'pgfallback%' AND relnamespace = 'public'::regnamespace
+		UNION ALL
+		SELECT 'function ' || proname FROM pg_proc
+			WHERE proname LIKE 'pgfallback%' AND pronamespace = 'public'::regnamespace
+		UNION ALL
+		SELECT 'trigger ' || tgname || ' on ' || tgrelid::regclass FROM pg_trigger
+			WHERE NOT tgisinternal AND tgrelid IN ('vendors'::regclass, 'work_items'::regclass)
+		ORDER BY 1`)
+	objs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
+}
+
+func TestChangeLogDown(t *testing.T) {
+	ctx := context.Background()
+	dsn := emptyDatabase(t)
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	objs := changeLogObjects(t, dsn)
+	for _, want := range []string{
+		"relation pgfallback_changes", "relation pgfallback_change_log",
+		"function pgfallback_log_vendor", "function pgfallback_log_work_item", "function pgfallback_log_truncate",
+		"trigger pgfallback_vendors_change on vendors", "trigger pgfallback_work_items_truncate on work_items",
+	} {
+		if !slices.Contains(objs, want) {
+			t.Fatalf("after Up, %q is missing from %v", want, objs)
+		}
+	}
+	if len(objs) != 13 { // 2 tables, their 2 primary keys, 1 index, 1 sequence; 3 functions; 4 triggers
+		t.Fatalf("after Up: %d change log objects, want 13: %v", len(objs), objs)
+	}
+
+	if err := migrations.Down(ctx, dsn); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	if objs := changeLogObjects(t, dsn); len(objs) != 0 {
+		t.Fatalf("after Down, left behind: %v", objs)
+	}
+	if got := fmt.Sprint(tables(t, dsn)); got != "[vendors work_items]" {
+		t.Fatalf("tables after Down: %s", got)
+	}
+
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatalf("Up again: %v", err)
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `INSERT INTO vendors (id, name, status) VALUES (gen_random_uuid(), 'again', 'operational')`); err != nil {
+		t.Fatal(err)
+	}
+	var logged int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pgfallback_changes WHERE key = 'again' AND op = 'insert'`).Scan(&logged); err != nil || logged != 1 {
+		t.Fatalf("after Up again, an insert logged %d changes (%v), want 1", logged, err)
 	}
 }
 

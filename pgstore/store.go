@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	pgdsn "github.com/pgfallback/pgfallback/internal/dsn"
@@ -22,9 +23,10 @@ import (
 
 // Store is a PostgreSQL-backed store. It is safe for concurrent use.
 type Store struct {
-	pool      *pgxpool.Pool
-	vendors   vendorRepo
-	workItems workItemRepo
+	pool         *pgxpool.Pool
+	listenConfig *pgx.ConnConfig // nil: the pool's
+	vendors      vendorRepo
+	workItems    workItemRepo
 }
 
 // Open creates a connection pool from dsn (a URL or key=value string that
@@ -50,8 +52,23 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 
 // New wraps an existing pool. The Store does not own the pool's
 // configuration, but Close closes it.
-func New(pool *pgxpool.Pool) *Store {
-	return &Store{pool: pool, vendors: vendorRepo{pool}, workItems: workItemRepo{pool}}
+func New(pool *pgxpool.Pool, opts ...Option) *Store {
+	s := &Store{pool: pool, vendors: vendorRepo{pool}, workItems: workItemRepo{pool}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Option configures New.
+type Option func(*Store)
+
+// WithListenConfig sets the connection the change feed listens on
+// (WatchChanges). By default it is the pool's. Set it when the pool goes
+// through a pooler that cannot hold a LISTEN (PgBouncer in transaction
+// mode): point this one at PostgreSQL itself.
+func WithListenConfig(cfg *pgx.ConnConfig) Option {
+	return func(s *Store) { s.listenConfig = cfg }
 }
 
 // Vendors returns the vendor repository.

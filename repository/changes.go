@@ -34,8 +34,10 @@ type Change struct {
 	Entity  Entity   // EntityVendor or EntityWorkItem
 	Key     string   // the vendor's Name, or the work item's ID as text
 	Op      ChangeOp // ChangeInsert, ChangeUpdate, ChangeDelete or ChangeTruncate
-	Version int64    // the row's Version after the change; before it, for a delete
-	At      time.Time
+	Version int64    // the row's Version after the change; before it, for a delete; 0 for a truncate
+	// A writer in plain SQL may change a row without bumping its version:
+	// followers refresh by key, whatever the version says.
+	At time.Time
 }
 
 // ChangeBatch is one read of the change log.
@@ -78,6 +80,8 @@ type ChangeFeed interface {
 	// wake(true) after every (re)connect, once it listens — notifications
 	// sent while it was away are lost, so the caller catches up from its
 	// cursor then — and wake(false) on every notification. wake must not
-	// block for long. It returns ctx's error when ctx ends.
+	// block for long. It returns ctx's error when ctx ends, or ErrInvalid
+	// for a nil wake. It reports no connection errors: it retries, and a
+	// follower learns the database is unreachable from ReadChanges.
 	WatchChanges(ctx context.Context, wake func(reconnected bool)) error
 }
