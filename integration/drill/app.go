@@ -23,6 +23,12 @@ type app struct {
 }
 
 func openApp(ctx context.Context, connString, cachePath string, lcfg fallback.Config, copts ...sqlitecache.Option) (*app, error) {
+	return openAppListening(ctx, connString, "", cachePath, lcfg, copts...)
+}
+
+// openAppListening is openApp whose change feed listens through
+// listenString, when it is not empty: its own proxy, in feed-cut.
+func openAppListening(ctx context.Context, connString, listenString, cachePath string, lcfg fallback.Config, copts ...sqlitecache.Option) (*app, error) {
 	pcfg, err := dsn.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("drill: parse dsn: %w", err)
@@ -33,7 +39,17 @@ func openApp(ctx context.Context, connString, cachePath string, lcfg fallback.Co
 	if err != nil {
 		return nil, fmt.Errorf("drill: pool: %w", err)
 	}
-	store := pgstore.New(pool)
+	var sopts []pgstore.Option
+	if listenString != "" {
+		lcc, err := dsn.ConnConfig(listenString)
+		if err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("drill: parse listen dsn: %w", err)
+		}
+		lcc.ConnectTimeout = lcfg.PrimaryTimeout
+		sopts = append(sopts, pgstore.WithListenConfig(lcc))
+	}
+	store := pgstore.New(pool, sopts...)
 	copts = append([]sqlitecache.Option{sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(lcfg.Logger)}, copts...)
 	cache, err := sqlitecache.Open(cachePath, copts...)
 	if err != nil {

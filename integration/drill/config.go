@@ -33,12 +33,14 @@ const (
 	ScenarioStale        = "stale"         // an outage longer than the cache TTL
 	ScenarioRestart      = "restart"       // the application restarts during the outage
 	ScenarioChanged      = "changed"       // rows change behind the layer during the outage
+	ScenarioPeers        = "peers"         // three instances: two write while the third loses PostgreSQL
+	ScenarioFeedCut      = "feed-cut"      // only the change feed's listening connection is cut
 )
 
 // AllScenarios is what "all" expands to, in running order.
 var AllScenarios = []string{
 	ScenarioDown, ScenarioKill, ScenarioBlackhole, ScenarioLatency, ScenarioLatencyBelow,
-	ScenarioReset, ScenarioFlap, ScenarioStale, ScenarioRestart, ScenarioChanged,
+	ScenarioReset, ScenarioFlap, ScenarioStale, ScenarioRestart, ScenarioChanged, ScenarioPeers, ScenarioFeedCut,
 }
 
 // Config describes a drill. Zero values take the defaults given.

@@ -43,6 +43,7 @@ type ScenarioReport struct {
 	TimeToRecoverMs float64       `json:"time_to_recover_ms"` // -1: n/a
 	Warm            WarmSummary   `json:"warm"`
 	Writes          WriteCheck    `json:"writes"`
+	Feed            *FeedSummary  `json:"feed,omitempty"` // scenarios with several instances
 	Violations      []string      `json:"violations"`
 	Passed          bool          `json:"passed"`
 	Timeline        []Point       `json:"timeline"`
@@ -209,8 +210,17 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "   time to trip %s, time to recover %s, warm %s (%d refreshed, %d removed)\n", trip, recov,
 			msDur(s.Warm.DurationMs), s.Warm.Refreshed, s.Warm.Removed)
-		fmt.Fprintf(w, "   writes: %d acknowledged, %d reported failed, %d outcome unknown; %d acknowledged missing, %d failed present\n",
-			s.Writes.Acknowledged, s.Writes.ReportedFailed, s.Writes.Unknown, s.Writes.MissingAcknowledged, s.Writes.PresentButFailed)
+		if f := s.Feed; f != nil {
+			caught := "-"
+			if f.CaughtUpMs >= 0 && s.Name == ScenarioFeedCut {
+				caught = msDur(f.CaughtUpMs).String()
+			}
+			fmt.Fprintf(w, "   change feed (%d instances): lag at fault %s, caught up after heal %s, %d changes applied, %d catch-ups, %d resyncs; %d keys checked, %d deleted checked, %d changed in the last second skipped\n",
+				f.Instances, msDur(f.LagAtFaultMs), caught, f.ChangesApplied, f.CatchUps, f.Resyncs, f.Checked, f.DeletedChecked, f.SkippedRecent)
+		} else {
+			fmt.Fprintf(w, "   writes: %d acknowledged, %d reported failed, %d outcome unknown; %d acknowledged missing, %d failed present\n",
+				s.Writes.Acknowledged, s.Writes.ReportedFailed, s.Writes.Unknown, s.Writes.MissingAcknowledged, s.Writes.PresentButFailed)
+		}
 		for _, v := range s.Violations {
 			fmt.Fprintf(w, "   VIOLATION: %s\n", v)
 		}

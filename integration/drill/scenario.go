@@ -163,6 +163,12 @@ func removeRows(ctx context.Context, connString, tag string) error {
 }
 
 func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) (sr ScenarioReport) {
+	switch name {
+	case ScenarioPeers:
+		return runPeers(ctx, cfg, e, tag)
+	case ScenarioFeedCut:
+		return runFeedCut(ctx, cfg, e, tag)
+	}
 	f, bad := faults(name)
 	sr = ScenarioReport{Name: name, Description: f.description, TimeToTripMs: -1, TimeToRecoverMs: -1}
 	if bad != "" {
