@@ -147,6 +147,17 @@ func (f *follower) catchUp(ctx context.Context) error {
 	if cache == nil {
 		return errNoCache
 	}
+	if f.inited {
+		// A file that lost its cursor was replaced under us (lost and
+		// recreated, or swapped): what it holds is unknown, start over.
+		if st, err := cache.FeedState(ctx); err != nil {
+			return err
+		} else if st.Cursor == "" {
+			f.l.log.Warn("pgfallback: the cache file has no feed cursor any more (recreated?); resyncing")
+			f.inited = false
+			f.mirror.Store(false)
+		}
+	}
 	if !f.inited {
 		if err := f.baseline(ctx, cache); err != nil {
 			return err

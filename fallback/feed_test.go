@@ -338,3 +338,33 @@ func TestMirrorModeListsAreComplete(t *testing.T) {
 		t.Fatalf("origin %+v: want a complete (not partial) cache answer with AsOf", o)
 	}
 }
+
+// A mirror cleared by another process (pgfallback cache clear) is no longer
+// complete: a List from it during an outage must say partial, at once.
+func TestClearedMirrorIsNotComplete(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	for i := range 3 {
+		db.put(vendor(fmt.Sprintf("m%d", i)))
+	}
+	path := t.TempDir() + "/cache.db"
+	l, _ := newFeedLayer(t, db, g, path, Config{Warm: WarmAll})
+	eventually(t, 5*time.Second, "the mirror", func() bool { s := l.Stats().Feed; return s.State == FeedFollowing && s.Mirror })
+	other, err := sqlitecache.Open(path, sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.ClearAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	tripBreaker(t, l, db)
+	pctx, prov := WithProvenance(ctx)
+	if _, err := l.Vendors().List(pctx, repository.VendorFilter{}); err != nil {
+		t.Fatal(err)
+	}
+	if o := prov.Origin(); !o.Partial {
+		t.Fatalf("a List from a cleared mirror claims to be complete: %+v", o)
+	}
+}

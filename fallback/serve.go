@@ -107,7 +107,7 @@ func list[T any](l *Layer, ctx context.Context, op string, writeThrough func(T),
 		}
 		return items, err
 	}
-	complete := l.completeMirror()
+	complete := l.completeMirror(ctx)
 	cached, cerr := cache(ctx, l.cacheListWindow(complete))
 	if cerr != nil {
 		return nil, l.readUnavailable(ctx, op, err, "not served from cache: "+cerr.Error())
@@ -144,10 +144,20 @@ func (l *Layer) servedList(ctx context.Context, complete bool) {
 }
 
 // completeMirror reports whether the cache holds every row and the feed
-// has confirmed a position: a List from it is complete as of AsOf.
-func (l *Layer) completeMirror() bool {
+// has confirmed a position: a List from it is complete as of AsOf. The
+// file must say so too: another process may have cleared it (ClearAll
+// ends a mirror), or it may have been lost and recreated empty.
+func (l *Layer) completeMirror(ctx context.Context) bool {
 	f := l.feed
-	return f != nil && f.mirror.Load() && !f.asOfTime().IsZero()
+	if f == nil || !f.mirror.Load() || f.asOfTime().IsZero() {
+		return false
+	}
+	cache := l.cacheNow()
+	if cache == nil {
+		return false
+	}
+	st, err := cache.FeedState(ctx)
+	return err == nil && st.Mirror
 }
 
 // cacheListWindow is how far past its TTL an entry may be to appear in a
