@@ -19,6 +19,7 @@ func BenchmarkLayerOverhead(b *testing.B) {
 		db.put(vendor(names[i]))
 	}
 	l, _ := newTestLayer(b, db, Config{})
+	lo, _ := newTestLayer(b, db, Config{Observer: &FuncObserver{}}) // an observer that does nothing: the hook's own cost
 	primary := db.primary()
 	ctx := context.Background()
 	for _, bc := range []struct {
@@ -27,6 +28,7 @@ func BenchmarkLayerOverhead(b *testing.B) {
 	}{
 		{"primary", func(n string) error { _, err := primary.Vendors().Get(ctx, n); return err }},
 		{"layer", func(n string) error { _, err := l.Vendors().Get(ctx, n); return err }},
+		{"layer+observer", func(n string) error { _, err := lo.Vendors().Get(ctx, n); return err }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

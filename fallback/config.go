@@ -115,6 +115,10 @@ type Config struct {
 	// cache it could not open. Default 30 s.
 	CacheRetry time.Duration
 
+	// Observer, if set, is told of every repository call (see Observer):
+	// the hook for metrics and tracing. Default: none, at no cost.
+	Observer Observer
+
 	// Logger receives one line per trip, recovery and warm, and cache
 	// write failures (rate-limited). Default: slog.Default().
 	Logger *slog.Logger

@@ -189,10 +189,20 @@ func (l *Layer) start() {
 }
 
 // Vendors returns the vendor repository with fallback.
-func (l *Layer) Vendors() repository.VendorRepository { return l.vendors }
+func (l *Layer) Vendors() repository.VendorRepository {
+	if l.cfg.Observer != nil {
+		return observedVendors{l.vendors}
+	}
+	return l.vendors
+}
 
 // WorkItems returns the work item repository with fallback.
-func (l *Layer) WorkItems() repository.WorkItemRepository { return l.workItems }
+func (l *Layer) WorkItems() repository.WorkItemRepository {
+	if l.cfg.Observer != nil {
+		return observedWorkItems{l.workItems}
+	}
+	return l.workItems
+}
 
 // State returns the circuit state.
 func (l *Layer) State() State { return State(l.state.Load()) }
@@ -304,6 +314,7 @@ func (l *Layer) setState(to State) {
 		return
 	}
 	l.stats.transitions.Add(1)
+	l.stats.transition(Transition{From: from, To: to})
 	switch to {
 	case Open:
 		var cause error

@@ -95,7 +95,7 @@ func (l *Layer) cacheVerdict(ctx context.Context, e sqlitecache.Entry, cerr erro
 
 // list runs a List on the primary, writing the results through, or on the
 // cache (a partial answer) when the primary cannot answer.
-func list[T any](l *Layer, ctx context.Context, op string, writeThrough func(T),
+func list[T any](l *Layer, ctx context.Context, op string, entity repository.Entity, writeThrough func(T),
 	primary func(context.Context) ([]T, error), cache func(ctx context.Context, window time.Duration) ([]T, error)) ([]T, error) {
 	items, err, answered := attempt(l, ctx, primary)
 	if answered {
@@ -108,7 +108,9 @@ func list[T any](l *Layer, ctx context.Context, op string, writeThrough func(T),
 		return items, err
 	}
 	complete := l.completeMirror(ctx)
-	cached, cerr := cache(ctx, l.cacheListWindow(complete))
+	cctx, end := l.cacheRead(ctx, OpList, entity)
+	cached, cerr := cache(cctx, l.cacheListWindow(complete))
+	end(cerr)
 	if cerr != nil {
 		return nil, l.readUnavailable(ctx, op, err, "not served from cache: "+cerr.Error())
 	}

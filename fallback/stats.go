@@ -36,8 +36,9 @@ type Stats struct {
 	DroppedAtClose  uint64 // updates still queued when Close's deadline passed (counted in WriteDropped too)
 	EvictionsLost   uint64 // of those, evictions and moves: the cache may hold rows PostgreSQL deleted until a warm
 
-	Transitions uint64    // state changes
-	LastTrip    time.Time // when the breaker last opened; zero if never
+	Transitions      uint64                // state changes
+	TransitionCounts map[Transition]uint64 // state changes by kind
+	LastTrip         time.Time             // when the breaker last opened; zero if never
 
 	WarmRuns   uint64
 	LastWarm   WarmReport
@@ -64,16 +65,20 @@ type FeedStats struct {
 	Pruned         uint64 // log entries this instance pruned
 }
 
+// Transition is a change of the layer's state.
+type Transition struct{ From, To State }
+
 type counters struct {
 	primaryCalls, servedFresh, servedStale, servedPartial, unavailable, rejected atomic.Uint64
 	writeQueued, writeWritten, writeDropped, writeFailed                         atomic.Uint64
 	writeOverflowed, droppedAtClose, evictionsLost                               atomic.Uint64
 	transitions, warmRuns, probeCalls                                            atomic.Uint64
 
-	mu       sync.Mutex
-	failures map[FailureKind]uint64
-	lastTrip time.Time
-	lastWarm WarmReport
+	mu           sync.Mutex
+	failures     map[FailureKind]uint64
+	byTransition map[Transition]uint64
+	lastTrip     time.Time
+	lastWarm     WarmReport
 }
 
 func (c *counters) failure(kind FailureKind) {
@@ -82,6 +87,15 @@ func (c *counters) failure(kind FailureKind) {
 		c.failures = make(map[FailureKind]uint64)
 	}
 	c.failures[kind]++
+	c.mu.Unlock()
+}
+
+func (c *counters) transition(t Transition) {
+	c.mu.Lock()
+	if c.byTransition == nil {
+		c.byTransition = make(map[Transition]uint64)
+	}
+	c.byTransition[t]++
 	c.mu.Unlock()
 }
 
@@ -98,6 +112,10 @@ func (c *counters) snapshot() Stats {
 	c.mu.Lock()
 	for k, v := range c.failures {
 		s.PrimaryFailures[k] = v
+	}
+	s.TransitionCounts = make(map[Transition]uint64, len(c.byTransition))
+	for k, v := range c.byTransition {
+		s.TransitionCounts[k] = v
 	}
 	s.LastTrip, s.LastWarm = c.lastTrip, c.lastWarm
 	c.mu.Unlock()

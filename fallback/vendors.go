@@ -41,7 +41,9 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 	if cache == nil {
 		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, l.noCache())
 	}
-	cached, e, cerr := cache.GetVendor(ctx, name)
+	cctx, end := l.cacheRead(ctx, OpGet, repository.EntityVendor)
+	cached, e, cerr := cache.GetVendor(cctx, name)
+	end(cerr)
 	if why := l.cacheVerdict(ctx, e, cerr, cache.VendorTTL()); why != "" {
 		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, why)
 	}
@@ -54,7 +56,7 @@ func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repo
 	}
 	l := r.l
 	evictions := l.vendorEvictions.Load()
-	return list(l, ctx, "list vendors", func(v repository.Vendor) { l.writeThroughVendor(v, evictions) },
+	return list(l, ctx, "list vendors", repository.EntityVendor, func(v repository.Vendor) { l.writeThroughVendor(v, evictions) },
 		func(ctx context.Context) ([]repository.Vendor, error) { return l.primary.Vendors().List(ctx, f) },
 		func(ctx context.Context, window time.Duration) ([]repository.Vendor, error) {
 			if cache := l.cacheNow(); cache != nil {

@@ -36,7 +36,9 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 	if cache == nil {
 		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, l.noCache())
 	}
-	cached, e, cerr := cache.GetWorkItem(ctx, id)
+	cctx, end := l.cacheRead(ctx, OpGet, repository.EntityWorkItem)
+	cached, e, cerr := cache.GetWorkItem(cctx, id)
+	end(cerr)
 	if why := l.cacheVerdict(ctx, e, cerr, cache.WorkItemTTL()); why != "" {
 		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, why)
 	}
@@ -49,7 +51,7 @@ func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]
 	}
 	l := r.l
 	evictions := l.itemEvictions.Load()
-	return list(l, ctx, "list work items", func(w repository.WorkItem) { l.writeThroughWorkItem(w, evictions) },
+	return list(l, ctx, "list work items", repository.EntityWorkItem, func(w repository.WorkItem) { l.writeThroughWorkItem(w, evictions) },
 		func(ctx context.Context) ([]repository.WorkItem, error) { return l.primary.WorkItems().List(ctx, f) },
 		func(ctx context.Context, window time.Duration) ([]repository.WorkItem, error) {
 			if cache := l.cacheNow(); cache != nil {

@@ -1,0 +1,131 @@
+package fallback
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Health is what HealthHandler answers, as JSON.
+type Health struct {
+	// Status: "ok" (PostgreSQL answers), "degraded" (it does not; reads
+	// come from the cache), "unavailable" (nothing can be served).
+	Status string `json:"status"`
+	Ready  bool   `json:"ready"`
+	// State is the breaker's state: closed, half-open, open.
+	State     string `json:"state"`
+	CacheOpen bool   `json:"cache_open"`
+	// CacheError: why the cache is not open (NewWithCacheFile retries).
+	CacheError string `json:"cache_error,omitempty"`
+	Feed       struct {
+		State string     `json:"state"`
+		AsOf  *time.Time `json:"as_of,omitempty"` // every change committed before it is in the cache
+		LagMs float64    `json:"lag_ms"`
+	} `json:"feed"`
+	LastTrip *time.Time `json:"last_trip,omitempty"`
+	Stats    Stats      `json:"stats"`
+}
+
+// CheckHealth returns the layer's health. The instance is ready — it
+// should receive traffic — whenever it can serve something: PostgreSQL
+// answers, or it does not but the cache is open. A database outage must
+// not take every instance out of rotation at once, which would turn an
+// outage of the database into an outage of the service; a degraded
+// instance keeps serving cached reads and saying so. It is not ready only
+// when it is closed, or when PostgreSQL is down and it has no cache.
+func (l *Layer) CheckHealth() Health {
+	s := l.Stats()
+	h := Health{State: s.State.String(), CacheOpen: s.CacheOpen, CacheError: s.CacheError, Stats: s}
+	closed := l.closed.Load()
+	switch {
+	case closed || (s.State != Closed && !s.CacheOpen):
+		h.Status = "unavailable"
+	case s.State != Closed:
+		h.Status, h.Ready = "degraded", true
+	default:
+		h.Status, h.Ready = "ok", true
+	}
+	h.Feed.State = s.Feed.State.String()
+	if !s.Feed.AsOf.IsZero() {
+		asOf := s.Feed.AsOf
+		h.Feed.AsOf = &asOf
+		h.Feed.LagMs = float64(s.Feed.Lag) / float64(time.Millisecond)
+	}
+	if !s.LastTrip.IsZero() {
+		t := s.LastTrip
+		h.LastTrip = &t
+	}
+	return h
+}
+
+// HealthHandler answers health checks with the layer's Health as JSON:
+// 200 while the instance is ready — healthy or degraded — and 503 when it
+// can serve nothing (see CheckHealth). Use it for readiness probes and load
+// balancer checks. A liveness probe should not use it: a closed layer is a
+// process to replace, an outage of the database is not.
+func HealthHandler(l *Layer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := l.CheckHealth()
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		if !h.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		if r.Method == http.MethodHead {
+			return
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(h)
+	})
+}
+
+// MarshalText makes states read as words in JSON (and as map keys).
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// MarshalText: "closed->open".
+func (t Transition) MarshalText() ([]byte, error) { return []byte(t.From.String() + "->" + t.To.String()), nil }
+
+// MarshalText makes the strategy read as a word in JSON.
+func (s WarmStrategy) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// MarshalText makes the feed's state read as a word in JSON.
+func (s FeedState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads what MarshalText wrote, so a client can decode a
+// Health.
+func (s *State) UnmarshalText(b []byte) error { return parseWord(b, s, Closed, HalfOpen, Open) }
+
+// UnmarshalText reads "closed->open".
+func (t *Transition) UnmarshalText(b []byte) error {
+	from, to, ok := strings.Cut(string(b), "->")
+	if !ok {
+		return fmt.Errorf("fallback: transition %q: want from->to", b)
+	}
+	if err := t.From.UnmarshalText([]byte(from)); err != nil {
+		return err
+	}
+	return t.To.UnmarshalText([]byte(to))
+}
+
+// UnmarshalText reads what MarshalText wrote.
+func (s *WarmStrategy) UnmarshalText(b []byte) error {
+	return parseWord(b, s, WarmCached, WarmAll, WarmNone)
+}
+
+// UnmarshalText reads what MarshalText wrote.
+func (s *FeedState) UnmarshalText(b []byte) error {
+	return parseWord(b, s, FeedOff, FeedStarting, FeedFollowing, FeedBehind, FeedResyncing)
+}
+
+func parseWord[T fmt.Stringer](b []byte, dst *T, values ...T) error {
+	for _, v := range values {
+		if v.String() == string(b) {
+			*dst = v
+			return nil
+		}
+	}
+	return fmt.Errorf("fallback: unknown %T %q", *dst, b)
+}
