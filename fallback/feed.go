@@ -170,9 +170,10 @@ func (f *follower) catchUp(ctx context.Context) error {
 		cancel()
 		if errors.Is(err, repository.ErrCursorExpired) {
 			f.l.log.Warn("pgfallback: the change log was pruned past this cache's cursor; resyncing with a full warm")
-			f.inited = false
-			f.asOf.Store(0)
-			return f.baseline(ctx, cache)
+			if err := f.resync(ctx, cache); err != nil {
+				return err
+			}
+			continue // and read what was committed during the warm
 		}
 		if err != nil {
 			return fmt.Errorf("fallback: change feed: read: %w", err)
@@ -182,9 +183,10 @@ func (f *follower) catchUp(ctx context.Context) error {
 			return fmt.Errorf("fallback: change feed: apply: %w", err)
 		}
 		if resync {
-			f.inited = false
-			f.asOf.Store(0)
-			return f.baseline(ctx, cache)
+			if err := f.resync(ctx, cache); err != nil {
+				return err
+			}
+			continue
 		}
 		// A cut batch moves the cursor but not AsOf: changes committed
 		// before now may still wait in the next one.
@@ -203,6 +205,15 @@ func (f *follower) catchUp(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// resync drops the cursor and AsOf and takes a new baseline: the head,
+// then a full warm. The caller then reads the log from the new head, so
+// the state moves on to following without waiting for another wake-up.
+func (f *follower) resync(ctx context.Context, cache *sqlitecache.Cache) error {
+	f.inited = false
+	f.asOf.Store(0)
+	return f.baseline(ctx, cache)
 }
 
 // baseline sets the starting point: the cursor stored in the cache file,

@@ -368,3 +368,25 @@ func TestClearedMirrorIsNotComplete(t *testing.T) {
 		t.Fatalf("a List from a cleared mirror claims to be complete: %+v", o)
 	}
 }
+
+// A resync reads the log from its new head at once: the feed follows again
+// without waiting for another notification or the poll (it used to stay
+// "resyncing" when the two wake-ups at start were folded into one).
+func TestResyncFollowsWithoutAnotherWakeUp(t *testing.T) {
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("a"))
+	l, _ := newFeedLayer(t, db, g, t.TempDir()+"/cache.db", Config{})
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	g.mu.Lock()
+	g.changes = append(g.changes, repository.Change{Seq: int64(len(g.changes) + 1), Entity: repository.EntityVendor, Key: "a", Op: repository.ChangeUpdate, Version: 2})
+	g.expiredBelow = len(g.changes) // the layer's cursor was pruned away
+	g.mu.Unlock()
+	// One catch-up, no further wake-ups: it must resync and follow.
+	if err := l.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.Stats().Feed; s.State != FeedFollowing || s.AsOf.IsZero() {
+		t.Fatalf("after one catch-up over an expired cursor: %+v; want following with an AsOf", s)
+	}
+}

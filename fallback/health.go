@@ -86,7 +86,9 @@ func HealthHandler(l *Layer) http.Handler {
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // MarshalText: "closed->open".
-func (t Transition) MarshalText() ([]byte, error) { return []byte(t.From.String() + "->" + t.To.String()), nil }
+func (t Transition) MarshalText() ([]byte, error) {
+	return []byte(t.From.String() + "->" + t.To.String()), nil
+}
 
 // MarshalText makes the strategy read as a word in JSON.
 func (s WarmStrategy) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
