@@ -96,6 +96,7 @@ func (l *Layer) warmCached(ctx context.Context, cache *sqlitecache.Cache, rep *W
 			return err
 		}
 		rep.Refreshed += len(found)
+		reportProgress(ctx, len(batch))
 		present := make(map[string]bool, len(found))
 		for _, v := range found {
 			present[v.Name] = true
@@ -122,6 +123,7 @@ func (l *Layer) warmCached(ctx context.Context, cache *sqlitecache.Cache, rep *W
 			return err
 		}
 		rep.Refreshed += len(found)
+		reportProgress(ctx, len(batch))
 		present := make(map[uuid.UUID]bool, len(found))
 		for _, w := range found {
 			present[w.ID] = true
@@ -288,6 +290,7 @@ func mirror[T any](ctx context.Context, l *Layer, rep *WarmReport,
 			}
 		}
 		rep.Refreshed += len(r.page)
+		reportProgress(ctx, len(r.page))
 		if r.short {
 			return true, nil
 		}
@@ -361,5 +364,21 @@ func chunks[T any](s []T, n int) func(func([]T) bool) {
 			}
 			s = s[k:]
 		}
+	}
+}
+
+type progressKey struct{}
+
+// WithWarmProgress returns a context with which Warm calls progress after
+// each batch, with the number of keys or rows the batch covered: for a
+// progress bar (pgfallback cache warm). progress runs on the warm's
+// goroutine and must be quick.
+func WithWarmProgress(ctx context.Context, progress func(done int)) context.Context {
+	return context.WithValue(ctx, progressKey{}, progress)
+}
+
+func reportProgress(ctx context.Context, n int) {
+	if p, ok := ctx.Value(progressKey{}).(func(int)); ok && n > 0 {
+		p(n)
 	}
 }

@@ -11,15 +11,25 @@ import (
 )
 
 func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("cache", "cache stats|clear-stale|clear [--path FILE]", stdout, stderr)
+	fs := newFlagSet("cache", "cache stats|clear-stale|clear|warm [--path FILE] [--json] [--dsn URL --all]", stdout, stderr)
 	path := fs.String("path", sqlitecache.DefaultPath, "cache file")
 	ttl := fs.Duration("ttl", sqlitecache.DefaultTTL, "TTL that decides staleness (use the application's)")
-	action, err := fs.parseAction(args, "stats", "clear-stale", "clear")
+	asJSON := fs.Bool("json", false, "stats: print JSON")
+	dsnFlag := fs.dsnFlag("warm: PostgreSQL connection URL (default $DATABASE_URL)")
+	all := fs.Bool("all", false, "warm: copy every row (a mirror), not only the keys the file holds")
+	action, err := fs.parseAction(args, "stats", "clear-stale", "clear", "warm")
 	if err != nil {
 		return err
 	}
 	if *ttl <= 0 {
 		return fs.usageError("--ttl must be positive")
+	}
+	if action == "warm" {
+		conn := dsnFlag()
+		if conn == "" {
+			return fs.usageError("warm: --dsn (or DATABASE_URL) is required")
+		}
+		return warmCmd(ctx, conn, *path, *ttl, *all, stdout, stderr)
 	}
 	// Every action first opens the file read-only, which never creates,
 	// migrates, moves or stamps anything, and refuses what is not a cache:
@@ -40,6 +50,13 @@ func cacheCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		s, err := c.Stats(ctx)
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			feed, err := c.FeedState(ctx)
+			if err != nil {
+				return err
+			}
+			return writeStatsJSON(stdout, *path, *ttl, s, feed)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "file\t%s\n", *path)

@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"database/sql"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	_ "github.com/mattn/go-sqlite3"
+
+	"github.com/pgfallback/pgfallback/integration/pgtest"
 )
 
 // `cache stats` pointed at app.yaml renamed it to app.yaml.corrupt-… and put
@@ -61,5 +66,49 @@ func TestCacheCommandsLeaveForeignFilesAlone(t *testing.T) {
 		if !bytes.Equal(after[name], b) {
 			t.Errorf("%s was changed", name)
 		}
+	}
+}
+
+// cache warm --all fills a new file from PostgreSQL and records the change
+// log's head, so an instance starting on it catches up instead of warming;
+// stats --json reads it back.
+func TestCacheWarmAndStatsJSON(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `INSERT INTO vendors (id, name, status) SELECT gen_random_uuid(), 'v' || g, 'operational' FROM generate_series(1, 120) g`); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "shipped.db")
+	code, stdout, stderr := runCLI(t, "cache", "warm", "--all", "--dsn", dsn, "--path", path)
+	if code != 0 || !strings.Contains(stdout, "120 rows written") || !strings.Contains(stderr, "120/120") {
+		t.Fatalf("cache warm --all: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, "cache", "stats", "--json", "--path", path)
+	if code != 0 {
+		t.Fatalf("stats --json: exit %d: %s", code, stderr)
+	}
+	var st struct {
+		Vendors    int    `json:"vendors"`
+		FeedCursor string `json:"feed_cursor"`
+		Mirror     bool   `json:"mirror"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
+		t.Fatalf("stats --json is not JSON: %v\n%s", err, stdout)
+	}
+	if st.Vendors != 120 || st.FeedCursor == "" || !st.Mirror {
+		t.Fatalf("stats after warm --all: %+v", st)
+	}
+	// Without --all it refreshes what the file holds.
+	if _, err := conn.Exec(ctx, `DELETE FROM vendors WHERE name = 'v7'`); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, _ = runCLI(t, "cache", "warm", "--dsn", dsn, "--path", path)
+	if code != 0 || !strings.Contains(stdout, "119 rows written, 1 removed") {
+		t.Fatalf("cache warm: exit %d\n%s", code, stdout)
 	}
 }
