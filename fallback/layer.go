@@ -204,6 +204,11 @@ func (l *Layer) WorkItems() repository.WorkItemRepository {
 	return l.workItems
 }
 
+// Cache returns the layer's cache: the one given to New, or the one
+// NewWithCacheFile opened (nil while it cannot be opened). For metrics and
+// tools; the layer owns what NewWithCacheFile opened.
+func (l *Layer) Cache() *sqlitecache.Cache { return l.cacheNow() }
+
 // State returns the circuit state.
 func (l *Layer) State() State { return State(l.state.Load()) }
 
@@ -212,6 +217,7 @@ func (l *Layer) Stats() Stats {
 	s := l.stats.snapshot()
 	s.State = l.State()
 	s.CacheOpen = l.cacheNow() != nil
+	s.WriteQueueDepth = l.writer.depth()
 	if f := l.feed; f != nil {
 		s.Feed = FeedStats{
 			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), Mirror: f.mirror.Load(),

@@ -151,6 +151,13 @@ func (w *writer) evictWorkItemTree(id uuid.UUID) {
 	w.enqueue(cacheOp{kind: opEvictWorkItemTree, id: id})
 }
 
+// depth is how many updates wait: the queue and the overflow list.
+func (w *writer) depth() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.q) + len(w.overflow)
+}
+
 // flush waits for the updates queued before it, or for ctx.
 func (w *writer) flush(ctx context.Context) error {
 	done := make(chan struct{})
