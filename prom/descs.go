@@ -1,0 +1,89 @@
+package prom
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// The descriptors of the metrics the Collector makes at scrape time. Their
+// names and labels are a public contract (see the README): change them only
+// with a note in the changelog, dashboards and alerts depend on them.
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+// The layer, from Layer.Stats.
+var (
+	descState = desc("pgfallback_circuitbreaker_state",
+		"The circuit breaker's state: 1 for the current one (closed, half_open, open), 0 for the others.", "state")
+	descTransitions = desc("pgfallback_circuitbreaker_transitions_total",
+		"Changes of the circuit breaker's state, by from and to state.", "from", "to")
+	descNotPermitted = desc("pgfallback_circuitbreaker_not_permitted_calls_total",
+		"Calls that did not reach PostgreSQL because the breaker was open: served from the cache or failed fast.")
+	descLastTrip = desc("pgfallback_circuitbreaker_last_trip_timestamp_seconds",
+		"When the breaker last opened from closed, in seconds since the epoch; absent if it never did.")
+	descPrimaryCalls = desc("pgfallback_primary_calls_total",
+		"Calls sent to PostgreSQL through the breaker (the prober's pings are counted apart).")
+	descPrimaryFailures = desc("pgfallback_primary_failures_total",
+		"Failures of PostgreSQL that count as an outage (calls and the prober's pings), by kind.", "kind")
+	descProbes = desc("pgfallback_primary_probes_total",
+		"Pings the prober sent to PostgreSQL while the breaker was open.")
+	descCacheOpen = desc("pgfallback_cache_open",
+		"1 when the layer has its cache open; 0 while a cache that could not be opened is retried (an outage is then an outage).")
+
+	descWriteQueued = desc("pgfallback_writethrough_queued_total",
+		"Cache updates queued by the write-through; each Layer.Flush adds one barrier, counted here and never written.")
+	descWriteQueueDepth = desc("pgfallback_writethrough_queue_depth",
+		"Cache updates waiting to be applied: the write-through queue plus the overflow list of evictions and moves.")
+	descWriteWritten = desc("pgfallback_writethrough_written_total",
+		"Cache updates the write-through applied.")
+	descWriteDropped = desc("pgfallback_writethrough_dropped_total",
+		"Cache updates dropped: the queue was full, the cache failed them, or Close's deadline passed.")
+	descWriteFailed = desc("pgfallback_writethrough_failed_total",
+		"Cache updates the cache refused (a set is then dropped, an eviction retried).")
+	descWriteOverflowed = desc("pgfallback_writethrough_overflowed_total",
+		"Evictions and moves that found the queue full and went to the overflow list (never dropped).")
+	descEvictionsLost = desc("pgfallback_writethrough_evictions_lost_total",
+		"Evictions still queued when Close's deadline passed: the cache may serve those deleted rows until a warm.")
+
+	descWarmRuns = desc("pgfallback_warm_runs_total",
+		"Warm runs: after an outage, before the breaker closes, and Layer.Warm.")
+	descWarmDuration = desc("pgfallback_last_warm_duration_seconds",
+		"How long the last warm took; absent before the first.")
+	descWarmRows = desc("pgfallback_last_warm_rows",
+		"Cache entries the last warm refreshed from PostgreSQL or removed because PostgreSQL no longer has them; absent before the first.", "action")
+	descWarmSuccess = desc("pgfallback_last_warm_success",
+		"1 when the last warm ended without error, 0 when it failed; absent before the first.")
+	descWarmTimestamp = desc("pgfallback_last_warm_timestamp_seconds",
+		"When the last warm ended, in seconds since the epoch; absent before the first.")
+
+	descFeedState = desc("pgfallback_feed_state",
+		"The change feed's state: 1 for the current one (off, starting, following, behind, resyncing), 0 for the others.", "state")
+	descFeedLag = desc("pgfallback_feed_lag_seconds",
+		"How long ago the cache was last known to reflect every committed change (the feed's AsOf); absent while AsOf is unknown.")
+	descFeedApplied = desc("pgfallback_feed_changes_applied_total",
+		"Changes read from the change log and applied to the cache.")
+	descFeedCatchUps = desc("pgfallback_feed_catchups_total",
+		"Reads of the change log until caught up.")
+	descFeedResyncs = desc("pgfallback_feed_resyncs_total",
+		"Full warms by the feed: no cursor yet, or the cursor was older than the log.")
+	descFeedErrors = desc("pgfallback_feed_errors_total",
+		"Catch-ups of the change feed that failed.")
+
+	descScrapeErrors = desc("pgfallback_scrape_errors_total",
+		"Scrapes that could not read a source in time (the cache's entry counts); that part of the scrape was skipped.")
+)
+
+// The cache, with WithCache, from sqlitecache.Cache.Stats.
+var (
+	descCacheEntries = desc("pgfallback_cache_entries",
+		"Entries in the cache file, by entity (fresh and stale).", "entity")
+	descCacheStale = desc("pgfallback_cache_stale_entries",
+		"Entries in the cache file past their TTL, all entities together: still served during an outage within StaleIfError.")
+	descCacheOldest = desc("pgfallback_cache_oldest_entry_age_seconds",
+		"Age of the oldest entry in the cache file; 0 when it is empty.")
+	descCacheLookups = desc("pgfallback_cache_lookups_total",
+		"Gets from the cache by this process, by result (hit, stale_hit, miss).", "result")
+	descCacheFileLost = desc("pgfallback_cache_file_lost_total",
+		"Times the cache file was found deleted, replaced or truncated under the process.")
+	descCacheReopens = desc("pgfallback_cache_reopens_total",
+		"Successful reopens of the cache after its file was lost.")
+)
