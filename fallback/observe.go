@@ -223,3 +223,42 @@ func (f *FuncObserver) StartCacheRead(ctx context.Context, op Op, entity reposit
 	}
 	return ctx, func(error) {}
 }
+
+// Observers is several Observers as one: Config takes a single Observer,
+// and a service may have two (Prometheus and OpenTelemetry).
+// Start runs them in order, each on the context the previous returned, so
+// the tracer's span is in the context every later one sees; End runs them
+// in reverse, like deferred calls.
+type Observers []Observer
+
+var _ CacheObserver = Observers(nil)
+
+func (all Observers) Start(ctx context.Context, op Op, e repository.Entity) context.Context {
+	for _, o := range all {
+		ctx = o.Start(ctx, op, e)
+	}
+	return ctx
+}
+
+func (all Observers) End(ctx context.Context, c Call) {
+	for i := len(all) - 1; i >= 0; i-- {
+		all[i].End(ctx, c)
+	}
+}
+
+// StartCacheRead brackets a read from the cache for those that want it.
+func (all Observers) StartCacheRead(ctx context.Context, op Op, e repository.Entity) (context.Context, func(error)) {
+	var ends []func(error)
+	for _, o := range all {
+		if co, ok := o.(CacheObserver); ok {
+			var end func(error)
+			ctx, end = co.StartCacheRead(ctx, op, e)
+			ends = append(ends, end)
+		}
+	}
+	return ctx, func(err error) {
+		for i := len(ends) - 1; i >= 0; i-- {
+			ends[i](err)
+		}
+	}
+}

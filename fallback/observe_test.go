@@ -3,6 +3,7 @@ package fallback
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -91,5 +92,33 @@ func TestOutcomeOf(t *testing.T) {
 		if got := OutcomeOf(err); got != want {
 			t.Errorf("OutcomeOf(%v) = %s, want %s", err, got, want)
 		}
+	}
+}
+
+// Observers runs each observer: Start in order on the context the last
+// returned, End and cache-read ends in reverse, like deferred calls.
+func TestObserversRunsEach(t *testing.T) {
+	var order []string
+	mk := func(name string) *FuncObserver {
+		return &FuncObserver{
+			StartFn: func(ctx context.Context, op Op, e repository.Entity) context.Context {
+				order = append(order, "start "+name)
+				return ctx
+			},
+			EndFn: func(ctx context.Context, c Call) { order = append(order, "end "+name) },
+			StartCacheReadFn: func(ctx context.Context, op Op, e repository.Entity) (context.Context, func(error)) {
+				order = append(order, "read "+name)
+				return ctx, func(error) { order = append(order, "read end "+name) }
+			},
+		}
+	}
+	all := Observers{mk("a"), mk("b")}
+	ctx := all.Start(context.Background(), OpGet, repository.EntityVendor)
+	_, end := all.StartCacheRead(ctx, OpGet, repository.EntityVendor)
+	end(nil)
+	all.End(ctx, Call{})
+	want := "start a,start b,read a,read b,read end b,read end a,end b,end a"
+	if got := strings.Join(order, ","); got != want {
+		t.Fatalf("order %s, want %s", got, want)
 	}
 }

@@ -33,7 +33,7 @@ type Stats struct {
 	// Evictions and moves never wait nor are dropped when the queue is
 	// full: they overflow into a list applied in order after it.
 	WriteOverflowed uint64
-	WriteQueueDepth int // updates waiting now: the queue plus the overflow list
+	WriteQueueDepth int    // updates waiting now: the queue plus the overflow list
 	DroppedAtClose  uint64 // updates still queued when Close's deadline passed (counted in WriteDropped too)
 	EvictionsLost   uint64 // of those, evictions and moves: the cache may hold rows PostgreSQL deleted until a warm
 

@@ -64,7 +64,7 @@ func newApp(ctx context.Context, o options, logger *slog.Logger, traceOut io.Wri
 	// The layer takes its observers at birth; the metrics collector needs
 	// the layer: the observer is made first, exported after.
 	metricsObs := prom.NewObserver()
-	obs := observers{metricsObs}
+	obs := fallback.Observers{metricsObs}
 	if a.tracing.enabled() {
 		obs = append(obs, oteltrace.NewObserver(a.tracing.provider))
 	}
