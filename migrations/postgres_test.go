@@ -137,8 +137,8 @@ func TestDownThenUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Down the change log (00003), then work_items (00002).
-	for i, want := range []string{"[vendors work_items]", "[vendors]"} {
+	// Down the applied writes (00004), the change log (00003), then work_items (00002).
+	for i, want := range []string{"[vendors work_items]", "[vendors work_items]", "[vendors]"} {
 		if err := migrations.Down(ctx, dsn); err != nil {
 			t.Fatalf("Down #%d: %v", i+1, err)
 		}
@@ -171,7 +171,8 @@ func changeLogObjects(t *testing.T, dsn string) []string {
 	defer conn.Close(ctx)
 	rows, _ := conn.Query(ctx, `
 		SELECT 'relation ' || relname FROM pg_class
-			WHERE relname LIKE 'pgfallback%' AND relnamespace = 'public'::regnamespace
+			WHERE relname LIKE 'pgfallback%' AND relname NOT LIKE 'pgfallback_applied_writes%'
+				AND relnamespace = 'public'::regnamespace
 		UNION ALL
 		SELECT 'function ' || proname FROM pg_proc
 			WHERE proname LIKE 'pgfallback%' AND pronamespace = 'public'::regnamespace
@@ -206,6 +207,13 @@ func TestChangeLogDown(t *testing.T) {
 		t.Fatalf("after Up: %d change log objects, want 13: %v", len(objs), objs)
 	}
 
+	// 00004 (applied writes) comes off first, then the change log.
+	if err := migrations.Down(ctx, dsn); err != nil {
+		t.Fatalf("Down 00004: %v", err)
+	}
+	if objs := changeLogObjects(t, dsn); len(objs) != 13 {
+		t.Fatalf("after Down of 00004: %d change log objects, want 13: %v", len(objs), objs)
+	}
 	if err := migrations.Down(ctx, dsn); err != nil {
 		t.Fatalf("Down: %v", err)
 	}
@@ -230,6 +238,52 @@ func TestChangeLogDown(t *testing.T) {
 	var logged int
 	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pgfallback_changes WHERE key = 'again' AND op = 'insert'`).Scan(&logged); err != nil || logged != 1 {
 		t.Fatalf("after Up again, an insert logged %d changes (%v), want 1", logged, err)
+	}
+}
+
+// appliedWritesObjects lists what migration 00004 creates: the table, its
+// primary key and its index.
+func appliedWritesObjects(t *testing.T, dsn string) []string {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, _ := conn.Query(ctx, `SELECT relname::text FROM pg_class
+		WHERE relname LIKE 'pgfallback_applied_writes%' AND relnamespace = 'public'::regnamespace ORDER BY 1`)
+	objs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
+}
+
+func TestAppliedWritesDown(t *testing.T) {
+	ctx := context.Background()
+	dsn := emptyDatabase(t)
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	want := "[pgfallback_applied_writes pgfallback_applied_writes_applied_at_idx pgfallback_applied_writes_pkey]"
+	if got := fmt.Sprint(appliedWritesObjects(t, dsn)); got != want {
+		t.Fatalf("after Up: %s, want %s", got, want)
+	}
+	if err := migrations.Down(ctx, dsn); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	if objs := appliedWritesObjects(t, dsn); len(objs) != 0 {
+		t.Fatalf("after Down, left behind: %v", objs)
+	}
+	if n := len(changeLogObjects(t, dsn)); n != 13 {
+		t.Fatalf("Down of 00004 touched the change log: %d objects left, want 13", n)
+	}
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatalf("Up again: %v", err)
+	}
+	if got := fmt.Sprint(appliedWritesObjects(t, dsn)); got != want {
+		t.Fatalf("after Up again: %s, want %s", got, want)
 	}
 }
 

@@ -77,60 +77,87 @@ func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository
 	if err := v.Validate(); err != nil {
 		return repository.Vendor{}, fmt.Errorf("pgstore: create vendor: %w", err)
 	}
-	if v.ID == uuid.Nil {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return repository.Vendor{}, fmt.Errorf("pgstore: create vendor: new id: %w", err)
-		}
-		v.ID = id
-	}
-	out, err := scanVendor(r.pool.QueryRow(ctx, `
-		INSERT INTO vendors (id, name, status, version, extractor_version, metadata, created_by)
-		VALUES ($1, $2, $3, 1, $4, $5, $6)
-		RETURNING `+vendorColumns,
-		v.ID, v.Name, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata), v.CreatedBy))
-	return out, mapError("create vendor", appliedIfUnreadable(err))
+	out, err := createVendor(ctx, r.pool, v)
+	return out, mapError("create vendor", err)
 }
 
 func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
 	if err := v.ValidateUpdate(); err != nil {
 		return repository.Vendor{}, fmt.Errorf("pgstore: update vendor: %w", err)
 	}
-	out, err := scanVendor(r.pool.QueryRow(ctx, `
-		UPDATE vendors
-		SET status = $3, extractor_version = $4, metadata = $5, version = version + 1, updated_at = now()
-		WHERE name = $1 AND version = $2
-		RETURNING `+vendorColumns,
-		v.Name, v.Version, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata)))
-	if errors.Is(err, pgx.ErrNoRows) {
-		// Tell a stale version from a missing row; the row may also have
-		// vanished in between, in which case ErrNotFound is the truth.
-		var current int64
-		err := r.pool.QueryRow(ctx, `SELECT version FROM vendors WHERE name = $1`, v.Name).Scan(&current)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return repository.Vendor{}, fmt.Errorf("pgstore: update vendor %q: %w", v.Name, repository.ErrNotFound)
-		case err != nil:
-			return repository.Vendor{}, mapError("update vendor", err)
-		}
-		return repository.Vendor{}, fmt.Errorf("pgstore: update vendor %q: version %d is not current (%d): %w",
-			v.Name, v.Version, current, repository.ErrConflict)
-	}
-	return out, mapError("update vendor", appliedIfUnreadable(err))
+	out, err := updateVendor(ctx, r.pool, v, v.Version)
+	return out, mapError("update vendor", err)
 }
 
 func (r vendorRepo) Delete(ctx context.Context, name string) error {
 	if err := repository.ValidateVendorName(name); err != nil {
 		return fmt.Errorf("pgstore: delete vendor: %w", err)
 	}
-	tag, err := r.pool.Exec(ctx, `DELETE FROM vendors WHERE name = $1`, name)
+	found, err := deleteVendor(ctx, r.pool, name)
 	if err != nil {
 		return mapError("delete vendor", err)
 	}
-	if tag.RowsAffected() == 0 {
+	if !found {
 		return fmt.Errorf("pgstore: delete vendor %q: %w", name, repository.ErrNotFound)
 	}
 	return nil
+}
+
+// The vendor writes below run on the pool, one statement each, for the
+// repository's calls, and on the transaction of an ApplyWrite. They take v
+// validated and return errors unmapped.
+
+// createVendor inserts v at version 1, with its ID or, when zero, a new one.
+func createVendor(ctx context.Context, db dbtx, v repository.Vendor) (repository.Vendor, error) {
+	if v.ID == uuid.Nil {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return repository.Vendor{}, fmt.Errorf("new id: %w", err)
+		}
+		v.ID = id
+	}
+	out, err := scanVendor(db.QueryRow(ctx, `
+		INSERT INTO vendors (id, name, status, version, extractor_version, metadata, created_by)
+		VALUES ($1, $2, $3, 1, $4, $5, $6)
+		RETURNING `+vendorColumns,
+		v.ID, v.Name, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata), v.CreatedBy))
+	return out, autocommitted(db, err)
+}
+
+// updateVendor writes v over the vendor named v.Name provided it is still
+// at version base, in one statement. v.Version is not used.
+// Errors: ErrNotFound, or a *repository.ConflictError with the current row.
+func updateVendor(ctx context.Context, db dbtx, v repository.Vendor, base int64) (repository.Vendor, error) {
+	out, err := scanVendor(db.QueryRow(ctx, `
+		UPDATE vendors
+		SET status = $3, extractor_version = $4, metadata = $5, version = version + 1, updated_at = now()
+		WHERE name = $1 AND version = $2
+		RETURNING `+vendorColumns,
+		v.Name, base, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata)))
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return out, autocommitted(db, err)
+	}
+	// Tell a stale version from a missing row; the row may also have
+	// vanished in between, in which case ErrNotFound is the truth.
+	cur, err := scanVendor(db.QueryRow(ctx, `SELECT `+vendorColumns+` FROM vendors WHERE name = $1`, v.Name))
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return repository.Vendor{}, fmt.Errorf("vendor %q: %w", v.Name, repository.ErrNotFound)
+	case errors.Is(err, repository.ErrUnreadable):
+		// Still a conflict, which the caller must hear, but with no row to
+		// carry: ErrConflict and ErrUnreadable both.
+		return repository.Vendor{}, fmt.Errorf("vendor %q is no longer at version %d (%w), and its current row cannot be read: %w",
+			v.Name, base, repository.ErrConflict, err)
+	case err != nil:
+		return repository.Vendor{}, err
+	}
+	return repository.Vendor{}, &repository.ConflictError{Key: v.Name, Base: base, Vendor: &cur}
+}
+
+// deleteVendor removes the vendor named name and reports whether there was one.
+func deleteVendor(ctx context.Context, db dbtx, name string) (found bool, err error) {
+	tag, err := db.Exec(ctx, `DELETE FROM vendors WHERE name = $1`, name)
+	return tag.RowsAffected() > 0, err
 }
 
 // metadataArg stores a nil map as an empty JSON object, never as null.

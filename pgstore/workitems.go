@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgfallback/pgfallback/repository"
@@ -117,30 +118,79 @@ func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (reposi
 	if err := w.Validate(); err != nil {
 		return repository.WorkItem{}, fmt.Errorf("pgstore: create work item: %w", err)
 	}
+	out, err := createWorkItem(ctx, r.pool, w)
+	return out, mapError("create work item", err)
+}
+
+func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (repository.WorkItem, error) {
+	if err := w.ValidateUpdate(); err != nil {
+		return repository.WorkItem{}, fmt.Errorf("pgstore: update work item: %w", err)
+	}
+	out, err := updateWorkItem(ctx, r.pool, w, w.Version)
+	return out, mapError("update work item", err)
+}
+
+func (r workItemRepo) Delete(ctx context.Context, id uuid.UUID) error {
+	return mapError("delete work item", deleteWorkItem(ctx, r.pool, id))
+}
+
+// dbtx is where a write runs: the pool, for the repositories' calls, whose
+// common cases are one statement each (no BEGIN, no COMMIT), or the
+// transaction of an ApplyWrite, which must hold the whole write.
+// *pgxpool.Pool and pgx.Tx both are one.
+type dbtx interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// inTx runs f in a transaction: db itself when it is one, so that an
+// ApplyWrite's write is not split off into a savepoint, or a new one.
+func inTx(ctx context.Context, db dbtx, f func(pgx.Tx) error) error {
+	if tx, ok := db.(pgx.Tx); ok {
+		return f(tx)
+	}
+	return pgx.BeginFunc(ctx, db, f)
+}
+
+// autocommitted words an unreadable RETURNING row: on the pool its
+// statement had committed by then; in a transaction the error rolls the
+// write back, and the caller says so.
+func autocommitted(db dbtx, err error) error {
+	if _, ok := db.(pgx.Tx); ok {
+		return err
+	}
+	return appliedIfUnreadable(err)
+}
+
+// The work item writes below run on the pool or in an ApplyWrite's
+// transaction (see dbtx). They take w validated and return errors unmapped.
+
+// createWorkItem inserts w at version 1, with its ID or, when zero, a new
+// one, placed under its parent.
+func createWorkItem(ctx context.Context, db dbtx, w repository.WorkItem) (repository.WorkItem, error) {
 	if w.ID == uuid.Nil {
 		id, err := uuid.NewV7()
 		if err != nil {
-			return repository.WorkItem{}, fmt.Errorf("pgstore: create work item: new id: %w", err)
+			return repository.WorkItem{}, fmt.Errorf("new id: %w", err)
 		}
 		w.ID = id
 	}
-	insert := func(ctx context.Context, q interface {
-		QueryRow(context.Context, string, ...any) pgx.Row
-	}) (repository.WorkItem, error) {
-		return scanWorkItem(q.QueryRow(ctx, `
+	insert := func(db dbtx) (repository.WorkItem, error) {
+		out, err := scanWorkItem(db.QueryRow(ctx, `
 			INSERT INTO work_items (id, version, type, title, status, parent_id, path, depth,
 				branch_name, commit_hash, metadata, created_by)
 			VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 			RETURNING `+workItemColumns,
 			w.ID, string(w.Type), w.Title, string(w.Status), w.ParentID, w.Path, w.Depth,
 			w.BranchName, w.CommitHash, metadataArg(w.Metadata), w.CreatedBy))
+		return out, autocommitted(db, err)
 	}
 	if w.ParentID == nil {
-		out, err := insert(ctx, r.pool)
-		return out, mapError("create work item", appliedIfUnreadable(err))
+		return insert(db)
 	}
 	var out repository.WorkItem
-	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+	err := inTx(ctx, db, func(tx pgx.Tx) error {
 		place, err := lockParent(ctx, tx, *w.ParentID)
 		if err != nil {
 			return err
@@ -149,30 +199,32 @@ func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (reposi
 			return repository.Invalid("ParentID", "item would be at depth %d, the limit is %d", place.depth, repository.MaxDepth)
 		}
 		w.Path, w.Depth = place.path, place.depth
-		out, err = insert(ctx, tx)
+		out, err = insert(tx)
 		return err
 	})
-	return out, mapError("create work item", err)
+	return out, err
 }
 
-func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (repository.WorkItem, error) {
-	if err := w.ValidateUpdate(); err != nil {
-		return repository.WorkItem{}, fmt.Errorf("pgstore: update work item: %w", err)
-	}
+// updateWorkItem writes w over the live item w.ID provided it is still at
+// version base, moving its subtree when w has another parent. w.Version is
+// not used.
+// Errors: ErrNotFound (also for a deleted item), ErrInvalid for a move the
+// tree refuses, or a *repository.ConflictError with the current row.
+func updateWorkItem(ctx context.Context, db dbtx, w repository.WorkItem, base int64) (repository.WorkItem, error) {
 	// The common case, an update that keeps the parent, is one statement.
-	out, err := scanWorkItem(r.pool.QueryRow(ctx, `
+	out, err := scanWorkItem(db.QueryRow(ctx, `
 		UPDATE work_items
 		SET type = $4, title = $5, status = $6, branch_name = $7, commit_hash = $8, metadata = $9,
 			version = version + 1, updated_at = now()
 		WHERE id = $1 AND version = $2 AND deleted_at IS NULL AND parent_id IS NOT DISTINCT FROM $3
 		RETURNING `+workItemColumns,
-		w.ID, w.Version, w.ParentID, string(w.Type), w.Title, string(w.Status), w.BranchName, w.CommitHash,
+		w.ID, base, w.ParentID, string(w.Type), w.Title, string(w.Status), w.BranchName, w.CommitHash,
 		metadataArg(w.Metadata)))
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return out, mapError("update work item", appliedIfUnreadable(err))
+		return out, autocommitted(db, err)
 	}
 	// No row matched: missing, deleted, stale, or a move to another parent.
-	err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+	err = inTx(ctx, db, func(tx pgx.Tx) error {
 		cur, err := scanWorkItem(tx.QueryRow(ctx, `SELECT `+workItemColumns+` FROM work_items WHERE id = $1 FOR UPDATE`, w.ID))
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
@@ -181,22 +233,22 @@ func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (reposi
 			return err
 		case cur.DeletedAt != nil:
 			return fmt.Errorf("work item %s is deleted: %w", w.ID, repository.ErrNotFound)
-		case cur.Version != w.Version:
-			return fmt.Errorf("work item %s: version %d is not current (%d): %w", w.ID, w.Version, cur.Version, repository.ErrConflict)
+		case cur.Version != base:
+			return &repository.ConflictError{Key: w.ID.String(), Base: base, WorkItem: &cur}
 		}
-		out, err = r.move(ctx, tx, cur, w)
+		out, err = moveWorkItem(ctx, tx, cur, w)
 		return err
 	})
 	if err != nil {
-		return repository.WorkItem{}, mapError("update work item", err)
+		return repository.WorkItem{}, err
 	}
 	return out, nil
 }
 
-// move applies w to cur when w has another parent than cur, carrying the
-// subtree along: descendants get the new path prefix and depth, and a bumped
-// version so that caches holding them see the change.
-func (r workItemRepo) move(ctx context.Context, tx pgx.Tx, cur, w repository.WorkItem) (repository.WorkItem, error) {
+// moveWorkItem applies w to cur when w has another parent than cur,
+// carrying the subtree along: descendants get the new path prefix and
+// depth, and a bumped version so that caches holding them see the change.
+func moveWorkItem(ctx context.Context, tx pgx.Tx, cur, w repository.WorkItem) (repository.WorkItem, error) {
 	place := parentPlacement{}
 	if w.ParentID != nil {
 		var err error
@@ -241,8 +293,11 @@ func (r workItemRepo) move(ctx context.Context, tx pgx.Tx, cur, w repository.Wor
 	return out, err
 }
 
-func (r workItemRepo) Delete(ctx context.Context, id uuid.UUID) error {
-	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+// deleteWorkItem soft-deletes the item and its live descendants. An item
+// already deleted is left as it is.
+// Errors: ErrNotFound when there is no such item.
+func deleteWorkItem(ctx context.Context, db dbtx, id uuid.UUID) error {
+	return inTx(ctx, db, func(tx pgx.Tx) error {
 		cur, err := scanWorkItem(tx.QueryRow(ctx, `SELECT `+workItemColumns+` FROM work_items WHERE id = $1 FOR UPDATE`, id))
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
@@ -258,5 +313,4 @@ func (r workItemRepo) Delete(ctx context.Context, id uuid.UUID) error {
 			cur.ChildPath(), id)
 		return err
 	})
-	return mapError("delete work item", err)
 }
