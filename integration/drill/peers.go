@@ -73,15 +73,8 @@ func openPeer(ctx context.Context, e *env, cfg Config, name, tag string, own boo
 	p := &peer{proxy: e.proxy}
 	target := e.proxiedDSN
 	if own {
-		upstream, err := chaos.DSNHostPort(e.directDSN)
-		if err != nil {
-			return nil, err
-		}
-		if p.proxy, err = e.tp.Proxy(ctx, "pgfallback-drill-"+tag+"-"+name, upstream); err != nil {
-			return nil, err
-		}
-		if target, err = p.proxy.DSN(e.directDSN); err != nil {
-			p.proxy.Delete()
+		var err error
+		if p.proxy, target, err = ownProxy(ctx, e, tag+"-"+name); err != nil {
 			return nil, err
 		}
 	}
@@ -94,6 +87,38 @@ func openPeer(ctx context.Context, e *env, cfg Config, name, tag string, own boo
 	}
 	p.app = a
 	return p, nil
+}
+
+// ownProxy makes a proxy of the drill's Toxiproxy in front of the
+// database, for one instance or connection, and the DSN through it.
+func ownProxy(ctx context.Context, e *env, name string) (*chaos.Proxy, string, error) {
+	upstream, err := chaos.DSNHostPort(e.directDSN)
+	if err != nil {
+		return nil, "", err
+	}
+	proxy, err := e.tp.Proxy(ctx, "pgfallback-drill-"+name, upstream)
+	if err != nil {
+		return nil, "", err
+	}
+	target, err := proxy.DSN(e.directDSN)
+	if err != nil {
+		proxy.Delete()
+		return nil, "", err
+	}
+	return proxy, target, nil
+}
+
+// settleScenario ends a scenario with several instances, after they are
+// closed: it removes the rows it created, checks that no goroutine was
+// left behind, and decides the verdict.
+func settleScenario(ctx context.Context, e *env, tag string, goroutinesBefore int, sr *ScenarioReport) {
+	if err := removeRows(context.WithoutCancel(ctx), e.directDSN, tag); err != nil {
+		sr.violate("remove the drill's rows: %v", err)
+	}
+	if n, ok := goroutinesSettle(goroutinesBefore, 5*time.Second); !ok {
+		sr.violate("goroutine leak: %d goroutines after closing the instances, %d before", n, goroutinesBefore)
+	}
+	sr.Passed = len(sr.Violations) == 0
 }
 
 func (p *peer) close(own bool) error {
@@ -127,13 +152,7 @@ func runPeers(ctx context.Context, cfg Config, e *env, tag string) (sr ScenarioR
 				fail("close instance %d: %v", i, err)
 			}
 		}
-		if err := removeRows(context.WithoutCancel(ctx), e.directDSN, tag); err != nil {
-			fail("remove the drill's rows: %v", err)
-		}
-		if n, ok := goroutinesSettle(goroutinesBefore, 5*time.Second); !ok {
-			fail("goroutine leak: %d goroutines after closing the instances, %d before", n, goroutinesBefore)
-		}
-		sr.Passed = len(sr.Violations) == 0
+		settleScenario(ctx, e, tag, goroutinesBefore, &sr)
 	}()
 	for i, name := range []string{"a", "b", "c"} {
 		p, err := openPeer(ctx, e, cfg, name, tag, i > 0, lcfg)
@@ -377,30 +396,14 @@ func runFeedCut(ctx context.Context, cfg Config, e *env, tag string) (sr Scenari
 				fail("close: %v", err)
 			}
 		}
-		if err := removeRows(context.WithoutCancel(ctx), e.directDSN, tag); err != nil {
-			fail("remove the drill's rows: %v", err)
-		}
-		if n, ok := goroutinesSettle(goroutinesBefore, 5*time.Second); !ok {
-			fail("goroutine leak: %d goroutines after closing the instances, %d before", n, goroutinesBefore)
-		}
-		sr.Passed = len(sr.Violations) == 0
+		settleScenario(ctx, e, tag, goroutinesBefore, &sr)
 	}()
-	upstream, err := chaos.DSNHostPort(e.directDSN)
-	if err != nil {
-		fail("%v", err)
-		return sr
-	}
-	listener, err := e.tp.Proxy(ctx, "pgfallback-drill-"+tag+"-listen", upstream)
+	listener, listenDSN, err := ownProxy(ctx, e, tag+"-listen")
 	if err != nil {
 		fail("listener proxy: %v", err)
 		return sr
 	}
 	closers = append(closers, listener.Delete)
-	listenDSN, err := listener.DSN(e.directDSN)
-	if err != nil {
-		fail("%v", err)
-		return sr
-	}
 	lcfg := fallback.Config{PrimaryTimeout: cfg.PrimaryTimeout, OpenTimeout: cfg.OpenTimeout, ProbeTimeout: cfg.PrimaryTimeout,
 		Logger: cfg.Logger, ChangeFeedPoll: time.Hour} // no poll: the listener alone
 	a, err := openAppListening(ctx, e.proxiedDSN, listenDSN, e.cachePath(tag+"-a"), lcfg)
