@@ -28,7 +28,7 @@ type Stats struct {
 
 	WriteQueued  uint64 // cache updates queued by the write-through
 	WriteWritten uint64 // cache updates applied
-	WriteDropped uint64 // cache updates dropped: queue full, or the cache failed
+	WriteDropped uint64 // cache updates dropped: queue full, the cache failed a set, or the close deadline passed
 	WriteFailed  uint64 // cache updates the cache refused (a set is then dropped, an eviction retried)
 	// Evictions and moves never wait nor are dropped when the queue is
 	// full: they overflow into a list applied in order after it.
