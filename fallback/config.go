@@ -115,6 +115,24 @@ type Config struct {
 	// cache it could not open. Default 30 s.
 	CacheRetry time.Duration
 
+	// MaxQueuedWrites bounds the durable write queue (WithWriteQueue):
+	// with this many writes pending, a write that would be queued fails
+	// with ErrUnavailable instead. Dead letters do not count. Default
+	// 10,000; negative is invalid.
+	MaxQueuedWrites int
+	// ReplayInterval is how often queued writes are replayed while the
+	// breaker is closed (after a transient failure, the wait doubles up to
+	// a minute). Default 5 s.
+	ReplayInterval time.Duration
+	// OnConflict, if set, is called once for each queued write that
+	// PostgreSQL rejects at replay, and for each write queued behind it for
+	// the same key, after it became a dead letter (see DeadLetters). err
+	// matches repository.ErrConflict for a version conflict (a
+	// *repository.ConflictError with PostgreSQL's row), ErrAlreadyExists
+	// for a create of a taken key, ErrInvalid or ErrNotFound. It runs on
+	// the replayer's goroutine: it must not block for long.
+	OnConflict func(QueuedWrite, error)
+
 	// Observer, if set, is told of every repository call (see Observer):
 	// the hook for metrics and tracing. Default: none, at no cost.
 	Observer Observer
@@ -144,6 +162,10 @@ func (c Config) withDefaults() Config {
 	def(&c.CloseTimeout, 5*time.Second)
 	def(&c.CacheRetry, 30*time.Second)
 	def(&c.ChangeFeedPoll, time.Second)
+	def(&c.ReplayInterval, 5*time.Second)
+	if c.MaxQueuedWrites == 0 {
+		c.MaxQueuedWrites = DefaultMaxQueuedWrites
+	}
 	if c.ChangeRetention == 0 {
 		c.ChangeRetention = 7 * 24 * time.Hour
 	}

@@ -94,7 +94,8 @@ type Layer struct {
 
 	stats  counters
 	writer *writer
-	feed   *follower // nil: no change feed (disabled, or the primary has none)
+	feed   *follower   // nil: no change feed (disabled, or the primary has none)
+	queue  *writeQueue // nil: the primary cannot apply writes exactly once
 	recent *recentWrites
 	// Evictions so far, by kind: reads compare them before and after (see
 	// cacheReadVendor).
@@ -135,6 +136,9 @@ func newLayer(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, er
 	if primary == nil {
 		return nil, fmt.Errorf("fallback: %w", repository.Invalid("primary", "must not be nil"))
 	}
+	if cfg.MaxQueuedWrites < 0 {
+		return nil, fmt.Errorf("fallback: %w", repository.Invalid("MaxQueuedWrites", "must not be negative, got %d", cfg.MaxQueuedWrites))
+	}
 	if cfg.FailureRatio > 1 {
 		return nil, fmt.Errorf("fallback: %w", repository.Invalid("FailureRatio", "must be in (0, 1], got %v", cfg.FailureRatio))
 	}
@@ -172,6 +176,9 @@ func newLayer(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, er
 	if cf, ok := primary.(repository.ChangeFeed); ok && !cfg.DisableChangeFeed {
 		l.feed = newFollower(l, cf)
 	}
+	if wa, ok := primary.(repository.WriteApplier); ok {
+		l.queue = newWriteQueue(l, wa)
+	}
 	l.vendors = vendorRepo{l}
 	l.workItems = workItemRepo{l}
 	return l, nil
@@ -185,6 +192,10 @@ func (l *Layer) start() {
 	if l.feed != nil {
 		l.wg.Add(1)
 		go func() { defer l.wg.Done(); l.feed.loop() }()
+	}
+	if l.queue != nil {
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); l.queue.loop() }()
 	}
 }
 
@@ -229,6 +240,16 @@ func (l *Layer) Stats() Stats {
 		}
 		if p := f.lastErr.Load(); p != nil {
 			s.Feed.LastError = *p
+		}
+	}
+	if q := l.queue; q != nil {
+		s.Queued = QueuedStats{
+			Pending: q.pending.Load(), Queued: q.queued.Load(), Replayed: q.replayed.Load(),
+			AlreadyApplied: q.alreadyApplied.Load(), DeadLettered: q.deadLettered.Load(), Conflicts: q.conflicts.Load(),
+			ReplayFailures: q.failures.Load(), Full: q.full.Load(),
+		}
+		if p := q.lastErr.Load(); p != nil {
+			s.Queued.LastError = *p
 		}
 	}
 	s.CacheOpenAttempts = l.slot.attempts.Load()

@@ -22,7 +22,10 @@ import (
 	"github.com/pgfallback/pgfallback/sqlitecache"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	replayChild() // returns unless this process is a child of TestReplayIsExactlyOnceAcrossAKill
+	pgtest.Main(m)
+}
 
 // stack is one application instance: store, cache and layer.
 type stack struct {
@@ -39,7 +42,7 @@ func (s *stack) close() {
 
 // openStack wires a layer as an application would. The pool connects
 // lazily, so the application starts even when the server is down.
-func openStack(t *testing.T, dsn, cachePath string, cfg fallback.Config) *stack {
+func openStack(t *testing.T, dsn, cachePath string, cfg fallback.Config, copts ...sqlitecache.Option) *stack {
 	t.Helper()
 	pcfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -51,7 +54,7 @@ func openStack(t *testing.T, dsn, cachePath string, cfg fallback.Config) *stack 
 		t.Fatal(err)
 	}
 	store := pgstore.New(pool)
-	cache, err := sqlitecache.Open(cachePath, sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
+	cache, err := sqlitecache.Open(cachePath, append([]sqlitecache.Option{sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil)}, copts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

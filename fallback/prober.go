@@ -62,6 +62,9 @@ func (l *Layer) tryRecover() bool {
 			l.log.Error("pgfallback: warming the cache failed; closing the breaker anyway", "err", err)
 		}
 	}
+	if !l.replayOnRecovery() {
+		return false
+	}
 	// The breaker's own open timeout equals OpenTimeout, which has passed
 	// since the trip, so it is half-open and admits this one closing ping.
 	done, err := l.cb.Allow()

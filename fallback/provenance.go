@@ -16,6 +16,9 @@ const (
 	SourcePrimary
 	// SourceCache: the primary could not answer; the cache did.
 	SourceCache
+	// SourceQueue: a write was queued (WithWriteQueue), or a read answered
+	// with the state a queued write will give the entity once replayed.
+	SourceQueue
 )
 
 func (s Source) String() string {
@@ -24,6 +27,8 @@ func (s Source) String() string {
 		return "primary"
 	case SourceCache:
 		return "cache"
+	case SourceQueue:
+		return "queue"
 	}
 	return "none"
 }
@@ -47,6 +52,11 @@ type Origin struct {
 	// confirmed position), so a service can say "as of 12:03:41". Zero when
 	// the feed is off, never caught up, or fell behind a pruned log.
 	AsOf time.Time
+	// Pending is true when the answer holds a write that PostgreSQL does
+	// not have yet: a write just queued, a read of a key with a queued
+	// write (read-your-writes), or a List from the cache while writes are
+	// queued.
+	Pending bool
 }
 
 // Provenance records the Origin of calls made with a context from

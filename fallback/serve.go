@@ -118,11 +118,16 @@ func list[T any](l *Layer, ctx context.Context, op string, entity repository.Ent
 	return cached, nil
 }
 
-// write sends a write to the primary. One it did not answer becomes
+// write sends a write to the primary. One it did not answer is queued
+// when the caller asked for the queue and it certainly was not applied
+// (queued is then called with the cause), and otherwise becomes
 // ErrUnavailable or ErrOutcomeUnknown; the caller writes a success through.
-func write[T any](l *Layer, ctx context.Context, op string, fn func(context.Context) (T, error)) (T, error) {
+func write[T any](l *Layer, ctx context.Context, op string, fn func(context.Context) (T, error), queued func(cause error) (T, error)) (T, error) {
 	out, err, answered := attempt(l, ctx, fn)
 	if !answered {
+		if l.canQueue(ctx) && notSent(err) {
+			return queued(err)
+		}
 		var zero T
 		return zero, l.writeUnavailable(ctx, op, err)
 	}
@@ -142,7 +147,26 @@ func (l *Layer) servedList(ctx context.Context, complete bool) {
 	if !complete {
 		l.stats.servedPartial.Add(1)
 	}
-	provenanceFrom(ctx).record(Origin{Source: SourceCache, Partial: !complete, AsOf: l.feed.asOfTime()})
+	provenanceFrom(ctx).record(Origin{Source: SourceCache, Partial: !complete, AsOf: l.feed.asOfTime(), Pending: l.writesPending()})
+}
+
+// writesPending reports whether queued writes are waiting for replay.
+func (l *Layer) writesPending() bool { return l.queue != nil && l.queue.pending.Load() > 0 }
+
+// servedPending answers a read whose cache entry is a queued write's
+// result (e.Pending): read-your-writes, whatever the entry's age and
+// whether or not PostgreSQL answers, since PostgreSQL does not have the
+// write yet. cerr is the cache's answer: nil, or ErrPendingDelete (a
+// deleted vendor: not found). It reports false for any other entry.
+func (l *Layer) servedPending(ctx context.Context, op string, e sqlitecache.Entry, cerr error) (bool, error) {
+	if !e.Pending {
+		return false, nil
+	}
+	provenanceFrom(ctx).record(Origin{Source: SourceQueue, Pending: true, CachedAt: e.CachedAt, Age: e.Age})
+	if cerr != nil {
+		return true, fmt.Errorf("fallback: %s: %w", op, cerr)
+	}
+	return true, nil
 }
 
 // completeMirror reports whether the cache holds every row and the feed

@@ -46,6 +46,21 @@ type Stats struct {
 	ProbeCalls uint64 // pings sent by the prober
 
 	Feed FeedStats // the change feed; State FeedOff when there is none
+
+	Queued QueuedStats // the durable write queue (WithWriteQueue)
+}
+
+// QueuedStats counts the durable write queue's work since New.
+type QueuedStats struct {
+	Pending        int64  // writes pending, as last counted by this layer
+	Queued         uint64 // writes queued
+	Replayed       uint64 // writes applied at replay (AlreadyApplied among them)
+	AlreadyApplied uint64 // replays that found the write applied before (a crash or lost reply)
+	DeadLettered   uint64 // writes that became dead letters (rejected, or behind a rejected one)
+	Conflicts      uint64 // of the rejections, version conflicts
+	ReplayFailures uint64 // replays stopped by a transient failure
+	Full           uint64 // writes refused because MaxQueuedWrites were pending
+	LastError      string // the last transient failure
 }
 
 // FeedStats describes the change feed.

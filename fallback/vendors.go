@@ -22,6 +22,14 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 		return repository.Vendor{}, fmt.Errorf("fallback: get vendor: %w", err)
 	}
 	l := r.l
+	if l.writesPending() {
+		if cache := l.cacheNow(); cache != nil {
+			v, e, cerr := cache.GetVendor(ctx, name)
+			if ok, err := l.servedPending(ctx, fmt.Sprintf("get vendor %q", name), e, cerr); ok {
+				return v, err
+			}
+		}
+	}
 	evictions := l.vendorEvictions.Load()
 	v, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Get(ctx, name)
@@ -44,6 +52,9 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 	cctx, end := l.cacheRead(ctx, OpGet, repository.EntityVendor)
 	cached, e, cerr := cache.GetVendor(cctx, name)
 	end(cerr)
+	if ok, err := l.servedPending(ctx, fmt.Sprintf("get vendor %q", name), e, cerr); ok {
+		return cached, err
+	}
 	if why := l.cacheVerdict(ctx, e, cerr, cache.VendorTTL()); why != "" {
 		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, why)
 	}
@@ -71,10 +82,15 @@ func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository
 		return repository.Vendor{}, fmt.Errorf("fallback: create vendor: %w", err)
 	}
 	l := r.l
+	op := fmt.Sprintf("create vendor %q", v.Name)
+	queued := func(cause error) (repository.Vendor, error) { return l.queueVendorCreate(ctx, op, v, cause) }
+	if l.queueFirst(ctx, repository.EntityVendor, v.Name) {
+		return queued(nil)
+	}
 	evictions := l.vendorEvictions.Load()
-	out, err := write(l, ctx, fmt.Sprintf("create vendor %q", v.Name), func(ctx context.Context) (repository.Vendor, error) {
+	out, err := write(l, ctx, op, func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Create(ctx, v)
-	})
+	}, queued)
 	if err == nil {
 		l.writeThroughVendor(out, evictions)
 	}
@@ -86,10 +102,15 @@ func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository
 		return repository.Vendor{}, fmt.Errorf("fallback: update vendor: %w", err)
 	}
 	l := r.l
+	op := fmt.Sprintf("update vendor %q", v.Name)
+	queued := func(cause error) (repository.Vendor, error) { return l.queueVendorUpdate(ctx, op, v, cause) }
+	if l.queueFirst(ctx, repository.EntityVendor, v.Name) {
+		return queued(nil)
+	}
 	evictions := l.vendorEvictions.Load()
-	out, err := write(l, ctx, fmt.Sprintf("update vendor %q", v.Name), func(ctx context.Context) (repository.Vendor, error) {
+	out, err := write(l, ctx, op, func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Update(ctx, v)
-	})
+	}, queued)
 	switch {
 	case err == nil:
 		l.writeThroughVendor(out, evictions)
@@ -104,9 +125,15 @@ func (r vendorRepo) Delete(ctx context.Context, name string) error {
 		return fmt.Errorf("fallback: delete vendor: %w", err)
 	}
 	l := r.l
-	_, err := write(l, ctx, fmt.Sprintf("delete vendor %q", name), func(ctx context.Context) (struct{}, error) {
+	op := fmt.Sprintf("delete vendor %q", name)
+	queued := func(cause error) (struct{}, error) { return struct{}{}, l.queueVendorDelete(ctx, op, name, cause) }
+	if l.queueFirst(ctx, repository.EntityVendor, name) {
+		_, err := queued(nil)
+		return err
+	}
+	_, err := write(l, ctx, op, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, l.primary.Vendors().Delete(ctx, name)
-	})
+	}, queued)
 	if err == nil || errors.Is(err, repository.ErrNotFound) {
 		l.uncacheVendor(name)
 	}

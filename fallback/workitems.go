@@ -17,6 +17,14 @@ var _ repository.WorkItemRepository = workItemRepo{}
 
 func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkItem, error) {
 	l := r.l
+	if l.writesPending() {
+		if cache := l.cacheNow(); cache != nil {
+			w, e, cerr := cache.GetWorkItem(ctx, id)
+			if ok, err := l.servedPending(ctx, "get work item "+id.String(), e, cerr); ok {
+				return w, err
+			}
+		}
+	}
 	evictions := l.itemEvictions.Load()
 	w, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.WorkItem, error) {
 		return l.primary.WorkItems().Get(ctx, id)
@@ -39,6 +47,9 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 	cctx, end := l.cacheRead(ctx, OpGet, repository.EntityWorkItem)
 	cached, e, cerr := cache.GetWorkItem(cctx, id)
 	end(cerr)
+	if ok, err := l.servedPending(ctx, "get work item "+id.String(), e, cerr); ok {
+		return cached, err
+	}
 	if why := l.cacheVerdict(ctx, e, cerr, cache.WorkItemTTL()); why != "" {
 		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, why)
 	}
@@ -66,10 +77,15 @@ func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (reposi
 		return repository.WorkItem{}, fmt.Errorf("fallback: create work item: %w", err)
 	}
 	l := r.l
+	const op = "create work item"
+	queued := func(cause error) (repository.WorkItem, error) { return l.queueWorkItemCreate(ctx, op, w, cause) }
+	if w.ID != uuid.Nil && l.queueFirst(ctx, repository.EntityWorkItem, w.ID.String()) {
+		return queued(nil)
+	}
 	evictions := l.itemEvictions.Load()
-	out, err := write(l, ctx, "create work item", func(ctx context.Context) (repository.WorkItem, error) {
+	out, err := write(l, ctx, op, func(ctx context.Context) (repository.WorkItem, error) {
 		return l.primary.WorkItems().Create(ctx, w)
-	})
+	}, queued)
 	if err == nil {
 		l.writeThroughWorkItem(out, evictions)
 	}
@@ -81,9 +97,14 @@ func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (reposi
 		return repository.WorkItem{}, fmt.Errorf("fallback: update work item: %w", err)
 	}
 	l := r.l
-	out, err := write(l, ctx, "update work item "+w.ID.String(), func(ctx context.Context) (repository.WorkItem, error) {
+	op := "update work item " + w.ID.String()
+	queued := func(cause error) (repository.WorkItem, error) { return l.queueWorkItemUpdate(ctx, op, w, cause) }
+	if l.queueFirst(ctx, repository.EntityWorkItem, w.ID.String()) {
+		return queued(nil)
+	}
+	out, err := write(l, ctx, op, func(ctx context.Context) (repository.WorkItem, error) {
 		return l.primary.WorkItems().Update(ctx, w)
-	})
+	}, queued)
 	switch {
 	case err == nil:
 		l.cacheUpdatedWorkItem(out)
@@ -95,9 +116,15 @@ func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (reposi
 
 func (r workItemRepo) Delete(ctx context.Context, id uuid.UUID) error {
 	l := r.l
-	_, err := write(l, ctx, "delete work item "+id.String(), func(ctx context.Context) (struct{}, error) {
+	op := "delete work item " + id.String()
+	queued := func(cause error) (struct{}, error) { return struct{}{}, l.queueWorkItemDelete(ctx, op, id, cause) }
+	if l.queueFirst(ctx, repository.EntityWorkItem, id.String()) {
+		_, err := queued(nil)
+		return err
+	}
+	_, err := write(l, ctx, op, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, l.primary.WorkItems().Delete(ctx, id)
-	})
+	}, queued)
 	if err == nil || errors.Is(err, repository.ErrNotFound) {
 		// The soft delete reached the whole subtree: evict it rather than
 		// keep copies that would still read as live during an outage.

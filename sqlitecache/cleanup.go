@@ -44,8 +44,8 @@ func (c *Cache) ClearStale(ctx context.Context) (int, error) {
 // clearOlderThan deletes entries stale for longer than grace.
 func (c *Cache) clearOlderThan(ctx context.Context, op string, grace time.Duration) (int, error) {
 	return c.deleteAll(ctx, op,
-		deletion{sql: `DELETE FROM cached_vendors WHERE cached_at < ?`, args: []any{c.staleBefore(c.cfg.vendorTTL + grace)}},
-		deletion{sql: `DELETE FROM cached_work_items WHERE cached_at < ?`, args: []any{c.staleBefore(c.cfg.workItemTTL + grace)}})
+		deletion{sql: `DELETE FROM cached_vendors WHERE cached_at < ? AND pending = 0`, args: []any{c.staleBefore(c.cfg.vendorTTL + grace)}},
+		deletion{sql: `DELETE FROM cached_work_items WHERE cached_at < ? AND pending = 0`, args: []any{c.staleBefore(c.cfg.workItemTTL + grace)}})
 }
 
 // ClearAll deletes every entry and returns how many it deleted.

@@ -11,6 +11,9 @@ type Entry struct {
 	ExpiresAt time.Time     // CachedAt + the entity type's TTL
 	Age       time.Duration // now - CachedAt (0 if the clock went backwards)
 	Stale     bool          // Age > TTL
+	// Pending: the entry is the state a queued write will give the entity
+	// once it is replayed (see Enqueue), not PostgreSQL's row.
+	Pending bool
 }
 
 func (c *Cache) entry(cachedAt float64, ttl time.Duration) Entry {

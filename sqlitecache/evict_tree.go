@@ -17,6 +17,6 @@ func (c *Cache) DeleteWorkItemTree(ctx context.Context, id uuid.UUID) error {
 	}
 	// Ids are UUIDs, so a path containing this one as a substring has it as
 	// a segment: the row is a descendant.
-	_, err := c.h.Load().w.ExecContext(ctx, `DELETE FROM cached_work_items WHERE id = ?1 OR instr(path, ?1) > 0`, id.String())
+	_, err := c.h.Load().w.ExecContext(ctx, `DELETE FROM cached_work_items WHERE (id = ?1 OR instr(path, ?1) > 0) AND pending = 0`, id.String())
 	return c.wrapErr("delete work item tree", err)
 }

@@ -36,7 +36,7 @@ type fastReader struct {
 	getWorkItem driver.StmtQueryContext
 	closers     []io.Closer
 	args        [2]driver.NamedValue
-	dest        [4]driver.Value
+	dest        [5]driver.Value
 }
 
 func newFastReaders(dsn string, max int) *fastReaders {
@@ -138,6 +138,7 @@ type storedRow struct {
 	cachedAt float64
 	enc      int64
 	data     []byte // nil when the caller's memo is current
+	pending  int64  // see migration 00003: 0, pendingWrite or pendingDelete
 }
 
 // lookup runs st (getVendorSQL or getWorkItemSQL) for key, passing memoRev.
@@ -183,6 +184,7 @@ func (p *fastReaders) lookup(ctx context.Context, workItem bool, memoRev int64, 
 	case string: // legacy JSON stored as TEXT
 		row.data = []byte(v)
 	}
+	row.pending, _ = r.dest[4].(int64)
 	return row, true, cerr
 }
 

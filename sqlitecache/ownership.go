@@ -31,6 +31,7 @@ var ourTables = map[string]bool{
 	"cached_vendors":    true,
 	"cached_work_items": true,
 	"cache_metadata":    true,
+	"queued_writes":     true,
 	"goose_db_version":  true,
 	"sqlite_sequence":   true,
 }

@@ -81,11 +81,15 @@ func (c *Cache) GetVendor(ctx context.Context, name string) (repository.Vendor, 
 			return repository.Vendor{}, Entry{}, fmt.Errorf("sqlitecache: get vendor: %w", err)
 		}
 	}
-	v, cachedAt, err := c.readVendor(ctx, name)
+	v, row, err := c.readVendor(ctx, name)
 	if err != nil {
+		if row.pending == pendingDelete {
+			return repository.Vendor{}, Entry{CachedAt: fromSec(row.cachedAt), Pending: true}, err
+		}
 		return repository.Vendor{}, Entry{}, err
 	}
-	e := c.entry(cachedAt, c.cfg.vendorTTL)
+	e := c.entry(row.cachedAt, c.cfg.vendorTTL)
+	e.Pending = row.pending != 0
 	if e.Stale {
 		c.staleHits.Add(1)
 	} else {
@@ -94,36 +98,40 @@ func (c *Cache) GetVendor(ctx context.Context, name string) (repository.Vendor, 
 	return v, e, nil
 }
 
-// readVendor is GetVendor without the checks and the hit counters.
-func (c *Cache) readVendor(ctx context.Context, name string) (repository.Vendor, float64, error) {
+// readVendor is GetVendor without the checks and the hit counters. A
+// vendor a queued write deletes is ErrPendingDelete, with its row.
+func (c *Cache) readVendor(ctx context.Context, name string) (repository.Vendor, storedRow, error) {
 	memo, memoOK := c.vendorMemo.get(name)
 	row, found, err := c.lookup(ctx, false, memo.rev, name)
 	if err != nil {
-		return repository.Vendor{}, 0, c.wrapErr("get vendor", err)
+		return repository.Vendor{}, row, c.wrapErr("get vendor", err)
 	}
 	if !found {
 		if memoOK {
 			c.vendorMemo.drop(name)
 		}
 		c.misses.Add(1)
-		return repository.Vendor{}, 0, fmt.Errorf("sqlitecache: vendor %q: %w", name, repository.ErrNotFound)
+		return repository.Vendor{}, row, fmt.Errorf("sqlitecache: vendor %q: %w", name, repository.ErrNotFound)
+	}
+	if row.pending == pendingDelete {
+		return repository.Vendor{}, row, fmt.Errorf("sqlitecache: vendor %q: %w", name, ErrPendingDelete)
 	}
 	if memoOK && row.rev == memo.rev {
-		return memo.val.vendor(), row.cachedAt, nil
+		return memo.val.vendor(), row, nil
 	}
 	v, err := decodeVendor(row.enc, row.data)
 	if err == nil && v.Name != name {
 		err = fmt.Errorf("%w: entry holds vendor %q", errCorrupt, v.Name)
 	}
 	if err != nil {
-		return repository.Vendor{}, 0, c.corrupt(ctx, VendorKey(name), err)
+		return repository.Vendor{}, storedRow{}, c.corrupt(ctx, VendorKey(name), err)
 	}
 	if size := memoSize(row.enc, row.data); row.rev != 0 && c.vendorMemo.worth(size) {
 		m := newMemoVendor(v)
 		c.vendorMemo.put(name, row.rev, size, m)
-		return m.vendor(), row.cachedAt, nil
+		return m.vendor(), row, nil
 	}
-	return v, row.cachedAt, nil
+	return v, row, nil
 }
 
 // fastVendorName is repository.ValidateVendorName's accepting path without
@@ -157,7 +165,7 @@ func (c *Cache) DeleteVendor(ctx context.Context, name string) error {
 	if err := repository.ValidateVendorName(name); err != nil {
 		return fmt.Errorf("sqlitecache: delete vendor: %w", err)
 	}
-	_, err := c.h.Load().w.ExecContext(ctx, `DELETE FROM cached_vendors WHERE name = ?`, name)
+	_, err := c.h.Load().w.ExecContext(ctx, `DELETE FROM cached_vendors WHERE name = ? AND pending = 0`, name)
 	return c.wrapErr("delete vendor", err)
 }
 
@@ -181,14 +189,14 @@ func (c *Cache) ListVendorsWithin(ctx context.Context, f repository.VendorFilter
 	if err := f.Validate(); err != nil {
 		return nil, fmt.Errorf("sqlitecache: list vendors: %w", err)
 	}
-	q := `SELECT name, encoding, data FROM cached_vendors WHERE 1 = 1`
+	q := `SELECT name, encoding, data FROM cached_vendors WHERE pending < 2`
 	var args []any
 	if f.Status != nil {
 		q += ` AND status = ?`
 		args = append(args, string(*f.Status))
 	}
 	if maxStale >= 0 {
-		q += ` AND cached_at >= ?`
+		q += ` AND (cached_at >= ? OR pending > 0)` // a queued write's result is never too old
 		args = append(args, c.staleBefore(c.cfg.vendorTTL+maxStale))
 	}
 	limit, offset := page(f.Limit, f.Offset)
@@ -232,7 +240,7 @@ func (c *Cache) VendorNames(ctx context.Context) ([]string, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
-	rows, err := c.h.Load().r.QueryContext(ctx, `SELECT name FROM cached_vendors ORDER BY name`)
+	rows, err := c.h.Load().r.QueryContext(ctx, `SELECT name FROM cached_vendors WHERE pending = 0 ORDER BY name`)
 	if err != nil {
 		return nil, c.wrapErr("vendor names", err)
 	}

@@ -75,11 +75,12 @@ func (c *Cache) GetWorkItem(ctx context.Context, id uuid.UUID) (repository.WorkI
 	if err := c.checkOpen(); err != nil {
 		return repository.WorkItem{}, Entry{}, err
 	}
-	w, cachedAt, err := c.readWorkItem(ctx, id)
+	w, row, err := c.readWorkItem(ctx, id)
 	if err != nil {
 		return repository.WorkItem{}, Entry{}, err
 	}
-	e := c.entry(cachedAt, c.cfg.workItemTTL)
+	e := c.entry(row.cachedAt, c.cfg.workItemTTL)
+	e.Pending = row.pending != 0
 	if e.Stale {
 		c.staleHits.Add(1)
 	} else {
@@ -89,35 +90,35 @@ func (c *Cache) GetWorkItem(ctx context.Context, id uuid.UUID) (repository.WorkI
 }
 
 // readWorkItem is GetWorkItem without the checks and the hit counters.
-func (c *Cache) readWorkItem(ctx context.Context, id uuid.UUID) (repository.WorkItem, float64, error) {
+func (c *Cache) readWorkItem(ctx context.Context, id uuid.UUID) (repository.WorkItem, storedRow, error) {
 	memo, memoOK := c.workItemMemo.get(id)
 	row, found, err := c.lookup(ctx, true, memo.rev, id.String())
 	if err != nil {
-		return repository.WorkItem{}, 0, c.wrapErr("get work item", err)
+		return repository.WorkItem{}, row, c.wrapErr("get work item", err)
 	}
 	if !found {
 		if memoOK {
 			c.workItemMemo.drop(id)
 		}
 		c.misses.Add(1)
-		return repository.WorkItem{}, 0, fmt.Errorf("sqlitecache: work item %s: %w", id, repository.ErrNotFound)
+		return repository.WorkItem{}, row, fmt.Errorf("sqlitecache: work item %s: %w", id, repository.ErrNotFound)
 	}
 	if memoOK && row.rev == memo.rev {
-		return memo.val.workItem(), row.cachedAt, nil
+		return memo.val.workItem(), row, nil
 	}
 	w, err := decodeWorkItem(row.enc, row.data)
 	if err == nil && w.ID != id {
 		err = fmt.Errorf("%w: entry holds work item %s", errCorrupt, w.ID)
 	}
 	if err != nil {
-		return repository.WorkItem{}, 0, c.corrupt(ctx, WorkItemKey(id), err)
+		return repository.WorkItem{}, storedRow{}, c.corrupt(ctx, WorkItemKey(id), err)
 	}
 	if size := memoSize(row.enc, row.data); row.rev != 0 && c.workItemMemo.worth(size) {
 		m := newMemoWorkItem(w)
 		c.workItemMemo.put(id, row.rev, size, m)
-		return m.workItem(), row.cachedAt, nil
+		return m.workItem(), row, nil
 	}
-	return w, row.cachedAt, nil
+	return w, row, nil
 }
 
 // DeleteWorkItem evicts the work item's entry (not its descendants; used
@@ -127,7 +128,7 @@ func (c *Cache) DeleteWorkItem(ctx context.Context, id uuid.UUID) error {
 	if err := c.checkWrite(); err != nil {
 		return err
 	}
-	_, err := c.h.Load().w.ExecContext(ctx, `DELETE FROM cached_work_items WHERE id = ?`, id.String())
+	_, err := c.h.Load().w.ExecContext(ctx, `DELETE FROM cached_work_items WHERE id = ? AND pending = 0`, id.String())
 	return c.wrapErr("delete work item", err)
 }
 
@@ -169,7 +170,7 @@ func (c *Cache) ListWorkItemsWithin(ctx context.Context, f repository.WorkItemFi
 		q += ` AND deleted = 0`
 	}
 	if maxStale >= 0 {
-		q += ` AND cached_at >= ?`
+		q += ` AND (cached_at >= ? OR pending > 0)` // a queued write's result is never too old
 		args = append(args, c.staleBefore(c.cfg.workItemTTL+maxStale))
 	}
 	limit, offset := page(f.Limit, f.Offset)
@@ -214,7 +215,7 @@ func (c *Cache) WorkItemIDs(ctx context.Context) ([]uuid.UUID, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
-	rows, err := c.h.Load().r.QueryContext(ctx, `SELECT id FROM cached_work_items ORDER BY id`)
+	rows, err := c.h.Load().r.QueryContext(ctx, `SELECT id FROM cached_work_items WHERE pending = 0 ORDER BY id`)
 	if err != nil {
 		return nil, c.wrapErr("work item ids", err)
 	}

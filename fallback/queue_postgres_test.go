@@ -1,0 +1,633 @@
+package fallback_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/integration/chaos"
+	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// Tests of the durable write queue against a real PostgreSQL, cut by a
+// Toxiproxy proxy that only the layer under test goes through; "another
+// instance" writes through the direct connection.
+
+type queueFixture struct {
+	proxy     *chaos.Proxy
+	direct    string // DSN straight to the server
+	proxied   string
+	cachePath string
+	s         *stack
+	other     *stack // another instance, never cut
+	conflicts *conflictLog
+}
+
+type conflictLog struct {
+	mu   sync.Mutex
+	seen []conflict
+}
+
+type conflict struct {
+	w   fallback.QueuedWrite
+	err error
+}
+
+func (c *conflictLog) add(w fallback.QueuedWrite, err error) {
+	c.mu.Lock()
+	c.seen = append(c.seen, conflict{w, err})
+	c.mu.Unlock()
+}
+
+func (c *conflictLog) all() []conflict {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]conflict(nil), c.seen...)
+}
+
+func queueConfig() fallback.Config {
+	return fallback.Config{
+		PrimaryTimeout: 500 * time.Millisecond, OpenTimeout: 100 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond,
+		ConsecutiveFailures: 1, ReplayInterval: 100 * time.Millisecond,
+	}
+}
+
+func newQueueFixture(t *testing.T, cfg fallback.Config) *queueFixture {
+	t.Helper()
+	ctx := context.Background()
+	direct := pgtest.NewDatabase(t)
+	tp, err := chaos.StartServer(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tp.Close() })
+	upstream, err := chaos.DSNHostPort(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tp.Proxy(ctx, "postgres", upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxied, err := p.DSN(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &queueFixture{proxy: p, direct: direct, proxied: proxied, cachePath: filepath.Join(t.TempDir(), "cache.db"), conflicts: &conflictLog{}}
+	if cfg.OnConflict == nil {
+		cfg.OnConflict = f.conflicts.add
+	}
+	f.s = openStack(t, proxied, f.cachePath, cfg)
+	f.other = openStack(t, direct, filepath.Join(t.TempDir(), "other.db"), fallback.Config{DisableChangeFeed: true})
+	return f
+}
+
+// down cuts the layer's PostgreSQL and waits for its breaker to open.
+func (f *queueFixture) down(t *testing.T) {
+	t.Helper()
+	if err := f.proxy.Down(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the breaker to open", func() bool {
+		f.s.layer.Vendors().List(context.Background(), repository.VendorFilter{Limit: 1})
+		return f.s.layer.State() == fallback.Open
+	})
+}
+
+// up heals the cut and waits until the breaker is closed and the queue
+// empty.
+func (f *queueFixture) up(t *testing.T) {
+	t.Helper()
+	if err := f.proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	f.waitReplayed(t)
+}
+
+func (f *queueFixture) waitReplayed(t *testing.T) {
+	t.Helper()
+	waitFor(t, 15*time.Second, "recovery and an empty queue", func() bool {
+		q, err := f.s.layer.Queue(context.Background())
+		return err == nil && q.Pending == 0 && f.s.layer.State() == fallback.Closed
+	})
+}
+
+// cacheItems reads work items through the layer until the cache holds
+// them: a write-through may be skipped when it races an eviction.
+func (f *queueFixture) cacheItems(t *testing.T, ids ...uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	waitFor(t, 5*time.Second, "work items in the cache", func() bool {
+		for _, id := range ids {
+			if _, _, err := f.s.cache.GetWorkItem(ctx, id); err != nil {
+				f.s.layer.WorkItems().Get(ctx, id)
+				f.s.layer.Flush(ctx)
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (f *queueFixture) pending(t *testing.T) int {
+	t.Helper()
+	q, err := f.s.layer.Queue(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q.Pending
+}
+
+// pgVendor reads a vendor straight from PostgreSQL.
+func (f *queueFixture) pgVendor(t *testing.T, name string) (repository.Vendor, error) {
+	t.Helper()
+	return f.other.store.Vendors().Get(context.Background(), name)
+}
+
+func TestQueueIsOptIn(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	names := seed(t, f.s, 2)
+	v, _ := f.s.layer.Vendors().Get(ctx, names[0])
+	f.down(t)
+
+	v.Status = repository.VendorBroken
+	_, err := f.s.layer.Vendors().Update(ctx, v)
+	if !errors.Is(err, repository.ErrUnavailable) {
+		t.Fatalf("Update without WithWriteQueue during an outage: %v, want ErrUnavailable", err)
+	}
+	if err := f.s.layer.Vendors().Delete(ctx, names[1]); !errors.Is(err, repository.ErrUnavailable) {
+		t.Fatalf("Delete without WithWriteQueue: %v, want ErrUnavailable", err)
+	}
+	if n := f.pending(t); n != 0 {
+		t.Fatalf("%d writes queued without WithWriteQueue", n)
+	}
+	f.up(t)
+	if got, err := f.pgVendor(t, names[0]); err != nil || got.Version != 1 {
+		t.Fatalf("PostgreSQL has %+v, %v; want version 1, untouched", got, err)
+	}
+	if got := f.s.layer.Stats().Queued; got.Queued != 0 || got.Replayed != 0 {
+		t.Fatalf("queue stats %+v, want nothing queued", got)
+	}
+}
+
+func TestQueuedWritesReadYourWritesAndReplay(t *testing.T) {
+	closedWithPending := make(chan int, 10)
+	var f *queueFixture
+	cfg := queueConfig()
+	cfg.OnStateChange = func(from, to fallback.State) {
+		if to == fallback.Closed && f != nil {
+			q, _ := f.s.layer.Cache().QueueStats(context.Background())
+			closedWithPending <- q.Pending
+		}
+	}
+	f = newQueueFixture(t, cfg)
+	names := seed(t, f.s, 3)
+	ctx := context.Background()
+	upd, _ := f.s.layer.Vendors().Get(ctx, names[0])
+	parent, err := f.s.layer.WorkItems().Create(ctx, repository.WorkItem{Type: repository.WorkItemProject, Title: "p", Status: repository.WorkItemActive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doomed, err := f.s.layer.WorkItems().Create(ctx, repository.WorkItem{Type: repository.WorkItemTask, Title: "d", Status: repository.WorkItemActive, ParentID: &parent.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cacheItems(t, parent.ID, doomed.ID)
+	f.down(t)
+
+	qctx, prov := fallback.WithProvenance(fallback.WithWriteQueue(ctx))
+	queued := func(what string) {
+		t.Helper()
+		if o := prov.Origin(); o.Source != fallback.SourceQueue || !o.Pending {
+			t.Fatalf("%s: origin %+v, want SourceQueue and Pending", what, o)
+		}
+	}
+
+	// Create: ID, version 1, timestamps.
+	created, err := f.s.layer.Vendors().Create(qctx, repository.Vendor{Name: "queued-new", Status: repository.VendorOperational})
+	if err != nil {
+		t.Fatalf("queued Create: %v", err)
+	}
+	queued("create")
+	if created.ID == uuid.Nil || created.Version != 1 || created.CreatedAt.IsZero() || created.UpdatedAt.IsZero() {
+		t.Fatalf("queued Create returned %+v, want an ID, version 1 and timestamps", created)
+	}
+	// Update: version + 1, ID and CreatedAt kept.
+	upd.Status = repository.VendorBroken
+	updated, err := f.s.layer.Vendors().Update(qctx, upd)
+	if err != nil {
+		t.Fatalf("queued Update: %v", err)
+	}
+	queued("update")
+	if updated.Version != upd.Version+1 || updated.ID != upd.ID || !updated.CreatedAt.Equal(upd.CreatedAt) || updated.Status != repository.VendorBroken {
+		t.Fatalf("queued Update returned %+v, want version %d with ID and CreatedAt kept", updated, upd.Version+1)
+	}
+	// Delete: nil.
+	if err := f.s.layer.Vendors().Delete(qctx, names[1]); err != nil {
+		t.Fatalf("queued Delete: %v", err)
+	}
+	queued("delete")
+	item, err := f.s.layer.WorkItems().Create(qctx, repository.WorkItem{Type: repository.WorkItemTask, Title: "child", Status: repository.WorkItemActive, ParentID: &parent.ID})
+	if err != nil {
+		t.Fatalf("queued work item Create: %v", err)
+	}
+	if item.Path != parent.ChildPath() || item.Depth != 1 || item.Version != 1 {
+		t.Fatalf("queued work item %+v, want path %q depth 1 version 1", item, parent.ChildPath())
+	}
+	if err := f.s.layer.WorkItems().Delete(qctx, doomed.ID); err != nil {
+		t.Fatalf("queued work item Delete: %v", err)
+	}
+
+	// Read-your-writes, marked pending.
+	rctx, rprov := fallback.WithProvenance(ctx)
+	if got, err := f.s.layer.Vendors().Get(rctx, names[0]); err != nil || got.Version != updated.Version || got.Status != repository.VendorBroken {
+		t.Fatalf("Get after queued update: %+v, %v; want the pending version %d", got, err, updated.Version)
+	}
+	if o := rprov.Origin(); o.Source != fallback.SourceQueue || !o.Pending {
+		t.Fatalf("Get of a pending key: origin %+v, want SourceQueue and Pending", o)
+	}
+	if _, err := f.s.layer.Vendors().Get(rctx, names[1]); !errors.Is(err, repository.ErrNotFound) || !rprov.Origin().Pending {
+		t.Fatalf("Get after queued delete: %v (origin %+v), want ErrNotFound, pending", err, rprov.Origin())
+	}
+	if got, err := f.s.layer.Vendors().Get(rctx, "queued-new"); err != nil || got.ID != created.ID {
+		t.Fatalf("Get after queued create: %+v, %v", got, err)
+	}
+	if got, err := f.s.layer.WorkItems().Get(rctx, doomed.ID); err != nil || got.DeletedAt == nil {
+		t.Fatalf("Get of a work item with a pending delete: %+v, %v; want DeletedAt set", got, err)
+	}
+	list, err := f.s.layer.Vendors().List(rctx, repository.VendorFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, v := range list {
+		listed = append(listed, v.Name)
+	}
+	if want := []string{"queued-new", names[0], names[2]}; fmt.Sprint(listed) != fmt.Sprint(want) {
+		t.Fatalf("List from the cache: %v, want %v (pending create in, pending delete out)", listed, want)
+	}
+	if o := rprov.Origin(); !o.Pending {
+		t.Fatalf("List with writes queued: origin %+v, want Pending", o)
+	}
+	if n := f.pending(t); n != 5 {
+		t.Fatalf("%d writes pending, want 5", n)
+	}
+
+	f.up(t)
+	if n := <-closedWithPending; n != 0 {
+		t.Fatalf("the breaker closed with %d writes still queued; replay must come first", n)
+	}
+	if got, err := f.pgVendor(t, names[0]); err != nil || got.Version != updated.Version || got.Status != repository.VendorBroken {
+		t.Fatalf("PostgreSQL after replay: %+v, %v; want the update at version %d", got, err, updated.Version)
+	}
+	if _, err := f.pgVendor(t, names[1]); !errors.Is(err, repository.ErrNotFound) {
+		t.Fatalf("deleted vendor after replay: %v, want ErrNotFound", err)
+	}
+	if got, err := f.pgVendor(t, "queued-new"); err != nil || got.ID != created.ID || got.Version != 1 {
+		t.Fatalf("created vendor after replay: %+v, %v; want ID %s", got, err, created.ID)
+	}
+	if got, err := f.other.store.WorkItems().Get(ctx, item.ID); err != nil || got.Path != item.Path {
+		t.Fatalf("created work item after replay: %+v, %v", got, err)
+	}
+	if got, err := f.other.store.WorkItems().Get(ctx, doomed.ID); err != nil || got.DeletedAt == nil {
+		t.Fatalf("deleted work item after replay: %+v, %v", got, err)
+	}
+	if got, err := f.s.layer.Vendors().Get(rctx, names[0]); err != nil || rprov.Origin().Source != fallback.SourcePrimary || got.Version != updated.Version {
+		t.Fatalf("Get after replay: %+v %v from %v, want the primary's row", got, err, rprov.Origin().Source)
+	}
+	st := f.s.layer.Stats().Queued
+	if st.Queued != 5 || st.Replayed != 5 || st.DeadLettered != 0 {
+		t.Fatalf("queue stats %+v, want 5 queued and replayed", st)
+	}
+	// The cache no longer marks anything pending: the next write-through
+	// of a newer version lands.
+	if _, e, err := f.s.cache.GetVendor(ctx, names[0]); err != nil || e.Pending {
+		t.Fatalf("cache entry after replay: pending=%v, %v", e.Pending, err)
+	}
+}
+
+func TestQueuedWritesSurviveARestart(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	names := seed(t, f.s, 3)
+	f.down(t)
+	qctx := fallback.WithWriteQueue(ctx)
+	for _, n := range names {
+		v, err := f.s.layer.Vendors().Get(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.Status = repository.VendorBroken
+		if _, err := f.s.layer.Vendors().Update(qctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The application stops during the outage, and starts again.
+	f.s.close()
+	f.s = openStack(t, f.proxied, f.cachePath, queueConfig())
+	if n := f.pending(t); n != 3 {
+		t.Fatalf("%d writes pending after the restart, want 3", n)
+	}
+	if v, err := f.s.layer.Vendors().Get(ctx, names[2]); err != nil || v.Status != repository.VendorBroken {
+		t.Fatalf("read-your-writes after the restart: %+v, %v", v, err)
+	}
+	f.up(t)
+	for _, n := range names {
+		if v, err := f.pgVendor(t, n); err != nil || v.Version != 2 || v.Status != repository.VendorBroken {
+			t.Fatalf("%s after replay: %+v, %v; want version 2, broken", n, v, err)
+		}
+	}
+}
+
+func TestReplayConflictsBecomeDeadLetters(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	names := seed(t, f.s, 2)
+	contested, _ := f.s.layer.Vendors().Get(ctx, names[0])
+	free, _ := f.s.layer.Vendors().Get(ctx, names[1])
+	f.down(t)
+	qctx := fallback.WithWriteQueue(ctx)
+
+	// Two writes to the contested key, the second built on the first,
+	// then one to another key.
+	contested.Status = repository.VendorBroken
+	first, err := f.s.layer.Vendors().Update(qctx, contested)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.ExtractorVersion = "2.0.0"
+	if _, err := f.s.layer.Vendors().Update(qctx, first); err != nil {
+		t.Fatal(err)
+	}
+	free.Status = repository.VendorBroken
+	if _, err := f.s.layer.Vendors().Update(qctx, free); err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile another instance moves the contested row on.
+	theirs, _ := f.other.store.Vendors().Get(ctx, names[0])
+	theirs.ExtractorVersion = "3.0.0"
+	theirs, err = f.other.store.Vendors().Update(ctx, theirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	f.up(t)
+	// The other key was not held up.
+	if v, err := f.pgVendor(t, names[1]); err != nil || v.Status != repository.VendorBroken || v.Version != 2 {
+		t.Fatalf("the uncontested write: %+v, %v; want applied", v, err)
+	}
+	// Nothing landed over the newer version.
+	if v, err := f.pgVendor(t, names[0]); err != nil || v.Version != theirs.Version || v.ExtractorVersion != "3.0.0" {
+		t.Fatalf("the contested row: %+v, %v; want theirs untouched", v, err)
+	}
+	dead, err := f.s.layer.DeadLetters(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 2 {
+		t.Fatalf("%d dead letters, want 2 (the conflict and the write behind it): %+v", len(dead), dead)
+	}
+	if dead[0].Key != names[0] || dead[0].Op != repository.WriteUpdate || dead[0].BaseVersion != 1 ||
+		!strings.Contains(dead[0].Err, "conflict") || dead[0].CurrentVendor == nil || dead[0].CurrentVendor.Version != theirs.Version {
+		t.Fatalf("first dead letter %+v, want the conflict with PostgreSQL's row", dead[0])
+	}
+	if !strings.HasPrefix(dead[1].Err, "behind dead-lettered write "+dead[0].ID.String()) || dead[1].BaseVersion != 2 {
+		t.Fatalf("second dead letter %+v, want it behind the first", dead[1])
+	}
+	seen := f.conflicts.all()
+	if len(seen) != 2 || !errors.Is(seen[0].err, repository.ErrConflict) || !errors.Is(seen[1].err, repository.ErrConflict) {
+		t.Fatalf("OnConflict calls: %+v, want 2 matching ErrConflict", seen)
+	}
+	var ce *repository.ConflictError
+	if !errors.As(seen[0].err, &ce) || ce.Vendor == nil || ce.Vendor.Version != theirs.Version {
+		t.Fatalf("OnConflict error %v, want a ConflictError with PostgreSQL's row", seen[0].err)
+	}
+	// The cache holds PostgreSQL's row, not the rejected write.
+	if v, e, err := f.s.cache.GetVendor(ctx, names[0]); err != nil || e.Pending || v.ExtractorVersion != "3.0.0" {
+		t.Fatalf("cache after the conflict: %+v pending=%v %v; want PostgreSQL's row", v, e.Pending, err)
+	}
+	q, _ := f.s.layer.Queue(ctx)
+	if q.DeadLetters != 2 || q.Pending != 0 {
+		t.Fatalf("queue status %+v", q)
+	}
+	if st := f.s.layer.Stats().Queued; st.Conflicts != 1 || st.DeadLettered != 2 || st.Replayed != 1 {
+		t.Fatalf("queue stats %+v, want 1 conflict, 2 dead letters, 1 replayed", st)
+	}
+
+	// An operator discards one and retries the other, which conflicts again.
+	if err := f.s.layer.Discard(ctx, dead[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.layer.Discard(ctx, dead[1].ID); !errors.Is(err, repository.ErrNotFound) {
+		t.Fatalf("second Discard: %v, want ErrNotFound", err)
+	}
+	if err := f.s.layer.Retry(ctx, dead[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the retried write to be dead-lettered again", func() bool {
+		return len(f.conflicts.all()) == 3
+	})
+	q, _ = f.s.layer.Queue(ctx)
+	if q.DeadLetters != 1 || q.Pending != 0 {
+		t.Fatalf("after retry: %+v, want the one dead letter back", q)
+	}
+}
+
+func TestReplayOfCreatesAndDeletesOthersRaced(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	names := seed(t, f.s, 1)
+	f.down(t)
+	qctx := fallback.WithWriteQueue(ctx)
+	if _, err := f.s.layer.Vendors().Create(qctx, repository.Vendor{Name: "taken", Status: repository.VendorOperational}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.s.layer.Vendors().Delete(qctx, names[0]); err != nil {
+		t.Fatal(err)
+	}
+	// Another instance takes the name and deletes the row first.
+	theirs, err := f.other.store.Vendors().Create(ctx, repository.Vendor{Name: "taken", Status: repository.VendorBroken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.other.store.Vendors().Delete(ctx, names[0]); err != nil {
+		t.Fatal(err)
+	}
+	f.up(t)
+	dead, _ := f.s.layer.DeadLetters(ctx)
+	if len(dead) != 1 || dead[0].Op != repository.WriteCreate || dead[0].CurrentVendor == nil || dead[0].CurrentVendor.ID != theirs.ID {
+		t.Fatalf("dead letters %+v, want the create with their row", dead)
+	}
+	if seen := f.conflicts.all(); len(seen) != 1 || !errors.Is(seen[0].err, repository.ErrAlreadyExists) {
+		t.Fatalf("OnConflict: %+v, want one ErrAlreadyExists", seen)
+	}
+	if v, e, err := f.s.cache.GetVendor(ctx, "taken"); err != nil || e.Pending || v.ID != theirs.ID {
+		t.Fatalf("cache: %+v %v %v, want their row", v, e, err)
+	}
+	// The delete of a row already gone is a success.
+	if st := f.s.layer.Stats().Queued; st.Replayed != 1 || st.DeadLettered != 1 {
+		t.Fatalf("stats %+v, want the delete replayed", st)
+	}
+}
+
+func TestQueueLimit(t *testing.T) {
+	cfg := queueConfig()
+	cfg.MaxQueuedWrites = 3
+	f := newQueueFixture(t, cfg)
+	ctx := context.Background()
+	f.down(t)
+	qctx := fallback.WithWriteQueue(ctx)
+	for i := range 3 {
+		if _, err := f.s.layer.Vendors().Create(qctx, repository.Vendor{Name: fmt.Sprintf("q-%d", i), Status: repository.VendorOperational}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := f.s.layer.Vendors().Create(qctx, repository.Vendor{Name: "q-3", Status: repository.VendorOperational})
+	if !errors.Is(err, repository.ErrUnavailable) || !strings.Contains(err.Error(), "full") {
+		t.Fatalf("write past MaxQueuedWrites: %v, want ErrUnavailable saying the queue is full", err)
+	}
+	if _, err := f.s.layer.Vendors().Get(ctx, "q-3"); !errors.Is(err, repository.ErrUnavailable) {
+		t.Fatalf("the refused write is readable: %v", err)
+	}
+	if n := f.pending(t); n != 3 {
+		t.Fatalf("%d pending, want 3", n)
+	}
+	if st := f.s.layer.Stats().Queued; st.Full != 1 {
+		t.Fatalf("stats %+v, want Full 1", st)
+	}
+	f.up(t)
+	if _, err := f.pgVendor(t, "q-3"); !errors.Is(err, repository.ErrNotFound) {
+		t.Fatalf("refused write in PostgreSQL: %v", err)
+	}
+	if _, err := f.pgVendor(t, "q-2"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// What cannot be queued fails as before, and says why; bad input is
+// ErrInvalid and nothing is queued.
+func TestWhatIsNotQueued(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	names := seed(t, f.s, 1)
+	root, _ := f.s.layer.WorkItems().Create(ctx, repository.WorkItem{Type: repository.WorkItemProject, Title: "r", Status: repository.WorkItemActive})
+	other, _ := f.s.layer.WorkItems().Create(ctx, repository.WorkItem{Type: repository.WorkItemProject, Title: "o", Status: repository.WorkItemActive})
+	v, _ := f.s.layer.Vendors().Get(ctx, names[0])
+	f.cacheItems(t, root.ID, other.ID)
+	f.down(t)
+	qctx := fallback.WithWriteQueue(ctx)
+
+	if _, err := f.s.layer.Vendors().Create(qctx, repository.Vendor{Name: "BAD NAME"}); !errors.Is(err, repository.ErrInvalid) {
+		t.Fatalf("invalid create: %v, want ErrInvalid", err)
+	}
+	if _, err := f.s.layer.Vendors().Update(qctx, repository.Vendor{Name: "never-cached", Status: repository.VendorOperational, Version: 1}); !errors.Is(err, repository.ErrUnavailable) ||
+		!strings.Contains(err.Error(), "not in the cache") {
+		t.Fatalf("update of an uncached key: %v, want ErrUnavailable naming the reason", err)
+	}
+	moved := root
+	moved.ParentID = &other.ID
+	if _, err := f.s.layer.WorkItems().Update(qctx, moved); !errors.Is(err, repository.ErrUnavailable) || !strings.Contains(err.Error(), "move") {
+		t.Fatalf("queued move: %v, want ErrUnavailable", err)
+	}
+	stale := v
+	stale.Version = 0
+	if _, err := f.s.layer.Vendors().Update(qctx, stale); !errors.Is(err, repository.ErrInvalid) {
+		t.Fatalf("version 0: %v, want ErrInvalid", err)
+	}
+	// A version the cache knows is behind: the store would say conflict.
+	v.Status = repository.VendorBroken
+	if _, err := f.s.layer.Vendors().Update(qctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.layer.Vendors().Update(qctx, v); !errors.Is(err, repository.ErrConflict) {
+		t.Fatalf("second update on the same base: %v, want ErrConflict", err)
+	}
+	if n := f.pending(t); n != 1 {
+		t.Fatalf("%d pending, want only the one good write", n)
+	}
+}
+
+// A write that may have reached PostgreSQL is ErrOutcomeUnknown and is
+// never queued: a queue would apply it a second time.
+func TestOutcomeUnknownIsNotQueued(t *testing.T) {
+	cfg := queueConfig()
+	cfg.PrimaryTimeout = 300 * time.Millisecond
+	cfg.ConsecutiveFailures = 100
+	f := newQueueFixture(t, cfg)
+	ctx := context.Background()
+	names := seed(t, f.s, 1)
+	v, _ := f.s.layer.Vendors().Get(ctx, names[0])
+	// Warm a connection, then make the server's replies late.
+	if err := f.proxy.Latency(time.Second, 0); err != nil {
+		t.Fatal(err)
+	}
+	v.Status = repository.VendorBroken
+	_, err := f.s.layer.Vendors().Update(fallback.WithWriteQueue(ctx), v)
+	if !errors.Is(err, repository.ErrOutcomeUnknown) {
+		t.Fatalf("update whose reply was late: %v, want ErrOutcomeUnknown", err)
+	}
+	if n := f.pending(t); n != 0 {
+		t.Fatalf("%d writes queued after ErrOutcomeUnknown, want 0", n)
+	}
+}
+
+// A replay that cannot be recorded (the applied-writes table is missing)
+// keeps every write; the breaker still closes, reads of the pending keys
+// still answer the pending state, a later write to such a key queues
+// behind instead of overtaking, and the replay resumes once it can.
+func TestReplayKeepsWritesOnTransientFailure(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	names := seed(t, f.s, 2)
+	v, _ := f.s.layer.Vendors().Get(ctx, names[0])
+	f.down(t)
+	qctx := fallback.WithWriteQueue(ctx)
+	v.Status = repository.VendorBroken
+	v2, err := f.s.layer.Vendors().Update(qctx, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.other.store.Pool().Exec(ctx, `ALTER TABLE pgfallback_applied_writes RENAME TO aw_away`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the breaker to close without the table", func() bool { return f.s.layer.State() == fallback.Closed })
+	waitFor(t, 5*time.Second, "a failed replay", func() bool { return f.s.layer.Stats().Queued.ReplayFailures > 0 })
+	if n := f.pending(t); n != 1 {
+		t.Fatalf("%d pending after failed replays, want the write kept", n)
+	}
+	rctx, prov := fallback.WithProvenance(ctx)
+	if got, err := f.s.layer.Vendors().Get(rctx, names[0]); err != nil || got.Version != v2.Version || prov.Origin().Source != fallback.SourceQueue {
+		t.Fatalf("read of a pending key with the breaker closed: %+v %v from %v; want the pending state", got, err, prov.Origin().Source)
+	}
+	// The next write to the key queues behind the first.
+	v2.ExtractorVersion = "4.0.0"
+	if _, err := f.s.layer.Vendors().Update(qctx, v2); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.pending(t); n != 2 {
+		t.Fatalf("%d pending, want the second write queued behind the first", n)
+	}
+	if dead, _ := f.s.layer.DeadLetters(ctx); len(dead) != 0 {
+		t.Fatalf("a transient failure made dead letters: %+v", dead)
+	}
+	if _, err := f.other.store.Pool().Exec(ctx, `ALTER TABLE aw_away RENAME TO pgfallback_applied_writes`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, "the replay to resume", func() bool { return f.pending(t) == 0 })
+	if got, err := f.pgVendor(t, names[0]); err != nil || got.Version != 3 || got.ExtractorVersion != "4.0.0" {
+		t.Fatalf("PostgreSQL after the resumed replay: %+v, %v; want both writes in order", got, err)
+	}
+}

@@ -1,0 +1,286 @@
+package fallback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgfallback/pgfallback/repository"
+	"github.com/pgfallback/pgfallback/sqlitecache"
+)
+
+// Replay applies the queued writes to PostgreSQL in queue order, one
+// repository.WriteApplier call (one PostgreSQL transaction that records the
+// write's ID) per write, so that a replay cut short by a crash, a kill or a
+// lost reply applies nothing twice: the next replay finds the ID recorded
+// and only removes the write from the queue.
+//
+// It runs on recovery, after the catch-up or warm and before the breaker
+// closes (tryRecover), then every Config.ReplayInterval while the breaker
+// is closed, and at once when a write is queued while PostgreSQL answers.
+// A transient failure (PostgreSQL unreachable, a timeout, the
+// applied-writes table missing) stops the pass and backs off; a write
+// PostgreSQL rejects becomes a dead letter, with the writes queued behind
+// it for its key, and never holds up the other keys.
+
+const (
+	replayBatch      = 256
+	maxReplayBackoff = time.Minute
+)
+
+// writeQueue is the layer's side of the durable queue: the replayer and
+// the counters. The queue itself is in the cache file.
+type writeQueue struct {
+	l       *Layer
+	applier repository.WriteApplier
+	kick    chan struct{}
+
+	passMu sync.Mutex // one replay pass at a time
+
+	// pending is the number of pending writes as last counted or changed
+	// by this process: reads and writes consult the queue only while it is
+	// above zero, so an empty queue costs the healthy path one atomic load.
+	pending atomic.Int64
+
+	queued, replayed, alreadyApplied, deadLettered, conflicts, failures, full atomic.Uint64
+	lastErr                                                                   atomic.Pointer[string]
+}
+
+func newWriteQueue(l *Layer, applier repository.WriteApplier) *writeQueue {
+	return &writeQueue{l: l, applier: applier, kick: make(chan struct{}, 1)}
+}
+
+// wake asks the replayer for a pass now.
+func (q *writeQueue) wake() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop is the replayer goroutine; the layer's Close stops it.
+func (q *writeQueue) loop() {
+	l := q.l
+	interval := l.cfg.ReplayInterval
+	wait := interval
+	var retryAt time.Time
+	q.count(l.ctx)
+	if q.pending.Load() > 0 {
+		wait = 0 // a restart with writes queued: replay as soon as PostgreSQL answers
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-q.kick:
+			if time.Now().Before(retryAt) {
+				continue // backing off: the timer will come
+			}
+		case <-t.C:
+		}
+		if l.degraded.Load() {
+			// The prober replays on recovery, before the breaker closes.
+			t.Reset(interval)
+			continue
+		}
+		if err := q.replay(l.ctx); err != nil && l.ctx.Err() == nil {
+			wait = min(max(wait*2, interval), maxReplayBackoff)
+			retryAt = time.Now().Add(wait)
+		} else {
+			wait = interval
+			retryAt = time.Time{}
+		}
+		if !t.Stop() {
+			select {
+			case <-t.C:
+			default:
+			}
+		}
+		t.Reset(wait)
+	}
+}
+
+// count reads the number of pending writes from the cache file.
+func (q *writeQueue) count(ctx context.Context) {
+	if cache := q.l.cacheNow(); cache != nil {
+		if s, err := cache.QueueStats(ctx); err == nil {
+			q.pending.Store(int64(s.Pending))
+		}
+	}
+}
+
+// replay runs one pass: every pending write, in order, until the queue is
+// empty or a transient failure stops it (returned).
+func (q *writeQueue) replay(ctx context.Context) error {
+	q.passMu.Lock()
+	defer q.passMu.Unlock()
+	cache := q.l.cacheNow()
+	if cache == nil {
+		return nil
+	}
+	for {
+		batch, err := cache.PendingWrites(ctx, replayBatch)
+		if err != nil {
+			return fmt.Errorf("fallback: replay: reading the queue: %w", err)
+		}
+		if len(batch) == 0 {
+			q.pending.Store(0)
+			return nil
+		}
+		gone := map[int64]bool{} // dead-lettered behind a rejected write
+		for _, w := range batch {
+			if gone[w.Seq] {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			dead, err := q.replayOne(ctx, cache, w)
+			if err != nil {
+				q.count(ctx)
+				return err
+			}
+			for _, d := range dead {
+				gone[d.Seq] = true
+			}
+		}
+		q.count(ctx)
+	}
+}
+
+// replayOne applies one write. It returns the writes it dead-lettered, or
+// the transient failure that must stop the pass.
+func (q *writeQueue) replayOne(ctx context.Context, cache *sqlitecache.Cache, w sqlitecache.QueuedWrite) ([]sqlitecache.QueuedWrite, error) {
+	l := q.l
+	pctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
+	res, err := q.applier.ApplyWrite(pctx, w.Write)
+	cancel()
+	switch {
+	case err == nil, res.AlreadyApplied && errors.Is(err, repository.ErrUnreadable):
+		if err := cache.CompleteWrite(ctx, w, sqlitecache.Row{Vendor: res.Vendor, WorkItem: res.WorkItem}); err != nil &&
+			!errors.Is(err, repository.ErrNotFound) {
+			// Applied in PostgreSQL but still queued: the next pass finds
+			// its ID recorded and only removes it.
+			err = fmt.Errorf("fallback: replay: write %s was applied, but removing it from the queue failed: %w", w.Write.ID, err)
+			q.failed(err)
+			return nil, err
+		}
+		q.replayed.Add(1)
+		if res.AlreadyApplied {
+			q.alreadyApplied.Add(1)
+		}
+		return nil, nil
+	case rejected(err):
+		return q.reject(ctx, cache, w, err)
+	}
+	if ctx.Err() == nil {
+		q.failed(err)
+		msg := err.Error()
+		if class, kind := Classify(ctx, err); class == Outage {
+			l.stats.failure(kind)
+			l.lastErr.Store(&err)
+		}
+		if derr := cache.DeferWrite(context.WithoutCancel(ctx), w, msg); derr != nil {
+			l.log.Warn("pgfallback: recording a failed replay in the queue failed", "write", w.Write.ID, "err", derr)
+		}
+	}
+	return nil, fmt.Errorf("fallback: replay of queued write %s (%s %s %q): %w", w.Write.ID, w.Write.Op, w.Write.Entity, w.Write.Key(), err)
+}
+
+// failed counts a replay pass stopped by err.
+func (q *writeQueue) failed(err error) {
+	q.failures.Add(1)
+	msg := err.Error()
+	q.lastErr.Store(&msg)
+}
+
+// rejected: PostgreSQL's answer about the write itself, which no retry
+// changes. Anything else (an outage, a timeout, the applied-writes table
+// missing) keeps the write queued.
+func rejected(err error) bool {
+	return errors.Is(err, repository.ErrConflict) || errors.Is(err, repository.ErrAlreadyExists) ||
+		errors.Is(err, repository.ErrInvalid) || errors.Is(err, repository.ErrNotFound) ||
+		errors.Is(err, repository.ErrUnreadable)
+}
+
+// reject dead-letters a write PostgreSQL rejected, with the writes behind
+// it for its key, caches PostgreSQL's row, and tells OnConflict of each.
+func (q *writeQueue) reject(ctx context.Context, cache *sqlitecache.Cache, w sqlitecache.QueuedWrite, cause error) ([]sqlitecache.QueuedWrite, error) {
+	l := q.l
+	current := q.currentRow(ctx, w.Write, cause)
+	dead, err := cache.DeadLetter(ctx, w, cause.Error(), current)
+	if err != nil {
+		if errors.Is(err, repository.ErrNotFound) {
+			return nil, nil // another process settled it meanwhile
+		}
+		return nil, fmt.Errorf("fallback: replay: dead-lettering write %s failed: %w", w.Write.ID, err)
+	}
+	q.deadLettered.Add(uint64(len(dead)))
+	if errors.Is(cause, repository.ErrConflict) {
+		q.conflicts.Add(1)
+	}
+	l.log.Warn("pgfallback: PostgreSQL rejected a queued write; kept as a dead letter",
+		"write", w.Write.ID, "op", w.Write.Op, "entity", w.Write.Entity, "key", w.Write.Key(),
+		"behind_it", len(dead)-1, "err", cause)
+	if l.cfg.OnConflict != nil {
+		for i, d := range dead {
+			err := cause
+			if i > 0 {
+				err = fmt.Errorf("behind dead-lettered write %s: %w", w.Write.ID, cause)
+			}
+			l.cfg.OnConflict(queuedWrite(d), err)
+		}
+	}
+	return dead, nil
+}
+
+// currentRow is PostgreSQL's row for a rejected write's key: the one a
+// conflict carries, or a fresh read (nothing when the read fails: the
+// cache then forgets the key rather than keep the rejected write's state).
+func (q *writeQueue) currentRow(ctx context.Context, w repository.Write, cause error) sqlitecache.Row {
+	var ce *repository.ConflictError
+	if errors.As(cause, &ce) {
+		return sqlitecache.Row{Vendor: ce.Vendor, WorkItem: ce.WorkItem}
+	}
+	if errors.Is(cause, repository.ErrUnreadable) || errors.Is(cause, repository.ErrNotFound) {
+		return sqlitecache.Row{}
+	}
+	pctx, cancel := context.WithTimeout(ctx, q.l.cfg.PrimaryTimeout)
+	defer cancel()
+	if w.Entity == repository.EntityVendor {
+		if v, err := q.l.primary.Vendors().Get(pctx, w.Vendor.Name); err == nil {
+			return sqlitecache.Row{Vendor: &v}
+		}
+		return sqlitecache.Row{}
+	}
+	if item, err := q.l.primary.WorkItems().Get(pctx, w.WorkItem.ID); err == nil {
+		return sqlitecache.Row{WorkItem: &item}
+	}
+	return sqlitecache.Row{}
+}
+
+// replayOnRecovery is the replay run by the prober before the breaker
+// closes. It reports false when PostgreSQL failed again (the breaker stays
+// open); another failure is logged, and the breaker closes all the same.
+func (l *Layer) replayOnRecovery() bool {
+	if l.queue == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.WarmTimeout)
+	err := l.queue.replay(ctx)
+	cancel()
+	if err == nil || l.ctx.Err() != nil {
+		return true
+	}
+	if class, _ := Classify(l.ctx, err); class == Outage {
+		l.setState(Open)
+		return false
+	}
+	l.log.Error("pgfallback: replaying queued writes failed; closing the breaker anyway, the replay retries", "err", err)
+	return true
+}
