@@ -72,7 +72,12 @@ type handles struct {
 	setWorkItemStmt *sql.Stmt
 
 	ident os.FileInfo // the file as it was when opened, for os.SameFile
+
+	isClosed atomic.Bool
 }
+
+// retired reports whether close was called.
+func (h *handles) retired() bool { return h.isClosed.Load() }
 
 // Open opens (creating if needed) the cache file at path; "" means
 // DefaultPath. Missing parent directories are created (mode from
@@ -401,6 +406,7 @@ func (h *handles) prepare(ctx context.Context) error {
 // connection pools refuse new work once closed) instead of using a closed
 // connection.
 func (h *handles) close() error {
+	h.isClosed.Store(true)
 	var errs []error
 	if h.fast != nil {
 		h.fast.close()

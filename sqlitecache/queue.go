@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -592,4 +593,68 @@ func (c *Cache) inDurableTx(ctx context.Context, op string, fn func(wtx) error) 
 func isAnswer(err error) bool {
 	return errors.Is(err, ErrQueueFull) || errors.Is(err, repository.ErrInvalid) || errors.Is(err, repository.ErrConflict) ||
 		errors.Is(err, repository.ErrNotFound) || errors.Is(err, repository.ErrAlreadyExists)
+}
+
+// carried is what carryQueue copies from a lost file into its replacement:
+// the queue, and the entries queued writes are pending on.
+var carried = []struct{ table, columns, where string }{
+	{"queued_writes", `seq, id, op, entity, key, base_version, encoding, data, queued_at, attempts, err, dead, dead_at, current_enc, current`, ``},
+	{"cached_vendors", `name, data, cached_at, version, encoding, id, status, created_at, rev, pending`, ` WHERE pending > 0`},
+	{"cached_work_items", `id, data, cached_at, version, encoding, type, status, parent_id, path, deleted, created_at, rev, pending`, ` WHERE pending > 0`},
+}
+
+// carryQueue copies the queued writes (and their pending entries) that
+// the connections to a lost file can still read — a deleted or replaced
+// file stays readable through them until they close — into the new file,
+// so that writes the application was told are kept survive the loss of
+// the file. It returns how many queued writes it carried.
+func carryQueue(ctx context.Context, from, to *handles) (int, error) {
+	var rows [][][]any // per table, per row
+	for _, t := range carried {
+		// The writer's one connection has been open on the lost file since
+		// it was opened; a new reader connection would open the new file.
+		r, err := from.w.QueryContext(ctx, `SELECT `+t.columns+` FROM `+t.table+t.where)
+		if err != nil {
+			return 0, err
+		}
+		var all [][]any
+		n := strings.Count(t.columns, ",") + 1
+		for r.Next() {
+			vals := make([]any, n)
+			ptrs := make([]any, n)
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := r.Scan(ptrs...); err != nil {
+				r.Close()
+				return 0, err
+			}
+			all = append(all, vals)
+		}
+		if err := r.Close(); err != nil {
+			return 0, err
+		}
+		if err := r.Err(); err != nil {
+			return 0, err
+		}
+		rows = append(rows, all)
+	}
+	if len(rows[0]) == 0 {
+		return 0, nil
+	}
+	tx, err := to.w.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	for i, t := range carried {
+		marks := strings.Repeat("?, ", strings.Count(t.columns, ","))
+		q := `INSERT OR REPLACE INTO ` + t.table + ` (` + t.columns + `) VALUES (` + marks + `?)`
+		for _, vals := range rows[i] {
+			if _, err := tx.ExecContext(ctx, q, vals...); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return len(rows[0]), tx.Commit()
 }

@@ -1,6 +1,7 @@
 package sqlitecache
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -127,6 +128,20 @@ func (c *Cache) checkFile() bool {
 		c.reopenErr.Store(&err)
 		c.cfg.logger.Error("sqlitecache: cannot reopen the cache file; will retry", "path", c.path, "err", err)
 		return true
+	}
+	if !old.retired() {
+		// Queued writes are promises to the application: carry them over
+		// while the lost file can still be read.
+		n, err := carryQueue(context.Background(), old, h)
+		switch {
+		case err != nil:
+			c.cfg.logger.Error("sqlitecache: the lost cache file's queued writes could not be carried into the new file; they are lost",
+				"path", c.path, "err", err)
+		case n > 0:
+			c.cfg.logger.Warn("sqlitecache: carried the lost cache file's queued writes into the new file", "path", c.path, "writes", n)
+		}
+	} else {
+		c.cfg.logger.Error("sqlitecache: the cache file was truncated: any queued writes it held are lost", "path", c.path)
 	}
 	c.h.Store(h)
 	c.lostPending.Store(false)

@@ -1,0 +1,71 @@
+package sqlitecache
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// Queued writes are promises made to the application: a cache file
+// deleted or replaced under the running process must not take them along.
+// The old file stays readable through the open connections until the
+// reopen closes them, so the queue is carried into the new file.
+func TestQueueSurvivesTheLossOfItsFile(t *testing.T) {
+	for _, how := range []string{"deleted", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "cache.db")
+			c, logs := openWatched(t, path)
+			v := testVendor("a", 1) // cached by openWatched
+			v.Status = repository.VendorBroken
+			after := v
+			after.Version = 2
+			upd := repository.Write{ID: uuid.Must(uuid.NewV7()), Op: repository.WriteUpdate, Entity: repository.EntityVendor, Vendor: v, BaseVersion: 1}
+			if _, err := c.Enqueue(bg, upd, Row{Vendor: &after}, 0); err != nil {
+				t.Fatal(err)
+			}
+			del := repository.Write{ID: uuid.Must(uuid.NewV7()), Op: repository.WriteDelete, Entity: repository.EntityVendor, Vendor: repository.Vendor{Name: "b"}}
+			if _, err := c.Enqueue(bg, del, Row{}, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+			if how == "replaced" {
+				other, err := Open(path, WithCleanupInterval(0), WithFileCheckInterval(0), WithLogger(nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				other.Close()
+			}
+			if !c.checkFile() {
+				t.Fatalf("%s file not detected", how)
+			}
+			qs, err := c.PendingWrites(bg, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(qs) != 2 || qs[0].Write.ID != upd.ID || qs[1].Write.ID != del.ID {
+				t.Fatalf("pending after the loss: %+v, want both writes in order", qs)
+			}
+			got, e, err := c.GetVendor(bg, "a")
+			if err != nil || !e.Pending || got.Version != 2 {
+				t.Fatalf("pending entry after the loss: %+v pending=%v %v", got, e.Pending, err)
+			}
+			if _, e, err := c.GetVendor(bg, "b"); !errors.Is(err, ErrPendingDelete) || !e.Pending {
+				t.Fatalf("tombstone after the loss: %v pending=%v", err, e.Pending)
+			}
+			if _, _, err := c.GetVendor(bg, "c"); !errors.Is(err, repository.ErrNotFound) {
+				t.Fatalf("an ordinary entry came along: %v (only the queue is carried)", err)
+			}
+			if !strings.Contains(logs.String(), "carried") {
+				t.Fatalf("the carry-over was not logged:\n%s", logs)
+			}
+		})
+	}
+}
