@@ -81,6 +81,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descWriteQueued, descWriteQueueDepth, descWriteWritten, descWriteDropped, descWriteFailed, descWriteOverflowed, descEvictionsLost,
 		descWarmRuns, descWarmDuration, descWarmRows, descWarmSuccess, descWarmTimestamp,
 		descFeedState, descFeedLag, descFeedApplied, descFeedCatchUps, descFeedResyncs, descFeedErrors,
+		descQueuedPending, descQueuedEvents,
 		descScrapeErrors,
 	} {
 		ch <- d
@@ -246,4 +247,17 @@ func collectStats(ch chan<- prometheus.Metric, s fallback.Stats) {
 	counter(ch, descFeedCatchUps, f.CatchUps)
 	counter(ch, descFeedResyncs, f.Resyncs)
 	counter(ch, descFeedErrors, f.Errors)
+
+	q := s.Queued
+	gauge(ch, descQueuedPending, float64(q.Pending))
+	for _, e := range []struct {
+		event string
+		n     uint64
+	}{
+		{"queued", q.Queued}, {"replayed", q.Replayed}, {"already_applied", q.AlreadyApplied},
+		{"dead_lettered", q.DeadLettered}, {"conflict", q.Conflicts}, {"replay_failure", q.ReplayFailures},
+		{"refused_full", q.Full},
+	} {
+		counter(ch, descQueuedEvents, e.n, e.event)
+	}
 }

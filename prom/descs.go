@@ -68,6 +68,11 @@ var (
 	descFeedErrors = desc("pgfallback_feed_errors_total",
 		"Catch-ups of the change feed that failed.")
 
+	descQueuedPending = desc("pgfallback_queued_writes",
+		"Writes in the durable write queue waiting to be replayed to PostgreSQL, as last counted by the layer.")
+	descQueuedEvents = desc("pgfallback_queued_writes_total",
+		"Durable write queue events: queued, replayed (already_applied among them: found applied by an earlier, interrupted replay), dead_lettered, conflict (version conflicts among the dead letters), replay_failure (passes stopped by a transient failure), refused_full (writes refused at MaxQueuedWrites).", "event")
+
 	descScrapeErrors = desc("pgfallback_scrape_errors_total",
 		"Scrapes that could not read a source in time (the cache's entry counts); that part of the scrape was skipped.")
 )

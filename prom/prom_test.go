@@ -105,6 +105,8 @@ pgfallback_cache_served_total{entity="work_item",freshness="stale"} 0
 		{"pgfallback_cache_open", nil, 1},
 		{"pgfallback_feed_state", []string{"state=off"}, 1},
 		{"pgfallback_scrape_errors_total", nil, 0},
+		{"pgfallback_queued_writes", nil, 0},
+		{"pgfallback_queued_writes_total", []string{"event=dead_lettered"}, 0},
 	} {
 		if got := value(t, after, c.name, c.labels...); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
