@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -629,5 +630,95 @@ func TestReplayKeepsWritesOnTransientFailure(t *testing.T) {
 	waitFor(t, 90*time.Second, "the replay to resume", func() bool { return f.pending(t) == 0 })
 	if got, err := f.pgVendor(t, names[0]); err != nil || got.Version != 3 || got.ExtractorVersion != "4.0.0" {
 		t.Fatalf("PostgreSQL after the resumed replay: %+v, %v; want both writes in order", got, err)
+	}
+}
+
+// Two layers on one cache file share its queue: both replay it, and the
+// write IDs keep every write applied exactly once.
+func TestTwoLayersOnOneQueueApplyEachWriteOnce(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	const n = 40
+	names := seed(t, f.s, n)
+	second := openStack(t, f.proxied, f.cachePath, queueConfig())
+	f.down(t)
+	waitFor(t, 5*time.Second, "the second layer's breaker to open", func() bool {
+		second.layer.Vendors().List(ctx, repository.VendorFilter{Limit: 1})
+		return second.layer.State() == fallback.Open
+	})
+	qctx := fallback.WithWriteQueue(ctx)
+	for i, name := range names {
+		l := f.s.layer
+		if i%2 == 1 {
+			l = second.layer
+		}
+		v, err := l.Vendors().Get(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.Status = repository.VendorBroken
+		if _, err := l.Vendors().Update(qctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.up(t)
+	waitFor(t, 15*time.Second, "the second layer to recover", func() bool { return second.layer.State() == fallback.Closed })
+	var wrong, applied int
+	pool := f.other.store.Pool()
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM vendors WHERE version <> 2 OR status <> 'broken'`).Scan(&wrong); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pgfallback_applied_writes`).Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if wrong != 0 || applied != n {
+		t.Fatalf("%d vendors not at version 2, %d writes recorded; want 0 and %d", wrong, applied, n)
+	}
+	a, b := f.s.layer.Stats().Queued, second.layer.Stats().Queued
+	t.Logf("replayed by the first layer: %d (%d already applied), by the second: %d (%d already applied)",
+		a.Replayed, a.AlreadyApplied, b.Replayed, b.AlreadyApplied)
+}
+
+// Close stops the replayer even in the middle of a slow replay, and
+// leaves the rest queued.
+func TestCloseDuringReplay(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	names := seed(t, f.s, 30)
+	f.down(t)
+	qctx := fallback.WithWriteQueue(ctx)
+	for _, name := range names {
+		v, _ := f.s.layer.Vendors().Get(ctx, name)
+		v.Status = repository.VendorBroken
+		if _, err := f.s.layer.Vendors().Update(qctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.s.close()
+	before := runtime.NumGoroutine()
+	if err := f.proxy.Latency(20*time.Millisecond, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	s := openStack(t, f.proxied, f.cachePath, queueConfig())
+	waitFor(t, 10*time.Second, "the replay to start", func() bool { return s.layer.Stats().Queued.Replayed > 0 })
+	start := time.Now()
+	s.layer.Close()
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("Close took %s during a replay", took)
+	}
+	s.cache.Close()
+	s.store.Close()
+	waitFor(t, 5*time.Second, "goroutines to stop", func() bool { return runtime.NumGoroutine() <= before })
+	if err := f.proxy.Clear(); err != nil {
+		t.Fatal(err)
+	}
+	f.s = openStack(t, f.proxied, f.cachePath, queueConfig())
+	f.waitReplayed(t)
+	var wrong int
+	if err := f.other.store.Pool().QueryRow(ctx, `SELECT count(*) FROM vendors WHERE version <> 2`).Scan(&wrong); err != nil || wrong != 0 {
+		t.Fatalf("%d vendors not at version 2 (%v)", wrong, err)
 	}
 }
