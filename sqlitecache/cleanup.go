@@ -48,12 +48,16 @@ func (c *Cache) clearOlderThan(ctx context.Context, op string, grace time.Durati
 		deletion{sql: `DELETE FROM cached_work_items WHERE cached_at < ? AND pending = 0`, args: []any{c.staleBefore(c.cfg.workItemTTL + grace)}})
 }
 
-// ClearAll deletes every entry and returns how many it deleted.
+// ClearAll deletes every entry and returns how many it deleted, except the
+// entries queued writes are pending on (see Enqueue): they are the
+// application's writes, not copies of PostgreSQL's rows, and go only when
+// their writes leave the queue.
 // Errors: ErrClosed or the wrapped SQLite error (nothing deleted).
 func (c *Cache) ClearAll(ctx context.Context) (int, error) {
 	// An empty file is no longer a complete mirror; its feed cursor stays
 	// valid (nothing cached can be out of date).
-	return c.deleteAll(ctx, "clear all", deletion{sql: `DELETE FROM cached_vendors`}, deletion{sql: `DELETE FROM cached_work_items`},
+	return c.deleteAll(ctx, "clear all",
+		deletion{sql: `DELETE FROM cached_vendors WHERE pending = 0`}, deletion{sql: `DELETE FROM cached_work_items WHERE pending = 0`},
 		deletion{sql: `UPDATE cache_metadata SET value = '' WHERE key = ?`, args: []any{metaFeedMirror}, silent: true})
 }
 
