@@ -122,7 +122,8 @@ type Config struct {
 	MaxQueuedWrites int
 	// ReplayInterval is how often queued writes are replayed while the
 	// breaker is closed (after a transient failure, the wait doubles up to
-	// a minute). Default 5 s.
+	// OpenTimeout; a replay that cannot reach PostgreSQL counts as a
+	// failed call of the breaker). Default 5 s.
 	ReplayInterval time.Duration
 	// OnConflict, if set, is called once for each queued write that
 	// PostgreSQL rejects at replay, and for each write queued behind it for

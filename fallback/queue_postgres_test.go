@@ -342,6 +342,9 @@ func TestQueuedWritesSurviveARestart(t *testing.T) {
 	if v, err := f.s.layer.Vendors().Get(ctx, names[2]); err != nil || v.Status != repository.VendorBroken {
 		t.Fatalf("read-your-writes after the restart: %+v, %v", v, err)
 	}
+	// Its reads of pending keys never reach PostgreSQL; its replays do,
+	// and they open the breaker, so that the prober takes over recovery.
+	waitFor(t, 5*time.Second, "the replay's failures to open the breaker", func() bool { return f.s.layer.State() == fallback.Open })
 	f.up(t)
 	for _, n := range names {
 		if v, err := f.pgVendor(t, n); err != nil || v.Version != 2 || v.Status != repository.VendorBroken {

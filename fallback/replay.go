@@ -26,10 +26,8 @@ import (
 // PostgreSQL rejects becomes a dead letter, with the writes queued behind
 // it for its key, and never holds up the other keys.
 
-const (
-	replayBatch      = 256
-	maxReplayBackoff = time.Minute
-)
+// replayBatch writes are read from the queue at a time.
+const replayBatch = 256
 
 // writeQueue is the layer's side of the durable queue: the replayer and
 // the counters. The queue itself is in the cache file.
@@ -89,7 +87,9 @@ func (q *writeQueue) loop() {
 			continue
 		}
 		if err := q.replay(l.ctx); err != nil && l.ctx.Err() == nil {
-			wait = min(max(wait*2, interval), maxReplayBackoff)
+			// At most OpenTimeout: the prober's pace, so that a replay
+			// waits no longer for PostgreSQL than a trip would.
+			wait = min(max(wait*2, interval), max(l.cfg.OpenTimeout, interval))
 			retryAt = time.Now().Add(wait)
 		} else {
 			wait = interval
@@ -184,12 +184,28 @@ func (q *writeQueue) replayOne(ctx context.Context, cache *sqlitecache.Cache, w 
 		if class, kind := Classify(ctx, err); class == Outage {
 			l.stats.failure(kind)
 			l.lastErr.Store(&err)
+			l.reportReplayOutage()
 		}
 		if derr := cache.DeferWrite(context.WithoutCancel(ctx), w, msg); derr != nil {
 			l.log.Warn("pgfallback: recording a failed replay in the queue failed", "write", w.Write.ID, "err", derr)
 		}
 	}
 	return nil, fmt.Errorf("fallback: replay of queued write %s (%s %s %q): %w", w.Write.ID, w.Write.Op, w.Write.Entity, w.Write.Key(), err)
+}
+
+// reportReplayOutage counts a replay that could not reach PostgreSQL as a
+// failed call of the breaker. An instance that restarted during an outage
+// may send nothing else to PostgreSQL — its reads of pending keys and its
+// writes to them go to the queue — so without this its breaker would never
+// open, and the prober would never take over recovery.
+func (l *Layer) reportReplayOutage() {
+	if l.degraded.Load() {
+		return // the prober is recovering: it decides
+	}
+	if done, err := l.cb.Allow(); err == nil {
+		done(errOutage)
+		l.settle()
+	}
 }
 
 // failed counts a replay pass stopped by err.
