@@ -12,7 +12,10 @@ import (
 	"github.com/pgfallback/pgfallback/integration/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	drill.ChildMain() // the queued-kill scenario's child process runs here
+	pgtest.Main(m)
+}
 
 // drillConfig is the suite's load: short phases, enough calls to matter.
 func drillConfig(srv *pgtest.Server, scenario string) drill.Config {
@@ -66,6 +69,7 @@ func TestDrills(t *testing.T) {
 			if !s.Passed {
 				t.Fatalf("bounds broken:\n%s", strings.Join(s.Violations, "\n"))
 			}
+			checkQueued(t, s)
 		})
 	}
 }
@@ -87,5 +91,71 @@ func TestDrillDetectsBrokenBounds(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("violations %q do not name the latency bound", rep.Scenarios[0].Violations)
+	}
+}
+
+// checkQueued makes the queued scenarios' own assertions: the drill
+// exercised what it claims (hundreds of queued writes, real conflicts, a
+// restart with writes pending, a kill mid-replay), and the counts add up.
+func checkQueued(t *testing.T, s drill.ScenarioReport) {
+	t.Helper()
+	switch s.Name {
+	case drill.ScenarioQueued, drill.ScenarioQueuedRestart, drill.ScenarioQueuedKill:
+	default:
+		return
+	}
+	q := s.Queue
+	if q == nil {
+		t.Fatal("queued scenario without a queue summary")
+	}
+	if q.Queued < 100 {
+		t.Errorf("%d writes queued, want at least 100", q.Queued)
+	}
+	if q.Replayed+q.DeadLetters != q.Queued {
+		t.Errorf("%d replayed + %d dead letters != %d queued", q.Replayed, q.DeadLetters, q.Queued)
+	}
+	if q.Replayed == 0 {
+		t.Error("no queued write was replayed")
+	}
+	if q.Conflicts == 0 || q.DeadLetters < q.Conflicts {
+		t.Errorf("%d conflicts, %d dead letters: the other instance's writes to the same keys must conflict", q.Conflicts, q.DeadLetters)
+	}
+	if q.ReplayEndMs <= q.ReplayStartMs {
+		t.Errorf("replay from %v ms to %v ms: the queue never emptied", q.ReplayStartMs, q.ReplayEndMs)
+	}
+	queuedPoints := 0
+	for _, p := range s.Timeline {
+		if p.Write && p.Source == "queue" {
+			queuedPoints++
+		}
+	}
+	if queuedPoints != q.Queued {
+		t.Errorf("the timeline shows %d queued writes, want %d", queuedPoints, q.Queued)
+	}
+	switch s.Name {
+	case drill.ScenarioQueuedRestart:
+		if q.PendingAfterReopen == 0 {
+			t.Error("no write pending after the restart: the queue did not survive it")
+		}
+	case drill.ScenarioQueuedKill:
+		if q.KillAtMs <= 0 {
+			t.Error("the child was not killed")
+		}
+		if q.ReplayedBeforeKill <= 0 || q.ReplayedBeforeKill >= q.Queued {
+			t.Errorf("the child had replayed %d of %d writes when killed: not mid-replay", q.ReplayedBeforeKill, q.Queued)
+		}
+		if q.PendingAfterReopen == 0 {
+			t.Error("no write pending after the kill")
+		}
+		if int(q.AlreadyApplied) < q.InFlightAtKill {
+			t.Errorf("%d writes in flight at the kill, %d found already applied", q.InFlightAtKill, q.AlreadyApplied)
+		}
+	}
+	var html strings.Builder
+	if err := (&drill.Report{Scenarios: []drill.ScenarioReport{s}}).RenderHTML(&html); err != nil {
+		t.Fatalf("render HTML: %v", err)
+	}
+	if !strings.Contains(html.String(), ">replay</text>") || !strings.Contains(html.String(), "l3 4l-3 4l-3-4z") {
+		t.Error("the HTML timeline shows neither the replay nor the queued writes' markers")
 	}
 }

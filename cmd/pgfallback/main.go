@@ -4,6 +4,7 @@
 //	pgfallback drill   [--dsn URL] [--scenario all] [--readers 8] [--writers 2] [--duration 3s] [--json FILE] [--html FILE]
 //	pgfallback migrate up|down|status --dsn URL
 //	pgfallback cache   stats|clear-stale|clear [--path FILE]
+//	pgfallback queue   list|retry|discard [--path FILE] [ID]
 //
 // --dsn defaults to $DATABASE_URL. Exit codes: 0 success, 1 failure (a
 // drill whose bounds broke included), 2 bad usage.
@@ -20,10 +21,12 @@ import (
 	"slices"
 	"syscall"
 
+	"github.com/pgfallback/pgfallback/integration/drill"
 	"github.com/pgfallback/pgfallback/internal/dsn"
 )
 
 func main() {
+	drill.ChildMain() // a drill's child process (queued-kill) runs here and exits
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -40,6 +43,8 @@ Usage:
   pgfallback migrate up|down|status [flags]     apply, roll back or list PostgreSQL migrations
   pgfallback cache   stats|clear-stale|clear [flags]
                                                 the SQLite cache's own operations
+  pgfallback queue   list|retry|discard [flags] [ID]
+                                                list the queued writes, retry or discard a dead letter
 
 Run "pgfallback <command> --help" for a command's flags.
 `
@@ -57,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = migrateCmd(ctx, args[1:], stdout, stderr)
 	case "cache":
 		err = cacheCmd(ctx, args[1:], stdout, stderr)
+	case "queue":
+		err = queueCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -51,6 +51,13 @@ var usageErrors = [][]string{
 	{"cache", "explode"},
 	{"cache", "stats", "--ttl", "-1s"},
 	{"cache", "stats", "--ttl", "soon"},
+	{"queue"},
+	{"queue", "explode"},
+	{"queue", "list", "extra-arg"},
+	{"queue", "list", "--pending", "--dead"},
+	{"queue", "retry"},
+	{"queue", "retry", "not-a-uuid"},
+	{"queue", "discard", "--path"},
 }
 
 func TestUsageErrorsExitTwo(t *testing.T) {
@@ -78,6 +85,8 @@ var helpRequests = [][]string{
 	{"drill", "--help"}, {"drill", "-h"}, {"drill", "help"}, {"drill", "--readers", "3", "-help"},
 	{"migrate", "--help"}, {"migrate", "-h"}, {"migrate", "help"}, {"migrate", "up", "--help"}, {"migrate", "status", "-h"},
 	{"cache", "--help"}, {"cache", "help"}, {"cache", "stats", "--help"},
+	{"queue", "--help"}, {"queue", "-h"}, {"queue", "help"}, {"queue", "list", "--help"},
+	{"queue", "retry", "-h"}, {"queue", "discard", "--path", "x.db", "--help"},
 }
 
 func TestHelpOnEveryCommand(t *testing.T) {

@@ -23,24 +23,28 @@ import (
 
 // Scenario names.
 const (
-	ScenarioKill         = "kill"          // the server is killed (immediate shutdown) and restarted
-	ScenarioDown         = "down"          // the proxy refuses connections, then accepts again
-	ScenarioBlackhole    = "blackhole"     // the proxy accepts and never answers
-	ScenarioLatency      = "latency"       // latency above PrimaryTimeout (must trip)
-	ScenarioLatencyBelow = "latency-below" // latency below PrimaryTimeout (must not trip)
-	ScenarioReset        = "reset"         // live connections reset mid-query, repeatedly
-	ScenarioFlap         = "flap"          // down/up every few hundred ms
-	ScenarioStale        = "stale"         // an outage longer than the cache TTL
-	ScenarioRestart      = "restart"       // the application restarts during the outage
-	ScenarioChanged      = "changed"       // rows change behind the layer during the outage
-	ScenarioPeers        = "peers"         // three instances: two write while the third loses PostgreSQL
-	ScenarioFeedCut      = "feed-cut"      // only the change feed's listening connection is cut
+	ScenarioKill          = "kill"           // the server is killed (immediate shutdown) and restarted
+	ScenarioDown          = "down"           // the proxy refuses connections, then accepts again
+	ScenarioBlackhole     = "blackhole"      // the proxy accepts and never answers
+	ScenarioLatency       = "latency"        // latency above PrimaryTimeout (must trip)
+	ScenarioLatencyBelow  = "latency-below"  // latency below PrimaryTimeout (must not trip)
+	ScenarioReset         = "reset"          // live connections reset mid-query, repeatedly
+	ScenarioFlap          = "flap"           // down/up every few hundred ms
+	ScenarioStale         = "stale"          // an outage longer than the cache TTL
+	ScenarioRestart       = "restart"        // the application restarts during the outage
+	ScenarioChanged       = "changed"        // rows change behind the layer during the outage
+	ScenarioPeers         = "peers"          // three instances: two write while the third loses PostgreSQL
+	ScenarioFeedCut       = "feed-cut"       // only the change feed's listening connection is cut
+	ScenarioQueued        = "queued"         // writers opt in to the write queue; another instance writes the same keys
+	ScenarioQueuedRestart = "queued-restart" // queued, with the application restarted mid-outage
+	ScenarioQueuedKill    = "queued-kill"    // queued, with the replaying process killed (SIGKILL) mid-replay
 )
 
 // AllScenarios is what "all" expands to, in running order.
 var AllScenarios = []string{
 	ScenarioDown, ScenarioKill, ScenarioBlackhole, ScenarioLatency, ScenarioLatencyBelow,
 	ScenarioReset, ScenarioFlap, ScenarioStale, ScenarioRestart, ScenarioChanged, ScenarioPeers, ScenarioFeedCut,
+	ScenarioQueued, ScenarioQueuedRestart, ScenarioQueuedKill,
 }
 
 // Config describes a drill. Zero values take the defaults given.

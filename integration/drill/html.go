@@ -59,7 +59,7 @@ svg{display:block;margin-top:6px}
 <h1>pgfallback failover drill <span class="badge {{if .Passed}}pass">PASSED{{else}}fail">FAILED{{end}}</span></h1>
 <p class="sub">run {{.RunID}} · {{.Started.Format "2006-01-02 15:04:05 MST"}} · {{.Readers}} readers, {{.Writers}} writers ·
 PrimaryTimeout {{dur .PrimaryTimeoutMs}}, OpenTimeout {{dur .OpenTimeoutMs}} · {{if .Embedded}}embedded PostgreSQL{{else}}given PostgreSQL{{end}} · total {{dur .DurationMs}}</p>
-<p class="legend"><span><i class="dot" style="background:#3b6fd8"></i>from PostgreSQL</span><span><i class="dot" style="background:#1f9d55"></i>from cache (fresh)</span><span><i class="dot" style="background:#e08a00"></i>from cache (stale)</span><span><i class="dot" style="background:#d64545"></i>error</span><span>▲ write</span><span><i class="dot" style="background:#f3d4d4;border-radius:0"></i>fault injected</span></p>
+<p class="legend"><span><i class="dot" style="background:#3b6fd8"></i>from PostgreSQL</span><span><i class="dot" style="background:#1f9d55"></i>from cache (fresh)</span><span><i class="dot" style="background:#e08a00"></i>from cache (stale)</span><span><i class="dot" style="background:#d64545"></i>error</span><span>▲ write</span><span style="color:#8e44ad">◆ queued write</span><span><i class="dot" style="background:#f3d4d4;border-radius:0"></i>fault injected</span><span><i class="dot" style="background:#e6dcf2;border-radius:0"></i>replay of queued writes</span></p>
 {{range .Scenarios}}
 <h2>{{.Name}} <span class="badge {{if .Skipped}}skip">SKIPPED{{else if .Passed}}pass">PASS{{else}}fail">FAIL{{end}}</span></h2>
 <div class="sub">{{.Description}}</div>
@@ -69,7 +69,7 @@ PrimaryTimeout {{dur .PrimaryTimeoutMs}}, OpenTimeout {{dur .OpenTimeoutMs}} · 
 {{range .Phases}}<tr><td>{{.Name}}</td><td>{{.Ops}}</td><td>{{pct .ErrorRate}}</td><td>{{ms .P50Ms}}</td><td>{{ms .P99Ms}}</td><td>{{ms .MaxMs}}</td><td>{{.Primary}}</td><td>{{.CacheFresh}}</td><td>{{.CacheStale}}</td><td>{{.Writes}}</td></tr>
 {{end}}</table>
 <p class="facts">time to trip {{if .Tripped}}{{dur .TimeToTripMs}}{{else}}— (did not trip){{end}} · time to recover {{dur .TimeToRecoverMs}} · warm {{dur .Warm.DurationMs}}, {{.Warm.Refreshed}} entries refreshed, {{.Warm.Removed}} removed<br>
-writes: {{.Writes.Acknowledged}} acknowledged, {{.Writes.ReportedFailed}} reported failed, {{.Writes.Unknown}} outcome unknown · {{.Writes.MissingAcknowledged}} acknowledged but missing, {{.Writes.PresentButFailed}} reported failed but present</p>
+{{with .Queue}}queue: {{.Queued}} writes queued, {{.Direct}} applied directly, {{.NotWritten}} not written · {{.Replayed}} replayed ({{.AlreadyApplied}} already applied), {{.DeadLetters}} dead letters ({{.Conflicts}} conflicts) · the other instance wrote {{.OtherWrites}} times on {{.SharedKeys}} of {{.Keys}} keys{{if .KillAtMs}} · SIGKILL mid-replay after {{.ReplayedBeforeKill}} replayed{{end}}{{else}}writes: {{.Writes.Acknowledged}} acknowledged, {{.Writes.ReportedFailed}} reported failed, {{.Writes.Unknown}} outcome unknown · {{.Writes.MissingAcknowledged}} acknowledged but missing, {{.Writes.PresentButFailed}} reported failed but present{{end}}</p>
 {{range .Violations}}<p class="viol">✗ {{.}}</p>{{end}}
 {{end}}{{end}}
 </body></html>
@@ -95,6 +95,16 @@ func chartSVG(s ScenarioReport, timeoutMs float64) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" xmlns="http://www.w3.org/2000/svg" font-family="system-ui,sans-serif" font-size="11">`, W, H, W, H)
 	fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#f3d4d4"/>`, x(s.FaultStartMs), top, x(s.FaultEndMs)-x(s.FaultStartMs), H-top-bottom)
+	if q := s.Queue; q != nil && q.ReplayStartMs > 0 {
+		// The replay of queued writes: from the heal to the queue found
+		// empty (to the end of the chart when it never emptied).
+		replayEnd := q.ReplayEndMs
+		if replayEnd <= q.ReplayStartMs {
+			replayEnd = end
+		}
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#e6dcf2"/><text x="%.1f" y="%.1f" fill="#6c3483">replay</text>`,
+			x(q.ReplayStartMs), top, math.Max(x(replayEnd)-x(q.ReplayStartMs), 1), H-top-bottom, x(q.ReplayStartMs)+3, H-bottom-4)
+	}
 	for _, v := range []float64{0.01, 0.1, 1, 10, 100, 1000, 10000} {
 		if math.Log10(v) > hi {
 			break
@@ -107,10 +117,14 @@ func chartSVG(s ScenarioReport, timeoutMs float64) string {
 	for t := 0.0; t <= end; t += tickStep(end) {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#5b6477">%gs</text>`, x(t), H-10, t/1000)
 	}
-	colors := map[string]string{"primary": "#3b6fd8", "cache": "#1f9d55", "stale": "#e08a00", "error": "#d64545"}
+	colors := map[string]string{"primary": "#3b6fd8", "cache": "#1f9d55", "stale": "#e08a00", "queue": "#8e44ad", "error": "#d64545"}
 	for _, p := range s.Timeline {
 		c := colors[p.Source]
-		if p.Write {
+		if p.Write && p.Source == "queue" {
+			// A queued write: a diamond, apart from the triangles of writes
+			// PostgreSQL answered.
+			fmt.Fprintf(&b, `<path d="M%.1f %.1fl3 4l-3 4l-3-4z" fill="%s" opacity=".8"/>`, x(p.AtMs), y(p.LatencyMs)-4, c)
+		} else if p.Write {
 			fmt.Fprintf(&b, `<path d="M%.1f %.1fl2.6 4.5h-5.2z" fill="%s" opacity=".75"/>`, x(p.AtMs), y(p.LatencyMs)-3, c)
 		} else {
 			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="1.8" fill="%s" opacity=".6"/>`, x(p.AtMs), y(p.LatencyMs), c)
@@ -125,6 +139,14 @@ func chartSVG(s ScenarioReport, timeoutMs float64) string {
 	}
 	if s.TimeToRecoverMs >= 0 {
 		mark(s.FaultEndMs+s.TimeToRecoverMs, "closed", "#1f7a45")
+	}
+	if q := s.Queue; q != nil && q.KillAtMs > 0 {
+		mark(q.KillAtMs, "SIGKILL", "#6c3483")
+	}
+	if q := s.Queue; q != nil && q.ReplayEndMs > q.ReplayStartMs && q.ReplayStartMs > 0 {
+		// Labelled on its left: it is near the chart's end.
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.1f" y2="%.1f" stroke="#6c3483" stroke-width="1.5"/><text x="%.1f" y="%.1f" text-anchor="end" fill="#6c3483">queue empty</text>`,
+			x(q.ReplayEndMs), x(q.ReplayEndMs), top, H-bottom, x(q.ReplayEndMs)-3, top+24)
 	}
 	b.WriteString(`</svg>`)
 	return b.String()

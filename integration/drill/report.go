@@ -43,7 +43,8 @@ type ScenarioReport struct {
 	TimeToRecoverMs float64       `json:"time_to_recover_ms"` // -1: n/a
 	Warm            WarmSummary   `json:"warm"`
 	Writes          WriteCheck    `json:"writes"`
-	Feed            *FeedSummary  `json:"feed,omitempty"` // scenarios with several instances
+	Feed            *FeedSummary  `json:"feed,omitempty"`  // scenarios with several instances
+	Queue           *QueueSummary `json:"queue,omitempty"` // the queued scenarios
 	Violations      []string      `json:"violations"`
 	Passed          bool          `json:"passed"`
 	Timeline        []Point       `json:"timeline"`
@@ -54,6 +55,9 @@ func (r *Report) redact() {
 	for i := range r.Scenarios {
 		s := &r.Scenarios[i]
 		s.Description, s.Skipped, s.Warm.Err = dsn.Redact(s.Description), dsn.Redact(s.Skipped), dsn.Redact(s.Warm.Err)
+		if s.Queue != nil {
+			s.Queue.ExampleDeadLetter = dsn.Redact(s.Queue.ExampleDeadLetter)
+		}
 		for j, v := range s.Violations {
 			s.Violations[j] = dsn.Redact(v)
 		}
@@ -100,12 +104,45 @@ type WriteCheck struct {
 	PresentButFailed    int `json:"present_but_reported_failed"`
 }
 
+// QueueSummary reports a queued scenario: what the application's writers
+// were told, what became of the queued writes, and what the other instance
+// wrote meanwhile. Counts of the queue's fate are PostgreSQL's and the
+// cache file's (pgfallback_applied_writes, the dead letters), not counters
+// of a process that may have been killed.
+type QueueSummary struct {
+	Keys        int `json:"keys"`        // vendors the writers update
+	SharedKeys  int `json:"shared_keys"` // of them, also written by the other instance
+	Queued      int `json:"queued"`      // writes answered as queued (Origin SourceQueue)
+	Direct      int `json:"direct"`      // writes PostgreSQL took at once
+	NotWritten  int `json:"not_written"` // writes refused (a conflict with the cache, ErrUnavailable)
+	Unknown     int `json:"outcome_unknown"`
+	OtherWrites int `json:"other_writes"` // writes the other instance made on the shared keys
+	Replayed    int `json:"replayed"`     // queued writes in PostgreSQL, by their recorded IDs
+	// AlreadyApplied counts replays that found their write applied before
+	// (after the kill: the one in flight); from the last process's counters.
+	AlreadyApplied uint64  `json:"already_applied"`
+	Conflicts      int     `json:"conflicts"`    // dead letters rejected because the row had moved on
+	DeadLetters    int     `json:"dead_letters"` // conflicts and the writes queued behind them
+	ReplayStartMs  float64 `json:"replay_start_ms"`
+	ReplayEndMs    float64 `json:"replay_end_ms"` // the queue found empty; 0: never
+	// The restart and kill variants: writes pending in the queue right after
+	// the application opened the cache file again.
+	PendingAfterReopen int `json:"pending_after_reopen,omitempty"`
+	// The kill variant: when the replaying child was killed, how many
+	// queued writes it had applied, and how many of those were applied in
+	// PostgreSQL but still in the queue (the reply in flight).
+	KillAtMs           float64 `json:"kill_at_ms,omitempty"`
+	ReplayedBeforeKill int     `json:"replayed_before_kill,omitempty"`
+	InFlightAtKill     int     `json:"in_flight_at_kill,omitempty"`
+	ExampleDeadLetter  string  `json:"example_dead_letter,omitempty"`
+}
+
 // Point is one call on the timeline.
 type Point struct {
 	AtMs      float64 `json:"t"`
 	LatencyMs float64 `json:"ms"`
 	Write     bool    `json:"w,omitempty"`
-	Source    string  `json:"src"` // primary, cache, stale, error
+	Source    string  `json:"src"` // primary, cache, stale, queue, error
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -154,13 +191,15 @@ func timeline(samples []sample, n int) []Point {
 		switch {
 		case s.outcome != okOutcome:
 			src = "error"
+		case s.source == fallback.SourceQueue:
+			src = "queue" // queued, or read back from the queue
 		case s.write:
 		case s.source == fallback.SourceCache && s.stale:
 			src = "stale"
 		case s.source == fallback.SourceCache:
 			src = "cache"
 		}
-		if i%step != 0 && src != "error" && s.latency < 50*time.Millisecond {
+		if i%step != 0 && src != "error" && !(src == "queue" && s.write) && s.latency < 50*time.Millisecond {
 			continue
 		}
 		out = append(out, Point{AtMs: ms(s.at), LatencyMs: ms(s.latency), Write: s.write, Source: src})
@@ -210,7 +249,26 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "   time to trip %s, time to recover %s, warm %s (%d refreshed, %d removed)\n", trip, recov,
 			msDur(s.Warm.DurationMs), s.Warm.Refreshed, s.Warm.Removed)
-		if f := s.Feed; f != nil {
+		if q := s.Queue; q != nil {
+			fmt.Fprintf(w, "   queue: %d writes queued (%d applied directly, %d not written, %d outcome unknown) on %d keys; the other instance wrote %d times on %d of them\n",
+				q.Queued, q.Direct, q.NotWritten, q.Unknown, q.Keys, q.OtherWrites, q.SharedKeys)
+			replay := "never emptied"
+			if q.ReplayEndMs > 0 {
+				replay = msDur(q.ReplayEndMs - q.ReplayStartMs).String()
+			}
+			fmt.Fprintf(w, "   replay: %d replayed (%d already applied), %d dead letters (%d conflicts); queue empty %s after the heal\n",
+				q.Replayed, q.AlreadyApplied, q.DeadLetters, q.Conflicts, replay)
+			if q.PendingAfterReopen > 0 || q.KillAtMs > 0 {
+				fmt.Fprintf(w, "   reopened with %d writes pending", q.PendingAfterReopen)
+				if q.KillAtMs > 0 {
+					fmt.Fprintf(w, "; SIGKILL at %s, %d replayed before it, %d applied but still queued", msDur(q.KillAtMs), q.ReplayedBeforeKill, q.InFlightAtKill)
+				}
+				fmt.Fprintln(w)
+			}
+			if q.ExampleDeadLetter != "" {
+				fmt.Fprintf(w, "   a dead letter: %s\n", q.ExampleDeadLetter)
+			}
+		} else if f := s.Feed; f != nil {
 			caught := "-"
 			if f.CaughtUpMs >= 0 && s.Name == ScenarioFeedCut {
 				caught = msDur(f.CaughtUpMs).String()
