@@ -176,7 +176,7 @@ func TestReplayAfterALostQueueUpdateAppliesNothingTwice(t *testing.T) {
 		return err == nil && got.Version == 2
 	})
 	waitFor(t, 10*time.Second, "the replay to fail on the lock", func() bool {
-		return strings.Contains(f.s.layer.Stats().Queued.LastError, "removing it from the queue failed")
+		return strings.Contains(f.s.layer.Stats().Queued.LastError, "removing them from the queue failed")
 	})
 	if n := f.pending(t); n != 1 {
 		t.Fatalf("%d pending while the file is locked, want the applied write still queued", n)

@@ -116,6 +116,12 @@ func (q *writeQueue) count(ctx context.Context) {
 
 // replay runs one pass: every pending write, in order, until the queue is
 // empty or a transient failure stops it (returned).
+//
+// The pass applies writes to PostgreSQL one by one, in queue order, while
+// a completer goroutine removes the applied ones from the queue behind it,
+// several per SQLite transaction: the two databases work at the same
+// time. A crash between the two leaves applied writes queued, which the
+// next replay finds applied by their IDs.
 func (q *writeQueue) replay(ctx context.Context) error {
 	q.passMu.Lock()
 	defer q.passMu.Unlock()
@@ -123,13 +129,22 @@ func (q *writeQueue) replay(ctx context.Context) error {
 	if cache == nil {
 		return nil
 	}
+	c := q.startCompleter(ctx, cache)
+	err := q.pass(ctx, cache, c)
+	if cerr := c.stop(); err == nil {
+		err = cerr
+	}
+	q.count(ctx)
+	return err
+}
+
+func (q *writeQueue) pass(ctx context.Context, cache *sqlitecache.Cache, c *completer) error {
 	for {
 		batch, err := cache.PendingWrites(ctx, replayBatch)
 		if err != nil {
 			return fmt.Errorf("fallback: replay: reading the queue: %w", err)
 		}
 		if len(batch) == 0 {
-			q.pending.Store(0)
 			return nil
 		}
 		gone := map[int64]bool{} // dead-lettered behind a rejected write
@@ -140,42 +155,42 @@ func (q *writeQueue) replay(ctx context.Context) error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			dead, err := q.replayOne(ctx, cache, w)
+			if err := c.failure(); err != nil {
+				return err
+			}
+			dead, err := q.replayOne(ctx, cache, c, w)
 			if err != nil {
-				q.count(ctx)
 				return err
 			}
 			for _, d := range dead {
 				gone[d.Seq] = true
 			}
 		}
-		q.count(ctx)
+		// The next read must not return what is applied but not yet
+		// removed.
+		if err := c.flush(); err != nil {
+			return err
+		}
 	}
 }
 
 // replayOne applies one write. It returns the writes it dead-lettered, or
 // the transient failure that must stop the pass.
-func (q *writeQueue) replayOne(ctx context.Context, cache *sqlitecache.Cache, w sqlitecache.QueuedWrite) ([]sqlitecache.QueuedWrite, error) {
+func (q *writeQueue) replayOne(ctx context.Context, cache *sqlitecache.Cache, c *completer, w sqlitecache.QueuedWrite) ([]sqlitecache.QueuedWrite, error) {
 	l := q.l
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
 	res, err := q.applier.ApplyWrite(pctx, w.Write)
 	cancel()
 	switch {
 	case err == nil, res.AlreadyApplied && errors.Is(err, repository.ErrUnreadable):
-		if err := cache.CompleteWrite(ctx, w, sqlitecache.Row{Vendor: res.Vendor, WorkItem: res.WorkItem}); err != nil &&
-			!errors.Is(err, repository.ErrNotFound) {
-			// Applied in PostgreSQL but still queued: the next pass finds
-			// its ID recorded and only removes it.
-			err = fmt.Errorf("fallback: replay: write %s was applied, but removing it from the queue failed: %w", w.Write.ID, err)
-			q.failed(err)
-			return nil, err
-		}
-		q.replayed.Add(1)
-		if res.AlreadyApplied {
-			q.alreadyApplied.Add(1)
-		}
+		c.add(sqlitecache.Completed{Write: w, Row: sqlitecache.Row{Vendor: res.Vendor, WorkItem: res.WorkItem}}, res.AlreadyApplied)
 		return nil, nil
 	case rejected(err):
+		// The dead letter caches PostgreSQL's row: the completions before
+		// it must land first, or one of them would overwrite that row.
+		if err := c.flush(); err != nil {
+			return nil, err
+		}
 		return q.reject(ctx, cache, w, err)
 	}
 	if ctx.Err() == nil {
@@ -191,6 +206,111 @@ func (q *writeQueue) replayOne(ctx context.Context, cache *sqlitecache.Cache, w 
 		}
 	}
 	return nil, fmt.Errorf("fallback: replay of queued write %s (%s %s %q): %w", w.Write.ID, w.Write.Op, w.Write.Entity, w.Write.Key(), err)
+}
+
+// completer removes applied writes from the queue, in order, as many per
+// SQLite transaction as have arrived. It is owned by one replay pass,
+// which stops it.
+type completer struct {
+	q     *writeQueue
+	cache *sqlitecache.Cache
+	ctx   context.Context
+	items chan completion
+	done  chan struct{}
+	err   atomic.Pointer[error]
+}
+
+// completion is an applied write, or (flushed set) a request to say when
+// everything before it is removed.
+type completion struct {
+	c              sqlitecache.Completed
+	alreadyApplied bool
+	flushed        chan struct{}
+}
+
+func (q *writeQueue) startCompleter(ctx context.Context, cache *sqlitecache.Cache) *completer {
+	c := &completer{q: q, cache: cache, ctx: ctx, items: make(chan completion, replayBatch), done: make(chan struct{})}
+	go c.run()
+	return c
+}
+
+func (c *completer) add(d sqlitecache.Completed, alreadyApplied bool) {
+	c.items <- completion{c: d, alreadyApplied: alreadyApplied}
+}
+
+// flush waits until every write added so far is removed (or failed).
+func (c *completer) flush() error {
+	ch := make(chan struct{})
+	c.items <- completion{flushed: ch}
+	<-ch
+	return c.failure()
+}
+
+// failure is the error that stopped the completer, if any.
+func (c *completer) failure() error {
+	if p := c.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// stop removes what is left and ends the goroutine.
+func (c *completer) stop() error {
+	close(c.items)
+	<-c.done
+	return c.failure()
+}
+
+func (c *completer) run() {
+	defer close(c.done)
+	for it := range c.items {
+		batch := []completion{it}
+		// Whatever else has arrived goes in the same transaction (this is
+		// the only receiver, so a non-empty channel will not block).
+		for len(batch) < replayBatch && len(c.items) > 0 {
+			batch = append(batch, <-c.items)
+		}
+		c.commit(batch)
+	}
+}
+
+func (c *completer) commit(batch []completion) {
+	var done []sqlitecache.Completed
+	for _, it := range batch {
+		if it.flushed == nil {
+			done = append(done, it.c)
+		}
+	}
+	if len(done) > 0 && c.failure() == nil {
+		// Not the pass's context: a replay cut short by Close still
+		// records what PostgreSQL has already applied.
+		removed, err := c.cache.CompleteWrites(context.WithoutCancel(c.ctx), done)
+		if err != nil {
+			// Applied in PostgreSQL but still queued: the next pass finds
+			// their IDs recorded and only removes them.
+			err = fmt.Errorf("fallback: replay: %d writes were applied, but removing them from the queue failed: %w", len(done), err)
+			c.q.failed(err)
+			c.err.Store(&err)
+		}
+		i := 0
+		for _, it := range batch {
+			if it.flushed != nil {
+				continue
+			}
+			if removed[i] {
+				c.q.replayed.Add(1)
+				if it.alreadyApplied {
+					c.q.alreadyApplied.Add(1)
+				}
+			}
+			i++
+		}
+	}
+	for _, it := range batch {
+		if it.flushed != nil {
+			close(it.flushed)
+		}
+	}
 }
 
 // reportReplayOutage counts a replay that could not reach PostgreSQL as a

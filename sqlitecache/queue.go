@@ -285,15 +285,53 @@ func cacheTable(e repository.Entity) (table, keyColumn string) {
 // completed it), ErrClosed, or the wrapped SQLite error.
 func (c *Cache) CompleteWrite(ctx context.Context, q QueuedWrite, row Row) error {
 	return c.inTx(ctx, "complete queued write", func(tx wtx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM queued_writes WHERE seq = ? AND dead = 0`, q.Seq)
-		if err != nil {
-			return err
+		removed, err := c.complete(ctx, tx, Completed{q, row}, toSec(c.cfg.clock()))
+		if err == nil && !removed {
+			err = fmt.Errorf("queued write %s: %w", q.Write.ID, repository.ErrNotFound)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("queued write %s: %w", q.Write.ID, repository.ErrNotFound)
-		}
-		return c.settleKey(ctx, tx, q.Write, row, toSec(c.cfg.clock()))
+		return err
 	})
+}
+
+// Completed is a write PostgreSQL applied, and its row after it.
+type Completed struct {
+	Write QueuedWrite
+	Row   Row
+}
+
+// CompleteWrites is CompleteWrite for several writes, in order, in one
+// transaction (a replay's group commit). A write another process removed
+// first is skipped. It returns which were removed: removed[i] for done[i].
+// Errors: ErrClosed or the wrapped SQLite error (nothing removed).
+func (c *Cache) CompleteWrites(ctx context.Context, done []Completed) (removed []bool, err error) {
+	removed = make([]bool, len(done))
+	err = c.inTx(ctx, "complete queued writes", func(tx wtx) error {
+		now := toSec(c.cfg.clock())
+		for i, d := range done {
+			var err error
+			if removed[i], err = c.complete(ctx, tx, d, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return make([]bool, len(done)), err
+	}
+	return removed, nil
+}
+
+// complete removes d's write from the queue and settles its key; it
+// reports false when the write was no longer pending.
+func (c *Cache) complete(ctx context.Context, tx wtx, d Completed, now float64) (bool, error) {
+	res, err := tx.ExecContext(ctx, `DELETE FROM queued_writes WHERE seq = ? AND dead = 0`, d.Write.Seq)
+	if err != nil {
+		return false, err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return false, nil
+	}
+	return true, c.settleKey(ctx, tx, d.Write.Write, d.Row, now)
 }
 
 // DeadLetter makes a pending write a dead letter with reason and

@@ -69,3 +69,46 @@ func TestQueueSurvivesTheLossOfItsFile(t *testing.T) {
 		})
 	}
 }
+
+// CompleteWrites is the replay's group commit: in order, in one
+// transaction, skipping what another process removed first, each key
+// settled only when its last pending write is done.
+func TestCompleteWritesInOneTransaction(t *testing.T) {
+	c, _ := openTest(t)
+	a, b := testVendor("acme", 1), testVendor("beta", 1)
+	for _, v := range []repository.Vendor{a, b} {
+		if err := c.SetVendor(bg, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w1, after1 := vendorUpdate(a, 1)
+	q1 := mustEnqueue(t, c, w1, after1)
+	a2 := *after1.Vendor
+	w2, after2 := vendorUpdate(a2, 2)
+	q2 := mustEnqueue(t, c, w2, after2)
+	w3, after3 := vendorUpdate(b, 1)
+	q3 := mustEnqueue(t, c, w3, after3)
+	if err := c.CompleteWrite(bg, q3, after3); err != nil { // another process was first
+		t.Fatal(err)
+	}
+	removed, err := c.CompleteWrites(bg, []Completed{{q1, after1}, {q3, after3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !removed[0] || removed[1] {
+		t.Fatalf("removed %v, want [true false]", removed)
+	}
+	wantVendor(t, c, "acme", 3, true) // the second write is still pending: its state stays
+	if removed, err = c.CompleteWrites(bg, []Completed{{q2, after2}}); err != nil || !removed[0] {
+		t.Fatalf("completing the last write: %v %v", removed, err)
+	}
+	wantVendor(t, c, "acme", 3, false)
+	if n := pendingCount(t, c); n != 0 {
+		t.Fatalf("%d pending", n)
+	}
+	// A failed transaction removes nothing.
+	c.Close()
+	if _, err := c.CompleteWrites(bg, []Completed{{q1, after1}}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("on a closed cache: %v", err)
+	}
+}

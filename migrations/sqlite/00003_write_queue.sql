@@ -32,8 +32,10 @@ CREATE TABLE IF NOT EXISTS queued_writes (
 );
 CREATE INDEX IF NOT EXISTS idx_queued_writes_key ON queued_writes (entity, key, dead, seq);
 CREATE INDEX IF NOT EXISTS idx_queued_writes_dead ON queued_writes (dead, seq);
+CREATE INDEX IF NOT EXISTS idx_queued_writes_age ON queued_writes (dead, queued_at);
 
 -- +goose Down
+DROP INDEX IF EXISTS idx_queued_writes_age;
 DROP INDEX IF EXISTS idx_queued_writes_dead;
 DROP INDEX IF EXISTS idx_queued_writes_key;
 DROP TABLE IF EXISTS queued_writes;
