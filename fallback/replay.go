@@ -64,7 +64,7 @@ func (q *writeQueue) loop() {
 	l := q.l
 	interval := l.cfg.ReplayInterval
 	wait := interval
-	var retryAt time.Time
+	var retryAt, lastLog time.Time // logged at most once a minute
 	q.count(l.ctx)
 	if q.pending.Load() > 0 {
 		wait = 0 // a restart with writes queued: replay as soon as PostgreSQL answers
@@ -87,6 +87,11 @@ func (q *writeQueue) loop() {
 			continue
 		}
 		if err := q.replay(l.ctx); err != nil && l.ctx.Err() == nil {
+			if time.Since(lastLog) >= time.Minute {
+				lastLog = time.Now()
+				l.log.Warn("pgfallback: replaying queued writes failed; they stay queued and the replay retries",
+					"pending", q.pending.Load(), "err", err)
+			}
 			// At most OpenTimeout: the prober's pace, so that a replay
 			// waits no longer for PostgreSQL than a trip would.
 			wait = min(max(wait*2, interval), max(l.cfg.OpenTimeout, interval))
