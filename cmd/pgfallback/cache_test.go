@@ -22,23 +22,7 @@ import (
 // read, and every cache action must refuse what is not a cache.
 func TestCacheCommandsLeaveForeignFilesAlone(t *testing.T) {
 	dir := t.TempDir()
-	yaml := filepath.Join(dir, "app.yaml")
-	if err := os.WriteFile(yaml, []byte("database:\n  url: postgres://db/app\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	empty := filepath.Join(dir, "empty.db")
-	if err := os.WriteFile(empty, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	foreign := filepath.Join(dir, "app.db")
-	db, err := sql.Open("sqlite3", "file:"+foreign+"?_journal_mode=DELETE")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users (name) VALUES ('ada')`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	yaml, empty, foreign := foreignFiles(t, dir)
 
 	snapshot := func() map[string][]byte {
 		files := map[string][]byte{}
@@ -111,4 +95,29 @@ func TestCacheWarmAndStatsJSON(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "119 rows written, 1 removed") {
 		t.Fatalf("cache warm: exit %d\n%s", code, stdout)
 	}
+}
+
+// foreignFiles makes, in dir, files a cache command must leave alone: a
+// YAML configuration, an empty file and another application's SQLite
+// database.
+func foreignFiles(t *testing.T, dir string) (yaml, empty, foreign string) {
+	t.Helper()
+	yaml = filepath.Join(dir, "app.yaml")
+	if err := os.WriteFile(yaml, []byte("database:\n  url: postgres://db/app\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty = filepath.Join(dir, "empty.db")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	foreign = filepath.Join(dir, "app.db")
+	db, err := sql.Open("sqlite3", "file:"+foreign+"?_journal_mode=DELETE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users (name) VALUES ('ada')`); err != nil {
+		t.Fatal(err)
+	}
+	return yaml, empty, foreign
 }

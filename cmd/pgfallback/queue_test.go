@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -255,23 +254,7 @@ func TestQueueRefusals(t *testing.T) {
 // and changes or creates nothing.
 func TestQueueCommandsLeaveForeignFilesAlone(t *testing.T) {
 	dir := t.TempDir()
-	yaml := filepath.Join(dir, "app.yaml")
-	if err := os.WriteFile(yaml, []byte("database:\n  url: postgres://db/app\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	empty := filepath.Join(dir, "empty.db")
-	if err := os.WriteFile(empty, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	foreign := filepath.Join(dir, "app.db")
-	db, err := sql.Open("sqlite3", "file:"+foreign+"?_journal_mode=DELETE")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users (name) VALUES ('ada')`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	yaml, empty, foreign := foreignFiles(t, dir)
 	missing := filepath.Join(dir, "missing.db")
 
 	snapshot := func() map[string][]byte {
