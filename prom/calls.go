@@ -24,7 +24,7 @@ type callSeries struct {
 var (
 	ops      = [...]fallback.Op{fallback.OpGet, fallback.OpList, fallback.OpCreate, fallback.OpUpdate, fallback.OpDelete}
 	entities = [...]repository.Entity{repository.EntityVendor, repository.EntityWorkItem}
-	sources  = [...]fallback.Source{fallback.SourceNone, fallback.SourcePrimary, fallback.SourceCache}
+	sources  = [...]fallback.Source{fallback.SourceNone, fallback.SourcePrimary, fallback.SourceCache, fallback.SourceQueue}
 	outcomes = [...]fallback.Outcome{fallback.OutcomeOK, fallback.OutcomeNotFound, fallback.OutcomeInvalid,
 		fallback.OutcomeConflict, fallback.OutcomeAlreadyExists, fallback.OutcomeUnreadable, fallback.OutcomeUnavailable,
 		fallback.OutcomeOutcomeUnknown, fallback.OutcomeCanceled, fallback.OutcomeClosed, fallback.OutcomeError}
