@@ -83,7 +83,10 @@ type PhaseReport struct {
 	Primary    int     `json:"reads_primary"`
 	CacheFresh int     `json:"reads_cache_fresh"`
 	CacheStale int     `json:"reads_cache_stale"`
-	Writes     int     `json:"writes"`
+	// QueueReads: reads of keys with a queued write, answered with its
+	// pending state (read-your-writes).
+	QueueReads int `json:"reads_queue"`
+	Writes     int `json:"writes"`
 }
 
 // WarmSummary is the last warm of the scenario's layer.
@@ -165,6 +168,8 @@ func phaseReport(name string, samples []sample, from, to time.Duration) PhaseRep
 		case s.outcome != okOutcome:
 		case s.source == fallback.SourcePrimary:
 			p.Primary++
+		case s.source == fallback.SourceQueue:
+			p.QueueReads++
 		case s.stale:
 			p.CacheStale++
 		default:
@@ -234,10 +239,10 @@ func (r *Report) WriteText(w io.Writer) {
 			continue
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "phase\tops\terr rate\tp50 ms\tp99 ms\tmax ms\tprimary\tcache fresh\tcache stale\twrites\t")
+		fmt.Fprintln(tw, "phase\tops\terr rate\tp50 ms\tp99 ms\tmax ms\tprimary\tcache fresh\tcache stale\tpending\twrites\t")
 		for _, p := range s.Phases {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f%%\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t\n", p.Name, p.Ops, 100*p.ErrorRate,
-				p.P50Ms, p.P99Ms, p.MaxMs, p.Primary, p.CacheFresh, p.CacheStale, p.Writes)
+			fmt.Fprintf(tw, "%s\t%d\t%.2f%%\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t\n", p.Name, p.Ops, 100*p.ErrorRate,
+				p.P50Ms, p.P99Ms, p.MaxMs, p.Primary, p.CacheFresh, p.CacheStale, p.QueueReads, p.Writes)
 		}
 		tw.Flush()
 		trip, recov := "did not trip", "-"
