@@ -3,6 +3,7 @@ package prom
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -36,4 +37,19 @@ func (c *Collector) collectCache(ch chan<- prometheus.Metric, cache *sqlitecache
 	counter(ch, descCacheLookups, uint64(s.Misses), "miss")
 	counter(ch, descCacheFileLost, uint64(s.FileLost))
 	counter(ch, descCacheReopens, uint64(s.Reopens))
+
+	// The durable write queue in the file: what an operator alerts on.
+	// Read only when the file answered above: one failed scrape of the
+	// file counts once.
+	if err != nil {
+		return
+	}
+	if q, err := cache.QueueStats(ctx); err != nil {
+		c.scrapeErrors.Add(1)
+	} else {
+		gauge(ch, descDeadLetters, float64(q.DeadLetters))
+		if !q.Oldest.IsZero() {
+			gauge(ch, descQueuedOldest, max(time.Since(q.Oldest), 0).Seconds())
+		}
+	}
 }

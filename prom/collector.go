@@ -88,7 +88,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.cache != nil || c.layer != nil {
 		for _, d := range []*prometheus.Desc{descCacheEntries, descCacheStale, descCacheOldest,
-			descCacheLookups, descCacheFileLost, descCacheReopens} {
+			descCacheLookups, descCacheFileLost, descCacheReopens, descDeadLetters, descQueuedOldest} {
 			ch <- d
 		}
 	}

@@ -81,6 +81,10 @@ var (
 var (
 	descCacheEntries = desc("pgfallback_cache_entries",
 		"Entries in the cache file, by entity (fresh and stale).", "entity")
+	descDeadLetters = desc("pgfallback_queued_writes_dead_letters",
+		"Queued writes PostgreSQL rejected at replay, kept in the cache file for an operator (pgfallback queue list|retry|discard).")
+	descQueuedOldest = desc("pgfallback_queued_writes_oldest_age_seconds",
+		"How long the oldest write in the durable queue has been waiting for replay; absent when none is pending.")
 	descCacheStale = desc("pgfallback_cache_stale_entries",
 		"Entries in the cache file past their TTL, all entities together: still served during an outage within StaleIfError.")
 	descCacheOldest = desc("pgfallback_cache_oldest_entry_age_seconds",

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -344,6 +345,11 @@ func TestLint(t *testing.T) {
 	if _, err := l.Vendors().Get(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
+	// A write waiting in the queue, for its age.
+	w := repository.Write{ID: uuid.New(), Op: repository.WriteDelete, Entity: repository.EntityVendor, Vendor: repository.Vendor{Name: "gone"}}
+	if _, err := cache.Enqueue(ctx, w, sqlitecache.Row{}, 0); err != nil {
+		t.Fatal(err)
+	}
 	problems, err := testutil.CollectAndLint(col)
 	if err != nil {
 		t.Fatal(err)
@@ -405,4 +411,39 @@ func TestConcurrentScrapes(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// The queue's dead letters and the age of its oldest pending write come
+// from the cache file, so they are right for any process on it.
+func TestQueueGaugesFromTheFile(t *testing.T) {
+	cache, err := sqlitecache.Open(filepath.Join(t.TempDir(), "cache.db"), sqlitecache.WithLogger(nil), sqlitecache.WithCleanupInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	ctx := context.Background()
+	reg := mustRegistry(t, prom.NewCollector(nil, prom.WithCache(cache)))
+	if mfs := scrape(t, reg); value(t, mfs, "pgfallback_queued_writes_dead_letters") != 0 || mfs["pgfallback_queued_writes_oldest_age_seconds"] != nil {
+		t.Fatal("an empty queue shows dead letters or a pending age")
+	}
+	for _, name := range []string{"acme", "beta"} {
+		w := repository.Write{ID: uuid.New(), Op: repository.WriteDelete, Entity: repository.EntityVendor, Vendor: repository.Vendor{Name: name}}
+		if _, err := cache.Enqueue(ctx, w, sqlitecache.Row{}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending, err := cache.PendingWrites(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cache.DeadLetter(ctx, pending[0], "rejected", sqlitecache.Row{}); err != nil {
+		t.Fatal(err)
+	}
+	mfs := scrape(t, reg)
+	if got := value(t, mfs, "pgfallback_queued_writes_dead_letters"); got != 1 {
+		t.Errorf("dead letters = %v, want 1", got)
+	}
+	if got := value(t, mfs, "pgfallback_queued_writes_oldest_age_seconds"); got < 0 || got > 60 {
+		t.Errorf("oldest pending age = %v s, want a moment", got)
+	}
 }
