@@ -747,3 +747,67 @@ func layerGoroutines() int {
 	}
 	return count
 }
+
+// A key's whole life during one outage — created, updated, deleted,
+// created again (a new vendor under the old name), updated — replays to
+// the same end, and a work item created under a parent that is itself
+// queued lands under it.
+func TestQueuedLifeOfAKey(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	f.down(t)
+	qctx := fallback.WithWriteQueue(ctx)
+	vendors := f.s.layer.Vendors()
+	first, err := vendors.Create(qctx, repository.Vendor{Name: "phoenix", Status: repository.VendorOperational})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Status = repository.VendorBroken
+	if _, err := vendors.Update(qctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := vendors.Delete(qctx, "phoenix"); err != nil {
+		t.Fatal(err)
+	}
+	if err := vendors.Delete(qctx, "phoenix"); !errors.Is(err, repository.ErrNotFound) {
+		t.Fatalf("deleting it again: %v, want ErrNotFound", err)
+	}
+	second, err := vendors.Create(qctx, repository.Vendor{Name: "phoenix", Status: repository.VendorOperational, ExtractorVersion: "2.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID == first.ID {
+		t.Fatal("the second vendor has the first one's ID")
+	}
+	second.ExtractorVersion = "2.1.0"
+	last, err := vendors.Update(qctx, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	project, err := f.s.layer.WorkItems().Create(qctx, repository.WorkItem{Type: repository.WorkItemProject, Title: "p", Status: repository.WorkItemActive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := f.s.layer.WorkItems().Create(qctx, repository.WorkItem{Type: repository.WorkItemTask, Title: "t", Status: repository.WorkItemActive, ParentID: &project.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := vendors.Get(ctx, "phoenix"); err != nil || got.ID != second.ID || got.Version != 2 {
+		t.Fatalf("read during the outage: %+v, %v; want the second vendor at version 2", got, err)
+	}
+	f.up(t)
+	got, err := f.pgVendor(t, "phoenix")
+	if err != nil || got.ID != second.ID || got.Version != last.Version || got.ExtractorVersion != "2.1.0" {
+		t.Fatalf("PostgreSQL after replay: %+v, %v; want the second vendor at version %d", got, err, last.Version)
+	}
+	pgTask, err := f.other.store.WorkItems().Get(ctx, task.ID)
+	if err != nil || pgTask.ParentID == nil || *pgTask.ParentID != project.ID || pgTask.Path != task.Path || pgTask.Depth != 1 {
+		t.Fatalf("task after replay: %+v, %v; want under %s at path %q", pgTask, err, project.ID, task.Path)
+	}
+	if dead, _ := f.s.layer.DeadLetters(ctx); len(dead) != 0 {
+		t.Fatalf("dead letters: %+v", dead)
+	}
+	if st := f.s.layer.Stats().Queued; st.Replayed != 7 {
+		t.Fatalf("stats %+v, want 7 replayed", st)
+	}
+}
