@@ -125,6 +125,13 @@ type Config struct {
 	// OpenTimeout; a replay that cannot reach PostgreSQL counts as a
 	// failed call of the breaker). Default 5 s.
 	ReplayInterval time.Duration
+	// AppliedWriteRetention is how long PostgreSQL keeps the record of a
+	// replayed write (the ID that makes a second replay of it do nothing);
+	// the layer prunes older records hourly. It must outlast any replay of
+	// a write that was already applied — a crash after PostgreSQL committed
+	// it and before the queue forgot it, then an outage — so keep it far
+	// longer than an outage can last. Default 7 days; negative: never prune.
+	AppliedWriteRetention time.Duration
 	// OnConflict, if set, is called once for each queued write that
 	// PostgreSQL rejects at replay, and for each write queued behind it for
 	// the same key, after it became a dead letter (see DeadLetters). err
@@ -164,6 +171,9 @@ func (c Config) withDefaults() Config {
 	def(&c.CacheRetry, 30*time.Second)
 	def(&c.ChangeFeedPoll, time.Second)
 	def(&c.ReplayInterval, 5*time.Second)
+	if c.AppliedWriteRetention == 0 {
+		c.AppliedWriteRetention = DefaultAppliedWriteRetention
+	}
 	if c.MaxQueuedWrites == 0 {
 		c.MaxQueuedWrites = DefaultMaxQueuedWrites
 	}

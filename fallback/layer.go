@@ -246,7 +246,7 @@ func (l *Layer) Stats() Stats {
 		s.Queued = QueuedStats{
 			Pending: q.pending.Load(), Queued: q.queued.Load(), Replayed: q.replayed.Load(),
 			AlreadyApplied: q.alreadyApplied.Load(), DeadLettered: q.deadLettered.Load(), Conflicts: q.conflicts.Load(),
-			ReplayFailures: q.failures.Load(), Full: q.full.Load(),
+			ReplayFailures: q.failures.Load(), Full: q.full.Load(), Pruned: q.pruned.Load(),
 		}
 		if p := q.lastErr.Load(); p != nil {
 			s.Queued.LastError = *p

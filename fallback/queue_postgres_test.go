@@ -16,6 +16,7 @@ import (
 	"github.com/pgfallback/pgfallback/fallback"
 	"github.com/pgfallback/pgfallback/integration/chaos"
 	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/pgstore"
 	"github.com/pgfallback/pgfallback/repository"
 )
 
@@ -809,5 +810,41 @@ func TestQueuedLifeOfAKey(t *testing.T) {
 	}
 	if st := f.s.layer.Stats().Queued; st.Replayed != 7 {
 		t.Fatalf("stats %+v, want 7 replayed", st)
+	}
+}
+
+var _ fallback.AppliedWritePruner = (*pgstore.Store)(nil)
+
+// The layer prunes PostgreSQL's record of applied writes past
+// AppliedWriteRetention, and keeps the younger ones.
+func TestAppliedWritesArePruned(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	pool := f.other.store.Pool()
+	old, young := uuid.New(), uuid.New()
+	if _, err := pool.Exec(ctx, `INSERT INTO pgfallback_applied_writes (id, entity, key, op, applied_at) VALUES
+		($1, 'vendor', 'a', 'update', now() - interval '8 days'), ($2, 'vendor', 'b', 'update', now() - interval '6 days')`, old, young); err != nil {
+		t.Fatal(err)
+	}
+	// A new layer prunes on its replayer's first tick (the fixture's own
+	// layers may be first: every instance prunes).
+	s := openStack(t, f.proxied, filepath.Join(t.TempDir(), "c.db"), queueConfig())
+	waitFor(t, 10*time.Second, "the old record to be pruned", func() bool {
+		return s.layer.Stats().Queued.Pruned+f.s.layer.Stats().Queued.Pruned+f.other.layer.Stats().Queued.Pruned >= 1
+	})
+	var ids []uuid.UUID
+	rows, err := pool.Query(ctx, `SELECT id FROM pgfallback_applied_writes`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if rows.Err() != nil || len(ids) != 1 || ids[0] != young {
+		t.Fatalf("records left: %v (%v), want only the 6-day-old one", ids, rows.Err())
 	}
 }

@@ -29,6 +29,17 @@ import (
 // replayBatch writes are read from the queue at a time.
 const replayBatch = 256
 
+// AppliedWritePruner is implemented by primaries whose record of applied
+// writes the layer may prune (*pgstore.Store). Pruning must be safe when
+// several instances call it at once.
+type AppliedWritePruner interface {
+	PruneAppliedWrites(ctx context.Context, olderThan time.Duration) (int64, error)
+}
+
+// DefaultAppliedWriteRetention is Config.AppliedWriteRetention's default
+// (pgstore.DefaultAppliedWriteRetention).
+const DefaultAppliedWriteRetention = 7 * 24 * time.Hour
+
 // writeQueue is the layer's side of the durable queue: the replayer and
 // the counters. The queue itself is in the cache file.
 type writeQueue struct {
@@ -43,8 +54,8 @@ type writeQueue struct {
 	// above zero, so an empty queue costs the healthy path one atomic load.
 	pending atomic.Int64
 
-	queued, replayed, alreadyApplied, deadLettered, conflicts, failures, full atomic.Uint64
-	lastErr                                                                   atomic.Pointer[string]
+	queued, replayed, alreadyApplied, deadLettered, conflicts, failures, full, pruned atomic.Uint64
+	lastErr                                                                           atomic.Pointer[string]
 }
 
 func newWriteQueue(l *Layer, applier repository.WriteApplier) *writeQueue {
@@ -64,7 +75,7 @@ func (q *writeQueue) loop() {
 	l := q.l
 	interval := l.cfg.ReplayInterval
 	wait := interval
-	var retryAt, lastLog time.Time // logged at most once a minute
+	var retryAt, lastLog, nextPrune time.Time // failures logged at most once a minute
 	q.count(l.ctx)
 	if q.pending.Load() > 0 {
 		wait = 0 // a restart with writes queued: replay as soon as PostgreSQL answers
@@ -85,6 +96,10 @@ func (q *writeQueue) loop() {
 			// The prober replays on recovery, before the breaker closes.
 			t.Reset(interval)
 			continue
+		}
+		if now := time.Now(); now.After(nextPrune) {
+			nextPrune = now.Add(time.Hour)
+			q.prune(l.ctx)
 		}
 		if err := q.replay(l.ctx); err != nil && l.ctx.Err() == nil {
 			if time.Since(lastLog) >= time.Minute {
@@ -108,6 +123,25 @@ func (q *writeQueue) loop() {
 		}
 		t.Reset(wait)
 	}
+}
+
+// prune trims PostgreSQL's record of applied writes, when the primary
+// allows it (hourly, by every instance: the pruner shares the work).
+func (q *writeQueue) prune(ctx context.Context) {
+	p, ok := q.applier.(AppliedWritePruner)
+	if !ok || q.l.cfg.AppliedWriteRetention < 0 {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	n, err := p.PruneAppliedWrites(pctx, q.l.cfg.AppliedWriteRetention)
+	if err != nil {
+		if ctx.Err() == nil {
+			q.l.log.Warn("pgfallback: pruning the record of applied writes failed", "err", err)
+		}
+		return
+	}
+	q.pruned.Add(uint64(n))
 }
 
 // count reads the number of pending writes from the cache file.

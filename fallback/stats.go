@@ -60,6 +60,7 @@ type QueuedStats struct {
 	Conflicts      uint64 // of the rejections, version conflicts
 	ReplayFailures uint64 // replays stopped by a transient failure
 	Full           uint64 // writes refused because MaxQueuedWrites were pending
+	Pruned         uint64 // records of applied writes this instance pruned in PostgreSQL
 	LastError      string // the last transient failure
 }
 
