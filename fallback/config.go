@@ -130,14 +130,19 @@ type Config struct {
 	// the layer prunes older records hourly. It must outlast any replay of
 	// a write that was already applied — a crash after PostgreSQL committed
 	// it and before the queue forgot it, then an outage — so keep it far
-	// longer than an outage can last. Default 7 days; negative: never prune.
+	// longer than an outage can last. A queued write first sent to
+	// PostgreSQL longer ago than this is not replayed again but becomes a
+	// dead letter (ErrOutcomeUnknown): its record may be gone. Default 7
+	// days; negative: never prune (and always replay).
 	AppliedWriteRetention time.Duration
 	// OnConflict, if set, is called once for each queued write that
 	// PostgreSQL rejects at replay, and for each write queued behind it for
 	// the same key, after it became a dead letter (see DeadLetters). err
 	// matches repository.ErrConflict for a version conflict (a
 	// *repository.ConflictError with PostgreSQL's row), ErrAlreadyExists
-	// for a create of a taken key, ErrInvalid or ErrNotFound. It runs on
+	// for a create of a taken key, ErrInvalid or ErrNotFound, or
+	// ErrOutcomeUnknown for a write first sent longer than
+	// AppliedWriteRetention ago (see there), which is not replayed. It runs on
 	// the replayer's goroutine: it must not block for long.
 	OnConflict func(QueuedWrite, error)
 

@@ -3,6 +3,7 @@ package fallback_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -155,7 +156,9 @@ func TestReplayAfterALostQueueUpdateAppliesNothingTwice(t *testing.T) {
 	if _, err := f.s.layer.Vendors().Update(fallback.WithWriteQueue(ctx), v); err != nil {
 		t.Fatal(err)
 	}
-	// Another process takes the cache's write lock and keeps it.
+	// A first replay marks it sent and fails to connect; then another
+	// process takes the cache's write lock and keeps it.
+	waitFor(t, 10*time.Second, "a first replay", func() bool { return f.s.layer.Stats().Queued.ReplayFailures > 0 })
 	db, err := sql.Open("sqlite3", "file:"+f.cachePath+"?_txlock=immediate")
 	if err != nil {
 		t.Fatal(err)
@@ -191,4 +194,50 @@ func TestReplayAfterALostQueueUpdateAppliesNothingTwice(t *testing.T) {
 	if st := f.s.layer.Stats().Queued; st.AlreadyApplied != 1 {
 		t.Fatalf("stats %+v, want the second replay to find it already applied", st)
 	}
+}
+
+// A write first handed to PostgreSQL longer than AppliedWriteRetention ago
+// may have been applied with its record pruned since: it is not replayed
+// (that could apply it twice) but dead-lettered as ErrOutcomeUnknown, for
+// an operator to check, retry or discard.
+func TestWriteSentBeforeTheRetentionIsNotReplayed(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	names := seed(t, f.s, 1)
+	v, _ := f.s.layer.Vendors().Get(ctx, names[0])
+	f.down(t)
+	v.Status = repository.VendorBroken
+	if _, err := f.s.layer.Vendors().Update(fallback.WithWriteQueue(ctx), v); err != nil {
+		t.Fatal(err)
+	}
+	// A replay sent it eight days ago (and, say, crashed before it learned
+	// the outcome).
+	db, err := sql.Open("sqlite3", "file:"+f.cachePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	eightDays := float64(time.Now().Add(-8*24*time.Hour).UnixNano()) / 1e9
+	if _, err := db.Exec(`UPDATE queued_writes SET sent_at = ?`, eightDays); err != nil {
+		t.Fatal(err)
+	}
+	f.up(t)
+	dead, err := f.s.layer.DeadLetters(ctx)
+	if err != nil || len(dead) != 1 || !strings.Contains(dead[0].Err, "AppliedWriteRetention") {
+		t.Fatalf("dead letters %+v, %v; want the write, for its age", dead, err)
+	}
+	if seen := f.conflicts.all(); len(seen) != 1 || !errors.Is(seen[0].err, repository.ErrOutcomeUnknown) {
+		t.Fatalf("OnConflict: %+v, want one ErrOutcomeUnknown", seen)
+	}
+	if got, err := f.pgVendor(t, names[0]); err != nil || got.Version != 1 {
+		t.Fatalf("PostgreSQL: %+v, %v; want it untouched", got, err)
+	}
+	// The operator decides to apply it.
+	if err := f.s.layer.Retry(ctx, dead[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the retried write to be applied", func() bool {
+		got, err := f.pgVendor(t, names[0])
+		return err == nil && got.Version == 2
+	})
 }

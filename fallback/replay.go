@@ -186,6 +186,9 @@ func (q *writeQueue) pass(ctx context.Context, cache *sqlitecache.Cache, c *comp
 		if len(batch) == 0 {
 			return nil
 		}
+		if err := cache.MarkSent(ctx, batch); err != nil {
+			return fmt.Errorf("fallback: replay: %w", err)
+		}
 		gone := map[int64]bool{} // dead-lettered behind a rejected write
 		for _, w := range batch {
 			if gone[w.Seq] {
@@ -217,6 +220,12 @@ func (q *writeQueue) pass(ctx context.Context, cache *sqlitecache.Cache, c *comp
 // the transient failure that must stop the pass.
 func (q *writeQueue) replayOne(ctx context.Context, cache *sqlitecache.Cache, c *completer, w sqlitecache.QueuedWrite) ([]sqlitecache.QueuedWrite, error) {
 	l := q.l
+	if err := l.mayBePruned(w); err != nil {
+		if err := c.flush(); err != nil {
+			return nil, err
+		}
+		return q.reject(ctx, cache, w, err)
+	}
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
 	res, err := q.applier.ApplyWrite(pctx, w.Write)
 	cancel()
@@ -245,6 +254,24 @@ func (q *writeQueue) replayOne(ctx context.Context, cache *sqlitecache.Cache, c 
 		}
 	}
 	return nil, fmt.Errorf("fallback: replay of queued write %s (%s %s %q): %w", w.Write.ID, w.Write.Op, w.Write.Entity, w.Write.Key(), err)
+}
+
+// mayBePruned refuses to replay a write first handed to PostgreSQL longer
+// than AppliedWriteRetention ago: if that replay applied it (and the queue
+// lost the news in a crash), the record that makes another replay do
+// nothing may be pruned by now, and the write would be applied twice.
+// Whether it was applied cannot be known: ErrOutcomeUnknown, and an
+// operator decides (Retry applies it, Discard drops it).
+func (l *Layer) mayBePruned(w sqlitecache.QueuedWrite) error {
+	ret := l.cfg.AppliedWriteRetention
+	if ret < 0 || w.SentAt.IsZero() {
+		return nil
+	}
+	if age := time.Since(w.SentAt); age > ret {
+		return fmt.Errorf("first sent to PostgreSQL %s ago, longer than AppliedWriteRetention (%s): it may have been applied and its record pruned, so it is not replayed: %w",
+			age.Round(time.Second), ret, repository.ErrOutcomeUnknown)
+	}
+	return nil
 }
 
 // completer removes applied writes from the queue, in order, as many per

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +53,10 @@ type QueuedWrite struct {
 	Err      string // why the last attempt failed, or why it is a dead letter
 	Dead     bool
 	DeadAt   time.Time
+	// SentAt is when a replay first handed the write to PostgreSQL (zero:
+	// never). PostgreSQL's record of it, which makes a second replay do
+	// nothing, is pruned by age, counted from about then.
+	SentAt time.Time
 	// The row PostgreSQL held when the write was dead-lettered (nil: none
 	// was known, or it is gone).
 	Current Row
@@ -371,6 +376,27 @@ func (c *Cache) DeadLetter(ctx context.Context, q QueuedWrite, reason string, cu
 	return out, err
 }
 
+// MarkSent records that a replay is about to hand these pending writes to
+// PostgreSQL, unless an earlier one did (SentAt keeps the first time).
+// Errors: ErrClosed or the wrapped SQLite error.
+func (c *Cache) MarkSent(ctx context.Context, qs []QueuedWrite) error {
+	var seqs []string
+	for _, q := range qs {
+		if q.SentAt.IsZero() {
+			seqs = append(seqs, strconv.FormatInt(q.Seq, 10))
+		}
+	}
+	if len(seqs) == 0 {
+		return nil
+	}
+	return c.inTx(ctx, "mark queued writes sent", func(tx wtx) error {
+		// The seqs are integers formatted here: nothing to inject.
+		_, err := tx.ExecContext(ctx, `UPDATE queued_writes SET sent_at = ? WHERE sent_at IS NULL AND seq IN (`+
+			strings.Join(seqs, ",")+`)`, toSec(c.cfg.clock()))
+		return err
+	})
+}
+
 // DeferWrite records a replay of a pending write that failed transiently:
 // one more attempt, and why.
 // Errors: ErrClosed or the wrapped SQLite error.
@@ -438,6 +464,8 @@ func (c *Cache) RetryWrite(ctx context.Context, id uuid.UUID) (QueuedWrite, erro
 		}
 		// A new seq puts it behind everything queued since; it keeps its
 		// ID, so a replay that did reach PostgreSQL is still found there.
+		// SentAt is cleared: retrying is the operator's decision to apply
+		// it, whatever PostgreSQL may have pruned.
 		data, enc, err := c.encodeWrite(q.Write)
 		if err != nil {
 			return err
@@ -452,7 +480,7 @@ func (c *Cache) RetryWrite(ctx context.Context, id uuid.UUID) (QueuedWrite, erro
 			return err
 		}
 		q.Seq, err = res.LastInsertId()
-		q.Attempts, q.Err, q.Dead, q.DeadAt, q.Current = 0, "", false, time.Time{}, Row{}
+		q.Attempts, q.Err, q.Dead, q.DeadAt, q.Current, q.SentAt = 0, "", false, time.Time{}, Row{}, time.Time{}
 		return err
 	})
 	return q, err
@@ -487,7 +515,7 @@ func (c *Cache) deadLetter(ctx context.Context, tx wtx, id uuid.UUID) (QueuedWri
 	return qs[0], nil
 }
 
-const queuedColumns = `seq, id, op, entity, key, base_version, encoding, data, queued_at, attempts, err, dead, dead_at, current_enc, current`
+const queuedColumns = `seq, id, op, entity, key, base_version, encoding, data, queued_at, attempts, err, dead, dead_at, current_enc, current, sent_at`
 
 // queued reads queued writes: where is the rest of the query.
 func (c *Cache) queued(ctx context.Context, db execer, where string, args ...any) ([]QueuedWrite, error) {
@@ -504,17 +532,20 @@ func (c *Cache) queued(ctx context.Context, db execer, where string, args ...any
 			enc                 int64
 			data, current       []byte
 			queuedAt            float64
-			deadAt              sql.NullFloat64
+			deadAt, sentAt      sql.NullFloat64
 			curEnc              sql.NullInt64
 		)
 		if err := rows.Scan(&q.Seq, &id, &op, &entity, &key, &q.Write.BaseVersion, &enc, &data, &queuedAt,
-			&q.Attempts, &q.Err, &q.Dead, &deadAt, &curEnc, &current); err != nil {
+			&q.Attempts, &q.Err, &q.Dead, &deadAt, &curEnc, &current, &sentAt); err != nil {
 			return nil, err
 		}
 		q.Write.Op, q.Write.Entity = repository.WriteOp(op), repository.Entity(entity)
 		q.QueuedAt = fromSec(queuedAt)
 		if deadAt.Valid {
 			q.DeadAt = fromSec(deadAt.Float64)
+		}
+		if sentAt.Valid {
+			q.SentAt = fromSec(sentAt.Float64)
 		}
 		var derr error
 		if q.Write.ID, derr = uuid.Parse(id); derr == nil {
@@ -636,7 +667,7 @@ func isAnswer(err error) bool {
 // carried is what carryQueue copies from a lost file into its replacement:
 // the queue, and the entries queued writes are pending on.
 var carried = []struct{ table, columns, where string }{
-	{"queued_writes", `seq, id, op, entity, key, base_version, encoding, data, queued_at, attempts, err, dead, dead_at, current_enc, current`, ``},
+	{"queued_writes", `seq, id, op, entity, key, base_version, encoding, data, queued_at, attempts, err, dead, dead_at, current_enc, current, sent_at`, ``},
 	{"cached_vendors", `name, data, cached_at, version, encoding, id, status, created_at, rev, pending`, ` WHERE pending > 0`},
 	{"cached_work_items", `id, data, cached_at, version, encoding, type, status, parent_id, path, deleted, created_at, rev, pending`, ` WHERE pending > 0`},
 }

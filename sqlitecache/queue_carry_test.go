@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -110,5 +111,39 @@ func TestCompleteWritesInOneTransaction(t *testing.T) {
 	c.Close()
 	if _, err := c.CompleteWrites(bg, []Completed{{q1, after1}}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("on a closed cache: %v", err)
+	}
+}
+
+// SentAt keeps the first time a replay handed a write to PostgreSQL (the
+// record's age is counted from then), and a retry clears it.
+func TestMarkSentKeepsTheFirstTime(t *testing.T) {
+	c, clk := openTest(t)
+	w := repository.Write{ID: uuid.New(), Op: repository.WriteDelete, Entity: repository.EntityVendor, Vendor: repository.Vendor{Name: "acme"}}
+	mustEnqueue(t, c, w, Row{})
+	qs, _ := c.PendingWrites(bg, 0)
+	if !qs[0].SentAt.IsZero() {
+		t.Fatalf("a new write has SentAt %v", qs[0].SentAt)
+	}
+	first := clk.Now()
+	if err := c.MarkSent(bg, qs); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour)
+	qs, _ = c.PendingWrites(bg, 0)
+	if err := c.MarkSent(bg, qs); err != nil {
+		t.Fatal(err)
+	}
+	qs, _ = c.PendingWrites(bg, 0)
+	if !qs[0].SentAt.Equal(first) {
+		t.Fatalf("SentAt %v, want the first time %v", qs[0].SentAt, first)
+	}
+	if _, err := c.DeadLetter(bg, qs[0], "old", Row{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RetryWrite(bg, w.ID); err != nil {
+		t.Fatal(err)
+	}
+	if qs, _ = c.PendingWrites(bg, 0); !qs[0].SentAt.IsZero() {
+		t.Fatalf("a retried write keeps SentAt %v", qs[0].SentAt)
 	}
 }

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS queued_writes (
     encoding     INTEGER NOT NULL,
     data         BLOB NOT NULL,                     -- the entity as the caller wrote it
     queued_at    REAL NOT NULL,
+    sent_at      REAL,                              -- first handed to PostgreSQL by a replay
     attempts     INTEGER NOT NULL DEFAULT 0,
     err          TEXT NOT NULL DEFAULT '',
     dead         INTEGER NOT NULL DEFAULT 0,        -- 1: a dead letter, kept for an operator
