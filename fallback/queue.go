@@ -114,7 +114,9 @@ func (l *Layer) Queue(ctx context.Context) (QueueStatus, error) {
 	if err != nil {
 		return QueueStatus{}, fmt.Errorf("fallback: queue: %w", err)
 	}
-	l.queue.pending.Store(int64(s.Pending))
+	if l.queue != nil {
+		l.queue.pending.Store(int64(s.Pending))
+	}
 	return QueueStatus{Pending: s.Pending, Oldest: s.Oldest, DeadLetters: s.DeadLetters}, nil
 }
 
@@ -151,8 +153,10 @@ func (l *Layer) Retry(ctx context.Context, id uuid.UUID) error {
 	if _, err := cache.RetryWrite(ctx, id); err != nil {
 		return fmt.Errorf("fallback: retry: %w", err)
 	}
-	l.queue.pending.Add(1)
-	l.queue.wake()
+	if l.queue != nil {
+		l.queue.pending.Add(1)
+		l.queue.wake()
+	}
 	return nil
 }
 
@@ -216,6 +220,9 @@ func (l *Layer) queueFirst(ctx context.Context, entity repository.Entity, key st
 // queued. cause is why PostgreSQL was not used (nil: writes to the key
 // were pending).
 func (l *Layer) enqueue(ctx context.Context, op string, w repository.Write, after sqlitecache.Row, cause error) error {
+	if l.closed.Load() {
+		return ErrClosed
+	}
 	cache := l.cacheNow()
 	if cache == nil {
 		return l.notQueued(ctx, op, cause, errCannotQueue(l.noCache()))
