@@ -89,7 +89,8 @@ type QueueStats struct {
 // transaction, so that concurrent callers cannot both pass them: an update
 // of an entry cached at a version above w.BaseVersion is
 // repository.ErrConflict; an update or delete of a vendor a queued write
-// deletes is repository.ErrNotFound; a create of a key cached live is
+// deletes, or an update of a deleted work item, is repository.ErrNotFound;
+// a create of a key cached live is
 // repository.ErrAlreadyExists.
 //
 // Errors: repository.ErrInvalid for a write without ID, Op, Entity or key,
@@ -184,6 +185,8 @@ func checkAgainstCache(ctx context.Context, tx wtx, w repository.Write) error {
 		switch {
 		case gone:
 			return fmt.Errorf("%s %q is deleted by a queued write: %w", w.Entity, w.Key(), repository.ErrNotFound)
+		case deleted: // a soft-deleted work item: the store refuses updates of it too
+			return fmt.Errorf("%s %q is deleted: %w", w.Entity, w.Key(), repository.ErrNotFound)
 		case version > w.BaseVersion:
 			return fmt.Errorf("%s %q is cached at version %d, the write was built on %d: %w",
 				w.Entity, w.Key(), version, w.BaseVersion, repository.ErrConflict)
