@@ -125,6 +125,12 @@ func TestProvenanceHeaders(t *testing.T) {
 			map[string]string{"X-Served-From": "cache", "Age": "", "X-Partial": "true"}},
 		{"complete list as of", fallback.Origin{Source: fallback.SourceCache, AsOf: asOf},
 			map[string]string{"X-Served-From": "cache", "Age": "90", "X-Partial": "", "X-As-Of": "2026-11-26T12:02:11Z"}},
+		{"queued", fallback.Origin{Source: fallback.SourceQueue, Pending: true, CachedAt: now.Add(-time.Minute), Age: time.Minute},
+			map[string]string{"X-Served-From": "queue", "X-Pending": "true", "Age": "", "Warning": ""}},
+		{"list with queued writes", fallback.Origin{Source: fallback.SourceCache, Partial: true, Pending: true},
+			map[string]string{"X-Served-From": "cache", "X-Partial": "true", "X-Pending": "true"}},
+		{"list without", fallback.Origin{Source: fallback.SourceCache, Partial: true},
+			map[string]string{"X-Pending": ""}},
 	}
 	for _, c := range cases {
 		h := http.Header{}
@@ -133,6 +139,30 @@ func TestProvenanceHeaders(t *testing.T) {
 			if got := h.Get(k); got != v {
 				t.Errorf("%s: %s = %q, want %q", c.name, k, got, v)
 			}
+		}
+	}
+}
+
+// Prefer is a list of preferences, possibly repeated, with values and
+// parameters (RFC 7240): respond-async is found wherever it is, and only
+// as a whole token.
+func TestPrefersAsync(t *testing.T) {
+	cases := []struct {
+		values []string
+		want   bool
+	}{
+		{nil, false},
+		{[]string{"respond-async"}, true},
+		{[]string{"Respond-Async"}, true},
+		{[]string{"return=minimal, respond-async, wait=10"}, true},
+		{[]string{"wait=10", "respond-async"}, true},
+		{[]string{"respond-async; foo=bar"}, true},
+		{[]string{"return=representation"}, false},
+		{[]string{"respond-asynchronously", "x=respond-async"}, false},
+	}
+	for _, c := range cases {
+		if got := prefersAsync(http.Header{"Prefer": c.values}); got != c.want {
+			t.Errorf("Prefer %q: %v, want %v", c.values, got, c.want)
 		}
 	}
 }

@@ -78,6 +78,12 @@ type response struct {
 // otherwise (nil: no body).
 func (a *testApp) do(t *testing.T, method, path string, body any) response {
 	t.Helper()
+	return a.doWith(t, method, path, body, nil)
+}
+
+// doWith is do with request headers.
+func (a *testApp) doWith(t *testing.T, method, path string, body any, header http.Header) response {
+	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -98,6 +104,11 @@ func (a *testApp) do(t *testing.T, method, path string, body any) response {
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, vs := range header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

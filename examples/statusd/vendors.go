@@ -112,13 +112,14 @@ func (s *server) createVendor(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err, "the vendor")
 		return
 	}
-	v, err := s.vendors.Create(r.Context(), in.vendor())
+	ctx, prov := writeContext(r)
+	v, err := s.vendors.Create(ctx, in.vendor())
 	if err != nil {
 		s.fail(w, r, err, vendorWhat(in.Name))
 		return
 	}
 	w.Header().Set("Location", "/vendors/"+url.PathEscape(v.Name))
-	writeJSON(w, http.StatusCreated, toVendorJSON(v))
+	writeJSON(w, writeStatus(w.Header(), prov, http.StatusCreated), toVendorJSON(v))
 }
 
 // updateVendor replaces the vendor's fields with the body's (PUT: a field
@@ -136,21 +137,23 @@ func (s *server) updateVendor(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	in.Name = name
-	v, err := s.vendors.Update(r.Context(), in.vendor())
+	ctx, prov := writeContext(r)
+	v, err := s.vendors.Update(ctx, in.vendor())
 	if err != nil {
 		s.fail(w, r, err, vendorWhat(name))
 		return
 	}
-	writeJSON(w, http.StatusOK, toVendorJSON(v))
+	writeJSON(w, writeStatus(w.Header(), prov, http.StatusOK), toVendorJSON(v))
 }
 
 func (s *server) deleteVendor(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if err := s.vendors.Delete(r.Context(), name); err != nil {
+	ctx, prov := writeContext(r)
+	if err := s.vendors.Delete(ctx, name); err != nil {
 		s.fail(w, r, err, vendorWhat(name))
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	w.WriteHeader(writeStatus(w.Header(), prov, http.StatusNoContent))
 }
 
 func vendorWhat(name string) string { return fmt.Sprintf("vendor %q", name) }

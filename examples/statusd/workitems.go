@@ -185,13 +185,14 @@ func (s *server) createWorkItem(w http.ResponseWriter, r *http.Request) {
 	if item.ID != uuid.Nil {
 		what = workItemWhat(item.ID.String())
 	}
-	item, err = s.workItems.Create(r.Context(), item)
+	ctx, prov := writeContext(r)
+	item, err = s.workItems.Create(ctx, item)
 	if err != nil {
 		s.fail(w, r, err, what)
 		return
 	}
 	w.Header().Set("Location", "/work-items/"+item.ID.String())
-	writeJSON(w, http.StatusCreated, toWorkItemJSON(item))
+	writeJSON(w, writeStatus(w.Header(), prov, http.StatusCreated), toWorkItemJSON(item))
 }
 
 // updateWorkItem replaces the item's fields with the body's (PUT: a field
@@ -218,25 +219,27 @@ func (s *server) updateWorkItem(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	item.ID = id
-	item, err = s.workItems.Update(r.Context(), item)
+	ctx, prov := writeContext(r)
+	item, err = s.workItems.Update(ctx, item)
 	if err != nil {
 		s.fail(w, r, err, workItemWhat(raw))
 		return
 	}
-	writeJSON(w, http.StatusOK, toWorkItemJSON(item))
+	writeJSON(w, writeStatus(w.Header(), prov, http.StatusOK), toWorkItemJSON(item))
 }
 
 // deleteWorkItem soft-deletes the item and its live descendants. Deleting
 // a deleted item is a no-op, so a retried DELETE is safe.
 func (s *server) deleteWorkItem(w http.ResponseWriter, r *http.Request) {
 	raw := r.PathValue("id")
+	ctx, prov := writeContext(r)
 	id, err := parseID("id", raw)
 	if err == nil {
-		err = s.workItems.Delete(r.Context(), id)
+		err = s.workItems.Delete(ctx, id)
 	}
 	if err != nil {
 		s.fail(w, r, err, workItemWhat(raw))
 		return
 	}
-	w.WriteHeader(http.StatusNoContent)
+	w.WriteHeader(writeStatus(w.Header(), prov, http.StatusNoContent))
 }
