@@ -7,7 +7,9 @@
 //   - when it fails (refused connections, timeouts, a server shutting down),
 //     a circuit breaker (github.com/sony/gobreaker/v2) opens, reads are
 //     served from the cache — marked stale when past their TTL, refused past
-//     StaleIfError — and writes fail fast with repository.ErrUnavailable;
+//     StaleIfError — and writes fail fast with repository.ErrUnavailable,
+//     unless the caller opted in with WithWriteQueue: then they are kept
+//     in the cache file and replayed, exactly once, when it comes back;
 //   - while the breaker is open a background prober pings PostgreSQL; when
 //     it answers, the layer warms the cache and closes the breaker.
 //
