@@ -242,6 +242,8 @@ func (l *Layer) enqueue(ctx context.Context, op string, w repository.Write, afte
 		// The cache and the queue hold the key's last known state: the
 		// answer PostgreSQL would give to this write on top of it.
 		return fmt.Errorf("fallback: %s (PostgreSQL unreachable; checked against the cache and the queue): %w", op, err)
+	case ctx.Err() != nil:
+		return fmt.Errorf("fallback: %s: not queued: %w", op, ctx.Err())
 	default:
 		return l.notQueued(ctx, op, cause, fmt.Errorf("storing it failed: %w", err))
 	}

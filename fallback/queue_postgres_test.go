@@ -848,3 +848,51 @@ func TestAppliedWritesArePruned(t *testing.T) {
 		t.Fatalf("records left: %v (%v), want only the 6-day-old one", ids, rows.Err())
 	}
 }
+
+// A queue longer than WarmTimeout can replay does not keep the breaker
+// open: it closes with writes still pending, which keep answering their
+// pending state, and the replayer finishes in the background.
+func TestLongReplayDoesNotHoldTheBreakerOpen(t *testing.T) {
+	cfg := queueConfig()
+	cfg.WarmTimeout = 300 * time.Millisecond
+	f := newQueueFixture(t, cfg)
+	ctx := context.Background()
+	names := seed(t, f.s, 120)
+	f.down(t)
+	qctx := fallback.WithWriteQueue(ctx)
+	for _, name := range names {
+		v, _ := f.s.layer.Vendors().Get(ctx, name)
+		v.Status = repository.VendorBroken
+		if _, err := f.s.layer.Vendors().Update(qctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.proxy.Latency(5*time.Millisecond, 0); err != nil { // ~4 round trips a write: > 2 s in all
+		t.Fatal(err)
+	}
+	if err := f.proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	var pendingAtClose int
+	waitFor(t, 10*time.Second, "the breaker to close", func() bool {
+		if f.s.layer.State() != fallback.Closed {
+			return false
+		}
+		pendingAtClose = f.pending(t)
+		return true
+	})
+	if pendingAtClose == 0 {
+		t.Fatal("the whole queue was replayed before the breaker closed: the test needs a longer one")
+	}
+	rctx, prov := fallback.WithProvenance(ctx)
+	last := names[len(names)-1]
+	if v, err := f.s.layer.Vendors().Get(rctx, last); err != nil || v.Version != 2 || v.Status != repository.VendorBroken {
+		t.Fatalf("a key read while its write waits: %+v %v (%v)", v, err, prov.Origin().Source)
+	}
+	t.Logf("breaker closed with %d of %d writes pending", pendingAtClose, len(names))
+	waitFor(t, 30*time.Second, "the rest of the replay", func() bool { return f.pending(t) == 0 })
+	var wrong int
+	if err := f.other.store.Pool().QueryRow(ctx, `SELECT count(*) FROM vendors WHERE version <> 2 OR status <> 'broken'`).Scan(&wrong); err != nil || wrong != 0 {
+		t.Fatalf("%d vendors not replayed (%v)", wrong, err)
+	}
+}

@@ -475,8 +475,17 @@ func (l *Layer) replayOnRecovery() bool {
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.WarmTimeout)
 	err := l.queue.replay(ctx)
+	timedOut := ctx.Err() != nil
 	cancel()
 	if err == nil || l.ctx.Err() != nil {
+		return true
+	}
+	if timedOut {
+		// Not an outage: a long queue. Reads of its keys answer their
+		// pending state and writes to them queue behind, so traffic can go
+		// back to PostgreSQL while the replayer finishes.
+		l.log.Warn("pgfallback: the replay of queued writes outlasted WarmTimeout; closing the breaker, the rest replays in the background",
+			"pending", l.queue.pending.Load())
 		return true
 	}
 	if class, _ := Classify(l.ctx, err); class == Outage {
