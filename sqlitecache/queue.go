@@ -356,27 +356,34 @@ func (c *Cache) DeadLetter(ctx context.Context, q QueuedWrite, reason string, cu
 	}
 	var out []QueuedWrite
 	err = c.inTx(ctx, "dead letter", func(tx wtx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE queued_writes SET dead = 1, dead_at = ?, err = ?, current_enc = ?, current = ?
-			WHERE seq = ? AND dead = 0`, toSec(now), reason, curEnc, cur, q.Seq)
-		if err != nil {
+		// The write and those behind it for its key, read before they
+		// change, so that exactly these are returned.
+		var err error
+		if out, err = c.queued(ctx, tx, `WHERE entity = ? AND key = ? AND dead = 0 AND seq >= ? ORDER BY seq`,
+			string(q.Write.Entity), q.Write.Key(), q.Seq); err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if len(out) == 0 || out[0].Seq != q.Seq {
 			return fmt.Errorf("queued write %s: %w", q.Write.ID, repository.ErrNotFound)
 		}
 		behind := fmt.Sprintf("behind dead-lettered write %s: %s", q.Write.ID, reason)
-		if _, err := tx.ExecContext(ctx, `UPDATE queued_writes SET dead = 1, dead_at = ?, err = ?, current_enc = ?, current = ?
-			WHERE entity = ? AND key = ? AND dead = 0 AND seq > ?`,
-			toSec(now), behind, curEnc, cur, string(q.Write.Entity), q.Write.Key(), q.Seq); err != nil {
-			return err
-		}
-		if out, err = c.queued(ctx, tx, `WHERE entity = ? AND key = ? AND dead = 1 AND dead_at = ? AND seq >= ?`,
-			string(q.Write.Entity), q.Write.Key(), toSec(now), q.Seq); err != nil {
-			return err
+		for i := range out {
+			why := reason
+			if i > 0 {
+				why = behind
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE queued_writes SET dead = 1, dead_at = ?, err = ?, current_enc = ?, current = ?
+				WHERE seq = ?`, toSec(now), why, curEnc, cur, out[i].Seq); err != nil {
+				return err
+			}
+			out[i].Dead, out[i].DeadAt, out[i].Err, out[i].Current = true, fromSec(toSec(now)), why, current
 		}
 		return c.settleKey(ctx, tx, q.Write, current, toSec(now))
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // MarkSent records that a replay is about to hand these pending writes to
