@@ -896,3 +896,44 @@ func TestLongReplayDoesNotHoldTheBreakerOpen(t *testing.T) {
 		t.Fatalf("%d vendors not replayed (%v)", wrong, err)
 	}
 }
+
+// A write PostgreSQL rejects as invalid at replay — a work item created
+// under a parent another instance deleted meanwhile — is dead-lettered
+// like a conflict, with the writes behind it for its key.
+func TestReplayRejectedAsInvalid(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	parent, err := f.s.layer.WorkItems().Create(ctx, repository.WorkItem{Type: repository.WorkItemProject, Title: "p", Status: repository.WorkItemActive})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cacheItems(t, parent.ID)
+	f.down(t)
+	qctx := fallback.WithWriteQueue(ctx)
+	child, err := f.s.layer.WorkItems().Create(qctx, repository.WorkItem{Type: repository.WorkItemTask, Title: "c", Status: repository.WorkItemActive, ParentID: &parent.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.Title = "c2"
+	if _, err := f.s.layer.WorkItems().Update(qctx, child); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.other.store.WorkItems().Delete(ctx, parent.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.up(t)
+	dead, err := f.s.layer.DeadLetters(ctx)
+	if err != nil || len(dead) != 2 || dead[0].Op != repository.WriteCreate || dead[1].Op != repository.WriteUpdate {
+		t.Fatalf("dead letters %+v, %v; want the create and the update behind it", dead, err)
+	}
+	if seen := f.conflicts.all(); len(seen) != 2 || !errors.Is(seen[0].err, repository.ErrInvalid) || !errors.Is(seen[1].err, repository.ErrInvalid) {
+		t.Fatalf("OnConflict: %+v, want two matching ErrInvalid", seen)
+	}
+	if _, err := f.other.store.WorkItems().Get(ctx, child.ID); !errors.Is(err, repository.ErrNotFound) {
+		t.Fatalf("the child in PostgreSQL: %v, want none", err)
+	}
+	// The cache no longer shows the rejected child.
+	if _, _, err := f.s.cache.GetWorkItem(ctx, child.ID); !errors.Is(err, repository.ErrNotFound) {
+		t.Fatalf("the child in the cache: %v, want gone", err)
+	}
+}
