@@ -65,25 +65,8 @@ func queueConfig() fallback.Config {
 
 func newQueueFixture(t *testing.T, cfg fallback.Config) *queueFixture {
 	t.Helper()
-	ctx := context.Background()
 	direct := pgtest.NewDatabase(t)
-	tp, err := chaos.StartServer(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tp.Close() })
-	upstream, err := chaos.DSNHostPort(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := tp.Proxy(ctx, "postgres", upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxied, err := p.DSN(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, proxied := chaos.TestProxy(t, direct, "postgres")
 	f := &queueFixture{proxy: p, direct: direct, proxied: proxied, cachePath: filepath.Join(t.TempDir(), "cache.db"), conflicts: &conflictLog{}}
 	if cfg.OnConflict == nil {
 		cfg.OnConflict = f.conflicts.add
@@ -138,6 +121,36 @@ func (f *queueFixture) cacheItems(t *testing.T, ids ...uuid.UUID) {
 		}
 		return true
 	})
+}
+
+// queueUpdates marks each vendor broken through l with the queue, during
+// an outage: one queued update per name, built on what the cache holds.
+func queueUpdates(t *testing.T, l *fallback.Layer, names []string) {
+	t.Helper()
+	ctx := context.Background()
+	qctx := fallback.WithWriteQueue(ctx)
+	for _, name := range names {
+		v, err := l.Vendors().Get(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.Status = repository.VendorBroken
+		if _, err := l.Vendors().Update(qctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// updatedOnce fails unless every vendor in PostgreSQL holds exactly one
+// queued update: broken at version 2, not 1 (lost) nor 3 (applied twice).
+func (f *queueFixture) updatedOnce(t *testing.T) {
+	t.Helper()
+	var wrong int
+	err := f.other.store.Pool().QueryRow(context.Background(),
+		`SELECT count(*) FROM vendors WHERE version <> 2 OR status <> 'broken'`).Scan(&wrong)
+	if err != nil || wrong != 0 {
+		t.Fatalf("%d vendors not broken at version 2 (%v): a write was lost or applied twice", wrong, err)
+	}
 }
 
 func (f *queueFixture) pending(t *testing.T) int {
@@ -323,17 +336,7 @@ func TestQueuedWritesSurviveARestart(t *testing.T) {
 	ctx := context.Background()
 	names := seed(t, f.s, 3)
 	f.down(t)
-	qctx := fallback.WithWriteQueue(ctx)
-	for _, n := range names {
-		v, err := f.s.layer.Vendors().Get(ctx, n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v.Status = repository.VendorBroken
-		if _, err := f.s.layer.Vendors().Update(qctx, v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	queueUpdates(t, f.s.layer, names)
 	// The application stops during the outage, and starts again.
 	f.s.close()
 	f.s = openStack(t, f.proxied, f.cachePath, queueConfig())
@@ -347,11 +350,7 @@ func TestQueuedWritesSurviveARestart(t *testing.T) {
 	// and they open the breaker, so that the prober takes over recovery.
 	waitFor(t, 5*time.Second, "the replay's failures to open the breaker", func() bool { return f.s.layer.State() == fallback.Open })
 	f.up(t)
-	for _, n := range names {
-		if v, err := f.pgVendor(t, n); err != nil || v.Version != 2 || v.Status != repository.VendorBroken {
-			t.Fatalf("%s after replay: %+v, %v; want version 2, broken", n, v, err)
-		}
-	}
+	f.updatedOnce(t)
 }
 
 func TestReplayConflictsBecomeDeadLetters(t *testing.T) {
@@ -667,16 +666,10 @@ func TestTwoLayersOnOneQueueApplyEachWriteOnce(t *testing.T) {
 	}
 	f.up(t)
 	waitFor(t, 15*time.Second, "the second layer to recover", func() bool { return second.layer.State() == fallback.Closed })
-	var wrong, applied int
-	pool := f.other.store.Pool()
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM vendors WHERE version <> 2 OR status <> 'broken'`).Scan(&wrong); err != nil {
-		t.Fatal(err)
-	}
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pgfallback_applied_writes`).Scan(&applied); err != nil {
-		t.Fatal(err)
-	}
-	if wrong != 0 || applied != n {
-		t.Fatalf("%d vendors not at version 2, %d writes recorded; want 0 and %d", wrong, applied, n)
+	f.updatedOnce(t)
+	var applied int
+	if err := f.other.store.Pool().QueryRow(ctx, `SELECT count(*) FROM pgfallback_applied_writes`).Scan(&applied); err != nil || applied != n {
+		t.Fatalf("%d writes recorded (%v), want %d", applied, err, n)
 	}
 	a, b := f.s.layer.Stats().Queued, second.layer.Stats().Queued
 	t.Logf("replayed by the first layer: %d (%d already applied), by the second: %d (%d already applied)",
@@ -687,17 +680,9 @@ func TestTwoLayersOnOneQueueApplyEachWriteOnce(t *testing.T) {
 // leaves the rest queued.
 func TestCloseDuringReplay(t *testing.T) {
 	f := newQueueFixture(t, queueConfig())
-	ctx := context.Background()
 	names := seed(t, f.s, 30)
 	f.down(t)
-	qctx := fallback.WithWriteQueue(ctx)
-	for _, name := range names {
-		v, _ := f.s.layer.Vendors().Get(ctx, name)
-		v.Status = repository.VendorBroken
-		if _, err := f.s.layer.Vendors().Update(qctx, v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	queueUpdates(t, f.s.layer, names)
 	f.s.close()
 	before := layerGoroutines() // the other instance's
 	if err := f.proxy.Latency(20*time.Millisecond, 0); err != nil {
@@ -721,10 +706,7 @@ func TestCloseDuringReplay(t *testing.T) {
 	}
 	f.s = openStack(t, f.proxied, f.cachePath, queueConfig())
 	f.waitReplayed(t)
-	var wrong int
-	if err := f.other.store.Pool().QueryRow(ctx, `SELECT count(*) FROM vendors WHERE version <> 2`).Scan(&wrong); err != nil || wrong != 0 {
-		t.Fatalf("%d vendors not at version 2 (%v)", wrong, err)
-	}
+	f.updatedOnce(t)
 }
 
 // layerGoroutines counts the goroutines running the fallback package's
@@ -859,14 +841,7 @@ func TestLongReplayDoesNotHoldTheBreakerOpen(t *testing.T) {
 	ctx := context.Background()
 	names := seed(t, f.s, 120)
 	f.down(t)
-	qctx := fallback.WithWriteQueue(ctx)
-	for _, name := range names {
-		v, _ := f.s.layer.Vendors().Get(ctx, name)
-		v.Status = repository.VendorBroken
-		if _, err := f.s.layer.Vendors().Update(qctx, v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	queueUpdates(t, f.s.layer, names)
 	if err := f.proxy.Latency(5*time.Millisecond, 0); err != nil { // ~4 round trips a write: > 2 s in all
 		t.Fatal(err)
 	}
@@ -891,10 +866,7 @@ func TestLongReplayDoesNotHoldTheBreakerOpen(t *testing.T) {
 	}
 	t.Logf("breaker closed with %d of %d writes pending", pendingAtClose, len(names))
 	waitFor(t, 30*time.Second, "the rest of the replay", func() bool { return f.pending(t) == 0 })
-	var wrong int
-	if err := f.other.store.Pool().QueryRow(ctx, `SELECT count(*) FROM vendors WHERE version <> 2 OR status <> 'broken'`).Scan(&wrong); err != nil || wrong != 0 {
-		t.Fatalf("%d vendors not replayed (%v)", wrong, err)
-	}
+	f.updatedOnce(t)
 }
 
 // A write PostgreSQL rejects as invalid at replay — a work item created

@@ -25,23 +25,7 @@ const cacheTTL = time.Second
 func TestOutage(t *testing.T) {
 	ctx := context.Background()
 	direct := pgtest.NewDatabase(t)
-	tp, err := chaos.StartServer(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tp.Close() })
-	upstream, err := chaos.DSNHostPort(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := tp.Proxy(ctx, "statusd-outage", upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxied, err := proxy.DSN(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, proxied := chaos.TestProxy(t, direct, "statusd-outage")
 	a := startApp(t, proxied, func(o *options) {
 		o.cacheOptions = append(o.cacheOptions, sqlitecache.WithTTL(cacheTTL))
 	})

@@ -23,23 +23,7 @@ var respondAsync = http.Header{"Prefer": {"respond-async"}}
 func TestQueuedWritesDuringOutage(t *testing.T) {
 	ctx := context.Background()
 	direct := pgtest.NewDatabase(t)
-	tp, err := chaos.StartServer(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tp.Close() })
-	upstream, err := chaos.DSNHostPort(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxy, err := tp.Proxy(ctx, "statusd-queue", upstream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proxied, err := proxy.DSN(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, proxied := chaos.TestProxy(t, direct, "statusd-queue")
 	a := startApp(t, proxied)
 
 	// Before: what the queue builds on is in the cache (an update or a
