@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,8 +32,10 @@ type fakeDB struct {
 	// afterRead, if set (before the calls start), runs in a vendor Get
 	// after the row was read and before it is returned.
 	afterRead func(name string)
-	calls     atomic.Int64 // repository calls, not pings
-	pings     atomic.Int64
+	// afterReadItem is afterRead for a work item Get.
+	afterReadItem func(id uuid.UUID)
+	calls         atomic.Int64 // repository calls, not pings
+	pings         atomic.Int64
 }
 
 func newFakeDB() *fakeDB {
@@ -66,6 +69,21 @@ func (f *fakeDB) put(v repository.Vendor) repository.Vendor {
 	v.Metadata = map[string]any{}
 	f.vendors[v.Name] = v
 	return v
+}
+
+// putItem stores w at version 1 (an ID when it has none) under parent, if
+// given, and returns it.
+func (f *fakeDB) putItem(title string, parent *repository.WorkItem) repository.WorkItem {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now().UTC()
+	w := repository.WorkItem{ID: uuid.New(), Version: 1, Type: repository.WorkItemTask, Title: title,
+		Status: repository.WorkItemActive, CreatedAt: now, UpdatedAt: now}
+	if parent != nil {
+		w.ParentID, w.Path, w.Depth = &parent.ID, parent.ChildPath(), parent.Depth+1
+	}
+	f.items[w.ID] = w
+	return w
 }
 
 func (f *fakeDB) primary() *mock.Primary {
@@ -159,12 +177,35 @@ func (f *fakeDB) primary() *mock.Primary {
 			return repository.WorkItem{}, err
 		}
 		f.mu.Lock()
-		defer f.mu.Unlock()
 		w, ok := f.items[id]
+		f.mu.Unlock()
 		if !ok {
 			return repository.WorkItem{}, repository.ErrNotFound
 		}
+		if f.afterReadItem != nil {
+			f.afterReadItem(id)
+		}
 		return w, nil
+	}
+	p.WorkItemRepo.DeleteFn = func(ctx context.Context, id uuid.UUID) error {
+		f.calls.Add(1)
+		if err := f.enter(ctx); err != nil {
+			return err
+		}
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if _, ok := f.items[id]; !ok {
+			return repository.ErrNotFound
+		}
+		// A soft delete of the item and its live descendants, as the store's.
+		now := time.Now().UTC()
+		for k, it := range f.items {
+			if (k == id || strings.Contains(it.Path, id.String())) && it.DeletedAt == nil {
+				it.DeletedAt, it.Version = &now, it.Version+1
+				f.items[k] = it
+			}
+		}
+		return nil
 	}
 	p.WorkItemRepo.ListFn = func(ctx context.Context, flt repository.WorkItemFilter) ([]repository.WorkItem, error) {
 		f.calls.Add(1)

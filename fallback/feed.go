@@ -296,13 +296,13 @@ func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes 
 		}
 	}
 	for batch := range chunks(names, f.l.cfg.WarmBatch) {
-		if err := refreshKeys(ctx, f.l, batch, &f.l.vendorEvictions, f.l.vendorBatch,
+		if err := refreshKeys(ctx, f.l, batch, f.l.vendorEvictions.begin, f.l.vendorBatch,
 			func(v repository.Vendor) string { return v.Name }, f.l.feedSetVendors, f.l.uncacheVendor); err != nil {
 			return false, err
 		}
 	}
 	for batch := range chunks(ids, f.l.cfg.WarmBatch) {
-		if err := refreshKeys(ctx, f.l, batch, &f.l.itemEvictions, f.l.workItemBatch,
+		if err := refreshKeys(ctx, f.l, batch, f.l.itemEvictions.begin, f.l.workItemBatch,
 			func(w repository.WorkItem) uuid.UUID { return w.ID }, f.l.feedSetWorkItems,
 			func(id uuid.UUID) { f.l.uncacheWorkItem(id, false) }); err != nil {
 			return false, err
@@ -322,12 +322,12 @@ func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes 
 // one kept update, evicting the keys the primary no longer has. A row read
 // before a concurrent eviction (a Delete on this instance) must not be
 // written after it: like a read's write-through, the update is queued only
-// if no eviction of its kind happened since the read began; else it reads
+// if none of its keys was evicted since the read began; else it reads
 // again.
-func refreshKeys[K comparable, T any](ctx context.Context, l *Layer, keys []K, evictions *atomic.Uint64,
+func refreshKeys[K comparable, T any](ctx context.Context, l *Layer, keys []K, begin func() uint64,
 	get func(context.Context, []K) ([]T, error), key func(T) K, set func([]T, uint64) bool, evict func(K)) error {
 	for attempt := 0; ; attempt++ {
-		before := evictions.Load()
+		before := begin()
 		found, err := get(ctx, keys)
 		if err != nil {
 			return err
@@ -351,14 +351,17 @@ func refreshKeys[K comparable, T any](ctx context.Context, l *Layer, keys []K, e
 	}
 }
 
-// feedSetVendors queues vendors refreshed by the feed, unless an eviction
-// happened since evictions was read; it reports whether it queued them.
+// feedSetVendors queues vendors refreshed by the feed, unless one of them
+// was evicted since evictions (a position of the log) was noted; it
+// reports whether it queued them.
 func (l *Layer) feedSetVendors(vs []repository.Vendor, evictions uint64) bool {
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if l.vendorEvictions.Load() != evictions {
-		return false
+	for _, v := range vs {
+		if l.vendorStale(evictions, v.Name) {
+			return false
+		}
 	}
 	if len(vs) > 0 {
 		l.writer.enqueue(cacheOp{kind: opRefreshVendors, vendors: vs})
@@ -372,11 +375,13 @@ func (l *Layer) feedSetWorkItems(ws []repository.WorkItem, evictions uint64) boo
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if l.itemEvictions.Load() != evictions {
-		return false
+	for _, w := range ws {
+		if l.itemStale(evictions, w) {
+			return false
+		}
 	}
 	for _, w := range ws {
-		l.itemEvictions.Add(1)
+		l.itemEvictions.record(w.ID)
 		l.writer.enqueue(cacheOp{kind: opUpdateWorkItem, item: w})
 	}
 	return true

@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
 
@@ -99,10 +100,10 @@ type Layer struct {
 	feed   *follower   // nil: no change feed (disabled, or the primary has none)
 	queue  *writeQueue // nil: the primary cannot apply writes exactly once
 	recent *recentWrites
-	// Evictions so far, by kind: reads compare them before and after (see
-	// cacheReadVendor).
-	vendorEvictions, itemEvictions atomic.Uint64
-	warms                          singleflight.Group
+	// The write-through's race guard, by kind (see evictions.go).
+	vendorEvictions evictionLog[string]
+	itemEvictions   evictionLog[uuid.UUID]
+	warms           singleflight.Group
 
 	ctx      context.Context // canceled by Close: ends probes and warms
 	cancel   context.CancelFunc

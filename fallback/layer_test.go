@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfallback/pgfallback/repository"
@@ -547,5 +548,84 @@ func TestListDuringOutageIsPartialAndBounded(t *testing.T) {
 	}
 	if o := prov.Origin(); o.Source != SourceCache || !o.Partial {
 		t.Fatalf("origin %+v, want a partial answer from the cache", o)
+	}
+}
+
+// The race guard holds back only what depends on the evicted key. A read
+// of another key, racing the eviction, is written through: before, any
+// eviction of a kind held back every write-through of that kind, and a
+// busy change feed (each refreshed work item counts) kept freshly read
+// items out of the cache.
+func TestEvictionOfAnotherKeyDoesNotHoldBackAWriteThrough(t *testing.T) {
+	db := newFakeDB()
+	read, release := make(chan struct{}), make(chan struct{})
+	db.afterRead = func(name string) {
+		if name == "reader" {
+			close(read)
+			<-release
+		}
+	}
+	l, cache := newTestLayer(t, db, Config{})
+	db.put(vendor("reader"))
+	db.put(vendor("doomed"))
+	ctx := context.Background()
+	got := make(chan error, 1)
+	go func() {
+		_, err := l.Vendors().Get(ctx, "reader")
+		got <- err
+	}()
+	<-read
+	if err := l.Vendors().Delete(ctx, "doomed"); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	if _, _, err := cache.GetVendor(ctx, "reader"); err != nil {
+		t.Fatalf("a read racing the deletion of another vendor was not cached: %v", err)
+	}
+}
+
+// A descendant read while its ancestor is deleted must not come back live
+// into the cache: the soft delete reached it in the primary.
+func TestReadRacingAncestorDeleteDoesNotResurrect(t *testing.T) {
+	db := newFakeDB()
+	parent := db.putItem("parent", nil)
+	child := db.putItem("child", &parent)
+	other := db.putItem("other", nil)
+	read, release := make(chan struct{}), make(chan struct{})
+	db.afterReadItem = func(id uuid.UUID) {
+		if id == child.ID || id == other.ID {
+			read <- struct{}{}
+			<-release
+		}
+	}
+	l, cache := newTestLayer(t, db, Config{})
+	ctx := context.Background()
+	got := make(chan error, 2)
+	for _, id := range []uuid.UUID{child.ID, other.ID} {
+		go func() {
+			_, err := l.WorkItems().Get(ctx, id)
+			got <- err
+		}()
+		<-read // each Get has its row
+	}
+	if err := l.WorkItems().Delete(ctx, parent.ID); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	for range 2 {
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	}
+	flush(t, l)
+	if w, _, err := cache.GetWorkItem(ctx, child.ID); err == nil && w.DeletedAt == nil {
+		t.Fatal("a child read while its parent was deleted is cached as live")
+	}
+	if _, _, err := cache.GetWorkItem(ctx, other.ID); err != nil {
+		t.Fatalf("an unrelated item read at the same time was not cached: %v", err)
 	}
 }

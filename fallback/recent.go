@@ -60,21 +60,22 @@ func fresh[K comparable](r *recentWrites, m map[K]stamp, key K, version int64, u
 // Evictions race with other calls: a Get that read a row just before a
 // Delete evicted it would, writing its result through afterwards, put the
 // deleted row back in the cache, to be served as live in the next outage.
-// Calls therefore note an eviction counter before they reach the primary
-// and write through only if no eviction of their kind happened meanwhile.
-// The check and the enqueue happen under recentWrites' lock, as do an
-// eviction's count and enqueue, so a write-through that passed the check
-// is queued before the eviction that would have failed it, and the writer
-// applies them in that order. Evictions are rare; a skipped write-through
+// Calls therefore note the eviction log's position before they reach the
+// primary and write through only if no key their result depends on — the
+// row's own, and for a work item its ancestors' — was evicted meanwhile
+// (evictions.go). The check and the enqueue happen under recentWrites'
+// lock, as do an eviction's record and enqueue, so a write-through that
+// passed the check is queued before the eviction that would have failed
+// it, and the writer applies them in that order. A skipped write-through
 // costs at most a cache miss.
 
 // writeThroughVendor writes a vendor that a call returned through, unless
-// an eviction happened since the call began (evictions was read before it).
+// it was evicted since the call began (evictions was noted before it).
 func (l *Layer) writeThroughVendor(v repository.Vendor, evictions uint64) {
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if l.vendorEvictions.Load() == evictions && !fresh(r, r.vendor, v.Name, v.Version, v.UpdatedAt) && !l.writer.setVendor(v) {
+	if !l.vendorStale(evictions, v.Name) && !fresh(r, r.vendor, v.Name, v.Version, v.UpdatedAt) && !l.writer.setVendor(v) {
 		delete(r.vendor, v.Name)
 	}
 }
@@ -83,7 +84,7 @@ func (l *Layer) uncacheVendor(name string) {
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l.vendorEvictions.Add(1)
+	l.vendorEvictions.record(name)
 	delete(r.vendor, name)
 	l.writer.evictVendor(name)
 }
@@ -93,7 +94,7 @@ func (l *Layer) writeThroughWorkItem(w repository.WorkItem, evictions uint64) {
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if l.itemEvictions.Load() == evictions && !fresh(r, r.item, w.ID, w.Version, w.UpdatedAt) && !l.writer.setWorkItem(w) {
+	if !l.itemStale(evictions, w) && !fresh(r, r.item, w.ID, w.Version, w.UpdatedAt) && !l.writer.setWorkItem(w) {
 		delete(r.item, w.ID)
 	}
 }
@@ -105,7 +106,7 @@ func (l *Layer) cacheUpdatedWorkItem(w repository.WorkItem) {
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l.itemEvictions.Add(1)
+	l.itemEvictions.record(w.ID)
 	fresh(r, r.item, w.ID, w.Version, w.UpdatedAt)
 	l.writer.updateWorkItem(w)
 }
@@ -114,7 +115,7 @@ func (l *Layer) uncacheWorkItem(id uuid.UUID, tree bool) {
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l.itemEvictions.Add(1)
+	l.itemEvictions.record(id)
 	delete(r.item, id)
 	if tree {
 		l.writer.evictWorkItemTree(id)

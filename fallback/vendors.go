@@ -30,7 +30,7 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 			}
 		}
 	}
-	evictions := l.vendorEvictions.Load()
+	evictions := l.vendorEvictions.begin()
 	v, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Get(ctx, name)
 	})
@@ -66,7 +66,7 @@ func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repo
 		return nil, fmt.Errorf("fallback: list vendors: %w", err)
 	}
 	l := r.l
-	evictions := l.vendorEvictions.Load()
+	evictions := l.vendorEvictions.begin()
 	return list(l, ctx, "list vendors", repository.EntityVendor, func(v repository.Vendor) { l.writeThroughVendor(v, evictions) },
 		func(ctx context.Context) ([]repository.Vendor, error) { return l.primary.Vendors().List(ctx, f) },
 		func(ctx context.Context, window time.Duration) ([]repository.Vendor, error) {
@@ -87,7 +87,7 @@ func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository
 	if l.queueFirst(ctx, repository.EntityVendor, v.Name) {
 		return queued(nil)
 	}
-	evictions := l.vendorEvictions.Load()
+	evictions := l.vendorEvictions.begin()
 	out, err := write(l, ctx, op, func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Create(ctx, v)
 	}, queued)
@@ -107,7 +107,7 @@ func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository
 	if l.queueFirst(ctx, repository.EntityVendor, v.Name) {
 		return queued(nil)
 	}
-	evictions := l.vendorEvictions.Load()
+	evictions := l.vendorEvictions.begin()
 	out, err := write(l, ctx, op, func(ctx context.Context) (repository.Vendor, error) {
 		return l.primary.Vendors().Update(ctx, v)
 	}, queued)

@@ -25,7 +25,7 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 			}
 		}
 	}
-	evictions := l.itemEvictions.Load()
+	evictions := l.itemEvictions.begin()
 	w, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.WorkItem, error) {
 		return l.primary.WorkItems().Get(ctx, id)
 	})
@@ -61,7 +61,7 @@ func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]
 		return nil, fmt.Errorf("fallback: list work items: %w", err)
 	}
 	l := r.l
-	evictions := l.itemEvictions.Load()
+	evictions := l.itemEvictions.begin()
 	return list(l, ctx, "list work items", repository.EntityWorkItem, func(w repository.WorkItem) { l.writeThroughWorkItem(w, evictions) },
 		func(ctx context.Context) ([]repository.WorkItem, error) { return l.primary.WorkItems().List(ctx, f) },
 		func(ctx context.Context, window time.Duration) ([]repository.WorkItem, error) {
@@ -82,7 +82,7 @@ func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (reposi
 	if w.ID != uuid.Nil && l.queueFirst(ctx, repository.EntityWorkItem, w.ID.String()) {
 		return queued(nil)
 	}
-	evictions := l.itemEvictions.Load()
+	evictions := l.itemEvictions.begin()
 	out, err := write(l, ctx, op, func(ctx context.Context) (repository.WorkItem, error) {
 		return l.primary.WorkItems().Create(ctx, w)
 	}, queued)
