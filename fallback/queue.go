@@ -44,8 +44,10 @@ type writeQueueKey struct{}
 // What cannot be queued fails as before, with ErrUnavailable and the
 // reason: the queue is full (Config.MaxQueuedWrites), the layer has no
 // cache, the primary cannot apply writes exactly once (it is not a
-// repository.WriteApplier), an update or delete of a row the cache does
-// not hold, a work item created under a parent the cache does not hold,
+// repository.WriteApplier), an update of a row the cache does not hold
+// (or a delete of such a work item: its deleted state cannot be shown; a
+// vendor's delete is queued all the same), a work item created under a
+// parent the cache does not hold,
 // or a move to another parent (it rewrites a subtree the cache may hold
 // only in part).
 func WithWriteQueue(ctx context.Context) context.Context {
