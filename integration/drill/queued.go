@@ -489,20 +489,16 @@ func (q *queuedRun) appWriter(ctx context.Context, id int, stop <-chan struct{})
 		}
 		key := q.keys[rng.IntN(len(q.keys))]
 		q.withApp(func(a *app) {
-			gctx, gprov := fallback.WithProvenance(qctx)
-			at := q.since()
-			v, err := a.layer.Vendors().Get(gctx, key)
-			o := gprov.Origin()
-			q.record(sample{at: at, latency: q.since() - at, source: o.Source, stale: o.Stale, age: o.Age, outcome: classify(err), err: err})
+			v, err := q.timedGet(qctx, a, key)
 			if err != nil {
 				return
 			}
 			w := qwrite{wid: fmt.Sprintf("a%d-%d", id, n), key: key, base: v.Version}
 			v.Metadata = map[string]any{"writer": fmt.Sprintf("app-%d", id), "n": n, "wid": w.wid}
 			uctx, uprov := fallback.WithProvenance(qctx)
-			at = q.since()
+			at := q.since()
 			out, err := a.layer.Vendors().Update(uctx, v)
-			o = uprov.Origin()
+			o := uprov.Origin()
 			q.record(sample{at: at, latency: q.since() - at, write: true, source: o.Source, outcome: classify(err), err: err})
 			switch {
 			case err == nil && o.Source == fallback.SourceQueue:

@@ -201,15 +201,19 @@ func (r *scenarioRun) reader(ctx context.Context, seed uint64, stop <-chan struc
 		case <-pace.C:
 		}
 		key := r.keys[rng.IntN(len(r.keys))]
-		r.withApp(func(a *app) {
-			pctx, prov := fallback.WithProvenance(ctx)
-			at := r.since()
-			_, err := a.layer.Vendors().Get(pctx, key)
-			o := prov.Origin()
-			r.record(sample{at: at, latency: r.since() - at, source: o.Source, stale: o.Stale, age: o.Age,
-				outcome: classify(err), err: err})
-		})
+		r.withApp(func(a *app) { _, _ = r.timedGet(ctx, a, key) })
 	}
+}
+
+// timedGet reads key through a's layer and records the call as a sample.
+func (r *scenarioRun) timedGet(ctx context.Context, a *app, key string) (repository.Vendor, error) {
+	pctx, prov := fallback.WithProvenance(ctx)
+	at := r.since()
+	v, err := a.layer.Vendors().Get(pctx, key)
+	o := prov.Origin()
+	r.record(sample{at: at, latency: r.since() - at, source: o.Source, stale: o.Stale, age: o.Age,
+		outcome: classify(err), err: err})
+	return v, err
 }
 
 func (r *scenarioRun) writer(ctx context.Context, id int, stop <-chan struct{}) {
