@@ -153,6 +153,12 @@ func (l *Layer) servedList(ctx context.Context, complete bool) {
 // writesPending reports whether queued writes are waiting for replay.
 func (l *Layer) writesPending() bool { return l.queue != nil && l.queue.pending.Load() > 0 }
 
+// pendingBeforePrimary reports whether a Get must look for a pending write
+// in the cache before asking PostgreSQL, which does not have it yet. With
+// the breaker open the Get goes to the cache anyway, and servedPending
+// answers there: looking first would read the cache twice.
+func (l *Layer) pendingBeforePrimary() bool { return l.writesPending() && !l.degraded.Load() }
+
 // servedPending answers a read whose cache entry is a queued write's
 // result (e.Pending): read-your-writes, whatever the entry's age and
 // whether or not PostgreSQL answers, since PostgreSQL does not have the

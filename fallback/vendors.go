@@ -22,7 +22,7 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 		return repository.Vendor{}, fmt.Errorf("fallback: get vendor: %w", err)
 	}
 	l := r.l
-	if l.writesPending() {
+	if l.pendingBeforePrimary() {
 		if cache := l.cacheNow(); cache != nil {
 			v, e, cerr := cache.GetVendor(ctx, name)
 			if ok, err := l.servedPending(ctx, fmt.Sprintf("get vendor %q", name), e, cerr); ok {

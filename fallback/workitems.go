@@ -17,7 +17,7 @@ var _ repository.WorkItemRepository = workItemRepo{}
 
 func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkItem, error) {
 	l := r.l
-	if l.writesPending() {
+	if l.pendingBeforePrimary() {
 		if cache := l.cacheNow(); cache != nil {
 			w, e, cerr := cache.GetWorkItem(ctx, id)
 			if ok, err := l.servedPending(ctx, "get work item "+id.String(), e, cerr); ok {
