@@ -137,8 +137,9 @@ func TestDownThenUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Down the applied writes (00004), the change log (00003), then work_items (00002).
-	for i, want := range []string{"[vendors work_items]", "[vendors work_items]", "[vendors]"} {
+	// Down the secured change log (00005), the applied writes (00004), the
+	// change log (00003), then work_items (00002).
+	for i, want := range []string{"[vendors work_items]", "[vendors work_items]", "[vendors work_items]", "[vendors]"} {
 		if err := migrations.Down(ctx, dsn); err != nil {
 			t.Fatalf("Down #%d: %v", i+1, err)
 		}
@@ -207,12 +208,15 @@ func TestChangeLogDown(t *testing.T) {
 		t.Fatalf("after Up: %d change log objects, want 13: %v", len(objs), objs)
 	}
 
-	// 00004 (applied writes) comes off first, then the change log.
-	if err := migrations.Down(ctx, dsn); err != nil {
-		t.Fatalf("Down 00004: %v", err)
-	}
-	if objs := changeLogObjects(t, dsn); len(objs) != 13 {
-		t.Fatalf("after Down of 00004: %d change log objects, want 13: %v", len(objs), objs)
+	// 00005 (the secured functions) and 00004 (applied writes) come off
+	// first, then the change log.
+	for _, version := range []string{"00005", "00004"} {
+		if err := migrations.Down(ctx, dsn); err != nil {
+			t.Fatalf("Down %s: %v", version, err)
+		}
+		if objs := changeLogObjects(t, dsn); len(objs) != 13 {
+			t.Fatalf("after Down of %s: %d change log objects, want 13: %v", version, len(objs), objs)
+		}
 	}
 	if err := migrations.Down(ctx, dsn); err != nil {
 		t.Fatalf("Down: %v", err)
@@ -270,8 +274,10 @@ func TestAppliedWritesDown(t *testing.T) {
 	if got := fmt.Sprint(appliedWritesObjects(t, dsn)); got != want {
 		t.Fatalf("after Up: %s, want %s", got, want)
 	}
-	if err := migrations.Down(ctx, dsn); err != nil {
-		t.Fatalf("Down: %v", err)
+	for _, version := range []string{"00005", "00004"} {
+		if err := migrations.Down(ctx, dsn); err != nil {
+			t.Fatalf("Down %s: %v", version, err)
+		}
 	}
 	if objs := appliedWritesObjects(t, dsn); len(objs) != 0 {
 		t.Fatalf("after Down, left behind: %v", objs)

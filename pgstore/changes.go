@@ -30,10 +30,6 @@ var _ repository.ChangeFeed = (*Store)(nil)
 // PruneChanges may remove it: a follower that was away for longer resyncs.
 const DefaultChangeRetention = 7 * 24 * time.Hour
 
-// ChangeChannel is the LISTEN/NOTIFY channel the change log's triggers
-// notify, with the entity ("vendor" or "work_item") as the payload.
-const ChangeChannel = "pgfallback_changes"
-
 // ChangePruneLockKey is the advisory lock PruneChanges takes
 // (pg_try_advisory_xact_lock) so that one instance prunes at a time: a
 // session that holds it keeps pruning off. "pgfchlog" in ASCII; goose's
@@ -48,18 +44,6 @@ const (
 	// large backlog neither holds one long transaction nor bloats one
 	// statement.
 	pruneBatch = 10_000
-
-	watchMinBackoff = 50 * time.Millisecond
-	// A listener is cheap to retry, and a follower without notifications
-	// falls back to its poll: reconnecting within a second keeps a healed
-	// connection's catch-up well within the 2 s the feed promises.
-	watchMaxBackoff = time.Second
-	// watchIdleCheck: after this long without a notification the listener
-	// pings, so that a connection a network silently dropped is noticed in
-	// seconds rather than when TCP keepalive gives up.
-	watchIdleCheck   = 30 * time.Second
-	watchPingTimeout = 5 * time.Second
-	watchAppName     = "pgfallback-feed"
 )
 
 // ChangeHead returns a cursor at the end of the change log.
@@ -70,7 +54,7 @@ func (s *Store) ChangeHead(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", feedError("change head", err)
 	}
-	return cursor{system: h.system, db: h.db, seq: h.maxSeq, snap: h.snap}.String(), nil
+	return h.cursor(h.maxSeq).String(), nil
 }
 
 // ReadChanges returns up to limit changes committed after cursor.
@@ -138,7 +122,7 @@ func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (
 		return repository.ChangeBatch{}, feedError("read changes", err)
 	}
 
-	next := cursor{system: h.system, db: h.db, seq: c.seq, snap: h.snap}
+	next := h.cursor(c.seq)
 	batch := repository.ChangeBatch{}
 	if len(changes) > limit {
 		// Cut inside the page: the rows past the last one delivered are read
@@ -156,98 +140,6 @@ func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (
 	batch.Changes = changes
 	batch.Next = next.String()
 	return batch, nil
-}
-
-// WatchChanges listens for change notifications on a dedicated connection
-// until ctx ends. See repository.ChangeFeed.
-func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) error {
-	if wake == nil {
-		return fmt.Errorf("pgstore: watch changes: %w", repository.Invalid("wake", "must not be nil"))
-	}
-	backoff := watchMinBackoff
-	for {
-		listened := s.listen(ctx, wake)
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if listened {
-			backoff = watchMinBackoff
-		}
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-		backoff = min(2*backoff, watchMaxBackoff)
-	}
-}
-
-// listen runs one connection: connect, LISTEN, wake(true), then wake(false)
-// per notification until the connection fails or ctx ends. It reports
-// whether it got as far as listening. Its errors are not returned: the
-// caller reconnects whatever they were, and a follower that needs to know
-// the database is unreachable learns it from ReadChanges.
-func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
-	pc := s.pool.Config()
-	cfg := pc.ConnConfig.Copy()
-	if s.listenConfig != nil {
-		cfg = s.listenConfig.Copy()
-	}
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = watchAppName
-	}
-	// The pool's hooks may supply what a connection needs (a rotated
-	// password in BeforeConnect, a role or type registrations in
-	// AfterConnect): this connection gets them too.
-	if pc.BeforeConnect != nil {
-		if err := pc.BeforeConnect(ctx, cfg); err != nil {
-			return false
-		}
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return false
-	}
-	defer func() {
-		// Close tells the server goodbye, so the backend ends now rather
-		// than when it notices the socket; bounded, since the server may be
-		// the thing that is gone.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		conn.Close(cctx) // the socket is closed whatever this returns
-	}()
-	if pc.AfterConnect != nil {
-		if err := pc.AfterConnect(ctx, conn); err != nil {
-			return false
-		}
-	}
-	if _, err := conn.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
-		return false
-	}
-	wake(true)
-	for {
-		wctx, cancel := context.WithTimeout(ctx, watchIdleCheck)
-		_, err := conn.WaitForNotification(wctx)
-		cancel()
-		switch {
-		case err == nil:
-			wake(false)
-		case ctx.Err() != nil:
-			return true
-		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
-			// Only our idle timer: a timeout leaves the connection usable.
-			pctx, cancel := context.WithTimeout(ctx, watchPingTimeout)
-			err := conn.Ping(pctx)
-			cancel()
-			if err != nil {
-				return true
-			}
-		default:
-			return true
-		}
-	}
 }
 
 // PruneChanges removes changes older than olderThan (by the database's
@@ -346,9 +238,16 @@ type head struct {
 	asOf      time.Time
 	system    uint64 // the cluster's system identifier
 	db        uint32 // the database's oid
+	timeline  uint32 // the history the server is on; a promoted standby starts a new one
+	logID     string // pgfallback_change_log.log_id; "" when the row is gone
 	maxSeq    int64  // the largest seq the log ever showed: max(seq), or more if pruning removed it
 	prunedSeq int64
 	prunedXid uint64
+}
+
+// cursor is a cursor at seq in h's snapshot and history.
+func (h head) cursor(seq int64) cursor {
+	return cursor{system: h.system, db: h.db, timeline: h.timeline, logID: h.logID, seq: seq, snap: h.snap}
 }
 
 type queryRower interface {
@@ -358,19 +257,28 @@ type queryRower interface {
 func readHead(ctx context.Context, q queryRower) (head, error) {
 	var h head
 	var snap, prunedXid string
-	var system int64
+	var system, timeline int64
+	// The timeline of a primary is the one it writes WAL on, which
+	// pg_walfile_name shows as its first 8 hex digits: it changes the moment
+	// a promoted standby accepts writes (the last checkpoint's, in
+	// pg_control_checkpoint, lags until the next checkpoint). A standby
+	// cannot call pg_current_wal_lsn; its replay position's timeline is its
+	// last restartpoint's.
 	err := q.QueryRow(ctx, `
 		SELECT pg_current_snapshot()::text, statement_timestamp(),
 			(SELECT system_identifier FROM pg_control_system()),
 			(SELECT oid FROM pg_database WHERE datname = current_database()),
+			CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
+				ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+			coalesce(l.log_id::text, ''),
 			greatest((SELECT max(seq) FROM pgfallback_changes), l.pruned_seq, 0),
 			coalesce(l.pruned_seq, 0), coalesce(l.pruned_xid, '0')::text
 		FROM (SELECT) AS one LEFT JOIN pgfallback_change_log l ON true`).
-		Scan(&snap, &h.asOf, &system, &h.db, &h.maxSeq, &h.prunedSeq, &prunedXid)
+		Scan(&snap, &h.asOf, &system, &h.db, &timeline, &h.logID, &h.maxSeq, &h.prunedSeq, &prunedXid)
 	if err != nil {
 		return head{}, err
 	}
-	h.system, h.asOf = uint64(system), h.asOf.UTC()
+	h.system, h.timeline, h.asOf = uint64(system), uint32(timeline), h.asOf.UTC()
 	if h.snap, err = parseSnapshot(snap); err != nil {
 		return head{}, fmt.Errorf("the server's snapshot %q: %w", snap, err)
 	}
@@ -388,27 +296,42 @@ func feedError(op string, err error) error {
 		return fmt.Errorf("pgstore: %s: the database has no change log (apply migration 00003 with migrations.Up): %w: %w",
 			op, repository.ErrNotFound, err)
 	}
+	if errors.As(err, &pgErr) && pgErr.Code == "42703" && strings.Contains(pgErr.Message, "log_id") { // undefined_column
+		return fmt.Errorf("pgstore: %s: the change log predates migration 00005 (apply it with migrations.Up): %w: %w",
+			op, repository.ErrNotFound, err)
+	}
 	return mapError(op, err)
 }
 
 // cursor is the parsed form of a change cursor:
 //
-//	c1:<system identifier>:<database oid>:<seq>:<pg_snapshot>
+//	c2:<system identifier>:<database oid>:<timeline>:<log id>:<seq>:<pg_snapshot>
 //
 // where a pg_snapshot's text is itself xmin:xmax:xip,xip,…. The system
-// identifier and the database oid tell a cursor from another database: its
-// seq and snapshot would mean nothing here.
+// identifier and the database oid tell a cursor from another database, the
+// timeline one from another history of this database (a standby promoted
+// after asynchronous replication lost transactions), the log id one from
+// another log (dropped and re-created): in each, its seq and snapshot
+// would mean nothing here.
 type cursor struct {
-	system uint64
-	db     uint32
-	seq    int64
-	snap   snapshot
+	system   uint64
+	db       uint32
+	timeline uint32
+	logID    string
+	seq      int64
+	snap     snapshot
+	legacy   bool // a c1 cursor, made before timelines and log ids were recorded
 }
 
-const cursorVersion = "c1"
+const cursorVersion = "c2"
+
+// legacyCursorVersion cursors (system:db:seq:snapshot) parse, and expire:
+// they cannot tell which history they were read on.
+const legacyCursorVersion = "c1"
 
 func (c cursor) String() string {
 	return cursorVersion + ":" + strconv.FormatUint(c.system, 10) + ":" + strconv.FormatUint(uint64(c.db), 10) +
+		":" + strconv.FormatUint(uint64(c.timeline), 10) + ":" + c.logID +
 		":" + strconv.FormatInt(c.seq, 10) + ":" + c.snap.String()
 }
 
@@ -416,11 +339,28 @@ func parseCursor(s string) (cursor, error) {
 	bad := func(format string, args ...any) (cursor, error) {
 		return cursor{}, repository.Invalid("cursor", "not a change cursor (%s)", fmt.Sprintf(format, args...))
 	}
-	parts := strings.SplitN(s, ":", 5)
-	if len(parts) != 5 || parts[0] != cursorVersion {
+	var c cursor
+	parts := strings.SplitN(s, ":", 7)
+	switch {
+	case len(parts) == 7 && parts[0] == cursorVersion:
+		tl, err := strconv.ParseUint(parts[3], 10, 32)
+		if err != nil {
+			return bad("timeline %q", parts[3])
+		}
+		c.timeline, c.logID = uint32(tl), parts[4]
+		if c.logID != "" && !isUUID(c.logID) {
+			return bad("log id %q", c.logID)
+		}
+		parts = []string{parts[0], parts[1], parts[2], parts[5], strings.Join(parts[6:], ":")}
+	case strings.HasPrefix(s, legacyCursorVersion+":"):
+		parts = strings.SplitN(s, ":", 5)
+		if len(parts) != 5 {
+			return bad("want %s:…, as ChangeHead and ReadChanges return", cursorVersion)
+		}
+		c.legacy = true
+	default:
 		return bad("want %s:…, as ChangeHead and ReadChanges return", cursorVersion)
 	}
-	var c cursor
 	var err error
 	if c.system, err = strconv.ParseUint(parts[1], 10, 64); err != nil {
 		return bad("system identifier %q", parts[1])
@@ -439,14 +379,45 @@ func parseCursor(s string) (cursor, error) {
 	return c, nil
 }
 
+// isUUID reports whether s is a UUID in PostgreSQL's text form.
+func isUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if r != '-' {
+				return false
+			}
+		case !('0' <= r && r <= '9' || 'a' <= r && r <= 'f'):
+			return false
+		}
+	}
+	return true
+}
+
 // expiredBy says why the log as h shows it can no longer serve every change
-// after c, or "" when it can.
+// after c, or "" when it can. Expiry is answered by an authoritative
+// resync (every cached row replaced by the primary's, whatever its
+// version): after a new timeline or a reset log, rows the cache holds may
+// come from a history that no longer exists.
 func (c cursor) expiredBy(h head) string {
 	switch {
 	case c.system != h.system || c.db != h.db:
 		return "the cursor comes from another database"
+	case c.legacy:
+		return "the cursor predates timelines and log ids (a pgfallback release before migration 00005)"
+	case c.timeline != h.timeline:
+		// Sequences and xids of the old history may be issued again on the
+		// new one, and what the old primary committed after the standby's
+		// last replay is gone.
+		return fmt.Sprintf("the cursor was read on timeline %d, the server is on timeline %d (a standby was promoted)",
+			c.timeline, h.timeline)
+	case c.logID != h.logID:
+		return "the change log was reset (its log id changed)"
 	case c.seq > h.maxSeq || c.snap.xmax > h.snap.xmax:
-		// Both only grow in one database: a cursor ahead of them was made
+		// Both only grow in one history: a cursor ahead of them was made
 		// elsewhere, or the log was emptied by hand.
 		return fmt.Sprintf("the cursor (seq %d, snapshot %s) is ahead of this log (seq %d, snapshot %s)",
 			c.seq, c.snap, h.maxSeq, h.snap)

@@ -252,14 +252,19 @@ func TestChangesThroughSQL(t *testing.T) {
 		t.Fatalf("changes:\n%s\nwant:\n%s", strings.Join(d, "\n"), strings.Join(want, "\n"))
 	}
 
+	// Writers never notify (a NOTIFY serializes every commit of the
+	// instance): notifications arrive in commit order, so the first one the
+	// listener gets after all those writes must be the marker sent after
+	// them.
+	feedExec(t, ctx, s, `SELECT pg_notify($1, 'marker')`, pgstore.ChangeChannel)
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	n, err := listener.WaitForNotification(wctx)
 	if err != nil {
 		t.Fatalf("no notification on %s: %v", pgstore.ChangeChannel, err)
 	}
-	if n.Channel != pgstore.ChangeChannel || n.Payload != "vendor" {
-		t.Fatalf("first notification %s %q, want %s \"vendor\"", n.Channel, n.Payload, pgstore.ChangeChannel)
+	if n.Payload != "marker" {
+		t.Fatalf("a writer's transaction notified %s %q", n.Channel, n.Payload)
 	}
 }
 
@@ -666,7 +671,7 @@ func TestChangesPruneInBatches(t *testing.T) {
 func withCursorField(t *testing.T, cur string, i int, f func(string) string) string {
 	t.Helper()
 	parts := strings.Split(cur, ":")
-	if len(parts) < 7 {
+	if len(parts) < 9 {
 		t.Fatalf("cursor %q has %d fields", cur, len(parts))
 	}
 	parts[i] = f(parts[i])
@@ -691,23 +696,26 @@ func TestChangesErrors(t *testing.T) {
 		t.Fatalf("limit 0: %v, want ErrInvalid naming limit", err)
 	}
 	for _, bad := range []string{
-		"", "garbage", "c1", "c1:1:2:3", "c2" + h[2:],
+		"", "garbage", "c1", "c1:1:2:3", "c3" + h[2:], "c2:1:2:3",
 		withCursorField(t, h, 1, func(string) string { return "x" }),
 		withCursorField(t, h, 2, func(string) string { return "99999999999" }),
-		withCursorField(t, h, 3, func(string) string { return "-1" }),
-		withCursorField(t, h, 4, func(string) string { return "0" }),
-		withCursorField(t, h, 5, func(string) string { return "1" }), // xmax below xmin
-		"c1:1:1:1:5:9:7,6", // xip out of order
-		"c1:1:1:1:5:9:9",   // xip at xmax
-		"c1:1:1:1:5:9:3",   // xip below xmin
-		"c1:1:1:1:5:9:6:7", // a field too many
+		withCursorField(t, h, 3, func(string) string { return "-1" }),         // timeline
+		withCursorField(t, h, 4, func(string) string { return "not-a-uuid" }), // log id
+		withCursorField(t, h, 5, func(string) string { return "-1" }),
+		withCursorField(t, h, 6, func(string) string { return "0" }),
+		withCursorField(t, h, 7, func(string) string { return "1" }), // xmax below xmin
+		"c2:1:1:1::1:5:9:7,6", // xip out of order
+		"c2:1:1:1::1:5:9:9",   // xip at xmax
+		"c2:1:1:1::1:5:9:3",   // xip below xmin
+		"c2:1:1:1::1:5:9:6:7", // a field too many
+		"c1:1:1:1:5:9:7,6",    // an old cursor, ill-formed
 	} {
 		_, err := s.ReadChanges(ctx, bad, 10)
 		if !errors.As(err, &verr) || verr.Field != "cursor" {
 			t.Errorf("cursor %q: %v, want ErrInvalid naming cursor", bad, err)
 		}
 	}
-	if _, err := s.ReadChanges(ctx, "c1:1:1:1:5:9:5,5,7", 10); errors.Is(err, repository.ErrInvalid) {
+	if _, err := s.ReadChanges(ctx, "c2:1:1:1::1:5:9:5,5,7", 10); errors.Is(err, repository.ErrInvalid) {
 		t.Errorf("a well-formed cursor (repeated xip, as pg_snapshot accepts) refused: %v", err)
 	}
 
@@ -715,8 +723,11 @@ func TestChangesErrors(t *testing.T) {
 	for name, cur := range map[string]string{
 		"another database":           changeHead(t, ctx, other),
 		"another cluster":            withCursorField(t, h, 1, plusN(1)),
-		"a seq ahead of the log":     withCursorField(t, h, 3, plusN(1000)),
-		"a snapshot from the future": withCursorField(t, withCursorField(t, h, 5, plusN(1_000_000)), 4, plusN(1_000_000)),
+		"another timeline":           withCursorField(t, h, 3, plusN(1)),
+		"another log":                withCursorField(t, h, 4, func(string) string { return "00000000-0000-0000-0000-000000000000" }),
+		"a seq ahead of the log":     withCursorField(t, h, 5, plusN(1000)),
+		"a snapshot from the future": withCursorField(t, withCursorField(t, h, 7, plusN(1_000_000)), 6, plusN(1_000_000)),
+		"an earlier release":         "c1:" + strings.Join(strings.Split(h, ":")[1:3], ":") + ":" + strings.Join(strings.Split(h, ":")[5:], ":"),
 	} {
 		if _, err := s.ReadChanges(ctx, cur, 10); !errors.Is(err, repository.ErrCursorExpired) {
 			t.Errorf("a cursor from %s: %v, want ErrCursorExpired", name, err)
@@ -730,7 +741,7 @@ func TestChangesErrors(t *testing.T) {
 func TestChangesNotMigrated(t *testing.T) {
 	ctx := feedCtx(t)
 	dsn := pgtest.NewDatabase(t)
-	for range 2 { // the applied writes (00004), then the change log (00003)
+	for range 3 { // the secured log (00005), the applied writes (00004), then the change log (00003)
 		if err := migrations.Down(ctx, dsn); err != nil {
 			t.Fatal(err)
 		}
@@ -743,7 +754,7 @@ func TestChangesNotMigrated(t *testing.T) {
 	if _, err := s.ChangeHead(ctx); !errors.Is(err, repository.ErrNotFound) {
 		t.Errorf("ChangeHead: %v, want ErrNotFound", err)
 	}
-	if _, err := s.ReadChanges(ctx, "c1:1:1:1:5:9:", 10); !errors.Is(err, repository.ErrNotFound) {
+	if _, err := s.ReadChanges(ctx, "c2:1:1:1::1:5:9:", 10); !errors.Is(err, repository.ErrNotFound) {
 		t.Errorf("ReadChanges: %v, want ErrNotFound", err)
 	}
 	if _, err := s.PruneChanges(ctx, 0); !errors.Is(err, repository.ErrNotFound) {
@@ -764,7 +775,7 @@ func TestChangesDeadServer(t *testing.T) {
 	if _, err := s.ChangeHead(ctx); !errors.As(err, &connErr) || errors.Is(err, repository.ErrNotFound) {
 		t.Errorf("ChangeHead: %v, want the wrapped *pgconn.ConnectError", err)
 	}
-	if _, err := s.ReadChanges(ctx, "c1:1:1:1:5:9:", 10); !errors.As(err, &connErr) {
+	if _, err := s.ReadChanges(ctx, "c2:1:1:1::1:5:9:", 10); !errors.As(err, &connErr) {
 		t.Errorf("ReadChanges: %v, want the wrapped *pgconn.ConnectError", err)
 	}
 	if _, err := s.PruneChanges(ctx, 0); !errors.As(err, &connErr) {
@@ -817,6 +828,41 @@ func feedListeners(t *testing.T, ctx context.Context, s *pgstore.Store) []int32 
 	return pids
 }
 
+// wakerPIDs lists the backends holding the waker's lock.
+func wakerPIDs(t *testing.T, ctx context.Context, s *pgstore.Store) []int32 {
+	t.Helper()
+	rows, _ := s.Pool().Query(ctx, `SELECT pid FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND ((classid::bigint << 32) | objid::bigint) = $1`, pgstore.ChangeWakerLockKey)
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pids
+}
+
+// watch runs WatchChanges until the test ends, and checks that it returns
+// when its context does.
+func watch(t *testing.T, ctx context.Context, s *pgstore.Store) *feedWakes {
+	t.Helper()
+	var w feedWakes
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.WatchChanges(wctx, w.wake) }()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("WatchChanges returned %v, want context.Canceled", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("WatchChanges did not return within 5 s of its context ending")
+		}
+	})
+	return &w
+}
+
 func TestWatchChanges(t *testing.T) {
 	ctx := feedCtx(t)
 	s := openStore(t)
@@ -825,48 +871,83 @@ func TestWatchChanges(t *testing.T) {
 	}
 	baseline := runtime.NumGoroutine()
 
-	var w feedWakes
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	done := make(chan error, 1)
-	go func() { done <- s.WatchChanges(wctx, w.wake) }()
-
-	feedEventually(t, 10*time.Second, "wake(true) after connecting", func() bool { c, _ := w.counts(); return c == 1 })
-	if _, err := s.Vendors().Create(ctx, newVendor("acme")); err != nil {
-		t.Fatal(err)
-	}
-	feedEventually(t, 10*time.Second, "wake(false) after a commit", func() bool { _, n := w.counts(); return n >= 1 })
-
-	pids := feedListeners(t, ctx, s)
-	if len(pids) != 1 {
-		t.Fatalf("listening backends: %v, want one", pids)
-	}
-	var query string
-	if err := s.Pool().QueryRow(ctx, `SELECT query FROM pg_stat_activity WHERE pid = $1`, pids[0]).Scan(&query); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(query, "LISTEN") {
-		t.Fatalf("the feed's backend last ran %q, want LISTEN", query)
-	}
-	feedExec(t, ctx, s, `SELECT pg_terminate_backend($1)`, pids[0])
-	feedEventually(t, 10*time.Second, "wake(true) after the connection was killed", func() bool { c, _ := w.counts(); return c == 2 })
-	_, before := w.counts()
-	if _, err := s.Vendors().Create(ctx, newVendor("other")); err != nil {
-		t.Fatal(err)
-	}
-	feedEventually(t, 10*time.Second, "wake(false) on the new connection", func() bool { _, n := w.counts(); return n > before })
-
-	stop()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("WatchChanges returned %v, want context.Canceled", err)
+	t.Run("watch", func(t *testing.T) {
+		w := watch(t, ctx, s)
+		feedEventually(t, 10*time.Second, "wake(true) after connecting", func() bool { c, _ := w.counts(); return c == 1 })
+		if _, err := s.Vendors().Create(ctx, newVendor("acme")); err != nil {
+			t.Fatal(err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("WatchChanges did not return within 5 s of its context ending")
-	}
+		feedEventually(t, 10*time.Second, "wake(false) after a commit", func() bool { _, n := w.counts(); return n >= 1 })
+
+		pids := feedListeners(t, ctx, s)
+		if len(pids) != 1 {
+			t.Fatalf("listening backends: %v, want one", pids)
+		}
+		// The only follower is the waker: it woke itself.
+		if wakers := wakerPIDs(t, ctx, s); !reflect.DeepEqual(wakers, pids) {
+			t.Fatalf("waker backends %v, want the listener %v", wakers, pids)
+		}
+		feedExec(t, ctx, s, `SELECT pg_terminate_backend($1)`, pids[0])
+		feedEventually(t, 10*time.Second, "wake(true) after the connection was killed", func() bool { c, _ := w.counts(); return c == 2 })
+		_, before := w.counts()
+		if _, err := s.Vendors().Create(ctx, newVendor("other")); err != nil {
+			t.Fatal(err)
+		}
+		feedEventually(t, 10*time.Second, "wake(false) on the new connection", func() bool { _, n := w.counts(); return n > before })
+	})
 	feedEventually(t, 10*time.Second, "no listening backend left", func() bool { return len(feedListeners(t, ctx, s)) == 0 })
 	feedEventually(t, 10*time.Second, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= baseline })
+}
+
+// Several followers elect one waker; when its session ends another takes
+// over within about a second, and every follower keeps waking on commits.
+func TestWatchChangesElectsOneWaker(t *testing.T) {
+	ctx := feedCtx(t)
+	dsn := pgtest.NewDatabase(t)
+	stores := make([]*pgstore.Store, 3)
+	wakes := make([]*feedWakes, 3)
+	for i := range stores {
+		var err error
+		if stores[i], err = pgstore.Open(ctx, dsn); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stores[i].Close)
+	}
+	for i, s := range stores {
+		wakes[i] = watch(t, ctx, s)
+	}
+	s := stores[0]
+	feedEventually(t, 10*time.Second, "three listeners", func() bool { return len(feedListeners(t, ctx, s)) == 3 })
+	feedEventually(t, 10*time.Second, "one waker", func() bool { return len(wakerPIDs(t, ctx, s)) == 1 })
+
+	commitWakesAll := func(name string) {
+		t.Helper()
+		before := make([]int, len(wakes))
+		for i, w := range wakes {
+			_, before[i] = w.counts()
+		}
+		if _, err := s.Vendors().Create(ctx, newVendor(name)); err != nil {
+			t.Fatal(err)
+		}
+		for i, w := range wakes {
+			feedEventually(t, 10*time.Second, fmt.Sprintf("follower %d woken by the commit of %s", i, name),
+				func() bool { _, n := w.counts(); return n > before[i] })
+		}
+	}
+	commitWakesAll("first")
+
+	old := wakerPIDs(t, ctx, s)[0]
+	feedExec(t, ctx, s, `SELECT pg_terminate_backend($1)`, old)
+	start := time.Now()
+	feedEventually(t, 10*time.Second, "another waker", func() bool {
+		p := wakerPIDs(t, ctx, s)
+		return len(p) == 1 && p[0] != old
+	})
+	t.Logf("a new waker took over %v after the old one's session ended", time.Since(start).Round(time.Millisecond))
+	commitWakesAll("second")
+	if p := wakerPIDs(t, ctx, s); len(p) != 1 {
+		t.Fatalf("waker backends %v, want one", p)
+	}
 }
 
 // WatchChanges keeps trying while the server is away, and returns when its

@@ -12,6 +12,7 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,6 +26,7 @@ import (
 type Store struct {
 	pool         *pgxpool.Pool
 	listenConfig *pgx.ConnConfig // nil: the pool's
+	wakeInterval time.Duration   // 0: DefaultChangeWakeInterval
 	vendors      vendorRepo
 	workItems    workItemRepo
 }

@@ -79,8 +79,10 @@ type ChangeFeed interface {
 	// notifications until ctx ends, reconnecting with backoff. It calls
 	// wake(true) after every (re)connect, once it listens — notifications
 	// sent while it was away are lost, so the caller catches up from its
-	// cursor then — and wake(false) on every notification. wake must not
-	// block for long. It returns ctx's error when ctx ends, or ErrInvalid
+	// cursor then — and wake(false) whenever changes may have been
+	// committed: on every notification and, while it cannot be notified
+	// (no connection, or no one to notify it), about once a second. wake
+	// must not block for long. It returns ctx's error when ctx ends, or ErrInvalid
 	// for a nil wake. It reports no connection errors: it retries, and a
 	// follower learns the database is unreachable from ReadChanges.
 	WatchChanges(ctx context.Context, wake func(reconnected bool)) error

@@ -1,0 +1,321 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// Waking followers without costing writers.
+//
+// Writers do not notify: a transaction that has issued NOTIFY takes a lock
+// on the whole instance at commit (PostgreSQL's async.c, PreCommit_Notify),
+// so that every writer commits one at a time. Instead, each database has
+// one waker, elected among the listening connections with a session
+// advisory lock. The waker reads the log's head every ChangeWakeInterval
+// and, when a commit has added rows since its last look, sends one NOTIFY
+// on ChangeChannel: one notification per batch of commits, however many
+// writers. What the feed costs PostgreSQL is then one listening connection
+// per follower and one waker's polling, whatever the number of followers.
+//
+// The waker also sends a heartbeat every wakerHeartbeat. A follower that
+// hears nothing for wakerTakeover tries the lock: when the waker's process
+// dies, its session ends, the lock is free, and another follower takes
+// over within about a second. Followers other than the waker send no query
+// while they hear heartbeats, so a follower needs no poll of its own.
+// While no waker can be heard (the lock is held by a session gone silent,
+// or the listening connection is down) WatchChanges stands in for one and
+// wakes its follower about once a second.
+
+// ChangeChannel is the LISTEN/NOTIFY channel the waker notifies. The
+// payload is WakePayload after commits added changes to the log, and
+// HeartbeatPayload otherwise. (Migration 00003's triggers notified from
+// every writer with the entity as the payload; migration 00005 removed
+// that.)
+const ChangeChannel = "pgfallback_changes"
+
+// Payloads of notifications on ChangeChannel.
+const (
+	WakePayload      = "changes"
+	HeartbeatPayload = "alive"
+)
+
+// ChangeWakerLockKey is the session advisory lock the waker holds:
+// "pgfwaker" in ASCII.
+const ChangeWakerLockKey int64 = 0x7067_6677_616b_6572
+
+// DefaultChangeWakeInterval is how often the waker reads the log's head.
+// It bounds the delay it adds between a commit and the followers' wake-up;
+// each look is one indexed query.
+const DefaultChangeWakeInterval = 5 * time.Millisecond
+
+// WithChangeWakeInterval sets how often this Store's waker, when elected,
+// reads the log's head (DefaultChangeWakeInterval when d <= 0).
+func WithChangeWakeInterval(d time.Duration) Option {
+	return func(s *Store) { s.wakeInterval = d }
+}
+
+const (
+	watchMinBackoff = 50 * time.Millisecond
+	// A listener is cheap to retry, and a follower without notifications
+	// falls back to its poll: reconnecting within a second keeps a healed
+	// connection's catch-up well within the 2 s the feed promises.
+	watchMaxBackoff = time.Second
+	// wakerHeartbeat: the waker's notification when there is nothing to
+	// say; wakerTakeover: how long a follower hears nothing before it tries
+	// to become the waker. A follower that cannot take over (the lock is
+	// held by a session that went silent) keeps trying at this pace, and
+	// pings the server once per watchIdleCheck.
+	wakerHeartbeat = 500 * time.Millisecond
+	wakerTakeover  = time.Second
+	// wakerQueryTimeout bounds the election's and the waker's queries: a
+	// connection that stopped answering is given up and made again.
+	wakerQueryTimeout = 2 * time.Second
+	// watchIdleCheck: after this long without a notification the listener
+	// pings, so that a connection a network silently dropped is noticed in
+	// seconds rather than when TCP keepalive gives up.
+	watchIdleCheck   = 30 * time.Second
+	watchPingTimeout = 5 * time.Second
+	watchAppName     = "pgfallback-feed"
+)
+
+// WatchChanges listens for change notifications on a dedicated connection
+// until ctx ends, and takes its turn as the database's waker. See
+// repository.ChangeFeed.
+func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) error {
+	if wake == nil {
+		return fmt.Errorf("pgstore: watch changes: %w", repository.Invalid("wake", "must not be nil"))
+	}
+	backoff := watchMinBackoff
+	lastWake := time.Now()
+	for {
+		listened := s.listen(ctx, wake)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if listened {
+			backoff = watchMinBackoff
+			lastWake = time.Now()
+		} else if time.Since(lastWake) >= wakerTakeover {
+			wake(false) // no connection, so no waker: stand in for one
+			lastWake = time.Now()
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, watchMaxBackoff)
+	}
+}
+
+// listen runs one connection: connect, LISTEN, wake(true), then wake(false)
+// per wake-up until the connection fails or ctx ends, acting as the waker
+// while it holds the lock. It reports whether it got as far as listening.
+// Its errors are not returned: the caller reconnects whatever they were,
+// and a follower that needs to know the database is unreachable learns it
+// from ReadChanges.
+func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
+	conn, err := s.connectListener(ctx)
+	if err != nil {
+		return false
+	}
+	defer func() {
+		// Close tells the server goodbye, so the backend ends (and the
+		// waker's lock is free) now rather than when it notices the socket;
+		// bounded, since the server may be the thing that is gone.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		conn.Close(cctx) // the socket is closed whatever this returns
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
+		return false
+	}
+	wake(true)
+	w := waker{conn: conn, self: conn.PgConn().PID(), every: s.wakeInterval}
+	if w.every <= 0 {
+		w.every = DefaultChangeWakeInterval
+	}
+	var heard time.Time // nothing yet: try to be the waker at once
+	for {
+		if !w.elected && time.Since(heard) >= wakerTakeover {
+			if err := w.tryElect(ctx); err != nil {
+				return true
+			}
+			if !w.elected && !heard.IsZero() {
+				// Held by a session we cannot hear: wake our follower as
+				// the waker would have, and try again as long after.
+				wake(false)
+			}
+			heard = time.Now()
+		}
+		if w.elected {
+			woke, err := w.look(ctx)
+			if err != nil {
+				return true
+			}
+			if woke {
+				wake(false) // our own notification is skipped below
+			}
+		}
+		wait := wakerTakeover - time.Since(heard)
+		if w.elected {
+			wait = time.Until(w.next)
+		}
+		n, err := waitNotification(ctx, conn, max(wait, 0))
+		switch {
+		case err == nil:
+			if n.PID == w.self {
+				continue
+			}
+			heard = time.Now()
+			if n.Payload != HeartbeatPayload {
+				wake(false) // WakePayload, or an older version's trigger
+			}
+		case ctx.Err() != nil:
+			return true
+		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
+			// Only our timer: a timeout leaves the connection usable.
+			if !w.elected && time.Since(w.pinged) >= watchIdleCheck {
+				if err := w.ping(ctx); err != nil {
+					return true
+				}
+			}
+		default:
+			return true
+		}
+	}
+}
+
+// connectListener opens the dedicated connection of WatchChanges.
+func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
+	pc := s.pool.Config()
+	cfg := pc.ConnConfig.Copy()
+	if s.listenConfig != nil {
+		cfg = s.listenConfig.Copy()
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = watchAppName
+	}
+	// The pool's hooks may supply what a connection needs (a rotated
+	// password in BeforeConnect, a role or type registrations in
+	// AfterConnect): this connection gets them too.
+	if pc.BeforeConnect != nil {
+		if err := pc.BeforeConnect(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if pc.AfterConnect != nil {
+		if err := pc.AfterConnect(ctx, conn); err != nil {
+			conn.Close(ctx)
+			return nil, err
+		}
+	}
+	return conn, nil
+}
+
+// waitNotification waits up to d for a notification; a zero d only
+// collects one already received.
+func waitNotification(ctx context.Context, conn *pgx.Conn, d time.Duration) (*pgconn.Notification, error) {
+	wctx, cancel := context.WithTimeout(ctx, max(d, time.Microsecond))
+	defer cancel()
+	return conn.WaitForNotification(wctx)
+}
+
+// waker is the state of one listening connection's part in the election.
+type waker struct {
+	conn    *pgx.Conn
+	self    uint32 // the backend's pid: our own notifications come back to us
+	every   time.Duration
+	elected bool
+	next    time.Time // elected: the next look at the head
+	said    time.Time // elected: the last notification sent
+	pinged  time.Time
+
+	// The head at the last look: (seq, snapshot) as in a cursor. A commit
+	// since then either added a row above seq or committed a transaction
+	// the snapshot saw in progress (or had not seen start).
+	seq    int64
+	snap   snapshot
+	looked bool
+}
+
+// tryElect takes the waker's lock if it is free.
+func (w *waker) tryElect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
+	defer cancel()
+	if err := w.conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, ChangeWakerLockKey).Scan(&w.elected); err != nil {
+		return err
+	}
+	w.pinged = time.Now() // the query proved the connection
+	w.next, w.looked = time.Now(), false
+	return nil
+}
+
+func (w *waker) ping(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, watchPingTimeout)
+	defer cancel()
+	w.pinged = time.Now()
+	return w.conn.Ping(pctx)
+}
+
+// look reads the head when it is time to, notifies when commits added
+// changes since the last look, and heartbeats otherwise. It reports
+// whether it notified.
+func (w *waker) look(ctx context.Context) (woke bool, err error) {
+	now := time.Now()
+	if now.Before(w.next) {
+		return false, nil
+	}
+	w.next = now.Add(w.every)
+	ctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
+	defer cancel()
+	var snapText string
+	var seq int64
+	var changed bool
+	// One statement, one snapshot: the new head and the question "did
+	// anything commit since the last one", asked with the same index
+	// probes as ReadChanges.
+	err = w.conn.QueryRow(ctx, `
+		SELECT pg_current_snapshot()::text, coalesce((SELECT max(seq) FROM pgfallback_changes), 0),
+			EXISTS (SELECT FROM pgfallback_changes
+				WHERE seq <= $1 AND (xid >= $2::xid8 OR xid = ANY ($3::xid8[])))`,
+		pgx.QueryExecModeExec, w.seq, strconv.FormatUint(w.snap.xmax, 10), w.snap.xipArray()).Scan(&snapText, &seq, &changed)
+	if err != nil {
+		return false, err
+	}
+	snap, err := parseSnapshot(snapText)
+	if err != nil {
+		return false, err
+	}
+	// A new waker's first look notifies: commits since the last waker's
+	// last look (or since the listener connected) were told to no one.
+	changed = !w.looked || changed || seq > w.seq
+	w.seq, w.snap, w.looked = seq, snap, true
+	switch {
+	case changed:
+		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, WakePayload)
+	case now.Sub(w.said) >= wakerHeartbeat:
+		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, HeartbeatPayload)
+	default:
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	w.said = now
+	return changed, nil
+}
