@@ -102,8 +102,10 @@ type Config struct {
 	// every committed change, whoever made it.
 	DisableChangeFeed bool
 	// ChangeFeedPoll is how often the feed reads the log without being
-	// woken by a notification: the backstop for notifications lost while
-	// the listening connection was away. Default 1 s.
+	// woken: the last backstop. pgstore's watcher already wakes the feed
+	// about once a second whenever it cannot be notified (its connection
+	// is down, or no waker is heard), so a healthy follower sends no query
+	// between changes. Default 30 s.
 	ChangeFeedPoll time.Duration
 	// ChangeRetention is how long the change log keeps entries; the layer
 	// prunes it hourly (one instance at a time). Default 7 days; negative:
@@ -174,7 +176,7 @@ func (c Config) withDefaults() Config {
 	def(&c.WarmTimeout, time.Minute)
 	def(&c.CloseTimeout, 5*time.Second)
 	def(&c.CacheRetry, 30*time.Second)
-	def(&c.ChangeFeedPoll, time.Second)
+	def(&c.ChangeFeedPoll, 30*time.Second)
 	def(&c.ReplayInterval, 5*time.Second)
 	if c.AppliedWriteRetention == 0 {
 		c.AppliedWriteRetention = DefaultAppliedWriteRetention

@@ -169,7 +169,8 @@ func (f *follower) catchUp(ctx context.Context) error {
 		b, err := f.feed.ReadChanges(rctx, f.cursor, feedBatch)
 		cancel()
 		if errors.Is(err, repository.ErrCursorExpired) {
-			f.l.log.Warn("pgfallback: the change log was pruned past this cache's cursor; resyncing with a full warm")
+			f.l.log.Warn("pgfallback: the change feed's cursor expired; resyncing: every cached row is replaced by the primary's",
+				"err", err)
 			if err := f.resync(ctx, cache); err != nil {
 				return err
 			}
@@ -208,8 +209,9 @@ func (f *follower) catchUp(ctx context.Context) error {
 }
 
 // resync drops the cursor and AsOf and takes a new baseline: the head,
-// then a full warm. The caller then reads the log from the new head, so
-// the state moves on to following without waiting for another wake-up.
+// then an authoritative warm. The caller then reads the log from the new
+// head, so the state moves on to following without waiting for another
+// wake-up.
 func (f *follower) resync(ctx context.Context, cache *sqlitecache.Cache) error {
 	f.inited = false
 	f.asOf.Store(0)
@@ -219,7 +221,12 @@ func (f *follower) resync(ctx context.Context, cache *sqlitecache.Cache) error {
 // baseline sets the starting point: the cursor stored in the cache file,
 // or — for a file that has none, or whose cursor expired — the log's head
 // taken before a warm of the whole cache (a full mirror in WarmAll mode),
-// so nothing committed during the warm is missed.
+// so nothing committed during the warm is missed. That warm is
+// authoritative: the cursor expired because the log can no longer say
+// what changed (pruned, reset, or another history after a failover that
+// lost transactions), so what the cache holds, whatever its version, may
+// be a row that no longer exists. Rows with queued writes keep their
+// pending state; the replay settles them.
 func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error {
 	if f.cursor == "" && f.resyncs.Load() == 0 {
 		st, err := cache.FeedState(ctx)
@@ -244,7 +251,7 @@ func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error
 		return fmt.Errorf("fallback: change feed: head: %w", err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, f.l.cfg.WarmTimeout)
-	rep, err := f.l.Warm(wctx)
+	rep, err := f.l.resyncWarm(wctx)
 	cancel()
 	if err != nil {
 		f.state.Store(int32(FeedStarting))

@@ -21,6 +21,9 @@ type WarmReport struct {
 	Refreshed int  // entries written to the cache from the primary
 	Removed   int  // cached entries dropped because the primary no longer has them
 	Truncated bool // WarmAll stopped at WarmLimit; nothing was removed
+	// Authoritative: the primary's rows replaced the cached ones whatever
+	// their versions (a resync after the change feed's history ended).
+	Authoritative bool
 	Err       string
 }
 
@@ -45,27 +48,61 @@ func (l *Layer) Warm(ctx context.Context) (WarmReport, error) {
 	if l.closed.Load() {
 		return WarmReport{}, ErrClosed
 	}
-	v, err, _ := l.warms.Do("warm", func() (any, error) {
+	return l.warmShared(ctx, false)
+}
+
+// resyncWarm is Warm with the primary's rows taken as authoritative:
+// every cached row is replaced by the primary's whatever its version (see
+// sqlitecache.ReplaceVendors), for a follower whose history ended. It is
+// never merged with an ordinary warm in flight.
+func (l *Layer) resyncWarm(ctx context.Context) (WarmReport, error) {
+	if l.closed.Load() {
+		return WarmReport{}, ErrClosed
+	}
+	// Rows read before the history ended may wait in the write-through
+	// queue: let them land first, so that the replace comes after them.
+	if err := l.writer.flush(ctx); err != nil {
+		return WarmReport{}, fmt.Errorf("fallback: resync: %w", err)
+	}
+	return l.warmShared(ctx, true)
+}
+
+func (l *Layer) warmShared(ctx context.Context, authoritative bool) (WarmReport, error) {
+	key := "warm"
+	if authoritative {
+		key = "resync"
+	}
+	v, err, _ := l.warms.Do(key, func() (any, error) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		defer context.AfterFunc(l.ctx, cancel)()
-		return l.warm(ctx)
+		return l.warm(ctx, authoritative)
 	})
 	return v.(WarmReport), err
 }
 
-func (l *Layer) warm(ctx context.Context) (WarmReport, error) {
-	rep := WarmReport{Strategy: l.cfg.Warm, Started: time.Now()}
+// cacheWrites are the cache's setters a warm uses.
+type cacheWrites struct {
+	vendors   func(context.Context, []repository.Vendor) error
+	workItems func(context.Context, []repository.WorkItem) error
+}
+
+func (l *Layer) warm(ctx context.Context, authoritative bool) (WarmReport, error) {
+	rep := WarmReport{Strategy: l.cfg.Warm, Started: time.Now(), Authoritative: authoritative}
 	cache := l.cacheNow()
 	if cache == nil {
 		return rep, nil // nothing to warm; a cache that opens later is warmed by its reads
 	}
+	set := cacheWrites{vendors: cache.SetVendors, workItems: cache.SetWorkItems}
+	if authoritative {
+		set = cacheWrites{vendors: cache.ReplaceVendors, workItems: cache.ReplaceWorkItems}
+	}
 	var err error
 	if rep.Strategy == WarmAll {
-		err = l.warmAll(ctx, cache, &rep)
+		err = l.warmAll(ctx, cache, set, &rep)
 	} else {
 		rep.Strategy = WarmCached
-		err = l.warmCached(ctx, cache, &rep)
+		err = l.warmCached(ctx, cache, set, &rep)
 	}
 	rep.Duration = time.Since(rep.Started)
 	if err != nil {
@@ -76,13 +113,13 @@ func (l *Layer) warm(ctx context.Context) (WarmReport, error) {
 	l.stats.mu.Lock()
 	l.stats.lastWarm = rep
 	l.stats.mu.Unlock()
-	l.log.Info("pgfallback: cache warmed", "strategy", rep.Strategy.String(), "refreshed", rep.Refreshed,
+	l.log.Info("pgfallback: cache warmed", "strategy", rep.Strategy.String(), "authoritative", authoritative, "refreshed", rep.Refreshed,
 		"removed", rep.Removed, "duration", rep.Duration, "err", err)
 	return rep, err
 }
 
 // warmCached re-reads every cached key from the primary, a batch at a time.
-func (l *Layer) warmCached(ctx context.Context, cache *sqlitecache.Cache, rep *WarmReport) error {
+func (l *Layer) warmCached(ctx context.Context, cache *sqlitecache.Cache, set cacheWrites, rep *WarmReport) error {
 	names, err := cache.VendorNames(ctx)
 	if err != nil {
 		return err
@@ -92,7 +129,7 @@ func (l *Layer) warmCached(ctx context.Context, cache *sqlitecache.Cache, rep *W
 		if err != nil {
 			return err
 		}
-		if err := cache.SetVendors(ctx, found); err != nil {
+		if err := set.vendors(ctx, found); err != nil {
 			return err
 		}
 		rep.Refreshed += len(found)
@@ -119,7 +156,7 @@ func (l *Layer) warmCached(ctx context.Context, cache *sqlitecache.Cache, rep *W
 		if err != nil {
 			return err
 		}
-		if err := cache.SetWorkItems(ctx, found); err != nil {
+		if err := set.workItems(ctx, found); err != nil {
 			return err
 		}
 		rep.Refreshed += len(found)
@@ -180,13 +217,13 @@ func (l *Layer) workItemPage(ctx context.Context, last *repository.WorkItem, lim
 
 // warmAll mirrors both tables page by page, then drops cached entries the
 // primary no longer has (unless WarmLimit cut the mirror short).
-func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, rep *WarmReport) error {
+func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, set cacheWrites, rep *WarmReport) error {
 	seenVendors := map[string]bool{}
 	complete, err := mirror(ctx, l, rep, l.vendorPage, func(ctx context.Context, page []repository.Vendor) error {
 		for _, v := range page {
 			seenVendors[v.Name] = true
 		}
-		return cache.SetVendors(ctx, page)
+		return set.vendors(ctx, page)
 	})
 	if err != nil {
 		return err
@@ -210,7 +247,7 @@ func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, rep *Warm
 		for _, w := range page {
 			seenItems[w.ID] = true
 		}
-		return cache.SetWorkItems(ctx, page)
+		return set.workItems(ctx, page)
 	})
 	if err != nil || !complete {
 		return err

@@ -68,8 +68,10 @@ type handles struct {
 
 	fast *fastReaders // driver-level readers for Get* (see fastReaders)
 
-	setVendorStmt   *sql.Stmt
-	setWorkItemStmt *sql.Stmt
+	setVendorStmt       *sql.Stmt
+	setWorkItemStmt     *sql.Stmt
+	replaceVendorStmt   *sql.Stmt
+	replaceWorkItemStmt *sql.Stmt
 
 	ident os.FileInfo // the file as it was when opened, for os.SameFile
 
@@ -380,6 +382,24 @@ ON CONFLICT (id) DO UPDATE SET
     parent_id = excluded.parent_id, path = excluded.path, deleted = excluded.deleted,
     created_at = excluded.created_at
 WHERE cached_work_items.pending = 0 AND excluded.version >= cached_work_items.version`
+
+	// The replace statements are the set statements without the version
+	// rule (see replace.go); pending entries are still left alone.
+	replaceVendorSQL = `INSERT INTO cached_vendors (name, data, cached_at, version, encoding, id, status, created_at, rev)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, random() | 1)
+ON CONFLICT (name) DO UPDATE SET
+    rev = excluded.rev, data = excluded.data, cached_at = excluded.cached_at, version = excluded.version,
+    encoding = excluded.encoding, id = excluded.id, status = excluded.status, created_at = excluded.created_at
+WHERE cached_vendors.pending = 0`
+
+	replaceWorkItemSQL = `INSERT INTO cached_work_items (id, data, cached_at, version, encoding, type, status, parent_id, path, deleted, created_at, rev)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, random() | 1)
+ON CONFLICT (id) DO UPDATE SET
+    rev = excluded.rev, data = excluded.data, cached_at = excluded.cached_at, version = excluded.version,
+    encoding = excluded.encoding, type = excluded.type, status = excluded.status,
+    parent_id = excluded.parent_id, path = excluded.path, deleted = excluded.deleted,
+    created_at = excluded.created_at
+WHERE cached_work_items.pending = 0`
 )
 
 // prepare prepares the hot statements once; database/sql then keeps one
@@ -396,6 +416,8 @@ func (h *handles) prepare(ctx context.Context) error {
 	}
 	h.setVendorStmt = prep(h.w, setVendorSQL)
 	h.setWorkItemStmt = prep(h.w, setWorkItemSQL)
+	h.replaceVendorStmt = prep(h.w, replaceVendorSQL)
+	h.replaceWorkItemStmt = prep(h.w, replaceWorkItemSQL)
 	if err != nil {
 		return fmt.Errorf("sqlitecache: prepare: %w", err)
 	}
@@ -411,7 +433,7 @@ func (h *handles) close() error {
 	if h.fast != nil {
 		h.fast.close()
 	}
-	for _, s := range []*sql.Stmt{h.setVendorStmt, h.setWorkItemStmt} {
+	for _, s := range []*sql.Stmt{h.setVendorStmt, h.setWorkItemStmt, h.replaceVendorStmt, h.replaceWorkItemStmt} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}

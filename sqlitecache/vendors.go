@@ -36,6 +36,10 @@ func (c *Cache) SetVendor(ctx context.Context, v repository.Vendor) error {
 // nothing is written.
 // Errors: as SetVendor; the ErrInvalid message carries the entry's index.
 func (c *Cache) SetVendors(ctx context.Context, vs []repository.Vendor) error {
+	return c.setVendors(ctx, "set vendors", vs, func(h *handles) *sql.Stmt { return h.setVendorStmt })
+}
+
+func (c *Cache) setVendors(ctx context.Context, op string, vs []repository.Vendor, stmt func(*handles) *sql.Stmt) error {
 	if err := c.checkWrite(); err != nil {
 		return err
 	}
@@ -47,15 +51,15 @@ func (c *Cache) SetVendors(ctx context.Context, vs []repository.Vendor) error {
 			all[i], err = c.vendorArgs(vs[i], now)
 		}
 		if err != nil {
-			return fmt.Errorf("sqlitecache: set vendors: entry %d: %w", i, err)
+			return fmt.Errorf("sqlitecache: %s: entry %d: %w", op, i, err)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	return c.inTx(ctx, "set vendors", func(tx wtx) error {
-		st := tx.StmtContext(ctx, tx.h.setVendorStmt)
+	return c.inTx(ctx, op, func(tx wtx) error {
+		st := tx.StmtContext(ctx, stmt(tx.h))
 		defer st.Close()
 		for _, args := range all {
 			if _, err := st.ExecContext(ctx, args...); err != nil {

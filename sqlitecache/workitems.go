@@ -36,6 +36,10 @@ func (c *Cache) SetWorkItem(ctx context.Context, w repository.WorkItem) error {
 // nothing is written.
 // Errors: as SetWorkItem; the ErrInvalid message carries the entry's index.
 func (c *Cache) SetWorkItems(ctx context.Context, ws []repository.WorkItem) error {
+	return c.setWorkItems(ctx, "set work items", ws, func(h *handles) *sql.Stmt { return h.setWorkItemStmt })
+}
+
+func (c *Cache) setWorkItems(ctx context.Context, op string, ws []repository.WorkItem, stmt func(*handles) *sql.Stmt) error {
 	if err := c.checkWrite(); err != nil {
 		return err
 	}
@@ -47,15 +51,15 @@ func (c *Cache) SetWorkItems(ctx context.Context, ws []repository.WorkItem) erro
 			all[i], err = c.workItemArgs(ws[i], now)
 		}
 		if err != nil {
-			return fmt.Errorf("sqlitecache: set work items: entry %d: %w", i, err)
+			return fmt.Errorf("sqlitecache: %s: entry %d: %w", op, i, err)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	return c.inTx(ctx, "set work items", func(tx wtx) error {
-		st := tx.StmtContext(ctx, tx.h.setWorkItemStmt)
+	return c.inTx(ctx, op, func(tx wtx) error {
+		st := tx.StmtContext(ctx, stmt(tx.h))
 		defer st.Close()
 		for _, args := range all {
 			if _, err := st.ExecContext(ctx, args...); err != nil {
