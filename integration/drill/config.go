@@ -38,13 +38,14 @@ const (
 	ScenarioQueued        = "queued"         // writers opt in to the write queue; another instance writes the same keys
 	ScenarioQueuedRestart = "queued-restart" // queued, with the application restarted mid-outage
 	ScenarioQueuedKill    = "queued-kill"    // queued, with the replaying process killed (SIGKILL) mid-replay
+	ScenarioPromote       = "promote"        // an asynchronous standby promoted after the primary is killed: acknowledged writes lost
 )
 
 // AllScenarios is what "all" expands to, in running order.
 var AllScenarios = []string{
 	ScenarioDown, ScenarioKill, ScenarioBlackhole, ScenarioLatency, ScenarioLatencyBelow,
 	ScenarioReset, ScenarioFlap, ScenarioStale, ScenarioRestart, ScenarioChanged, ScenarioPeers, ScenarioFeedCut,
-	ScenarioQueued, ScenarioQueuedRestart, ScenarioQueuedKill,
+	ScenarioQueued, ScenarioQueuedRestart, ScenarioQueuedKill, ScenarioPromote,
 }
 
 // Config describes a drill. Zero values take the defaults given.

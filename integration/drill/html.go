@@ -69,7 +69,8 @@ PrimaryTimeout {{dur .PrimaryTimeoutMs}}, OpenTimeout {{dur .OpenTimeoutMs}} · 
 {{range .Phases}}<tr><td>{{.Name}}</td><td>{{.Ops}}</td><td>{{pct .ErrorRate}}</td><td>{{ms .P50Ms}}</td><td>{{ms .P99Ms}}</td><td>{{ms .MaxMs}}</td><td>{{.Primary}}</td><td>{{.CacheFresh}}</td><td>{{.CacheStale}}</td><td>{{.QueueReads}}</td><td>{{.Writes}}</td></tr>
 {{end}}</table>
 <p class="facts">time to trip {{if .Tripped}}{{dur .TimeToTripMs}}{{else}}— (did not trip){{end}} · time to recover {{dur .TimeToRecoverMs}} · warm {{dur .Warm.DurationMs}}, {{.Warm.Refreshed}} entries refreshed, {{.Warm.Removed}} removed<br>
-{{with .Queue}}queue: {{.Queued}} writes queued, {{.Direct}} applied directly, {{.NotWritten}} not written · {{.Replayed}} replayed ({{.AlreadyApplied}} already applied), {{.DeadLetters}} dead letters ({{.Conflicts}} conflicts) · the other instance wrote {{.OtherWrites}} times on {{.SharedKeys}} of {{.Keys}} keys{{if .KillAtMs}} · SIGKILL mid-replay after {{.ReplayedBeforeKill}} replayed{{end}}{{else}}writes: {{.Writes.Acknowledged}} acknowledged, {{.Writes.ReportedFailed}} reported failed, {{.Writes.Unknown}} outcome unknown · {{.Writes.MissingAcknowledged}} acknowledged but missing, {{.Writes.PresentButFailed}} reported failed but present{{end}}</p>
+{{with .Promote}}failover: replication cut at {{dur .CutAtMs}}, primary killed at {{dur .KillAtMs}}, standby promoted at {{dur .PromoteAtMs}} (out of recovery {{dur .PromoteMs}} later; timeline {{.TimelineBefore}} → {{.TimelineAfter}}), first write on the new primary {{dur .FirstWriteMs}} after the request · lost to asynchronous replication: {{.LostCreates}} creates and {{.LostUpdates}} updates acknowledged by the old primary ({{.AckedAfterCut}} acknowledged after the cut) · cache: {{.CacheChecked}} vendors compared with the new primary, {{.CacheDiffer}} differ<br>
+{{end}}{{with .Queue}}queue: {{.Queued}} writes queued, {{.Direct}} applied directly, {{.NotWritten}} not written · {{.Replayed}} replayed ({{.AlreadyApplied}} already applied), {{.DeadLetters}} dead letters ({{.Conflicts}} conflicts) · the other instance wrote {{.OtherWrites}} times on {{.SharedKeys}} of {{.Keys}} keys{{if .KillAtMs}} · SIGKILL mid-replay after {{.ReplayedBeforeKill}} replayed{{end}}{{else}}writes: {{.Writes.Acknowledged}} acknowledged, {{.Writes.ReportedFailed}} reported failed, {{.Writes.Unknown}} outcome unknown · {{.Writes.MissingAcknowledged}} acknowledged but missing, {{.Writes.PresentButFailed}} reported failed but present{{end}}</p>
 {{range .Violations}}<p class="viol">✗ {{.}}</p>{{end}}
 {{end}}{{end}}
 </body></html>
@@ -142,6 +143,14 @@ func chartSVG(s ScenarioReport, timeoutMs float64) string {
 	}
 	if q := s.Queue; q != nil && q.KillAtMs > 0 {
 		mark(q.KillAtMs, "SIGKILL", "#6c3483")
+	}
+	if p := s.Promote; p != nil {
+		if p.CutAtMs > 0 {
+			mark(p.CutAtMs, "replication cut", "#6c3483")
+		}
+		if p.PromoteAtMs > 0 {
+			fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" fill="#1f7a45">promoted</text>`, x(p.PromoteAtMs)+3, top+24)
+		}
 	}
 	if q := s.Queue; q != nil && q.ReplayEndMs > q.ReplayStartMs && q.ReplayStartMs > 0 {
 		// Labelled on its left: it is near the chart's end.

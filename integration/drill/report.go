@@ -32,22 +32,23 @@ type Report struct {
 
 // ScenarioReport is one scenario's result.
 type ScenarioReport struct {
-	Name            string        `json:"name"`
-	Description     string        `json:"description"`
-	Skipped         string        `json:"skipped,omitempty"`
-	Phases          []PhaseReport `json:"phases"`
-	FaultStartMs    float64       `json:"fault_start_ms"`
-	FaultEndMs      float64       `json:"fault_end_ms"`
-	Tripped         bool          `json:"tripped"`
-	TimeToTripMs    float64       `json:"time_to_trip_ms"`    // -1: did not trip
-	TimeToRecoverMs float64       `json:"time_to_recover_ms"` // -1: n/a
-	Warm            WarmSummary   `json:"warm"`
-	Writes          WriteCheck    `json:"writes"`
-	Feed            *FeedSummary  `json:"feed,omitempty"`  // scenarios with several instances
-	Queue           *QueueSummary `json:"queue,omitempty"` // the queued scenarios
-	Violations      []string      `json:"violations"`
-	Passed          bool          `json:"passed"`
-	Timeline        []Point       `json:"timeline"`
+	Name            string          `json:"name"`
+	Description     string          `json:"description"`
+	Skipped         string          `json:"skipped,omitempty"`
+	Phases          []PhaseReport   `json:"phases"`
+	FaultStartMs    float64         `json:"fault_start_ms"`
+	FaultEndMs      float64         `json:"fault_end_ms"`
+	Tripped         bool            `json:"tripped"`
+	TimeToTripMs    float64         `json:"time_to_trip_ms"`    // -1: did not trip
+	TimeToRecoverMs float64         `json:"time_to_recover_ms"` // -1: n/a
+	Warm            WarmSummary     `json:"warm"`
+	Writes          WriteCheck      `json:"writes"`
+	Feed            *FeedSummary    `json:"feed,omitempty"`    // scenarios with several instances
+	Queue           *QueueSummary   `json:"queue,omitempty"`   // the queued scenarios
+	Promote         *PromoteSummary `json:"promote,omitempty"` // the promote scenario
+	Violations      []string        `json:"violations"`
+	Passed          bool            `json:"passed"`
+	Timeline        []Point         `json:"timeline"`
 }
 
 // redact masks every password in the report's free text.
@@ -57,6 +58,10 @@ func (r *Report) redact() {
 		s.Description, s.Skipped, s.Warm.Err = dsn.Redact(s.Description), dsn.Redact(s.Skipped), dsn.Redact(s.Warm.Err)
 		if s.Queue != nil {
 			s.Queue.ExampleDeadLetter = dsn.Redact(s.Queue.ExampleDeadLetter)
+		}
+		if s.Promote != nil {
+			s.Promote.CacheExample = dsn.Redact(s.Promote.CacheExample)
+			s.Promote.FeedLastError = dsn.Redact(s.Promote.FeedLastError)
 		}
 		for j, v := range s.Violations {
 			s.Violations[j] = dsn.Redact(v)
@@ -273,6 +278,21 @@ func (r *Report) WriteText(w io.Writer) {
 			if q.ExampleDeadLetter != "" {
 				fmt.Fprintf(w, "   a dead letter: %s\n", q.ExampleDeadLetter)
 			}
+		} else if p := s.Promote; p != nil {
+			first := "never"
+			if p.FirstWriteMs >= 0 {
+				first = msDur(p.FirstWriteMs).String()
+			}
+			fmt.Fprintf(w, "   failover: set up in %s; replication cut at %s, primary killed (SIGKILL) at %s, standby promoted at %s (out of recovery %s later; timeline %d → %d); first write on the new primary %s after the promotion began\n",
+				msDur(p.SetupMs), msDur(p.CutAtMs), msDur(p.KillAtMs), msDur(p.PromoteAtMs), msDur(p.PromoteMs), p.TimelineBefore, p.TimelineAfter, first)
+			fmt.Fprintf(w, "   lost to asynchronous replication: %d creates and %d updates the old primary acknowledged are not on the new one (%d writes acknowledged after the cut); %d creates acknowledged in all, %d reported failed, %d outcome unknown\n",
+				p.LostCreates, p.LostUpdates, p.AckedAfterCut, s.Writes.Acknowledged, s.Writes.ReportedFailed, s.Writes.Unknown)
+			matched := fmt.Sprintf("%d differ", p.CacheDiffer)
+			if p.CacheMatchedMs >= 0 {
+				matched = fmt.Sprintf("all equal %s after the load stopped", msDur(p.CacheMatchedMs))
+			}
+			fmt.Fprintf(w, "   cache: %d cached vendors compared with the new primary, %s; change feed %s, %d resyncs\n",
+				p.CacheChecked, matched, p.FeedState, p.FeedResyncs)
 		} else if f := s.Feed; f != nil {
 			caught := "-"
 			if f.CaughtUpMs >= 0 && s.Name == ScenarioFeedCut {

@@ -170,6 +170,8 @@ func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) (sr 
 		return runFeedCut(ctx, cfg, e, tag)
 	case ScenarioQueued, ScenarioQueuedRestart, ScenarioQueuedKill:
 		return runQueued(ctx, cfg, e, name, tag)
+	case ScenarioPromote:
+		return runPromote(ctx, cfg, e, tag)
 	}
 	f, bad := faults(name)
 	sr = ScenarioReport{Name: name, Description: f.description, TimeToTripMs: -1, TimeToRecoverMs: -1}

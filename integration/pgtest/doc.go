@@ -43,6 +43,15 @@
 //	srv.Stop()  // immediate shutdown, like a crash
 //	srv.Start() // same port, same data
 //
+// Failover tests give a private local server an asynchronous streaming
+// standby, and lose what replication had not carried when they promote it:
+//
+//	sb := pgtest.NewStandby(t, srv) // skipped (or failed) without local server binaries
+//	multi, err := pgtest.MultiHostDSN(dsn, sb.DSN()) // target_session_attrs=read-write
+//	sb.CutReplication(ctx) // both servers run on; the primary's commits stop reaching the standby
+//	srv.Kill()             // SIGKILL to every server process; it stays down
+//	sb.Promote(ctx)        // a primary on timeline 2; clients on multi land on it
+//
 // Outside tests (the CLI's drill), StartServer picks a mode the same way and
 // returns a running server that the caller must Close.
 //

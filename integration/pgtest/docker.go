@@ -175,3 +175,6 @@ func (b *dockerBackend) close() error {
 }
 
 func (b *dockerBackend) pid() int { return 0 } // not a process of this machine's namespace
+
+// kill is stop: the container is stopped without grace period.
+func (b *dockerBackend) kill() error { return b.stop() }

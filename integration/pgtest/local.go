@@ -47,6 +47,8 @@ type localBackend struct {
 	port    int
 	cred    *syscall.Credential // nil: run as ourselves
 	sock    string              // unix_socket_directories value
+	// extraArgs follow serverArgs' own (a standby's cluster_name).
+	extraArgs []string
 
 	mu   sync.Mutex
 	proc *proc // the current or last run of the postmaster
@@ -236,7 +238,7 @@ func (b *localBackend) serverArgs() []string {
 	if !b.opts.Controllable {
 		syncCommit = "off"
 	}
-	return []string{
+	return append([]string{
 		"-D", b.data,
 		"-p", strconv.Itoa(b.port),
 		"-c", "listen_addresses=127.0.0.1",
@@ -246,7 +248,10 @@ func (b *localBackend) serverArgs() []string {
 		"-c", "full_page_writes=off",
 		"-c", "max_connections=200",
 		"-c", "logging_collector=off",
-	}
+		// A streaming standby (StartStandby) needs wal_level=replica,
+		// max_wal_senders > 0 and initdb's pg_hba.conf line for
+		// replication from 127.0.0.1: the defaults since PostgreSQL 10.
+	}, b.extraArgs...)
 }
 
 // checkOurs connects and checks that the server answering is ours (another
@@ -313,6 +318,76 @@ func (b *localBackend) killLocked() {
 	case <-b.proc.done:
 	case <-time.After(10 * time.Second):
 	}
+}
+
+// kill crashes the server: SIGKILL to the postmaster and to every process
+// it started, at once. The postmaster is stopped (SIGSTOP) first, so that
+// it starts no child while they are listed. It returns once they have all
+// exited.
+func (b *localBackend) kill() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.running() {
+		return nil
+	}
+	p := b.proc
+	pid := p.cmd.Process.Pid
+	_ = syscall.Kill(pid, syscall.SIGSTOP)
+	children := childPIDs(pid)
+	for _, c := range children {
+		_ = syscall.Kill(c, syscall.SIGKILL)
+	}
+	_ = p.cmd.Process.Kill()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	select {
+	case <-p.done:
+	case <-deadline.C:
+		return fmt.Errorf("postgres (pid %d) did not exit within 10 s of SIGKILL", pid)
+	}
+	// Its children are no longer ours to wait for (init adopts them): poll.
+	for {
+		var left []int
+		for _, c := range children {
+			if processAlive(c) {
+				left = append(left, c)
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-deadline.C:
+			return fmt.Errorf("postgres processes %v still alive 10 s after SIGKILL", left)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// childPIDs lists the live processes whose parent is pid.
+func childPIDs(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	parent := strconv.Itoa(pid)
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(stat[i+1:])) // state, ppid, …
+		if len(fields) > 1 && fields[1] == parent && processAlive(child) {
+			out = append(out, child)
+		}
+	}
+	return out
 }
 
 func (b *localBackend) pid() int {

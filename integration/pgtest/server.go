@@ -20,6 +20,7 @@ import (
 type backend interface {
 	stop() error
 	start() error
+	kill() error
 	close() error
 	// pid is the postmaster's process id on this machine, 0 if unknown or
 	// not running.
@@ -43,10 +44,11 @@ type Server struct {
 	createMu sync.Mutex // serializes template preparation and CREATE DATABASE
 	tmpl     string     // migrated template, "" until prepared
 
-	mu     sync.Mutex
-	seq    int
-	dbs    map[string]bool // created and not yet dropped
-	closed bool
+	mu       sync.Mutex
+	seq      int
+	dbs      map[string]bool   // created and not yet dropped
+	standbys map[*Standby]bool // started and not yet closed
+	closed   bool
 }
 
 func newServer(mode Mode, dsn, addr string, be backend, opts Options) *Server {
@@ -125,6 +127,33 @@ func (s *Server) Start() error {
 	return nil
 }
 
+// Kill crashes the server and leaves it down: SIGKILL to the postmaster
+// and to every process it started, at once, as `docker kill` or systemd
+// killing the service's cgroup would. Nothing is flushed and no client is told anything: the
+// kernel closes their connections. It returns once every process has
+// exited. For Docker the container is stopped without grace period (as
+// Stop). Killing a stopped server does nothing.
+//
+// Start would run crash recovery and bring the server back on its old
+// timeline with every row it had committed; after a standby of it was
+// promoted that makes two primaries, so a failover test leaves it down.
+func (s *Server) Kill() error {
+	if s.be == nil {
+		return ErrNotControllable
+	}
+	s.ctlMu.Lock()
+	defer s.ctlMu.Unlock()
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := s.be.kill(); err != nil {
+		return fmt.Errorf("pgtest: kill %s server: %w", s.mode, err)
+	}
+	s.opts.logf("pgtest: %s server at %s killed in %v", s.mode, s.addr, since(t0))
+	return nil
+}
+
 // Restart is Stop then Start.
 func (s *Server) Restart() error {
 	t0 := time.Now()
@@ -147,9 +176,9 @@ func (s *Server) checkOpen() error {
 	return nil
 }
 
-// Close stops a local or Docker server and deletes its data; for an external
-// server it drops the databases this Server created that are still there
-// (the template included). Closing twice does nothing.
+// Close stops a local or Docker server (and its standbys) and deletes its
+// data; for an external server it drops the databases this Server created
+// that are still there (the template included). Closing twice does nothing.
 func (s *Server) Close() error {
 	s.ctlMu.Lock()
 	defer s.ctlMu.Unlock()
@@ -163,11 +192,19 @@ func (s *Server) Close() error {
 	for name := range s.dbs {
 		leftover = append(leftover, name)
 	}
+	var standbys []*Standby
+	for sb := range s.standbys {
+		standbys = append(standbys, sb)
+	}
 	s.mu.Unlock()
 
 	t0 := time.Now()
 	if s.be != nil {
-		err := s.be.close()
+		var errs []error
+		for _, sb := range standbys { // their data lives in the server's directory
+			errs = append(errs, sb.Close())
+		}
+		err := errors.Join(append(errs, s.be.close())...)
 		s.opts.logf("pgtest: %s server at %s closed in %v", s.mode, s.addr, since(t0))
 		return err
 	}
