@@ -69,24 +69,12 @@ func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (
 		return repository.ChangeBatch{}, fmt.Errorf("pgstore: read changes: %w", err)
 	}
 
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return repository.ChangeBatch{}, feedError("read changes", err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) // read only: a no-op after Commit, nothing to undo before
-
-	// The first statement of a REPEATABLE READ transaction fixes its
-	// snapshot Q: the head it reports is the snapshot the rows below are
-	// read in.
-	h, err := readHead(ctx, tx)
-	if err != nil {
-		return repository.ChangeBatch{}, feedError("read changes", err)
-	}
-	if why := c.expiredBy(h); why != "" {
-		return repository.ChangeBatch{}, fmt.Errorf("pgstore: read changes: %w: %s; resync and start again from ChangeHead",
-			repository.ErrCursorExpired, why)
-	}
-
+	// One round trip: the transaction's statements are pipelined. The
+	// first statement of a REPEATABLE READ transaction fixes its snapshot
+	// Q, so the head it reports is the snapshot the rows are read in.
+	// Expiry is decided on that head; the rows of an expired cursor are
+	// dropped unread.
+	//
 	// "Not visible in P" is "xid >= xmax(P) OR xid in xip(P)" for a
 	// committed row: index probes on xid, where "xid >= xmin(P)" would scan
 	// everything written since the oldest transaction open at P (an
@@ -95,31 +83,44 @@ func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (
 	// half only guards against a sequence given a cache, which would break
 	// seq's order in time. Each half of the OR has its own branch so that
 	// each uses its index; the second leaves seq > S to the first.
-	// QueryExecModeExec: planned with the values every time, since a cached
-	// generic plan walks the whole primary key instead.
-	rows, err := tx.Query(ctx, `
+	// force_custom_plan: planned with the values every time, since a
+	// generic plan of the prepared statement walks the whole primary key.
+	var read pgx.Batch
+	read.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+	read.Queue("SET LOCAL plan_cache_mode = force_custom_plan")
+	var hr headRow
+	read.Queue(headSQL).QueryRow(func(row pgx.Row) error { return row.Scan(hr.dest()...) })
+	var changes []repository.Change
+	read.Queue(`
 		(SELECT seq, entity, key, op, version, changed_at FROM pgfallback_changes
 		 WHERE seq > $1 ORDER BY seq LIMIT $4)
 		UNION ALL
 		(SELECT seq, entity, key, op, version, changed_at FROM pgfallback_changes
 		 WHERE seq <= $1 AND (xid >= $2::xid8 OR xid = ANY ($3::xid8[])))
 		ORDER BY seq LIMIT $4`,
-		pgx.QueryExecModeExec, c.seq, strconv.FormatUint(c.snap.xmax, 10), c.snap.xipArray(), limit+1)
+		c.seq, strconv.FormatUint(c.snap.xmax, 10), c.snap.xipArray(), limit+1).
+		Query(func(rows pgx.Rows) error {
+			var err error
+			changes, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.Change, error) {
+				var ch repository.Change
+				var entity, op string
+				err := row.Scan(&ch.Seq, &entity, &ch.Key, &op, &ch.Version, &ch.At)
+				ch.Entity, ch.Op, ch.At = repository.Entity(entity), repository.ChangeOp(op), ch.At.UTC()
+				return ch, err
+			})
+			return err
+		})
+	read.Queue("COMMIT")
+	if err := s.pool.SendBatch(ctx, &read).Close(); err != nil {
+		return repository.ChangeBatch{}, feedError("read changes", err)
+	}
+	h, err := hr.head()
 	if err != nil {
 		return repository.ChangeBatch{}, feedError("read changes", err)
 	}
-	changes, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.Change, error) {
-		var ch repository.Change
-		var entity, op string
-		err := row.Scan(&ch.Seq, &entity, &ch.Key, &op, &ch.Version, &ch.At)
-		ch.Entity, ch.Op, ch.At = repository.Entity(entity), repository.ChangeOp(op), ch.At.UTC()
-		return ch, err
-	})
-	if err != nil {
-		return repository.ChangeBatch{}, feedError("read changes", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return repository.ChangeBatch{}, feedError("read changes", err)
+	if why := c.expiredBy(h); why != "" {
+		return repository.ChangeBatch{}, fmt.Errorf("pgstore: read changes: %w: %s; resync and start again from ChangeHead",
+			repository.ErrCursorExpired, why)
 	}
 
 	next := h.cursor(c.seq)
@@ -254,17 +255,15 @@ type queryRower interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-func readHead(ctx context.Context, q queryRower) (head, error) {
-	var h head
-	var snap, prunedXid string
-	var system, timeline int64
-	// The timeline of a primary is the one it writes WAL on, which
-	// pg_walfile_name shows as its first 8 hex digits: it changes the moment
-	// a promoted standby accepts writes (the last checkpoint's, in
-	// pg_control_checkpoint, lags until the next checkpoint). A standby
-	// cannot call pg_current_wal_lsn; its replay position's timeline is its
-	// last restartpoint's.
-	err := q.QueryRow(ctx, `
+// headSQL reads the head in one row.
+//
+// The timeline of a primary is the one it writes WAL on, which
+// pg_walfile_name shows as its first 8 hex digits: it changes the moment a
+// promoted standby accepts writes (the last checkpoint's, in
+// pg_control_checkpoint, lags until the next checkpoint). A standby cannot
+// call pg_current_wal_lsn; its replay position's timeline is its last
+// restartpoint's.
+const headSQL = `
 		SELECT pg_current_snapshot()::text, statement_timestamp(),
 			(SELECT system_identifier FROM pg_control_system()),
 			(SELECT oid FROM pg_database WHERE datname = current_database()),
@@ -273,19 +272,38 @@ func readHead(ctx context.Context, q queryRower) (head, error) {
 			coalesce(l.log_id::text, ''),
 			greatest((SELECT max(seq) FROM pgfallback_changes), l.pruned_seq, 0),
 			coalesce(l.pruned_seq, 0), coalesce(l.pruned_xid, '0')::text
-		FROM (SELECT) AS one LEFT JOIN pgfallback_change_log l ON true`).
-		Scan(&snap, &h.asOf, &system, &h.db, &timeline, &h.logID, &h.maxSeq, &h.prunedSeq, &prunedXid)
-	if err != nil {
-		return head{}, err
+		FROM (SELECT) AS one LEFT JOIN pgfallback_change_log l ON true`
+
+// headRow holds headSQL's columns as scanned.
+type headRow struct {
+	h                head
+	snap, prunedXid  string
+	system, timeline int64
+}
+
+func (r *headRow) dest() []any {
+	return []any{&r.snap, &r.h.asOf, &r.system, &r.h.db, &r.timeline, &r.h.logID, &r.h.maxSeq, &r.h.prunedSeq, &r.prunedXid}
+}
+
+func (r *headRow) head() (head, error) {
+	h := r.h
+	h.system, h.timeline, h.asOf = uint64(r.system), uint32(r.timeline), h.asOf.UTC()
+	var err error
+	if h.snap, err = parseSnapshot(r.snap); err != nil {
+		return head{}, fmt.Errorf("the server's snapshot %q: %w", r.snap, err)
 	}
-	h.system, h.timeline, h.asOf = uint64(system), uint32(timeline), h.asOf.UTC()
-	if h.snap, err = parseSnapshot(snap); err != nil {
-		return head{}, fmt.Errorf("the server's snapshot %q: %w", snap, err)
-	}
-	if h.prunedXid, err = strconv.ParseUint(prunedXid, 10, 64); err != nil {
-		return head{}, fmt.Errorf("pgfallback_change_log.pruned_xid %q: %w", prunedXid, err)
+	if h.prunedXid, err = strconv.ParseUint(r.prunedXid, 10, 64); err != nil {
+		return head{}, fmt.Errorf("pgfallback_change_log.pruned_xid %q: %w", r.prunedXid, err)
 	}
 	return h, nil
+}
+
+func readHead(ctx context.Context, q queryRower) (head, error) {
+	var r headRow
+	if err := q.QueryRow(ctx, headSQL).Scan(r.dest()...); err != nil {
+		return head{}, err
+	}
+	return r.head()
 }
 
 // feedError is mapError, except that a missing change log is ErrNotFound:
