@@ -51,6 +51,19 @@ func (s FeedState) String() string {
 // feedBatch is how many changes one read of the log returns at most.
 const feedBatch = 1000
 
+// retryMinBackoff is the first wait before a failed catch-up is tried
+// again.
+const retryMinBackoff = 50 * time.Millisecond
+
+// storeEvery: a catch-up that applied nothing to the cache stores its new
+// cursor and AsOf in the file at most this often. The stored cursor may
+// then lag the one in memory; a restart reads again from it, and reading
+// changes twice is harmless. A stored AsOf that lags is conservative. The
+// same bound spaces the check that the file still holds a cursor. Each
+// catch-up would otherwise write the file even when, as for most changes,
+// the cache holds none of the keys.
+const storeEvery = time.Second
+
 // follower keeps the cache current with every change committed to the
 // primary, whoever made it: another instance, another service, plain SQL.
 // A notification wakes it at commit; a poll every ChangeFeedPoll is the
@@ -69,6 +82,9 @@ type follower struct {
 	run    sync.Mutex // one catch-up at a time (the follower, recovery)
 	cursor string     // under run
 	inited bool       // under run: the baseline (cursor and warm) is set
+	// Under run: when the file was last checked for a lost cursor, and
+	// when the cursor was last stored (see storeEvery).
+	checked, stored time.Time
 
 	state  atomic.Int32
 	asOf   atomic.Int64 // unix nanos; 0: unknown
@@ -104,6 +120,13 @@ func (f *follower) loop() {
 	defer watch.Wait()
 	poll := time.NewTicker(f.l.cfg.ChangeFeedPoll)
 	defer poll.Stop()
+	// A failed catch-up is tried again after retry, doubling up to a
+	// second: nothing else may wake the follower for a while (no more
+	// commits, and the poll is the last backstop).
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	backoff := retryMinBackoff
 	var nextPrune time.Time
 	f.poke()
 	for {
@@ -112,12 +135,17 @@ func (f *follower) loop() {
 			return
 		case <-f.wake:
 		case <-poll.C:
+		case <-retry.C:
 		}
 		if f.l.degraded.Load() {
 			continue // PostgreSQL is down: recovery catches up before the breaker closes
 		}
 		if err := f.catchUp(ctx); err != nil && ctx.Err() == nil {
 			f.failed(err)
+			retry.Reset(backoff)
+			backoff = min(2*backoff, time.Second)
+		} else {
+			backoff = retryMinBackoff
 		}
 		if now := time.Now(); now.After(nextPrune) && f.state.Load() == int32(FeedFollowing) {
 			nextPrune = now.Add(time.Hour)
@@ -147,9 +175,10 @@ func (f *follower) catchUp(ctx context.Context) error {
 	if cache == nil {
 		return errNoCache
 	}
-	if f.inited {
+	if f.inited && time.Since(f.checked) >= storeEvery {
 		// A file that lost its cursor was replaced under us (lost and
 		// recreated, or swapped): what it holds is unknown, start over.
+		f.checked = time.Now()
 		if st, err := cache.FeedState(ctx); err != nil {
 			return err
 		} else if st.Cursor == "" {
@@ -179,7 +208,7 @@ func (f *follower) catchUp(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("fallback: change feed: read: %w", err)
 		}
-		resync, err := f.apply(ctx, cache, b.Changes)
+		resync, touched, err := f.apply(ctx, cache, b.Changes)
 		if err != nil {
 			return fmt.Errorf("fallback: change feed: apply: %w", err)
 		}
@@ -195,8 +224,11 @@ func (f *follower) catchUp(ctx context.Context) error {
 		if !b.More {
 			st.AsOf = b.AsOf
 		}
-		if err := cache.SetFeedState(ctx, st); err != nil {
-			return fmt.Errorf("fallback: change feed: store cursor: %w", err)
+		if touched || b.More || time.Since(f.stored) >= storeEvery {
+			if err := cache.SetFeedState(ctx, st); err != nil {
+				return fmt.Errorf("fallback: change feed: store cursor: %w", err)
+			}
+			f.stored = time.Now()
 		}
 		f.cursor = b.Next
 		f.applied.Add(uint64(len(b.Changes)))
@@ -268,14 +300,15 @@ func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error
 }
 
 // apply refreshes the changed keys. It reports resync for a change it
-// cannot follow key by key (a TRUNCATE).
-func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes []repository.Change) (resync bool, err error) {
+// cannot follow key by key (a TRUNCATE), and touched when it changed the
+// cache.
+func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes []repository.Change) (resync, touched bool, err error) {
 	var names []string
 	var ids []uuid.UUID
 	seenV, seenW := map[string]bool{}, map[uuid.UUID]bool{}
 	for _, c := range changes {
 		if c.Op == repository.ChangeTruncate {
-			return true, nil
+			return true, false, nil
 		}
 		switch c.Entity {
 		case repository.EntityVendor:
@@ -294,25 +327,25 @@ func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes 
 	mirror := f.mirror.Load()
 	if !mirror && len(names) > 0 {
 		if names, err = cache.CachedVendorNames(ctx, names); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
 	if !mirror && len(ids) > 0 {
 		if ids, err = cache.CachedWorkItemIDs(ctx, ids); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
 	for batch := range chunks(names, f.l.cfg.WarmBatch) {
 		if err := refreshKeys(ctx, f.l, batch, f.l.vendorEvictions.begin, f.l.vendorBatch,
 			func(v repository.Vendor) string { return v.Name }, f.l.feedSetVendors, f.l.uncacheVendor); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
 	for batch := range chunks(ids, f.l.cfg.WarmBatch) {
 		if err := refreshKeys(ctx, f.l, batch, f.l.itemEvictions.begin, f.l.workItemBatch,
 			func(w repository.WorkItem) uuid.UUID { return w.ID }, f.l.feedSetWorkItems,
 			func(id uuid.UUID) { f.l.uncacheWorkItem(id, false) }); err != nil {
-			return false, err
+			return false, false, err
 		}
 	}
 	// The refreshes and evictions went through the write-through queue, in
@@ -320,9 +353,9 @@ func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes 
 	if len(names)+len(ids) > 0 {
 		fctx, cancel := context.WithTimeout(ctx, f.l.cfg.WarmTimeout)
 		defer cancel()
-		return false, f.l.writer.flush(fctx)
+		return false, true, f.l.writer.flush(fctx)
 	}
-	return false, nil
+	return false, false, nil
 }
 
 // refreshKeys re-reads keys from the primary and queues the rows found as

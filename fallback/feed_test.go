@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -388,5 +389,39 @@ func TestResyncFollowsWithoutAnotherWakeUp(t *testing.T) {
 	}
 	if s := l.Stats().Feed; s.State != FeedFollowing || s.AsOf.IsZero() {
 		t.Fatalf("after one catch-up over an expired cursor: %+v; want following with an AsOf", s)
+	}
+}
+
+// A catch-up that fails is tried again on its own: after a failover nothing
+// else may wake the follower for a long time (no more commits, and the
+// poll is the last backstop).
+func TestFailedCatchUpIsRetried(t *testing.T) {
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("a"))
+	var fails atomic.Int32
+	fails.Store(3)
+	feed := g.feed()
+	read := feed.ReadChangesFn
+	feed.ReadChangesFn = func(ctx context.Context, cursor string, limit int) (repository.ChangeBatch, error) {
+		if fails.Add(-1) >= 0 {
+			return repository.ChangeBatch{}, errors.New("unexpected EOF")
+		}
+		return read(ctx, cursor, limit)
+	}
+	cache, err := sqlitecache.Open(t.TempDir()+"/cache.db", sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(feedPrimary{db.primary(), feed}, cache, Config{Logger: discardLogger(), OpenTimeout: time.Hour, ChangeFeedPoll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); cache.Close() })
+	eventually(t, 5*time.Second, "the feed to follow after three failed reads", func() bool {
+		return l.Stats().Feed.State == FeedFollowing
+	})
+	if s := l.Stats().Feed; s.Errors != 3 {
+		t.Fatalf("feed errors %d, want 3", s.Errors)
 	}
 }

@@ -24,7 +24,7 @@ type WarmReport struct {
 	// Authoritative: the primary's rows replaced the cached ones whatever
 	// their versions (a resync after the change feed's history ended).
 	Authoritative bool
-	Err       string
+	Err           string
 }
 
 // VendorBatchGetter is implemented by primaries (pgstore) that can read many
