@@ -3,4 +3,23 @@
 // the pgx store, the SQLite cache, and the fallback layer healthy and open.
 //
 //	go test -run '^$' -bench . -benchmem ./bench/
+//
+// BenchmarkFeedFollowers (1, 10 and 50 layers following one database's
+// change feed) sets up every size afresh and times a fixed round of
+// updates: run it once per size.
+//
+//	go test -run '^$' -bench FeedFollowers -benchtime=1x ./bench/
+//
+// BenchmarkFeedWriterThroughput measures what the change feed costs
+// writers: pgbench (an external process, found in PATH or
+// /usr/lib/postgresql/*/bin) sends one-row updates from 8, 32 and 64
+// sessions with the log's trigger disabled, enabled as migrated, and
+// enabled with migration 00003's notifying functions, while 3 layers
+// follow the feed. Each repetition of a clients=N sub-benchmark runs the
+// three modes once each, interleaved, for 5 s each
+// (PGFALLBACK_BENCH_PGBENCH_SECONDS), and reports their tps and the ratios
+// on/off-% and notify/off-%; take -count repetitions, not a longer
+// -benchtime, and -v for each run's waits and load average.
+//
+//	go test -run '^$' -bench FeedWriterThroughput -benchtime=1x -count 3 -v ./bench/
 package bench

@@ -77,10 +77,7 @@ func startDocker(ctx context.Context, opts Options) (*Server, error) {
 			tcpostgres.WithDatabase("postgres"),
 			tcpostgres.WithUsername("postgres"),
 			tcpostgres.WithPassword("postgres"),
-			testcontainers.WithCmdArgs(
-				"-c", "synchronous_commit="+syncCommit,
-				"-c", "full_page_writes=off",
-				"-c", "max_connections=200"),
+			testcontainers.WithCmdArgs(dockerArgs(opts, syncCommit)...),
 			tcpostgres.BasicWaitStrategies(),
 			testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
 				hc.PortBindings = network.PortMap{
@@ -117,6 +114,14 @@ func startDocker(ctx context.Context, opts Options) (*Server, error) {
 }
 
 // waitReady polls until the server accepts a connection.
+// dockerArgs are localBackend.serverArgs' settings for a container.
+func dockerArgs(opts Options, syncCommit string) []string {
+	if opts.Durable {
+		return []string{"-c", "max_connections=200"}
+	}
+	return []string{"-c", "synchronous_commit=" + syncCommit, "-c", "full_page_writes=off", "-c", "max_connections=200"}
+}
+
 func (b *dockerBackend) waitReady(ctx context.Context) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()

@@ -234,24 +234,25 @@ func (b *localBackend) start() error {
 // after it would lose the row. So it is off only for servers that are not
 // meant to be stopped (the shared one).
 func (b *localBackend) serverArgs() []string {
-	syncCommit := "on"
-	if !b.opts.Controllable {
-		syncCommit = "off"
-	}
-	return append([]string{
+	args := []string{
 		"-D", b.data,
 		"-p", strconv.Itoa(b.port),
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "unix_socket_directories=" + b.sock,
-		"-c", "fsync=off",
-		"-c", "synchronous_commit=" + syncCommit,
-		"-c", "full_page_writes=off",
 		"-c", "max_connections=200",
 		"-c", "logging_collector=off",
 		// A streaming standby (StartStandby) needs wal_level=replica,
 		// max_wal_senders > 0 and initdb's pg_hba.conf line for
 		// replication from 127.0.0.1: the defaults since PostgreSQL 10.
-	}, b.extraArgs...)
+	}
+	if !b.opts.Durable {
+		syncCommit := "on"
+		if !b.opts.Controllable {
+			syncCommit = "off"
+		}
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit="+syncCommit, "-c", "full_page_writes=off")
+	}
+	return append(args, b.extraArgs...)
 }
 
 // checkOurs connects and checks that the server answering is ours (another

@@ -81,6 +81,11 @@ type Options struct {
 	// synchronous_commit on, so that a row committed before Stop is still
 	// there after Start (the shared server runs with it off).
 	Controllable bool
+	// Durable keeps PostgreSQL's default durability (fsync,
+	// full_page_writes and synchronous_commit on), for benchmarks of what
+	// a commit costs; by default a throwaway server turns them off. A
+	// durable server is controllable.
+	Durable bool
 	// BinDir is the directory holding initdb and postgres; empty searches
 	// pg_config --bindir, /usr/lib/postgresql/*/bin (highest), then PATH.
 	BinDir string
@@ -116,6 +121,9 @@ func (o Options) externalDSN() string {
 // running server, which the caller must Close. When no mode works the error
 // matches ErrUnavailable and lists every reason.
 func StartServer(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Durable {
+		opts.Controllable = true
+	}
 	if opts.Migrate == nil {
 		opts.Migrate = migrations.Up
 	}
