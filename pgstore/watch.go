@@ -270,6 +270,13 @@ func (w *waker) tryElect(ctx context.Context) error {
 	}
 	w.pinged = time.Now() // the query proved the connection
 	w.next, w.looked = time.Now(), false
+	if w.elected {
+		// A crash empties the unlogged log and its one-row table: give it
+		// a new log_id now, rather than when pruning next writes the row,
+		// so that followers resync once after a crash, not twice. A role
+		// without INSERT on it (docs/privileges.md) leaves it to pruning.
+		_, _ = w.conn.Exec(ctx, `INSERT INTO pgfallback_change_log DEFAULT VALUES ON CONFLICT DO NOTHING`)
+	}
 	return nil
 }
 

@@ -23,13 +23,28 @@
 --    to write log rows (firing a trigger checks no privilege: writers of
 --    vendors and work_items need none on the functions or the log).
 --
--- 3. log_id names this log. A follower's cursor carries it: a log that was
---    dropped and re-created, or whose row was removed, is a different log,
---    and the cursor expires (pgstore's cursor, with the timeline, which a
---    promoted standby changes).
+-- 3. The log is UNLOGGED. Its rows doubled the WAL of a one-row update
+--    (about 250 to 500 bytes), and with durable commits the WAL flush is
+--    what writers wait on: measured with pgbench, fsync on, 8 to 64
+--    writers, the log row's WAL cost more than its CPU (see the README's
+--    performance section). An unlogged table writes no WAL; in exchange a
+--    crash empties it, and it is not replicated. Both are what a follower
+--    already handles: the log is a record of recent changes, not data, and
+--    a follower that cannot trust it resyncs authoritatively. A clean
+--    shutdown keeps it.
+--
+-- 4. log_id names this log. pgfallback_change_log is unlogged too, so a
+--    crash empties both together: its row, and with it the log_id, is
+--    gone, and every cursor (which carries the log_id) expires, even once
+--    the restarted identity sequence reaches the cursor's seq again. So
+--    does a cursor on a log that was dropped and re-created. With the
+--    timeline in the cursor, a promoted standby (whose unlogged tables
+--    start empty) expires them as well.
 
 -- +goose Up
 ALTER TABLE pgfallback_change_log ADD COLUMN log_id uuid NOT NULL DEFAULT gen_random_uuid();
+ALTER TABLE pgfallback_changes SET UNLOGGED;
+ALTER TABLE pgfallback_change_log SET UNLOGGED;
 
 -- +goose StatementBegin
 DO $migration$
@@ -167,4 +182,6 @@ $$;
 -- +goose StatementEnd
 
 GRANT EXECUTE ON FUNCTION pgfallback_log_vendor(), pgfallback_log_work_item(), pgfallback_log_truncate() TO PUBLIC;
+ALTER TABLE pgfallback_change_log SET LOGGED;
+ALTER TABLE pgfallback_changes SET LOGGED;
 ALTER TABLE pgfallback_change_log DROP COLUMN log_id;
