@@ -18,13 +18,19 @@ import (
 // instance is one application instance over a shared database.
 func instance(b *testing.B, dsn string, cfg fallback.Config, wrap func(*pgstore.Store) fallback.Primary) (*pgstore.Store, *sqlitecache.Cache, *fallback.Layer) {
 	b.Helper()
+	return instanceIn(b, b.TempDir(), dsn, cfg, wrap)
+}
+
+// instanceIn is instance with its cache file in dir.
+func instanceIn(b *testing.B, dir, dsn string, cfg fallback.Config, wrap func(*pgstore.Store) fallback.Primary) (*pgstore.Store, *sqlitecache.Cache, *fallback.Layer) {
+	b.Helper()
 	ctx := context.Background()
 	store, err := pgstore.Open(ctx, dsn)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(store.Close)
-	cache, err := sqlitecache.Open(filepath.Join(b.TempDir(), "cache.db"), sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(quiet))
+	cache, err := sqlitecache.Open(filepath.Join(dir, "cache.db"), sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(quiet))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -213,6 +213,11 @@ func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = watchAppName
 	}
+	// A NOTIFY assigns its transaction an xid, so its commit waits for a
+	// WAL flush like a writer's: the waker's notifications, up to 200 a
+	// second, would each queue for the disk among the writers' commits.
+	// Nothing in them needs to survive a crash.
+	cfg.RuntimeParams["synchronous_commit"] = "off"
 	// The pool's hooks may supply what a connection needs (a rotated
 	// password in BeforeConnect, a role or type registrations in
 	// AfterConnect): this connection gets them too.
