@@ -90,33 +90,7 @@ func randomHex(n int) string {
 // other attribute.
 func newLoginRole(t *testing.T, admin, prefix string) (role, password string) {
 	t.Helper()
-	role, password = prefix+"_"+randomHex(6), randomHex(16)
-	conn := privConnect(t, admin)
-	defer conn.Close(context.Background())
-	// Hex: nothing to quote in the name or the password. Not privExec,
-	// whose failure shows the statement.
-	if _, err := conn.Exec(context.Background(),
-		"CREATE ROLE "+role+" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '"+password+"'"); err != nil {
-		t.Fatalf("create role %s: %v", role, err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		c, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("cleanup: %v", pgdsn.Error(err))
-			return
-		}
-		defer c.Close(ctx)
-		// First take away what the role might have gained, so that it
-		// grants nothing even if the DROP fails.
-		if _, err := c.Exec(ctx, "ALTER ROLE "+role+" NOSUPERUSER NOCREATEDB NOCREATEROLE NOLOGIN"); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-		if _, err := c.Exec(ctx, "DROP ROLE IF EXISTS "+role); err != nil {
-			t.Errorf("cleanup: drop role %s: %v", role, err)
-		}
-	})
-	return role, password
+	return pgtest.NewRole(t, admin, prefix)
 }
 
 // asRole is dsn with its user and password replaced. It holds a password:

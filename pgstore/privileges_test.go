@@ -93,29 +93,7 @@ func privAdminConn(t *testing.T, dsn string) *pgx.Conn {
 // privileges in, whose cleanups must run first).
 func privRole(t *testing.T, admin, prefix string) (role, password string) {
 	t.Helper()
-	role, password = prefix+"_"+privRandom(6), privRandom(16)
-	conn := privAdminConn(t, admin)
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(),
-		"CREATE ROLE "+role+" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '"+password+"'"); err != nil {
-		t.Fatalf("create role %s: %v", role, err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		c, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("cleanup: %v", pgdsn.Error(err))
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-		if _, err := c.Exec(ctx, "DROP ROLE IF EXISTS "+role); err != nil {
-			t.Errorf("cleanup: drop role %s: %v", role, err)
-		}
-	})
-	return role, password
+	return pgtest.NewRole(t, admin, prefix)
 }
 
 // privDSN is admin's DSN for database db as role. It holds a password:
