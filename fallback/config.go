@@ -58,6 +58,32 @@ type Config struct {
 	FailureRatio        float64
 	Window              time.Duration
 
+	// Slow calls trip the breaker too: a call to the primary that took
+	// SlowCallDuration or longer (default half of PrimaryTimeout) is slow,
+	// and when at least MinRequests calls within Window were slow at a
+	// ratio of SlowCallRate or more (default 0.5) the breaker opens, as it
+	// does on failures. While it is open the prober closes it only on a
+	// ping faster than SlowCallDuration. A negative SlowCallRate turns
+	// slow-call tripping off.
+	SlowCallDuration time.Duration
+	SlowCallRate     float64
+
+	// SoftTimeout, when positive, bounds how long a read waits for the
+	// primary before it is answered from the cache, by the rules of an
+	// outage (fresh, or stale within StaleIfError and marked stale): a Get
+	// of a cached key, or a List the cache can answer completely (mirror
+	// mode). Otherwise the read keeps waiting, up to PrimaryTimeout. The
+	// primary's call is not canceled at the soft timeout: it finishes in
+	// the background, its result is written through, and it counts toward
+	// the breaker. Writes are never answered early. Zero (the default)
+	// turns it off. See the README for when to turn it on.
+	SoftTimeout time.Duration
+	// MaxAbandonedCalls bounds the primary calls still running in the
+	// background after their reads were answered early (default 16): a
+	// brownout does not become a connection storm. Beyond it, a read of a
+	// cached key is answered from the cache at once, without a call.
+	MaxAbandonedCalls int
+
 	// StaleIfError is how far past its TTL a cached entry may still be
 	// served while the primary is down. Beyond it the read fails with
 	// repository.ErrUnavailable. Default 24 h; negative means never serve
@@ -198,6 +224,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FailureRatio <= 0 {
 		c.FailureRatio = 0.5
+	}
+	if c.SlowCallDuration <= 0 {
+		c.SlowCallDuration = c.PrimaryTimeout / 2
+	}
+	if c.SlowCallRate == 0 {
+		c.SlowCallRate = 0.5
+	}
+	if c.MaxAbandonedCalls <= 0 {
+		c.MaxAbandonedCalls = 16
 	}
 	if c.WarmBatch <= 0 {
 		c.WarmBatch = 500

@@ -57,6 +57,11 @@ type Origin struct {
 	// write (read-your-writes), or a List from the cache while writes are
 	// queued.
 	Pending bool
+	// Slow is true when the answer came from the cache because PostgreSQL
+	// was slower than Config.SoftTimeout (or the background calls of
+	// earlier slow reads were at their bound): it may answer, but not in
+	// time.
+	Slow bool
 }
 
 // Provenance records the Origin of calls made with a context from
