@@ -193,6 +193,11 @@ type impl struct {
 
 func (f *fixture) impls(b *testing.B) []impl {
 	open := f.openLayer(b)
+	soft, err := fallback.New(f.store, f.cache, fallback.Config{Logger: quiet, SoftTimeout: 50 * time.Millisecond, DisableChangeFeed: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { soft.Close() })
 	return []impl{
 		{"pgstore", func(ctx context.Context, n string) error { _, err := f.store.Vendors().Get(ctx, n); return err }},
 		// The bare store with the deadline the layer puts on every call:
@@ -204,6 +209,9 @@ func (f *fixture) impls(b *testing.B) []impl {
 			return err
 		}},
 		{"fallback-healthy", func(ctx context.Context, n string) error { _, err := f.layer.Vendors().Get(ctx, n); return err }},
+		// With a soft timeout each read's call runs on a goroutine of its
+		// own, under a timer.
+		{"fallback-healthy-soft", func(ctx context.Context, n string) error { _, err := soft.Vendors().Get(ctx, n); return err }},
 		{"sqlitecache", func(ctx context.Context, n string) error { _, _, err := f.cache.GetVendor(ctx, n); return err }},
 		{"fallback-open", func(ctx context.Context, n string) error { _, err := open.Vendors().Get(ctx, n); return err }},
 	}

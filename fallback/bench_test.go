@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 )
 
 // BenchmarkLayerOverhead measures what the layer adds to a healthy Get,
@@ -20,6 +21,7 @@ func BenchmarkLayerOverhead(b *testing.B) {
 	}
 	l, _ := newTestLayer(b, db, Config{})
 	lo, _ := newTestLayer(b, db, Config{Observer: &FuncObserver{}}) // an observer that does nothing: the hook's own cost
+	ls, _ := newTestLayer(b, db, Config{SoftTimeout: time.Second})  // the soft timeout's goroutine and timer per read
 	primary := db.primary()
 	ctx := context.Background()
 	for _, bc := range []struct {
@@ -29,6 +31,7 @@ func BenchmarkLayerOverhead(b *testing.B) {
 		{"primary", func(n string) error { _, err := primary.Vendors().Get(ctx, n); return err }},
 		{"layer", func(n string) error { _, err := l.Vendors().Get(ctx, n); return err }},
 		{"layer+observer", func(n string) error { _, err := lo.Vendors().Get(ctx, n); return err }},
+		{"layer+soft", func(n string) error { _, err := ls.Vendors().Get(ctx, n); return err }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -25,7 +25,12 @@ type Health struct {
 		LagMs float64    `json:"lag_ms"`
 	} `json:"feed"`
 	LastTrip *time.Time `json:"last_trip,omitempty"`
-	Stats    Stats      `json:"stats"`
+	// LastTripCause: "failures" or "slow calls" (PostgreSQL answered, but
+	// slowly); empty if the breaker never opened.
+	LastTripCause string `json:"last_trip_cause,omitempty"`
+	// SlowCalls: calls PostgreSQL answered in SlowCallDuration or longer.
+	SlowCalls uint64 `json:"slow_calls"`
+	Stats     Stats  `json:"stats"`
 }
 
 // CheckHealth returns the layer's health. The instance is ready — it
@@ -37,7 +42,8 @@ type Health struct {
 // when it is closed, or when PostgreSQL is down and it has no cache.
 func (l *Layer) CheckHealth() Health {
 	s := l.Stats()
-	h := Health{State: s.State.String(), CacheOpen: s.CacheOpen, CacheError: s.CacheError, Stats: s}
+	h := Health{State: s.State.String(), CacheOpen: s.CacheOpen, CacheError: s.CacheError, Stats: s,
+		LastTripCause: s.LastTripCause, SlowCalls: s.SlowCalls}
 	closed := l.closed.Load()
 	switch {
 	case closed || (s.State != Closed && !s.CacheOpen):

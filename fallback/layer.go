@@ -86,7 +86,7 @@ type Layer struct {
 	cfg   Config
 	log   *slog.Logger
 
-	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
+	cb       *breaker    // gobreaker, and the window it trips by (slowcalls.go)
 	degraded atomic.Bool // from a trip until the prober closes the breaker
 	state    atomic.Int32
 	// The breaker reports changes under its lock; they are applied (logged,
@@ -104,6 +104,7 @@ type Layer struct {
 	vendorEvictions evictionLog[string]
 	itemEvictions   evictionLog[uuid.UUID]
 	warms           singleflight.Group
+	bg              background // primary calls that outlive their reads (soft.go)
 
 	ctx      context.Context // canceled by Close: ends probes and warms
 	cancel   context.CancelFunc
@@ -145,22 +146,21 @@ func newLayer(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, er
 	if cfg.FailureRatio > 1 {
 		return nil, fmt.Errorf("fallback: %w", repository.Invalid("FailureRatio", "must be in (0, 1], got %v", cfg.FailureRatio))
 	}
+	if cfg.SlowCallRate > 1 {
+		return nil, fmt.Errorf("fallback: %w", repository.Invalid("SlowCallRate", "must be at most 1 (negative: off), got %v", cfg.SlowCallRate))
+	}
 	cfg = cfg.withDefaults()
 	l := &Layer{primary: primary, cfg: cfg, log: cfg.Logger, tripped: make(chan struct{}, 1)}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
-	l.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+	l.cb = newBreaker(gobreaker.Settings{
 		Name:         "postgres",
 		MaxRequests:  1, // only the prober's closing ping runs half-open
 		Interval:     cfg.Window,
 		BucketPeriod: cfg.Window / 10,
 		Timeout:      cfg.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			if c.ConsecutiveFailures >= cfg.ConsecutiveFailures {
-				return true
-			}
-			valid := c.Requests - c.TotalExclusions
-			return valid >= cfg.MinRequests && float64(c.TotalFailures) >= cfg.FailureRatio*float64(valid)
-		},
+		// Outage failures in a row, at FailureRatio, or slow answers at
+		// SlowCallRate, counted in the breaker's own window (slowcalls.go).
+		ReadyToTrip:   l.readyToTrip,
 		IsExcluded:    func(err error) bool { return err == errExcluded },
 		OnStateChange: l.onBreakerChange,
 	})
@@ -255,6 +255,7 @@ func (l *Layer) Stats() Stats {
 			s.Queued.LastError = *p
 		}
 	}
+	s.AbandonedCalls, s.AbandonedPeak = l.bg.abandoned.Load(), l.bg.peak.Load()
 	s.CacheOpenAttempts = l.slot.attempts.Load()
 	if err := l.slot.err(); err != nil && !s.CacheOpen {
 		s.CacheError = err.Error()
@@ -292,6 +293,7 @@ func (l *Layer) Shutdown(ctx context.Context) error {
 		before := l.stats.droppedAtClose.Load()
 		l.closed.Store(true)
 		l.cancel()
+		l.bg.wait() // canceled with the layer; their write-throughs go before the writer stops
 		l.writer.stop(ctx)
 		l.wg.Wait()
 		l.closeOwnedCache()
@@ -303,8 +305,8 @@ func (l *Layer) Shutdown(ctx context.Context) error {
 	return l.closeErr
 }
 
-// errExcluded and errOutage are what the breaker is told; the real error
-// goes to the caller.
+// errExcluded and errOutage (and errSlow) are what the breaker is told;
+// the real error goes to the caller.
 var (
 	errExcluded = errors.New("excluded")
 	errOutage   = errors.New("outage")
@@ -313,6 +315,7 @@ var (
 // onBreakerChange runs under the breaker's lock: it only flips flags and
 // wakes the prober; settle does the rest once the lock is released.
 func (l *Layer) onBreakerChange(_ string, from, to gobreaker.State) {
+	l.cb.w.reset(time.Now())
 	switch {
 	case to == gobreaker.StateOpen && from == gobreaker.StateClosed:
 		l.degraded.Store(true)
@@ -352,10 +355,20 @@ func (l *Layer) setState(to State) {
 			cause = *p
 		}
 		if from == Closed {
+			trip := l.cb.trip.Load()
 			l.stats.mu.Lock()
 			l.stats.lastTrip = time.Now()
+			if trip != nil {
+				l.stats.lastTripCause = trip.cause
+			}
 			l.stats.mu.Unlock()
-			l.log.Warn("pgfallback: PostgreSQL unavailable, serving reads from cache", "from", from.String(), "cause", cause)
+			if trip != nil && trip.cause == TripSlowCalls {
+				l.log.Warn("pgfallback: PostgreSQL slow, serving reads from cache", "from", from.String(), "cause", TripSlowCalls,
+					"slow_calls", trip.slow, "calls", trip.valid, "slow_rate", float64(trip.slow)/float64(trip.valid),
+					"slow_call_rate", l.cfg.SlowCallRate, "slow_call_duration", l.cfg.SlowCallDuration)
+			} else {
+				l.log.Warn("pgfallback: PostgreSQL unavailable, serving reads from cache", "from", from.String(), "cause", cause)
+			}
 		} else {
 			l.log.Warn("pgfallback: PostgreSQL still unavailable after probe", "cause", cause)
 		}
@@ -372,7 +385,8 @@ func (l *Layer) setState(to State) {
 // attempt runs fn against the primary through the breaker, within
 // PrimaryTimeout. answered is false when the primary could not answer —
 // the breaker was open (err is errBreakerOpen) or the call failed with an
-// outage (err is that failure) — and the caller falls back.
+// outage (err is that failure) — and the caller falls back. An answer
+// that took SlowCallDuration or longer is reported to the breaker as slow.
 func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, error)) (res T, err error, answered bool) {
 	if l.closed.Load() {
 		return res, ErrClosed, true
@@ -387,11 +401,21 @@ func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, 
 		return res, errBreakerOpen, false
 	}
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
+	start := time.Now()
 	res, err = fn(pctx)
+	took := time.Since(start)
 	cancel()
 	l.stats.primaryCalls.Add(1)
 	switch class, kind := Classify(ctx, err); class {
 	case Answer:
+		if took >= l.cfg.SlowCallDuration {
+			l.stats.slowCalls.Add(1)
+			if l.slowCall(took) {
+				done(errSlow) // a failure to gobreaker: readyToTrip decides
+				l.settle()
+				return res, err, true
+			}
+		}
 		done(nil)
 		return res, err, true
 	case Canceled:

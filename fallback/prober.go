@@ -2,6 +2,7 @@ package fallback
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -74,7 +75,11 @@ func (l *Layer) tryRecover() bool {
 	}
 	err = l.ping()
 	if err != nil {
-		done(errOutage) // back to open
+		if errors.Is(err, errSlow) {
+			done(errSlow) // back to open
+		} else {
+			done(errOutage) // back to open
+		}
 		l.settle()
 		l.setState(Open)
 		return false
@@ -84,15 +89,29 @@ func (l *Layer) tryRecover() bool {
 	return true
 }
 
+// ping pings the primary within ProbeTimeout. A ping answered in
+// SlowCallDuration or longer fails with a *slowError (errors.Is errSlow):
+// PostgreSQL is up but slow, and the breaker stays open (unless
+// SlowCallRate < 0).
 func (l *Layer) ping() error {
 	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ProbeTimeout)
 	defer cancel()
 	l.stats.probeCalls.Add(1)
+	start := time.Now()
 	err := l.primary.Ping(ctx)
+	took := time.Since(start)
 	if err != nil && l.ctx.Err() == nil {
 		_, kind := Classify(l.ctx, err)
 		l.stats.failure(kind)
 		l.lastErr.Store(&err)
+	}
+	if err == nil && l.slowCall(took) {
+		err = &slowError{took: took, d: l.cfg.SlowCallDuration}
+		l.lastErr.Store(&err)
+		if !l.cb.slowPingLogged.Swap(true) {
+			l.log.Warn("pgfallback: PostgreSQL answers, but slowly: the breaker stays open", "cause", err,
+				"slow_call_duration", l.cfg.SlowCallDuration)
+		}
 	}
 	return err
 }

@@ -79,6 +79,17 @@ func (p *Provenance) Origin() Origin {
 	return p.origin
 }
 
+// markSlow marks the recorded origin as answered because PostgreSQL was
+// slow.
+func (p *Provenance) markSlow() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.origin.Slow = true
+}
+
 func (p *Provenance) record(o Origin) {
 	if p == nil {
 		return

@@ -19,10 +19,20 @@ type Stats struct {
 
 	PrimaryCalls    uint64                 // calls sent to the primary
 	PrimaryFailures map[FailureKind]uint64 // outage failures by kind
+	// SlowCalls: calls to the primary (among PrimaryCalls) answered, but in
+	// SlowCallDuration or longer. Counted even when SlowCallRate < 0.
+	SlowCalls uint64
 
-	ServedFresh       uint64 // reads served from the cache within TTL
-	ServedStale       uint64 // reads served from the cache past TTL, within StaleIfError
-	ServedPartial     uint64 // Lists served from the cache (partial by nature)
+	ServedFresh   uint64 // reads served from the cache within TTL
+	ServedStale   uint64 // reads served from the cache past TTL, within StaleIfError
+	ServedPartial uint64 // Lists served from the cache (partial by nature)
+	// Soft timeouts (Config.SoftTimeout): reads answered from the cache
+	// because PostgreSQL was slow (counted in ServedFresh or ServedStale
+	// too), and the primary calls still running after their reads were
+	// answered, now and at most at once (never above MaxAbandonedCalls).
+	ServedSlow        uint64
+	AbandonedCalls    int64
+	AbandonedPeak     int64
 	Unavailable       uint64 // calls that returned ErrUnavailable or ErrOutcomeUnknown
 	RejectedWhileOpen uint64 // calls that did not reach the primary because the breaker was open
 
@@ -40,6 +50,9 @@ type Stats struct {
 	Transitions      uint64                // state changes
 	TransitionCounts map[Transition]uint64 // state changes by kind
 	LastTrip         time.Time             // when the breaker last opened; zero if never
+	// LastTripCause: why it last opened: TripFailures (outage failures) or
+	// TripSlowCalls (PostgreSQL answered, but slowly); empty if never.
+	LastTripCause string
 
 	WarmRuns   uint64
 	LastWarm   WarmReport
@@ -90,12 +103,16 @@ type counters struct {
 	writeQueued, writeWritten, writeDropped, writeFailed                         atomic.Uint64
 	writeOverflowed, droppedAtClose, evictionsLost                               atomic.Uint64
 	transitions, warmRuns, probeCalls                                            atomic.Uint64
+	servedSlow                                                                   atomic.Uint64
 
-	mu           sync.Mutex
-	failures     map[FailureKind]uint64
-	byTransition map[Transition]uint64
-	lastTrip     time.Time
-	lastWarm     WarmReport
+	slowCalls atomic.Uint64
+
+	mu            sync.Mutex
+	failures      map[FailureKind]uint64
+	byTransition  map[Transition]uint64
+	lastTrip      time.Time
+	lastTripCause string
+	lastWarm      WarmReport
 }
 
 func (c *counters) failure(kind FailureKind) {
@@ -124,7 +141,7 @@ func (c *counters) snapshot() Stats {
 		WriteDropped: c.writeDropped.Load(), WriteFailed: c.writeFailed.Load(),
 		WriteOverflowed: c.writeOverflowed.Load(), DroppedAtClose: c.droppedAtClose.Load(), EvictionsLost: c.evictionsLost.Load(),
 		Transitions: c.transitions.Load(), WarmRuns: c.warmRuns.Load(), ProbeCalls: c.probeCalls.Load(),
-		PrimaryFailures: map[FailureKind]uint64{},
+		PrimaryFailures: map[FailureKind]uint64{}, ServedSlow: c.servedSlow.Load(),
 	}
 	c.mu.Lock()
 	for k, v := range c.failures {
@@ -135,6 +152,8 @@ func (c *counters) snapshot() Stats {
 		s.TransitionCounts[k] = v
 	}
 	s.LastTrip, s.LastWarm = c.lastTrip, c.lastWarm
+	s.LastTripCause = c.lastTripCause
+	s.SlowCalls = c.slowCalls.Load()
 	c.mu.Unlock()
 	return s
 }

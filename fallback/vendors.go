@@ -31,34 +31,60 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 		}
 	}
 	evictions := l.vendorEvictions.begin()
-	v, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
-		return l.primary.Vendors().Get(ctx, name)
-	})
-	if answered {
+	settle := func(v repository.Vendor, err error) {
 		switch {
 		case err == nil:
 			l.writeThroughVendor(v, evictions)
-			l.fromPrimary(ctx)
 		case errors.Is(err, repository.ErrNotFound):
 			l.uncacheVendor(name)
+		}
+	}
+	v, err, answered, early := softAttempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
+		return l.primary.Vendors().Get(ctx, name)
+	}, func(ctx context.Context) (repository.Vendor, bool) {
+		v, why, perr := r.fromCache(ctx, name)
+		return v, why == "" && perr == nil
+	}, settle)
+	if early {
+		return v, nil
+	}
+	if answered {
+		settle(v, err)
+		if err == nil || errors.Is(err, repository.ErrNotFound) {
 			l.fromPrimary(ctx)
 		}
 		return v, err
 	}
+	if l.cacheNow() == nil {
+		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, l.noCache())
+	}
+	cached, why, perr := r.fromCache(ctx, name)
+	if why != "" {
+		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, why)
+	}
+	return cached, perr
+}
+
+// fromCache answers a Get from the cache by the rules of an outage and
+// records the Origin. why is "" when it did; perr is the answer of an entry
+// a queued write is pending on (why is then ""), for which Pending is
+// recorded instead.
+func (r vendorRepo) fromCache(ctx context.Context, name string) (v repository.Vendor, why string, perr error) {
+	l := r.l
 	cache := l.cacheNow()
 	if cache == nil {
-		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, l.noCache())
+		return repository.Vendor{}, l.noCache(), nil
 	}
 	cctx, end := l.cacheRead(ctx, OpGet, repository.EntityVendor)
 	cached, e, cerr := cache.GetVendor(cctx, name)
 	end(cerr)
 	if ok, err := l.servedPending(ctx, fmt.Sprintf("get vendor %q", name), e, cerr); ok {
-		return cached, err
+		return cached, "", err
 	}
 	if why := l.cacheVerdict(ctx, e, cerr, cache.VendorTTL()); why != "" {
-		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, why)
+		return repository.Vendor{}, why, nil
 	}
-	return cached, nil
+	return cached, "", nil
 }
 
 func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repository.Vendor, error) {

@@ -26,34 +26,57 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 		}
 	}
 	evictions := l.itemEvictions.begin()
-	w, err, answered := attempt(l, ctx, func(ctx context.Context) (repository.WorkItem, error) {
-		return l.primary.WorkItems().Get(ctx, id)
-	})
-	if answered {
+	settle := func(w repository.WorkItem, err error) {
 		switch {
 		case err == nil:
 			l.writeThroughWorkItem(w, evictions)
-			l.fromPrimary(ctx)
 		case errors.Is(err, repository.ErrNotFound):
 			l.uncacheWorkItem(id, false)
+		}
+	}
+	w, err, answered, early := softAttempt(l, ctx, func(ctx context.Context) (repository.WorkItem, error) {
+		return l.primary.WorkItems().Get(ctx, id)
+	}, func(ctx context.Context) (repository.WorkItem, bool) {
+		w, why, perr := r.fromCache(ctx, id)
+		return w, why == "" && perr == nil
+	}, settle)
+	if early {
+		return w, nil
+	}
+	if answered {
+		settle(w, err)
+		if err == nil || errors.Is(err, repository.ErrNotFound) {
 			l.fromPrimary(ctx)
 		}
 		return w, err
 	}
+	if l.cacheNow() == nil {
+		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, l.noCache())
+	}
+	cached, why, perr := r.fromCache(ctx, id)
+	if why != "" {
+		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, why)
+	}
+	return cached, perr
+}
+
+// fromCache is vendorRepo.fromCache for work items.
+func (r workItemRepo) fromCache(ctx context.Context, id uuid.UUID) (w repository.WorkItem, why string, perr error) {
+	l := r.l
 	cache := l.cacheNow()
 	if cache == nil {
-		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, l.noCache())
+		return repository.WorkItem{}, l.noCache(), nil
 	}
 	cctx, end := l.cacheRead(ctx, OpGet, repository.EntityWorkItem)
 	cached, e, cerr := cache.GetWorkItem(cctx, id)
 	end(cerr)
 	if ok, err := l.servedPending(ctx, "get work item "+id.String(), e, cerr); ok {
-		return cached, err
+		return cached, "", err
 	}
 	if why := l.cacheVerdict(ctx, e, cerr, cache.WorkItemTTL()); why != "" {
-		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, why)
+		return repository.WorkItem{}, why, nil
 	}
-	return cached, nil
+	return cached, "", nil
 }
 
 func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]repository.WorkItem, error) {
