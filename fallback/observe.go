@@ -68,9 +68,13 @@ func OutcomeOf(err error) Outcome {
 
 // Call describes one finished repository call.
 type Call struct {
-	Op       Op
-	Entity   repository.Entity
-	Origin   Origin        // where the answer came from; Source is SourceNone when the call failed
+	Op     Op
+	Entity repository.Entity
+	// Origin: where the answer came from; Source is SourceNone when the
+	// call failed. Origin.Slow says a read was answered from the cache
+	// because PostgreSQL was slower than Config.SoftTimeout (Source is then
+	// SourceCache, Breaker usually Closed): a slowdown, not an outage.
+	Origin   Origin
 	Duration time.Duration // as the caller saw it
 	Outcome  Outcome
 	Err      error

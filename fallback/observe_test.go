@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -120,5 +121,52 @@ func TestObserversRunsEach(t *testing.T) {
 	want := "start a,start b,read a,read b,read end b,read end a,end b,end a"
 	if got := strings.Join(order, ","); got != want {
 		t.Fatalf("order %s, want %s", got, want)
+	}
+}
+
+// A Get that PostgreSQL answers slower than SoftTimeout reaches End
+// answered from the cache and marked Slow, with the breaker closed; the
+// Get before it, answered in time, is not marked.
+func TestObserverSeesSlowAnswers(t *testing.T) {
+	var mu sync.Mutex
+	var calls []Call
+	obs := &FuncObserver{EndFn: func(ctx context.Context, c Call) {
+		mu.Lock()
+		calls = append(calls, c)
+		mu.Unlock()
+	}}
+	db := newFakeDB()
+	db.put(vendor("a"))
+	var holding sync.Mutex // held: the primary's Get of "a" waits for it
+	db.afterRead = func(string) { holding.Lock(); holding.Unlock() }
+	l, _ := newTestLayer(t, db, Config{Observer: obs, SoftTimeout: 20 * time.Millisecond, PrimaryTimeout: time.Minute})
+	ctx := context.Background()
+	if _, err := l.Vendors().Get(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	holding.Lock()
+	held := true
+	defer func() {
+		if held {
+			holding.Unlock()
+		}
+	}()
+	if _, err := l.Vendors().Get(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	holding.Unlock()
+	held = false
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 2 {
+		t.Fatalf("%d calls observed, want 2: %+v", len(calls), calls)
+	}
+	if c := calls[0]; c.Origin.Source != SourcePrimary || c.Origin.Slow {
+		t.Errorf("Get answered in time observed as %+v", c)
+	}
+	if c := calls[1]; c.Origin.Source != SourceCache || !c.Origin.Slow || c.Outcome != OutcomeOK ||
+		c.Breaker != Closed || c.Duration < 20*time.Millisecond {
+		t.Errorf("slow Get observed as %+v, want from the cache, slow, ok, breaker closed, after the soft timeout", c)
 	}
 }

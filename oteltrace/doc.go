@@ -30,6 +30,8 @@
 //
 // and, on answers from the cache only (they describe the cached copy):
 //
+//	pgfallback.slow           bool: answered from the cache because PostgreSQL was slower than
+//	                          fallback.Config.SoftTimeout (Origin.Slow), not because it failed
 //	pgfallback.stale          bool, on a Get: past its TTL (served within StaleIfError)
 //	pgfallback.age_ms         int, on a Get: the entry's age in milliseconds (a List has no single age)
 //	pgfallback.as_of          RFC 3339: the change feed's confirmed position, when there is one

@@ -154,15 +154,18 @@ func (o *observer) End(ctx context.Context, c fallback.Call) {
 		return
 	}
 	defer span.End()
-	// Room for the most a call sets (six: a Get served from a cache the
+	// Room for the most a call sets (seven: a Get served from a cache the
 	// change feed follows), so that appending never grows the slice.
-	var buf [6]attribute.KeyValue
+	var buf [7]attribute.KeyValue
 	attrs := append(buf[:0],
 		attrSource.String(c.Origin.Source.String()),
 		attrBreaker.String(c.Breaker.String()),
 		attrOutcome.String(string(c.Outcome)),
 	)
 	if org := c.Origin; org.Source == fallback.SourceCache {
+		// Slow: answered from the cache because PostgreSQL was slower
+		// than SoftTimeout, not because it failed.
+		attrs = append(attrs, attrSlow.Bool(org.Slow))
 		// A List mixes entries of many ages: the layer gives it no single
 		// age or staleness, only partial.
 		if !org.CachedAt.IsZero() {
@@ -231,6 +234,7 @@ const (
 	attrBreaker  = attribute.Key("pgfallback.breaker.state")
 	attrOutcome  = attribute.Key("pgfallback.outcome")
 	attrStale    = attribute.Key("pgfallback.stale")
+	attrSlow     = attribute.Key("pgfallback.slow")
 	attrAgeMS    = attribute.Key("pgfallback.age_ms")
 	attrAsOf     = attribute.Key("pgfallback.as_of")
 	attrPartial  = attribute.Key("pgfallback.partial")

@@ -203,7 +203,7 @@ func TestHealthyGet(t *testing.T) {
 	want(t, s, map[string]string{
 		"pgfallback.op": "get", "pgfallback.entity": "vendor", "pgfallback.source": "primary",
 		"pgfallback.breaker.state": "closed", "pgfallback.outcome": "ok",
-	}, "pgfallback.stale", "pgfallback.age_ms", "pgfallback.as_of", "pgfallback.partial", "error.type")
+	}, "pgfallback.stale", "pgfallback.slow", "pgfallback.age_ms", "pgfallback.as_of", "pgfallback.partial", "error.type")
 	if s.Status().Code != codes.Unset || hasException(s) {
 		t.Errorf("status %+v, events %v: want Unset, no exception", s.Status(), s.Events())
 	}
@@ -236,7 +236,7 @@ func TestGetFromCacheDuringOutage(t *testing.T) {
 		t.Fatalf("call span %q", call.Name())
 	}
 	want(t, call, map[string]string{
-		"pgfallback.source": "cache", "pgfallback.stale": "true",
+		"pgfallback.source": "cache", "pgfallback.stale": "true", "pgfallback.slow": "false",
 		"pgfallback.breaker.state": "open", "pgfallback.outcome": "ok",
 	}, "pgfallback.as_of", "pgfallback.partial", "error.type")
 	// The cache stores its write time as REAL seconds: allow its rounding.
@@ -487,4 +487,34 @@ func TestAsOf(t *testing.T) {
 	want(t, only(t, rec.Ended()), map[string]string{
 		"pgfallback.as_of": "2026-03-01T11:03:41Z", "pgfallback.partial": "false", "pgfallback.breaker.state": "open",
 	})
+}
+
+// An answer from the cache because PostgreSQL was slower than SoftTimeout
+// says so, with the breaker closed and no error: PostgreSQL answers, late.
+func TestSlowAnswer(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	obs := oteltrace.NewObserver(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	for _, c := range []struct {
+		origin fallback.Origin
+		want   map[string]string
+		absent []string
+	}{
+		{fallback.Origin{Source: fallback.SourceCache, Slow: true, CachedAt: time.Now(), Age: 3 * time.Second},
+			map[string]string{"pgfallback.source": "cache", "pgfallback.slow": "true", "pgfallback.stale": "false",
+				"pgfallback.age_ms": "3000", "pgfallback.breaker.state": "closed"}, []string{"error.type"}},
+		{fallback.Origin{Source: fallback.SourceCache, CachedAt: time.Now()},
+			map[string]string{"pgfallback.slow": "false"}, nil},
+		{fallback.Origin{Source: fallback.SourcePrimary},
+			map[string]string{"pgfallback.source": "primary"}, []string{"pgfallback.slow"}},
+	} {
+		ctx := obs.Start(context.Background(), fallback.OpGet, repository.EntityVendor)
+		obs.End(ctx, fallback.Call{Op: fallback.OpGet, Entity: repository.EntityVendor, Outcome: fallback.OutcomeOK,
+			Origin: c.origin, Breaker: fallback.Closed, Duration: 50 * time.Millisecond})
+		ended := rec.Ended()
+		s := ended[len(ended)-1]
+		want(t, s, c.want, c.absent...)
+		if s.Status().Code != codes.Unset {
+			t.Errorf("origin %+v: status %+v, want Unset", c.origin, s.Status())
+		}
+	}
 }

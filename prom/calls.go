@@ -11,14 +11,14 @@ import (
 
 // callSeries finds the series of pgfallback_calls_seconds for a call
 // without HistogramVec.WithLabelValues on every call, which hashes the
-// four label values and takes the vector's read lock — a cache line every
+// five label values and takes the vector's read lock — a cache line every
 // core writes to. Every label is one of a few constants, so the series are
 // kept in an array indexed by them, filled on first use (series are never
 // deleted, so a pointer once stored stays right). Values outside the
 // constants, which fallback may add, take the vector's path.
 type callSeries struct {
 	vec    *prometheus.HistogramVec
-	series [len(ops) * len(entities) * len(sources) * len(outcomes)]atomic.Pointer[prometheus.Observer]
+	series [len(ops) * len(entities) * len(sources) * len(outcomes) * 2]atomic.Pointer[prometheus.Observer]
 }
 
 var (
@@ -45,7 +45,11 @@ func (s *callSeries) get(c *fallback.Call) prometheus.Observer {
 	if op < 0 || e < 0 || src < 0 || out < 0 {
 		return s.lookup(c)
 	}
-	slot := &s.series[((op*len(entities)+e)*len(sources)+src)*len(outcomes)+out]
+	slow := 0
+	if c.Origin.Slow {
+		slow = 1
+	}
+	slot := &s.series[(((op*len(entities)+e)*len(sources)+src)*len(outcomes)+out)*2+slow]
 	if p := slot.Load(); p != nil {
 		return *p
 	}
@@ -55,5 +59,16 @@ func (s *callSeries) get(c *fallback.Call) prometheus.Observer {
 }
 
 func (s *callSeries) lookup(c *fallback.Call) prometheus.Observer {
-	return s.vec.WithLabelValues(string(c.Op), string(c.Entity), c.Origin.Source.String(), string(c.Outcome))
+	return s.vec.WithLabelValues(string(c.Op), string(c.Entity), c.Origin.Source.String(), string(c.Outcome),
+		slowLabel(c.Origin.Slow))
+}
+
+// slowLabel is the slow label of pgfallback_calls_seconds: "true" for an
+// answer from the cache because PostgreSQL was slower than
+// Config.SoftTimeout (fallback.Origin.Slow), "false" for every other call.
+func slowLabel(slow bool) string {
+	if slow {
+		return "true"
+	}
+	return "false"
 }

@@ -78,6 +78,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descState, descTransitions, descNotPermitted, descLastTrip,
 		descPrimaryCalls, descPrimaryFailures, descProbes, descCacheOpen,
+		descSlowCalls, descServedSlow, descAbandoned, descAbandonedPeak,
 		descWriteQueued, descWriteQueueDepth, descWriteWritten, descWriteDropped, descWriteFailed, descWriteOverflowed, descEvictionsLost,
 		descWarmRuns, descWarmDuration, descWarmRows, descWarmSuccess, descWarmTimestamp,
 		descFeedState, descFeedLag, descFeedApplied, descFeedCatchUps, descFeedResyncs, descFeedErrors,
@@ -217,6 +218,10 @@ func collectStats(ch chan<- prometheus.Metric, s fallback.Stats) {
 		counter(ch, descPrimaryFailures, n, string(k))
 	}
 	counter(ch, descProbes, s.ProbeCalls)
+	counter(ch, descSlowCalls, s.SlowCalls)
+	counter(ch, descServedSlow, s.ServedSlow)
+	gauge(ch, descAbandoned, float64(s.AbandonedCalls))
+	gauge(ch, descAbandonedPeak, float64(s.AbandonedPeak))
 	gauge(ch, descCacheOpen, bool01(s.CacheOpen))
 
 	counter(ch, descWriteQueued, s.WriteQueued)

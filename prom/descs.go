@@ -24,6 +24,14 @@ var (
 		"Calls sent to PostgreSQL through the breaker (the prober's pings are counted apart).")
 	descPrimaryFailures = desc("pgfallback_primary_failures_total",
 		"Failures of PostgreSQL that count as an outage (calls and the prober's pings), by kind.", "kind")
+	descSlowCalls = desc("pgfallback_primary_slow_calls_total",
+		"Calls PostgreSQL answered, but in SlowCallDuration or longer (among pgfallback_primary_calls_total): what trips the breaker at SlowCallRate.")
+	descServedSlow = desc("pgfallback_cache_served_slow_total",
+		"Reads answered from the cache because PostgreSQL was slower than SoftTimeout (counted in pgfallback_cache_served_total too).")
+	descAbandoned = desc("pgfallback_abandoned_calls",
+		"Calls to PostgreSQL still running in the background after their reads were answered from the cache at SoftTimeout (at most MaxAbandonedCalls).")
+	descAbandonedPeak = desc("pgfallback_abandoned_calls_peak",
+		"The most calls to PostgreSQL that ran in the background at once since the layer started (at most MaxAbandonedCalls).")
 	descProbes = desc("pgfallback_primary_probes_total",
 		"Pings the prober sent to PostgreSQL while the breaker was open.")
 	descCacheOpen = desc("pgfallback_cache_open",

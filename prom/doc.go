@@ -27,6 +27,22 @@
 // pgfallback_writethrough_queue_depth is Stats.WriteQueueDepth: what waits
 // in the queue and the overflow list at the scrape.
 //
+// Soft timeouts and slow calls (fallback.Config.SoftTimeout,
+// SlowCallDuration): pgfallback_calls_seconds has a slow label, "true" for
+// a read answered from the cache because PostgreSQL was slower than
+// SoftTimeout (fallback.Origin.Slow, so always with source="cache") and
+// "false" for every other call: one label of two values, rather than a
+// source value of its own, so that source="cache" still counts every
+// answer from the cache, and the histogram of slow answers (about
+// SoftTimeout) stays apart from that of an outage's (microseconds).
+// Those answers are counted in pgfallback_cache_served_total and its age
+// histogram too. From Stats at scrape time: pgfallback_primary_slow_calls_total
+// (calls PostgreSQL answered in SlowCallDuration or longer, what trips the
+// breaker at SlowCallRate), pgfallback_cache_served_slow_total
+// (Stats.ServedSlow), and the gauges pgfallback_abandoned_calls (primary
+// calls still running after their reads were answered early) and
+// pgfallback_abandoned_calls_peak (the most at once).
+//
 // One Observer and one Collector per layer. To export several layers from
 // one process, register each Collector through
 // prometheus.WrapRegistererWith(prometheus.Labels{"layer": name}, reg).

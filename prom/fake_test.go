@@ -27,10 +27,13 @@ var errRefused = fmt.Errorf("dial: %w", syscall.ECONNREFUSED)
 
 // primary is an in-memory PostgreSQL stand-in built on mock.Primary: it
 // answers from a map until down is set, then fails every call and ping
-// with a refused connection, which the layer counts as an outage.
+// with a refused connection, which the layer counts as an outage. While
+// hold holds a channel, a vendor Get waits for it to close (or for its
+// context to end) before it answers: PostgreSQL slow, not down.
 type primary struct {
 	mock.Primary
 	down atomic.Bool
+	hold atomic.Pointer[chan struct{}]
 
 	mu      sync.Mutex
 	vendors map[string]repository.Vendor
@@ -40,7 +43,14 @@ func newPrimary() *primary {
 	p := &primary{vendors: map[string]repository.Vendor{}}
 	p.PingFn = func(context.Context) error { return p.err() }
 	p.VendorRepo = mock.VendorRepository{
-		GetFn: func(_ context.Context, name string) (repository.Vendor, error) {
+		GetFn: func(ctx context.Context, name string) (repository.Vendor, error) {
+			if h := p.hold.Load(); h != nil {
+				select {
+				case <-*h:
+				case <-ctx.Done():
+					return repository.Vendor{}, ctx.Err()
+				}
+			}
 			if err := p.err(); err != nil {
 				return repository.Vendor{}, err
 			}
@@ -105,6 +115,14 @@ func (p *primary) put(name string) repository.Vendor {
 // directory; obs may be nil for a layer without an observer.
 func newLayer(t testing.TB, p *primary, obs fallback.Observer, cacheOpts ...sqlitecache.Option) (*fallback.Layer, *sqlitecache.Cache) {
 	t.Helper()
+	return newLayerWith(t, p, obs, nil, cacheOpts...)
+}
+
+// newLayerWith is newLayer with configure, if set, changing the layer's
+// Config before it is built.
+func newLayerWith(t testing.TB, p *primary, obs fallback.Observer, configure func(*fallback.Config),
+	cacheOpts ...sqlitecache.Option) (*fallback.Layer, *sqlitecache.Cache) {
+	t.Helper()
 	cacheOpts = append([]sqlitecache.Option{sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil)}, cacheOpts...)
 	cache, err := sqlitecache.Open(filepath.Join(t.TempDir(), "cache.db"), cacheOpts...)
 	if err != nil {
@@ -113,6 +131,9 @@ func newLayer(t testing.TB, p *primary, obs fallback.Observer, cacheOpts ...sqli
 	// OpenTimeout of an hour: the prober must not end the outage under
 	// the test's feet.
 	cfg := fallback.Config{OpenTimeout: time.Hour, Logger: slog.New(slog.DiscardHandler), Observer: obs}
+	if configure != nil {
+		configure(&cfg)
+	}
 	l, err := fallback.New(&p.Primary, cache, cfg)
 	if err != nil {
 		t.Fatalf("fallback.New: %v", err)

@@ -65,16 +65,16 @@ func NewObserver(opts ...ObserverOption) *Observer {
 	o := &Observer{
 		calls: &callSeries{vec: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pgfallback_calls_seconds",
-			Help:    "Repository calls through the layer, by operation, entity, where the answer came from (primary, cache, none) and outcome.",
+			Help:    "Repository calls through the layer, by operation, entity, where the answer came from (primary, cache, queue, none), outcome, and slow (true: answered from the cache because PostgreSQL was slower than SoftTimeout).",
 			Buckets: cfg.callBuckets,
-		}, []string{"op", "entity", "source", "outcome"})},
+		}, []string{"op", "entity", "source", "outcome", "slow"})},
 		served: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pgfallback_cache_served_total",
-			Help: "Reads answered from the cache because PostgreSQL could not answer, by entity and freshness (fresh: within TTL; stale: past it, within StaleIfError).",
+			Help: "Reads answered from the cache because PostgreSQL could not answer, or not within SoftTimeout, by entity and freshness (fresh: within TTL; stale: past it, within StaleIfError).",
 		}, []string{"entity", "freshness"}),
 		age: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "pgfallback_cache_served_age_seconds",
-			Help:    "Age of the cache entries that answered Gets while PostgreSQL could not, by entity (Lists have no single age).",
+			Help:    "Age of the cache entries that answered Gets while PostgreSQL could not, or not within SoftTimeout, by entity (Lists have no single age).",
 			Buckets: cfg.ageBuckets,
 		}, []string{"entity"}),
 		unavailable: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -77,7 +77,7 @@ func TestScrapeDuringOutage(t *testing.T) {
 pgfallback_circuitbreaker_state{state="closed"} 0
 pgfallback_circuitbreaker_state{state="half_open"} 0
 pgfallback_circuitbreaker_state{state="open"} 1
-# HELP pgfallback_cache_served_total Reads answered from the cache because PostgreSQL could not answer, by entity and freshness (fresh: within TTL; stale: past it, within StaleIfError).
+# HELP pgfallback_cache_served_total Reads answered from the cache because PostgreSQL could not answer, or not within SoftTimeout, by entity and freshness (fresh: within TTL; stale: past it, within StaleIfError).
 # TYPE pgfallback_cache_served_total counter
 pgfallback_cache_served_total{entity="vendor",freshness="fresh"} 3
 pgfallback_cache_served_total{entity="vendor",freshness="stale"} 0
@@ -131,8 +131,8 @@ pgfallback_cache_served_total{entity="work_item",freshness="stale"} 0
 		labels []string
 		want   uint64
 	}{
-		{[]string{"op=get", "entity=vendor", "source=primary", "outcome=ok"}, 2},
-		{[]string{"op=get", "entity=vendor", "source=cache", "outcome=ok"}, 3},
+		{[]string{"op=get", "entity=vendor", "source=primary", "outcome=ok", "slow=false"}, 2},
+		{[]string{"op=get", "entity=vendor", "source=cache", "outcome=ok", "slow=false"}, 3},
 		{[]string{"op=get", "entity=vendor", "source=none", "outcome=unavailable"}, uint64(trips)},
 		{[]string{"op=create", "entity=vendor", "source=none", "outcome=unavailable"}, 1},
 	} {
@@ -445,5 +445,143 @@ func TestQueueGaugesFromTheFile(t *testing.T) {
 	}
 	if got := value(t, mfs, "pgfallback_queued_writes_oldest_age_seconds"); got < 0 || got > 60 {
 		t.Errorf("oldest pending age = %v s, want a moment", got)
+	}
+}
+
+// A Get that PostgreSQL answers slower than SoftTimeout is answered from
+// the cache: its call is in pgfallback_calls_seconds with slow="true", and
+// in the cache's served count; the scrape-time metrics count it served
+// slow, show its call running in the background, and once that call ends,
+// count it slow and none abandoned, with the peak kept.
+func TestSlowAnswers(t *testing.T) {
+	ctx := context.Background()
+	p := newPrimary()
+	p.put("acme")
+	obs := prom.NewObserver()
+	l, _ := newLayerWith(t, p, obs, func(c *fallback.Config) {
+		c.PrimaryTimeout = time.Minute // the held call ends when the test releases it
+		c.SoftTimeout = 20 * time.Millisecond
+		c.SlowCallDuration = 10 * time.Millisecond
+		c.SlowCallRate = -1 // counted, never tripping
+	})
+	reg := mustRegistry(t, prom.NewCollector(l, prom.WithObserver(obs)))
+	if _, err := l.Vendors().Get(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := scrape(t, reg)
+	for _, name := range []string{"pgfallback_cache_served_slow_total", "pgfallback_abandoned_calls", "pgfallback_abandoned_calls_peak"} {
+		if got := value(t, before, name); got != 0 {
+			t.Errorf("%s = %v before any slow read, want 0", name, got)
+		}
+	}
+
+	release := make(chan struct{})
+	p.hold.Store(&release)
+	prov, origin := fallback.WithProvenance(ctx)
+	if _, err := l.Vendors().Get(prov, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if o := origin.Origin(); o.Source != fallback.SourceCache || !o.Slow {
+		t.Fatalf("slow Get answered with origin %+v, want the cache, slow", o)
+	}
+	during := scrape(t, reg)
+	for _, c := range []struct {
+		labels []string
+		want   uint64
+	}{
+		{[]string{"op=get", "source=primary", "outcome=ok", "slow=false"}, 1},
+		{[]string{"op=get", "source=cache", "outcome=ok", "slow=true"}, 1},
+		{[]string{"op=get", "source=cache", "slow=false"}, 0},
+	} {
+		if got := count(during, "pgfallback_calls_seconds", c.labels...); got != c.want {
+			t.Errorf("pgfallback_calls_seconds%v: %d observations, want %d", c.labels, got, c.want)
+		}
+	}
+	// The slow answer waited for the soft timeout: its observation is not
+	// in a bucket below it.
+	if h := find(during, "pgfallback_calls_seconds", "slow=true").GetHistogram(); h.GetSampleSum() < 0.02 {
+		t.Errorf("slow answer took %vs, want at least the 20 ms soft timeout", h.GetSampleSum())
+	}
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"pgfallback_cache_served_total", []string{"entity=vendor", "freshness=fresh"}, 1},
+		{"pgfallback_cache_served_slow_total", nil, 1},
+		{"pgfallback_abandoned_calls", nil, 1}, // held until release
+		{"pgfallback_abandoned_calls_peak", nil, 1},
+		{"pgfallback_circuitbreaker_state", []string{"state=closed"}, 1},
+	} {
+		if got := value(t, during, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+
+	close(release)
+	if err := l.Close(); err != nil { // waits for the background call
+		t.Fatal(err)
+	}
+	after := scrape(t, reg)
+	if got := value(t, after, "pgfallback_abandoned_calls"); got != 0 {
+		t.Errorf("abandoned calls = %v after the call ended, want 0", got)
+	}
+	if got := value(t, after, "pgfallback_abandoned_calls_peak"); got != 1 {
+		t.Errorf("abandoned calls peak = %v, want 1", got)
+	}
+	// The held call took over 20 ms, SlowCallDuration 10 ms; the first
+	// Get may have been slow too on a loaded machine.
+	if got := value(t, after, "pgfallback_primary_slow_calls_total"); got < 1 || got > 2 {
+		t.Errorf("slow calls = %v, want the held call (1, or 2 on a loaded machine)", got)
+	}
+	if got := value(t, after, "pgfallback_cache_served_slow_total"); got != 1 {
+		t.Errorf("served slow = %v, want 1", got)
+	}
+}
+
+// The slow label: "true" only for calls whose Origin says Slow, and a slow
+// call has its own series, apart from the outage's answers from the cache.
+func TestObserverSlowLabel(t *testing.T) {
+	obs := prom.NewObserver()
+	reg := mustRegistry(t, prom.NewCollector(nil, prom.WithObserver(obs)))
+	ctx := context.Background()
+	cached := fallback.Origin{Source: fallback.SourceCache, CachedAt: time.Now(), Age: time.Second}
+	slow := cached
+	slow.Slow = true
+	for _, c := range []fallback.Call{
+		{Op: fallback.OpGet, Entity: repository.EntityVendor, Outcome: fallback.OutcomeOK, Origin: slow, Duration: 50 * time.Millisecond},
+		{Op: fallback.OpGet, Entity: repository.EntityVendor, Outcome: fallback.OutcomeOK, Origin: slow, Duration: 50 * time.Millisecond},
+		{Op: fallback.OpGet, Entity: repository.EntityVendor, Outcome: fallback.OutcomeOK, Origin: cached, Duration: time.Millisecond},
+		{Op: fallback.OpGet, Entity: repository.EntityVendor, Outcome: fallback.OutcomeOK, Origin: fallback.Origin{Source: fallback.SourcePrimary}},
+		// An op this package does not know takes the vector's path, and
+		// keeps its slow label.
+		{Op: "bulk_get", Entity: repository.EntityVendor, Outcome: fallback.OutcomeOK, Origin: slow},
+	} {
+		obs.End(ctx, c)
+	}
+	mfs := scrape(t, reg)
+	for _, c := range []struct {
+		labels []string
+		want   uint64
+	}{
+		{[]string{"op=get", "source=cache", "slow=true"}, 2},
+		{[]string{"op=get", "source=cache", "slow=false"}, 1},
+		{[]string{"op=get", "source=primary", "slow=false"}, 1},
+		{[]string{"op=get", "source=primary", "slow=true"}, 0},
+		{[]string{"op=bulk_get", "source=cache", "slow=true"}, 1},
+	} {
+		if got := count(mfs, "pgfallback_calls_seconds", c.labels...); got != c.want {
+			t.Errorf("pgfallback_calls_seconds%v: %d observations, want %d", c.labels, got, c.want)
+		}
+	}
+	if n := len(mfs["pgfallback_calls_seconds"].GetMetric()); n != 4 {
+		t.Errorf("pgfallback_calls_seconds has %d label sets, want 4", n)
+	}
+	// Slow answers are answers from the cache: in its served count.
+	if got := value(t, mfs, "pgfallback_cache_served_total", "entity=vendor", "freshness=fresh"); got != 4 {
+		t.Errorf("served{vendor,fresh} = %v, want 4", got)
 	}
 }

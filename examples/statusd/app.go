@@ -70,6 +70,7 @@ func newApp(ctx context.Context, o options, logger *slog.Logger, traceOut io.Wri
 	}
 	cfg := fallback.Config{
 		PrimaryTimeout: o.primaryTimeout,
+		SoftTimeout:    o.softTimeout,
 		OpenTimeout:    o.openTimeout,
 		Logger:         logger,
 		Observer:       obs,

@@ -18,6 +18,7 @@ type options struct {
 	dsn             string // DATABASE_URL: never logged, never printed (it may hold a password)
 	cachePath       string
 	primaryTimeout  time.Duration
+	softTimeout     time.Duration // fallback.Config.SoftTimeout: 0 is off
 	openTimeout     time.Duration
 	shutdownTimeout time.Duration
 	trace           bool
@@ -49,6 +50,8 @@ Usage: DATABASE_URL=postgres://... statusd [flags]
 	fs.StringVar(&o.addr, "addr", ":8080", "address to listen on")
 	fs.StringVar(&o.cachePath, "cache", "cache/project_status.db", "path of the SQLite cache file")
 	fs.DurationVar(&o.primaryTimeout, "primary-timeout", time.Second, "deadline of each call to PostgreSQL")
+	fs.DurationVar(&o.softTimeout, "soft-timeout", 0,
+		"answer a read of a cached key from the cache when PostgreSQL has not answered within it (0: off; below --primary-timeout)")
 	fs.DurationVar(&o.openTimeout, "open-timeout", 5*time.Second,
 		"how long the breaker stays open before probing PostgreSQL again (also the Retry-After of a 503)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second,
@@ -68,6 +71,8 @@ Usage: DATABASE_URL=postgres://... statusd [flags]
 		return o, fmt.Errorf("%w: DATABASE_URL is not set (e.g. postgres://user:password@host:5432/db?sslmode=disable)", errUsage)
 	case o.primaryTimeout <= 0 || o.openTimeout <= 0 || o.shutdownTimeout <= 0:
 		return o, fmt.Errorf("%w: timeouts must be positive", errUsage)
+	case o.softTimeout < 0 || (o.softTimeout > 0 && o.softTimeout >= o.primaryTimeout):
+		return o, fmt.Errorf("%w: --soft-timeout must be 0 (off) or positive and below --primary-timeout", errUsage)
 	case o.cachePath == "":
 		return o, fmt.Errorf("%w: --cache must not be empty", errUsage)
 	}

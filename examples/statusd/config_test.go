@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgfallback/pgfallback/fallback"
+)
+
+// --soft-timeout is off by default, takes a duration below
+// --primary-timeout, and reaches fallback.Config.SoftTimeout; a negative
+// one, or one the primary timeout would cut first, is a usage error that
+// never prints the DSN's password.
+func TestSoftTimeoutFlag(t *testing.T) {
+	const secret = "hunter2-secret"
+	getenv := func(k string) string {
+		if k == "DATABASE_URL" {
+			return "postgres://app:" + secret + "@127.0.0.1:1/x?sslmode=disable"
+		}
+		return ""
+	}
+	for _, c := range []struct {
+		args []string
+		want time.Duration
+		bad  bool
+	}{
+		{nil, 0, false},
+		{[]string{"--soft-timeout", "150ms"}, 150 * time.Millisecond, false},
+		{[]string{"--soft-timeout=0"}, 0, false},
+		{[]string{"--soft-timeout", "-1s"}, 0, true},
+		{[]string{"--soft-timeout", "1s"}, 0, true}, // the default --primary-timeout is 1s
+		{[]string{"--soft-timeout", "1s", "--primary-timeout", "3s"}, time.Second, false},
+		{[]string{"--soft-timeout", "soon"}, 0, true},
+	} {
+		var stderr strings.Builder
+		o, err := parseOptions(c.args, getenv, &stderr)
+		if c.bad {
+			if !errors.Is(err, errUsage) {
+				t.Errorf("%q: err %v, want a usage error", c.args, err)
+			}
+		} else if err != nil || o.softTimeout != c.want {
+			t.Errorf("%q: soft timeout %v, err %v; want %v", c.args, o.softTimeout, err, c.want)
+		}
+		if msg := stderr.String() + errString(err); strings.Contains(msg, secret) {
+			t.Errorf("%q: the password is printed: %s", c.args, msg)
+		}
+	}
+
+	// Wired into the layer's Config. newApp never connects: nothing listens
+	// on port 1, and no test server is needed.
+	o, err := parseOptions([]string{"--soft-timeout", "150ms", "--cache", filepath.Join(t.TempDir(), "c.db")}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got time.Duration
+	o.layerConfig = func(cfg *fallback.Config) { got = cfg.SoftTimeout }
+	a, err := newApp(context.Background(), o, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.shutdown(context.Background())
+	if got != 150*time.Millisecond {
+		t.Errorf("fallback.Config.SoftTimeout = %v, want 150ms", got)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
