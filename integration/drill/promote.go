@@ -77,7 +77,7 @@ type PromoteSummary struct {
 	TimelineAfter  uint32  `json:"timeline_after"`
 	// Writes the old primary acknowledged after the cut, and those of all
 	// its acknowledged writes that the new primary does not have.
-	AckedAfterCut int `json:"acked_after_cut"`
+	AckedAfterCut int `json:"acked_after_cut"` // sent after the cut, acknowledged by the old primary
 	LostCreates   int `json:"lost_creates"`
 	LostUpdates   int `json:"lost_updates"`
 	// The cache file against the new primary once the load stopped.
@@ -99,6 +99,10 @@ type pwrite struct {
 	key     string
 	version int64         // the version it made
 	at      time.Duration // acknowledged, since the scenario's start
+	// started: when it was sent. A write sent before the cut completed
+	// may have reached the standby even if its acknowledgement came after:
+	// only one sent after the cut proves the cut when it is missing.
+	started time.Duration
 }
 
 type promoteRun struct {
@@ -392,7 +396,7 @@ func (p *promoteRun) recordWrite(at time.Duration, key string, version int64, er
 		return
 	}
 	p.wmu.Lock()
-	*acked = append(*acked, pwrite{key: key, version: version, at: now})
+	*acked = append(*acked, pwrite{key: key, version: version, at: now, started: at})
 	p.wmu.Unlock()
 	for { // the latest acknowledgement
 		last := p.lastAck.Load()
@@ -503,7 +507,7 @@ func (p *promoteRun) checkLost(ctx context.Context, newDSN string, before map[st
 		if !kept {
 			ps.LostCreates++
 		}
-		if w.at > cutAt {
+		if w.started > cutAt {
 			ps.AckedAfterCut++
 			if kept {
 				keptAfterCut++
@@ -518,7 +522,7 @@ func (p *promoteRun) checkLost(ctx context.Context, newDSN string, before map[st
 		if !kept {
 			ps.LostUpdates++
 		}
-		if w.at > cutAt {
+		if w.started > cutAt {
 			ps.AckedAfterCut++
 			if kept {
 				keptAfterCut++

@@ -1076,7 +1076,9 @@ func (q *queuedRun) checkCache(ctx context.Context, fail func(string, ...any)) {
 		return n
 	}
 	if err := waitFor(ctx, 10*time.Second, func() bool { return differ() == 0 }); err != nil {
-		fail("the cache still differs from PostgreSQL 10 s after the replay: %d entries (%s)", differ(), example)
+		var feed fallback.FeedStats
+		q.withApp(func(a *app) { feed = a.layer.Stats().Feed })
+		fail("the cache still differs from PostgreSQL 10 s after the replay: %d entries (%s); the change feed: %+v", differ(), example, feed)
 	}
 }
 
