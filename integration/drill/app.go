@@ -10,6 +10,7 @@ import (
 	"github.com/pgfallback/pgfallback/fallback"
 	"github.com/pgfallback/pgfallback/internal/dsn"
 	"github.com/pgfallback/pgfallback/pgstore"
+	"github.com/pgfallback/pgfallback/repository"
 	"github.com/pgfallback/pgfallback/sqlitecache"
 )
 
@@ -26,12 +27,91 @@ func openApp(ctx context.Context, connString, cachePath string, lcfg fallback.Co
 	return openAppListening(ctx, connString, "", cachePath, lcfg, copts...)
 }
 
+// openAppPooled is openApp with a pool of conns connections, all opened,
+// and each with the statements of a read and a create prepared, before it
+// returns: a service sized for the calls its soft timeouts leave running,
+// and warm. In a brownout every round trip is slow: a connection opened
+// late takes several, longer than PrimaryTimeout, and so does a
+// connection's first use of a statement (pgx prepares it first, a round
+// trip of its own); those calls time out, and the breaker counts them as
+// outages, not slowness. And with pgxpool's default size (max(4, NumCPU))
+// below MaxAbandonedCalls, the background calls queue for a connection and
+// time out waiting, which counts as outages too. (It also turns off
+// pgxpool's ping of a connection idle for a second: see openAppSized.)
+// The vendors created to prepare the create are named tag-xNNN, which the
+// scenario's cleanup removes.
+func openAppPooled(ctx context.Context, connString, cachePath, tag string, lcfg fallback.Config, conns int32) (*app, error) {
+	a, err := openAppSized(ctx, connString, "", cachePath, lcfg, conns)
+	if err != nil {
+		return nil, err
+	}
+	if err := warmPool(ctx, a.store, tag, conns); err != nil {
+		a.close()
+		return nil, fmt.Errorf("drill: open and prepare %d connections: %w", conns, err)
+	}
+	return a, nil
+}
+
+// warmPool opens conns connections and prepares a read and a create on
+// each: it holds them all, then frees one at a time, so the store's calls
+// run on that one, and takes it back.
+func warmPool(ctx context.Context, store *pgstore.Store, tag string, conns int32) error {
+	pool := store.Pool()
+	held := make([]*pgxpool.Conn, 0, conns)
+	defer func() {
+		for _, c := range held {
+			if c != nil {
+				c.Release()
+			}
+		}
+	}()
+	for range conns {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		held = append(held, c)
+	}
+	for i := range held {
+		held[i].Release()
+		held[i] = nil
+		name := fmt.Sprintf("%s-x%03d", tag, i)
+		if _, err := store.Vendors().Get(ctx, name); !errors.Is(err, repository.ErrNotFound) {
+			return fmt.Errorf("prepare a read: %w", err)
+		}
+		if _, err := store.Vendors().Create(ctx, repository.Vendor{Name: name, Status: repository.VendorOperational, CreatedBy: "pgfallback drill"}); err != nil {
+			return fmt.Errorf("prepare a create: %w", err)
+		}
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		held[i] = c
+	}
+	return nil
+}
+
 // openAppListening is openApp whose change feed listens through
 // listenString, when it is not empty: its own proxy, in feed-cut.
 func openAppListening(ctx context.Context, connString, listenString, cachePath string, lcfg fallback.Config, copts ...sqlitecache.Option) (*app, error) {
+	return openAppSized(ctx, connString, listenString, cachePath, lcfg, 0, copts...)
+}
+
+// openAppSized is openAppListening with a pool of at most conns
+// connections (0: pgxpool's default).
+func openAppSized(ctx context.Context, connString, listenString, cachePath string, lcfg fallback.Config, conns int32, copts ...sqlitecache.Option) (*app, error) {
 	pcfg, err := dsn.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("drill: parse dsn: %w", err)
+	}
+	if conns > 0 {
+		pcfg.MaxConns = conns
+		// pgxpool pings a connection idle for more than a second before
+		// handing it out: in a brownout that is a slow round trip more,
+		// and a read on such a connection takes twice the latency, past
+		// PrimaryTimeout, which counts as an outage. The pooled
+		// application takes its connections as they are.
+		pcfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	}
 	// A connection attempt must not outlast the call that needs it.
 	pcfg.ConnConfig.ConnectTimeout = lcfg.PrimaryTimeout

@@ -59,17 +59,18 @@ svg{display:block;margin-top:6px}
 <h1>pgfallback failover drill <span class="badge {{if .Passed}}pass">PASSED{{else}}fail">FAILED{{end}}</span></h1>
 <p class="sub">run {{.RunID}} · {{.Started.Format "2006-01-02 15:04:05 MST"}} · {{.Readers}} readers, {{.Writers}} writers ·
 PrimaryTimeout {{dur .PrimaryTimeoutMs}}, OpenTimeout {{dur .OpenTimeoutMs}} · {{if .Embedded}}embedded PostgreSQL{{else}}given PostgreSQL{{end}} · total {{dur .DurationMs}}</p>
-<p class="legend"><span><i class="dot" style="background:#3b6fd8"></i>from PostgreSQL</span><span><i class="dot" style="background:#1f9d55"></i>from cache (fresh)</span><span><i class="dot" style="background:#e08a00"></i>from cache (stale)</span><span><i class="dot" style="background:#d64545"></i>error</span><span>▲ write</span><span><i class="dot" style="background:#8e44ad"></i>read of a key with a queued write (pending)</span><span style="color:#8e44ad">◆ queued write</span><span><i class="dot" style="background:#f3d4d4;border-radius:0"></i>fault injected</span><span><i class="dot" style="background:#e6dcf2;border-radius:0"></i>replay of queued writes</span></p>
+<p class="legend"><span><i class="dot" style="background:#3b6fd8"></i>from PostgreSQL</span><span><i class="dot" style="background:#1f9d55"></i>from cache (fresh)</span><span><i class="dot" style="background:#e08a00"></i>from cache (stale)</span><span><i class="dot" style="background:#17a2b8"></i>from cache at the soft timeout (PostgreSQL slow)</span><span><i class="dot" style="background:#d64545"></i>error</span><span>▲ write</span><span><i class="dot" style="background:#8e44ad"></i>read of a key with a queued write (pending)</span><span style="color:#8e44ad">◆ queued write</span><span><i class="dot" style="background:#f3d4d4;border-radius:0"></i>fault injected</span><span><i class="dot" style="background:#e6dcf2;border-radius:0"></i>replay of queued writes</span></p>
 {{range .Scenarios}}
 <h2>{{.Name}} <span class="badge {{if .Skipped}}skip">SKIPPED{{else if .Passed}}pass">PASS{{else}}fail">FAIL{{end}}</span></h2>
 <div class="sub">{{.Description}}</div>
 {{if .Skipped}}<p class="facts">{{.Skipped}}</p>{{else}}
 {{chart . $.PrimaryTimeoutMs}}
-<table><tr><th>phase</th><th>ops</th><th>error rate</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>PostgreSQL</th><th>cache fresh</th><th>cache stale</th><th>pending</th><th>writes</th></tr>
-{{range .Phases}}<tr><td>{{.Name}}</td><td>{{.Ops}}</td><td>{{pct .ErrorRate}}</td><td>{{ms .P50Ms}}</td><td>{{ms .P99Ms}}</td><td>{{ms .MaxMs}}</td><td>{{.Primary}}</td><td>{{.CacheFresh}}</td><td>{{.CacheStale}}</td><td>{{.QueueReads}}</td><td>{{.Writes}}</td></tr>
+<table><tr><th>phase</th><th>ops</th><th>error rate</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>PostgreSQL</th><th>cache fresh</th><th>cache stale</th><th>slow</th><th>pending</th><th>writes</th></tr>
+{{range .Phases}}<tr><td>{{.Name}}</td><td>{{.Ops}}</td><td>{{pct .ErrorRate}}</td><td>{{ms .P50Ms}}</td><td>{{ms .P99Ms}}</td><td>{{ms .MaxMs}}</td><td>{{.Primary}}</td><td>{{.CacheFresh}}</td><td>{{.CacheStale}}</td><td>{{.CacheSlow}}</td><td>{{.QueueReads}}</td><td>{{.Writes}}</td></tr>
 {{end}}</table>
 <p class="facts">time to trip {{if .Tripped}}{{dur .TimeToTripMs}}{{else}}— (did not trip){{end}} · time to recover {{dur .TimeToRecoverMs}} · warm {{dur .Warm.DurationMs}}, {{.Warm.Refreshed}} entries refreshed, {{.Warm.Removed}} removed<br>
 {{with .Promote}}failover: replication cut at {{dur .CutAtMs}}, primary killed at {{dur .KillAtMs}}, standby promoted at {{dur .PromoteAtMs}} (out of recovery {{dur .PromoteMs}} later; timeline {{.TimelineBefore}} → {{.TimelineAfter}}), first write on the new primary {{dur .FirstWriteMs}} after the request · lost to asynchronous replication: {{.LostCreates}} creates and {{.LostUpdates}} updates acknowledged by the old primary ({{.AckedAfterCut}} acknowledged after the cut) · cache: {{.CacheChecked}} vendors compared with the new primary, {{.CacheDiffer}} differ<br>
+{{end}}{{with .Brownout}}brownout: +{{dur .LatencyMs}} a round trip, SoftTimeout {{dur .SoftTimeoutMs}} · reads during the fault p99 {{dur .ReadP99Ms}} (bound {{dur .ReadBoundMs}}), {{.SlowReads}} answered at the soft timeout · background calls peak {{.AbandonedPk}} of {{.MaxAbandoned}} · breaker opened on {{.TripCause}}<br>
 {{end}}{{with .Queue}}queue: {{.Queued}} writes queued, {{.Direct}} applied directly, {{.NotWritten}} not written · {{.Replayed}} replayed ({{.AlreadyApplied}} already applied), {{.DeadLetters}} dead letters ({{.Conflicts}} conflicts) · the other instance wrote {{.OtherWrites}} times on {{.SharedKeys}} of {{.Keys}} keys{{if .KillAtMs}} · SIGKILL mid-replay after {{.ReplayedBeforeKill}} replayed{{end}}{{else}}writes: {{.Writes.Acknowledged}} acknowledged, {{.Writes.ReportedFailed}} reported failed, {{.Writes.Unknown}} outcome unknown · {{.Writes.MissingAcknowledged}} acknowledged but missing, {{.Writes.PresentButFailed}} reported failed but present{{end}}</p>
 {{range .Violations}}<p class="viol">✗ {{.}}</p>{{end}}
 {{end}}{{end}}
@@ -118,7 +119,7 @@ func chartSVG(s ScenarioReport, timeoutMs float64) string {
 	for t := 0.0; t <= end; t += tickStep(end) {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#5b6477">%gs</text>`, x(t), H-10, t/1000)
 	}
-	colors := map[string]string{"primary": "#3b6fd8", "cache": "#1f9d55", "stale": "#e08a00", "queue": "#8e44ad", "error": "#d64545"}
+	colors := map[string]string{"primary": "#3b6fd8", "cache": "#1f9d55", "stale": "#e08a00", "slow": "#17a2b8", "queue": "#8e44ad", "error": "#d64545"}
 	for _, p := range s.Timeline {
 		c := colors[p.Source]
 		if p.Write && p.Source == "queue" {

@@ -32,23 +32,24 @@ type Report struct {
 
 // ScenarioReport is one scenario's result.
 type ScenarioReport struct {
-	Name            string          `json:"name"`
-	Description     string          `json:"description"`
-	Skipped         string          `json:"skipped,omitempty"`
-	Phases          []PhaseReport   `json:"phases"`
-	FaultStartMs    float64         `json:"fault_start_ms"`
-	FaultEndMs      float64         `json:"fault_end_ms"`
-	Tripped         bool            `json:"tripped"`
-	TimeToTripMs    float64         `json:"time_to_trip_ms"`    // -1: did not trip
-	TimeToRecoverMs float64         `json:"time_to_recover_ms"` // -1: n/a
-	Warm            WarmSummary     `json:"warm"`
-	Writes          WriteCheck      `json:"writes"`
-	Feed            *FeedSummary    `json:"feed,omitempty"`    // scenarios with several instances
-	Queue           *QueueSummary   `json:"queue,omitempty"`   // the queued scenarios
-	Promote         *PromoteSummary `json:"promote,omitempty"` // the promote scenario
-	Violations      []string        `json:"violations"`
-	Passed          bool            `json:"passed"`
-	Timeline        []Point         `json:"timeline"`
+	Name            string           `json:"name"`
+	Description     string           `json:"description"`
+	Skipped         string           `json:"skipped,omitempty"`
+	Phases          []PhaseReport    `json:"phases"`
+	FaultStartMs    float64          `json:"fault_start_ms"`
+	FaultEndMs      float64          `json:"fault_end_ms"`
+	Tripped         bool             `json:"tripped"`
+	TimeToTripMs    float64          `json:"time_to_trip_ms"`    // -1: did not trip
+	TimeToRecoverMs float64          `json:"time_to_recover_ms"` // -1: n/a
+	Warm            WarmSummary      `json:"warm"`
+	Writes          WriteCheck       `json:"writes"`
+	Feed            *FeedSummary     `json:"feed,omitempty"`     // scenarios with several instances
+	Queue           *QueueSummary    `json:"queue,omitempty"`    // the queued scenarios
+	Promote         *PromoteSummary  `json:"promote,omitempty"`  // the promote scenario
+	Brownout        *BrownoutSummary `json:"brownout,omitempty"` // the brownout scenario
+	Violations      []string         `json:"violations"`
+	Passed          bool             `json:"passed"`
+	Timeline        []Point          `json:"timeline"`
 }
 
 // redact masks every password in the report's free text.
@@ -88,10 +89,44 @@ type PhaseReport struct {
 	Primary    int     `json:"reads_primary"`
 	CacheFresh int     `json:"reads_cache_fresh"`
 	CacheStale int     `json:"reads_cache_stale"`
+	// CacheSlow: reads answered from the cache at the soft timeout
+	// because PostgreSQL was slow (Origin.Slow), fresh or stale; not
+	// counted in CacheFresh or CacheStale.
+	CacheSlow int `json:"reads_cache_slow"`
 	// QueueReads: reads of keys with a queued write, answered with its
 	// pending state (read-your-writes).
 	QueueReads int `json:"reads_queue"`
 	Writes     int `json:"writes"`
+}
+
+// BrownoutSummary reports the brownout scenario: the slowness injected,
+// the soft timeout that answered reads from the cache meanwhile, the
+// primary calls left running in the background, and why the breaker
+// opened.
+type BrownoutSummary struct {
+	LatencyMs          float64 `json:"latency_ms"` // added to every round trip
+	SoftTimeoutMs      float64 `json:"soft_timeout_ms"`
+	SlowCallDurationMs float64 `json:"slow_call_duration_ms"`
+	WindowMs           float64 `json:"window_ms"`
+	// ReadP99Ms: reads of cached keys started during the fault; bound
+	// SoftTimeout + brownoutReadSlack.
+	ReadP99Ms    float64 `json:"read_p99_ms"`
+	ReadMaxMs    float64 `json:"read_max_ms"`
+	ReadBoundMs  float64 `json:"read_bound_ms"`
+	SlowReads    int     `json:"slow_reads"` // reads with Origin.Slow, the whole run
+	ServedSlow   uint64  `json:"served_slow"`
+	SlowCalls    uint64  `json:"slow_calls"` // Stats.SlowCalls
+	AbandonedPk  int64   `json:"abandoned_peak"`
+	MaxAbandoned int     `json:"max_abandoned_calls"`
+	TripCause    string  `json:"trip_cause"` // Stats.LastTripCause
+	// Failures: Stats.PrimaryFailures, outage failures by kind (the
+	// breaker's refusals after the trip not counted).
+	Failures map[string]uint64 `json:"failures,omitempty"`
+	// PoolConns: the pool's size, all opened and prepared before the
+	// drill; PoolReopened: connections it opened after that (a canceled
+	// call closes its connection).
+	PoolConns    int32 `json:"pool_conns"`
+	PoolReopened int64 `json:"pool_reopened"`
 }
 
 // WarmSummary is the last warm of the scenario's layer.
@@ -150,7 +185,7 @@ type Point struct {
 	AtMs      float64 `json:"t"`
 	LatencyMs float64 `json:"ms"`
 	Write     bool    `json:"w,omitempty"`
-	Source    string  `json:"src"` // primary, cache, stale, queue, error
+	Source    string  `json:"src"` // primary, cache, stale, slow, queue, error
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -175,6 +210,8 @@ func phaseReport(name string, samples []sample, from, to time.Duration) PhaseRep
 			p.Primary++
 		case s.source == fallback.SourceQueue:
 			p.QueueReads++
+		case s.slow:
+			p.CacheSlow++
 		case s.stale:
 			p.CacheStale++
 		default:
@@ -204,6 +241,8 @@ func timeline(samples []sample, n int) []Point {
 		case s.source == fallback.SourceQueue:
 			src = "queue" // queued, or read back from the queue
 		case s.write:
+		case s.slow:
+			src = "slow" // from the cache at the soft timeout
 		case s.source == fallback.SourceCache && s.stale:
 			src = "stale"
 		case s.source == fallback.SourceCache:
@@ -244,10 +283,10 @@ func (r *Report) WriteText(w io.Writer) {
 			continue
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "phase\tops\terr rate\tp50 ms\tp99 ms\tmax ms\tprimary\tcache fresh\tcache stale\tpending\twrites\t")
+		fmt.Fprintln(tw, "phase\tops\terr rate\tp50 ms\tp99 ms\tmax ms\tprimary\tcache fresh\tcache stale\tslow\tpending\twrites\t")
 		for _, p := range s.Phases {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f%%\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t\n", p.Name, p.Ops, 100*p.ErrorRate,
-				p.P50Ms, p.P99Ms, p.MaxMs, p.Primary, p.CacheFresh, p.CacheStale, p.QueueReads, p.Writes)
+			fmt.Fprintf(tw, "%s\t%d\t%.2f%%\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t\n", p.Name, p.Ops, 100*p.ErrorRate,
+				p.P50Ms, p.P99Ms, p.MaxMs, p.Primary, p.CacheFresh, p.CacheStale, p.CacheSlow, p.QueueReads, p.Writes)
 		}
 		tw.Flush()
 		trip, recov := "did not trip", "-"
@@ -293,6 +332,13 @@ func (r *Report) WriteText(w io.Writer) {
 			}
 			fmt.Fprintf(w, "   cache: %d cached vendors compared with the new primary, %s; change feed %s, %d resyncs\n",
 				p.CacheChecked, matched, p.FeedState, p.FeedResyncs)
+		} else if b := s.Brownout; b != nil {
+			fmt.Fprintf(w, "   brownout: +%s a round trip (slow from %s), SoftTimeout %s: reads during the fault p99 %.1f ms, max %.1f ms (bound %s); %d reads answered at the soft timeout\n",
+				msDur(b.LatencyMs), msDur(b.SlowCallDurationMs), msDur(b.SoftTimeoutMs), b.ReadP99Ms, b.ReadMaxMs, msDur(b.ReadBoundMs), b.SlowReads)
+			fmt.Fprintf(w, "   background calls: peak %d of %d allowed; %d slow calls, outage failures %v; breaker opened on %q (window %s); pool of %d connections, %d reopened\n",
+				b.AbandonedPk, b.MaxAbandoned, b.SlowCalls, b.Failures, b.TripCause, msDur(b.WindowMs), b.PoolConns, b.PoolReopened)
+			fmt.Fprintf(w, "   writes: %d acknowledged, %d reported failed, %d outcome unknown; %d acknowledged missing, %d failed present\n",
+				s.Writes.Acknowledged, s.Writes.ReportedFailed, s.Writes.Unknown, s.Writes.MissingAcknowledged, s.Writes.PresentButFailed)
 		} else if f := s.Feed; f != nil {
 			caught := "-"
 			if f.CaughtUpMs >= 0 && s.Name == ScenarioFeedCut {

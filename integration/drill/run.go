@@ -86,6 +86,7 @@ type sample struct {
 	write   bool
 	source  fallback.Source
 	stale   bool
+	slow    bool // answered from the cache at the soft timeout (Origin.Slow)
 	age     time.Duration
 	outcome outcome
 	err     error
@@ -119,7 +120,7 @@ type scenarioRun struct {
 func (r *scenarioRun) since() time.Duration { return time.Since(r.start) }
 
 func (r *scenarioRun) layerConfig() fallback.Config {
-	return fallback.Config{
+	c := fallback.Config{
 		PrimaryTimeout: r.cfg.PrimaryTimeout,
 		OpenTimeout:    r.cfg.OpenTimeout,
 		ProbeTimeout:   r.cfg.PrimaryTimeout,
@@ -135,7 +136,45 @@ func (r *scenarioRun) layerConfig() fallback.Config {
 			}
 		},
 	}
+	if r.name == ScenarioBrownout {
+		c.SoftTimeout = brownoutSoftTimeout(r.cfg)
+		c.MaxAbandonedCalls = brownoutMaxAbandoned
+		c.Window = brownoutWindow
+	}
+	return c
 }
+
+// The brownout scenario: every round trip takes brownoutLatency, above
+// SlowCallDuration (the layer's default, PrimaryTimeout/2) and below
+// PrimaryTimeout, so PostgreSQL answers, slowly. Reads are answered from
+// the cache at the soft timeout, and the breaker must open on slow calls.
+//
+// Its rolling Window is short: the slow-call rate is taken over the whole
+// window, and while soft timeouts cap the calls left running at
+// MaxAbandonedCalls, the primary sees tens of calls a second during the
+// brownout against thousands in the healthy baseline before it. With the
+// default minute-long window the breaker would open only once the
+// baseline's fast calls had rolled out of it, a minute later.
+const (
+	brownoutMaxAbandoned = 16
+	brownoutWindow       = time.Second
+)
+
+// brownoutPoolSize has room for every call the brownout can have running
+// at once (the background calls, one per reader and writer, the prober's
+// and warm's) and as many again for readers and writers: a call canceled
+// at the soft timeout, when MaxAbandonedCalls are already running, closes
+// its connection, and one opened in its place during the brownout takes
+// longer than PrimaryTimeout.
+func brownoutPoolSize(cfg Config) int32 {
+	return int32(brownoutMaxAbandoned + 2*(cfg.Readers+cfg.Writers) + 4)
+}
+
+func brownoutSoftTimeout(cfg Config) time.Duration { return cfg.PrimaryTimeout / 10 }
+
+// brownoutLatency is 65 % of PrimaryTimeout: a Get (one round trip) takes
+// about that long, slow but in time.
+func brownoutLatency(cfg Config) time.Duration { return cfg.PrimaryTimeout * 65 / 100 }
 
 // The stale scenario runs with a short TTL and StaleIfError so the outage
 // outlasts both.
@@ -152,6 +191,9 @@ func (r *scenarioRun) staleIfError() time.Duration {
 }
 
 func (r *scenarioRun) openApp(ctx context.Context) (*app, error) {
+	if r.name == ScenarioBrownout {
+		return openAppPooled(ctx, r.e.proxiedDSN, r.e.cachePath(r.tag), r.tag, r.layerConfig(), brownoutPoolSize(r.cfg))
+	}
 	if r.name == ScenarioStale {
 		return openApp(ctx, r.e.proxiedDSN, r.e.cachePath(r.tag), r.layerConfig(), sqlitecache.WithTTL(staleTTL))
 	}
@@ -211,7 +253,7 @@ func (r *scenarioRun) timedGet(ctx context.Context, a *app, key string) (reposit
 	at := r.since()
 	v, err := a.layer.Vendors().Get(pctx, key)
 	o := prov.Origin()
-	r.record(sample{at: at, latency: r.since() - at, source: o.Source, stale: o.Stale, age: o.Age,
+	r.record(sample{at: at, latency: r.since() - at, source: o.Source, stale: o.Stale, slow: o.Slow, age: o.Age,
 		outcome: classify(err), err: err})
 	return v, err
 }

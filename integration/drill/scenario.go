@@ -59,6 +59,15 @@ func faults(name string) (fault, string) {
 			},
 			heal: clear,
 		}, ""
+	case ScenarioBrownout:
+		return fault{
+			description: "latency between SoftTimeout and PrimaryTimeout on every connection: reads answered from the cache at the soft timeout, the breaker opens on slow calls",
+			mustTrip:    true,
+			inject: func(_ context.Context, r *scenarioRun) error {
+				return r.e.proxy.Latency(brownoutLatency(r.cfg), 0)
+			},
+			heal: clear,
+		}, ""
 	case ScenarioReset:
 		return fault{
 			description: "live connections are reset mid-query, again and again",
@@ -412,6 +421,78 @@ func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
 		Removed: stats.LastWarm.Removed, Err: stats.LastWarm.Err}
 	sr.Writes = r.checkWrites(ctx, acked, failed, unknown, fail)
 	r.checkCache(ctx, fail)
+	if r.name == ScenarioBrownout {
+		sr.Brownout = r.checkBrownout(samples, faultAt, healAt, stats, fail)
+	}
+}
+
+// brownoutReadSlack is how much longer than SoftTimeout a read of a cached
+// key may take during a brownout (p99): the cache read and scheduling.
+const brownoutReadSlack = 30 * time.Millisecond
+
+// checkBrownout holds the brownout scenario to its bounds: reads of cached
+// keys answered within SoftTimeout (p99), soft-timeout answers from the
+// cache only, a trip on slow calls, and no more background calls than
+// allowed.
+func (r *scenarioRun) checkBrownout(samples []sample, faultAt, healAt time.Duration, stats fallback.Stats, fail func(string, ...any)) *BrownoutSummary {
+	soft := brownoutSoftTimeout(r.cfg)
+	b := &BrownoutSummary{
+		LatencyMs: ms(brownoutLatency(r.cfg)), SoftTimeoutMs: ms(soft), SlowCallDurationMs: ms(r.cfg.PrimaryTimeout / 2),
+		WindowMs: ms(brownoutWindow), ReadBoundMs: ms(soft + brownoutReadSlack),
+		ServedSlow: stats.ServedSlow, SlowCalls: stats.SlowCalls, AbandonedPk: stats.AbandonedPeak,
+		MaxAbandoned: brownoutMaxAbandoned, TripCause: stats.LastTripCause, Failures: map[string]uint64{},
+	}
+	r.withApp(func(a *app) {
+		b.PoolConns = a.store.Pool().Config().MaxConns
+		b.PoolReopened = a.store.Pool().Stat().NewConnsCount() - int64(b.PoolConns)
+	})
+	for k, n := range stats.PrimaryFailures {
+		if k != fallback.FailBreakerOpen && n > 0 {
+			b.Failures[string(k)] = n
+		}
+	}
+	var lat []time.Duration
+	var mislabelled int
+	var example string
+	for _, s := range samples {
+		if s.write {
+			continue
+		}
+		if s.slow {
+			b.SlowReads++
+			// An answer given early is the cached row, with its age.
+			if s.outcome != okOutcome || s.source != fallback.SourceCache || s.age <= 0 {
+				mislabelled++
+				if example == "" {
+					example = fmt.Sprintf("at %s: source %s, age %s, err %v", s.at.Round(time.Millisecond), s.source, s.age, s.err)
+				}
+			}
+		}
+		if s.at >= faultAt && s.at < healAt {
+			lat = append(lat, s.latency)
+		}
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.ReadP99Ms = ms(lat[min(len(lat)-1, len(lat)*99/100)])
+		b.ReadMaxMs = ms(lat[len(lat)-1])
+	}
+	if p99 := msDur(b.ReadP99Ms); len(lat) == 0 || p99 > soft+brownoutReadSlack {
+		fail("brownout: read p99 during the fault %s (%d reads) exceeds SoftTimeout + %s (%s)", p99, len(lat), brownoutReadSlack, soft+brownoutReadSlack)
+	}
+	if mislabelled > 0 {
+		fail("brownout: %d soft-timeout answers were not cached rows labelled with their age; first %s", mislabelled, example)
+	}
+	if b.SlowReads == 0 || stats.ServedSlow == 0 {
+		fail("brownout: no read was answered at the soft timeout (%d samples, Stats.ServedSlow %d)", b.SlowReads, stats.ServedSlow)
+	}
+	if stats.LastTripCause != fallback.TripSlowCalls {
+		fail("brownout: the breaker last opened on %q, want %q", stats.LastTripCause, fallback.TripSlowCalls)
+	}
+	if stats.AbandonedPeak > brownoutMaxAbandoned {
+		fail("brownout: %d background calls at once, above MaxAbandonedCalls %d", stats.AbandonedPeak, brownoutMaxAbandoned)
+	}
+	return b
 }
 
 // checkWrites compares what writers were told with what PostgreSQL holds.
