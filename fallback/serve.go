@@ -94,15 +94,37 @@ func (l *Layer) cacheVerdict(ctx context.Context, e sqlitecache.Entry, cerr erro
 }
 
 // list runs a List on the primary, writing the results through, or on the
-// cache (a partial answer) when the primary cannot answer.
+// cache (a partial answer) when the primary cannot answer. With a soft
+// timeout, a List the primary is slow to answer is answered from the cache
+// only when the cache can answer it completely (a complete mirror).
 func list[T any](l *Layer, ctx context.Context, op string, entity repository.Entity, writeThrough func(T),
 	primary func(context.Context) ([]T, error), cache func(ctx context.Context, window time.Duration) ([]T, error)) ([]T, error) {
-	items, err, answered := attempt(l, ctx, primary)
-	if answered {
+	settle := func(items []T, err error) {
 		if err == nil {
 			for _, it := range items {
 				writeThrough(it)
 			}
+		}
+	}
+	items, err, answered, early := softAttempt(l, ctx, primary, func(ctx context.Context) ([]T, bool) {
+		if !l.completeMirror(ctx) {
+			return nil, false
+		}
+		cctx, end := l.cacheRead(ctx, OpList, entity)
+		cached, cerr := cache(cctx, l.cacheListWindow(true))
+		end(cerr)
+		if cerr != nil {
+			return nil, false
+		}
+		l.servedList(ctx, true)
+		return cached, true
+	}, settle)
+	if early {
+		return items, nil
+	}
+	if answered {
+		settle(items, err)
+		if err == nil {
 			l.fromPrimary(ctx)
 		}
 		return items, err

@@ -207,3 +207,54 @@ func TestSoftTimeoutCloseEndsBackgroundCalls(t *testing.T) {
 		t.Fatalf("%d abandoned calls after Close", n)
 	}
 }
+
+// A List is answered early only when the cache can answer it completely:
+// from a complete mirror (WarmAll with the change feed), not from the
+// partial set of rows a cache happens to hold.
+func TestSoftTimeoutListsOnlyFromACompleteMirror(t *testing.T) {
+	ctx := context.Background()
+	cfg := softConfig()
+	cfg.Warm = fallback.WarmAll
+	direct := pgtest.NewDatabase(t)
+	p, proxied := chaos.TestProxy(t, direct, "postgres")
+	mirror := openStack(t, proxied, filepath.Join(t.TempDir(), "mirror.db"), cfg)
+	seed(t, mirror, 5)
+	waitFor(t, 10*time.Second, "a complete mirror", func() bool {
+		f := mirror.layer.Stats().Feed
+		return f.Mirror && f.State == fallback.FeedFollowing
+	})
+	if err := mirror.layer.CatchUp(ctx); err != nil { // the seeded rows are in the mirror
+		t.Fatal(err)
+	}
+	partial := openStack(t, proxied, filepath.Join(t.TempDir(), "partial.db"), softConfig())
+	if _, err := partial.layer.Vendors().List(ctx, repository.VendorFilter{Limit: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if err := partial.layer.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := p.Latency(400*time.Millisecond, 0); err != nil {
+		t.Fatal(err)
+	}
+	pctx, prov := fallback.WithProvenance(ctx)
+	start := time.Now()
+	got, err := mirror.layer.Vendors().List(pctx, repository.VendorFilter{Limit: 100})
+	took := time.Since(start)
+	if o := prov.Origin(); err != nil || len(got) != 5 || o.Source != fallback.SourceCache || !o.Slow || o.Partial {
+		t.Fatalf("List from a complete mirror: %d vendors, %v, origin %+v; want all 5 from the cache, Slow, not partial", len(got), err, o)
+	}
+	if took > 300*time.Millisecond {
+		t.Fatalf("List from a complete mirror took %v with SoftTimeout 50 ms", took)
+	}
+
+	pctx, prov = fallback.WithProvenance(ctx)
+	start = time.Now()
+	got, err = partial.layer.Vendors().List(pctx, repository.VendorFilter{Limit: 100})
+	if o := prov.Origin(); err != nil || len(got) != 5 || o.Source != fallback.SourcePrimary {
+		t.Fatalf("List without a mirror: %d vendors, %v, origin %+v; want PostgreSQL's answer", len(got), err, o)
+	}
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Fatalf("List without a mirror returned after %v: it cannot have waited for PostgreSQL", took)
+	}
+}
