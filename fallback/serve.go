@@ -99,31 +99,32 @@ func (l *Layer) cacheVerdict(ctx context.Context, e sqlitecache.Entry, cerr erro
 // only when the cache can answer it completely (a complete mirror).
 func list[T any](l *Layer, ctx context.Context, op string, entity repository.Entity, writeThrough func(T),
 	primary func(context.Context) ([]T, error), cache func(ctx context.Context, window time.Duration) ([]T, error)) ([]T, error) {
-	settle := func(items []T, err error) {
-		if err == nil {
-			for _, it := range items {
-				writeThrough(it)
+	var items []T
+	var err error
+	var answered bool
+	if l.cfg.SoftTimeout > 0 { // closures to a goroutine: only with a soft timeout
+		var early bool
+		items, err, answered, early = softAttempt(l, ctx, primary, func(ctx context.Context) ([]T, bool) {
+			if !l.completeMirror(ctx) {
+				return nil, false
 			}
+			cctx, end := l.cacheRead(ctx, OpList, entity)
+			cached, cerr := cache(cctx, l.cacheListWindow(true))
+			end(cerr)
+			if cerr != nil {
+				return nil, false
+			}
+			l.servedList(ctx, true)
+			return cached, true
+		}, func(items []T, err error) { writeListThrough(items, err, writeThrough) })
+		if early {
+			return items, nil
 		}
-	}
-	items, err, answered, early := softAttempt(l, ctx, primary, func(ctx context.Context) ([]T, bool) {
-		if !l.completeMirror(ctx) {
-			return nil, false
-		}
-		cctx, end := l.cacheRead(ctx, OpList, entity)
-		cached, cerr := cache(cctx, l.cacheListWindow(true))
-		end(cerr)
-		if cerr != nil {
-			return nil, false
-		}
-		l.servedList(ctx, true)
-		return cached, true
-	}, settle)
-	if early {
-		return items, nil
+	} else {
+		items, err, answered = attempt(l, ctx, primary)
 	}
 	if answered {
-		settle(items, err)
+		writeListThrough(items, err, writeThrough)
 		if err == nil {
 			l.fromPrimary(ctx)
 		}
@@ -138,6 +139,15 @@ func list[T any](l *Layer, ctx context.Context, op string, entity repository.Ent
 	}
 	l.servedList(ctx, complete)
 	return cached, nil
+}
+
+// writeListThrough writes a List's answer through.
+func writeListThrough[T any](items []T, err error, writeThrough func(T)) {
+	if err == nil {
+		for _, it := range items {
+			writeThrough(it)
+		}
+	}
 }
 
 // write sends a write to the primary. One it did not answer is queued

@@ -31,25 +31,29 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 		}
 	}
 	evictions := l.vendorEvictions.begin()
-	settle := func(v repository.Vendor, err error) {
-		switch {
-		case err == nil:
-			l.writeThroughVendor(v, evictions)
-		case errors.Is(err, repository.ErrNotFound):
-			l.uncacheVendor(name)
+	var v repository.Vendor
+	var err error
+	var answered bool
+	if l.cfg.SoftTimeout > 0 {
+		// The closures go to a goroutine, so they cost allocations: only
+		// with a soft timeout.
+		var early bool
+		v, err, answered, early = softAttempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
+			return l.primary.Vendors().Get(ctx, name)
+		}, func(ctx context.Context) (repository.Vendor, bool) {
+			v, why, perr := r.fromCache(ctx, name)
+			return v, why == "" && perr == nil
+		}, func(v repository.Vendor, err error) { r.settle(name, evictions, v, err) })
+		if early {
+			return v, nil
 		}
-	}
-	v, err, answered, early := softAttempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
-		return l.primary.Vendors().Get(ctx, name)
-	}, func(ctx context.Context) (repository.Vendor, bool) {
-		v, why, perr := r.fromCache(ctx, name)
-		return v, why == "" && perr == nil
-	}, settle)
-	if early {
-		return v, nil
+	} else {
+		v, err, answered = attempt(l, ctx, func(ctx context.Context) (repository.Vendor, error) {
+			return l.primary.Vendors().Get(ctx, name)
+		})
 	}
 	if answered {
-		settle(v, err)
+		r.settle(name, evictions, v, err)
 		if err == nil || errors.Is(err, repository.ErrNotFound) {
 			l.fromPrimary(ctx)
 		}
@@ -63,6 +67,16 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 		return repository.Vendor{}, l.readUnavailable(ctx, fmt.Sprintf("get vendor %q", name), err, why)
 	}
 	return cached, perr
+}
+
+// settle applies the primary's answer to a Get to the cache.
+func (r vendorRepo) settle(name string, evictions uint64, v repository.Vendor, err error) {
+	switch {
+	case err == nil:
+		r.l.writeThroughVendor(v, evictions)
+	case errors.Is(err, repository.ErrNotFound):
+		r.l.uncacheVendor(name)
+	}
 }
 
 // fromCache answers a Get from the cache by the rules of an outage and

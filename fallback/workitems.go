@@ -26,25 +26,27 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 		}
 	}
 	evictions := l.itemEvictions.begin()
-	settle := func(w repository.WorkItem, err error) {
-		switch {
-		case err == nil:
-			l.writeThroughWorkItem(w, evictions)
-		case errors.Is(err, repository.ErrNotFound):
-			l.uncacheWorkItem(id, false)
+	var w repository.WorkItem
+	var err error
+	var answered bool
+	if l.cfg.SoftTimeout > 0 { // see vendorRepo.Get
+		var early bool
+		w, err, answered, early = softAttempt(l, ctx, func(ctx context.Context) (repository.WorkItem, error) {
+			return l.primary.WorkItems().Get(ctx, id)
+		}, func(ctx context.Context) (repository.WorkItem, bool) {
+			w, why, perr := r.fromCache(ctx, id)
+			return w, why == "" && perr == nil
+		}, func(w repository.WorkItem, err error) { r.settle(id, evictions, w, err) })
+		if early {
+			return w, nil
 		}
-	}
-	w, err, answered, early := softAttempt(l, ctx, func(ctx context.Context) (repository.WorkItem, error) {
-		return l.primary.WorkItems().Get(ctx, id)
-	}, func(ctx context.Context) (repository.WorkItem, bool) {
-		w, why, perr := r.fromCache(ctx, id)
-		return w, why == "" && perr == nil
-	}, settle)
-	if early {
-		return w, nil
+	} else {
+		w, err, answered = attempt(l, ctx, func(ctx context.Context) (repository.WorkItem, error) {
+			return l.primary.WorkItems().Get(ctx, id)
+		})
 	}
 	if answered {
-		settle(w, err)
+		r.settle(id, evictions, w, err)
 		if err == nil || errors.Is(err, repository.ErrNotFound) {
 			l.fromPrimary(ctx)
 		}
@@ -58,6 +60,16 @@ func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkIte
 		return repository.WorkItem{}, l.readUnavailable(ctx, "get work item "+id.String(), err, why)
 	}
 	return cached, perr
+}
+
+// settle applies the primary's answer to a Get to the cache.
+func (r workItemRepo) settle(id uuid.UUID, evictions uint64, w repository.WorkItem, err error) {
+	switch {
+	case err == nil:
+		r.l.writeThroughWorkItem(w, evictions)
+	case errors.Is(err, repository.ErrNotFound):
+		r.l.uncacheWorkItem(id, false)
+	}
 }
 
 // fromCache is vendorRepo.fromCache for work items.
