@@ -66,9 +66,9 @@ const storeEvery = time.Second
 
 // follower keeps the cache current with every change committed to the
 // primary, whoever made it: another instance, another service, plain SQL.
-// A notification wakes it at commit; a poll every ChangeFeedPoll is the
-// backstop for notifications lost while the listening connection was
-// away. Each catch-up reads the log from the cursor stored in the cache
+// The database's waker (pgstore.WatchChanges) notifies it within a few
+// milliseconds of a commit; a catch-up that fails is retried with backoff,
+// and a poll every ChangeFeedPoll is the last backstop. Each catch-up reads the log from the cursor stored in the cache
 // file, refreshes the changed keys the cache holds (all of them in mirror
 // mode) from the primary in batches, evicts what the primary no longer
 // has, and only then stores the new cursor. Duplicates and reordering are
