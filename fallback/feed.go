@@ -437,7 +437,10 @@ func (f *follower) prune(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	n, err := p.PruneChanges(pctx, f.l.cfg.ChangeRetention)
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return // the layer is closing: not a failure of pruning (the write queue's prune does the same)
+	case err != nil:
 		f.l.log.Warn("pgfallback: pruning the change log failed", "err", err)
 		return
 	}

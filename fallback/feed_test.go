@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/pgfallback/pgfallback/internal/testutil"
 	"github.com/pgfallback/pgfallback/mock"
 	"github.com/pgfallback/pgfallback/repository"
 	"github.com/pgfallback/pgfallback/sqlitecache"
@@ -423,5 +426,53 @@ func TestFailedCatchUpIsRetried(t *testing.T) {
 	})
 	if s := l.Stats().Feed; s.Errors != 3 {
 		t.Fatalf("feed errors %d, want 3", s.Errors)
+	}
+}
+
+// prunerFeed is a change feed whose pruning blocks until its context ends,
+// as a slow DELETE would.
+type prunerFeed struct {
+	*mock.ChangeFeed
+	pruning chan struct{}
+}
+
+func (p prunerFeed) PruneChanges(ctx context.Context, _ time.Duration) (int64, error) {
+	select {
+	case p.pruning <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// Closing the layer while the feed prunes the log is not a failure of the
+// pruning: nothing is logged (issue 17: "A quick Close logs a false
+// failure").
+func TestCloseDuringPruneLogsNoFailure(t *testing.T) {
+	var logs testutil.Buffer
+	db := newFakeDB()
+	g := newFakeLog(db)
+	feed := prunerFeed{g.feed(), make(chan struct{}, 1)}
+	cache, err := sqlitecache.Open(t.TempDir()+"/cache.db", sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cache.Close()
+	l, err := New(struct {
+		*mock.Primary
+		prunerFeed
+	}{db.primary(), feed}, cache, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil)), OpenTimeout: time.Hour, ChangeFeedPoll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-feed.pruning: // the first catch-up is followed by a prune
+	case <-time.After(10 * time.Second):
+		l.Close()
+		t.Fatal("the feed did not prune after its first catch-up")
+	}
+	l.Close()
+	if strings.Contains(logs.String(), "pruning the change log failed") {
+		t.Fatalf("Close during a prune logged a failure:\n%s", logs.String())
 	}
 }
