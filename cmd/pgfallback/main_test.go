@@ -144,11 +144,13 @@ func TestUsageNeverShowsThePassword(t *testing.T) {
 // its password, given by flag or by DATABASE_URL. The last two are shapes
 // pgx v5.12 itself shows part or all of.
 func TestMalformedDSNErrorsHideThePassword(t *testing.T) {
-	for _, d := range []string{
-		"postgres://u:" + secret + "@host:notaport/db",
-		"postgres://u:s3c@retpw@127.0.0.1:notaport/db",
-		"host=127.0.0.1 port=notaport password = " + secret,
+	for _, tc := range []struct{ d, reason string }{
+		{"postgres://u:" + secret + "@host:notaport/db", "`: invalid port"},
+		{"postgres://u:s3c@retpw@127.0.0.1:notaport/db", `unencoded "@"`},
+		{"postgres://u:S3cret@Passw0rd@127.0.0.1:1/sd", `unencoded "@"`}, // issue 17: printed "lookup Passw0rd@127.0.0.1"
+		{"host=127.0.0.1 port=notaport password = " + secret, "`: invalid port"},
 	} {
+		d := tc.d
 		for _, args := range [][]string{{"migrate", "up"}, {"migrate", "status"}, {"drill", "--scenario", "down"}} {
 			for _, env := range []bool{false, true} {
 				run := append([]string{}, args...)
@@ -159,7 +161,8 @@ func TestMalformedDSNErrorsHideThePassword(t *testing.T) {
 					run = append(run, "--dsn", d)
 				}
 				code, stdout, stderr := runCLI(t, run...)
-				if code != 1 || showsSecret(stdout) || showsSecret(stderr) || !strings.Contains(stderr, "`: invalid port") {
+				if code != 1 || showsSecret(stdout) || showsSecret(stderr) || strings.Contains(stdout+stderr, "Passw0rd") ||
+					!strings.Contains(stderr, tc.reason) {
 					t.Errorf("DATABASE_URL from env %v, pgfallback %s: exit %d, want 1 and the reason without the password:\n%s%s",
 						env, strings.Join(run, " "), code, stdout, stderr)
 				}

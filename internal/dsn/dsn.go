@@ -6,6 +6,7 @@ package dsn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"regexp"
 	"strings"
@@ -86,6 +87,9 @@ func (e *redactedError) Unwrap() error { return e.err }
 // best-effort basis (v5.12 shows "password = secret", and half of a
 // password holding an '@').
 func ParseConfig(s string) (*pgxpool.Config, error) {
+	if err := checkUserInfo(s); err != nil {
+		return nil, err
+	}
 	cfg, err := pgxpool.ParseConfig(s)
 	if err != nil {
 		var pe *pgconn.ParseConfigError
@@ -134,4 +138,28 @@ func Connect(ctx context.Context, s string) (*pgx.Conn, error) {
 		return nil, Error(err)
 	}
 	return conn, nil
+}
+
+// ErrUnencodedAt is returned for a URL whose user information holds an
+// unencoded "@". pgx splits such a URL at the first "@", so the rest of
+// the password becomes part of the host name, and an error that names the
+// host (a failed lookup) would show it.
+var ErrUnencodedAt = errors.New(`the DSN's user or password holds an unencoded "@": percent-encode it as %40`)
+
+// checkUserInfo refuses a URL DSN with more than one "@" before the path,
+// without quoting any of it.
+func checkUserInfo(s string) error {
+	rest, ok := strings.CutPrefix(s, "postgres://")
+	if !ok {
+		if rest, ok = strings.CutPrefix(s, "postgresql://"); !ok {
+			return nil
+		}
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if strings.Count(rest, "@") > 1 {
+		return fmt.Errorf("cannot parse the DSN: %w", ErrUnencodedAt)
+	}
+	return nil
 }

@@ -71,8 +71,8 @@ func TestParseErrorsShowNoPassword(t *testing.T) {
 		{"postgres://u:s3cretpw@host:notaport/db", "cannot parse `postgres://u:xxxxx@host:notaport/db`: invalid port"},
 		{"postgres://u:s3cretpw@host/db?pool_max_conns=lots", "cannot parse `postgres://u:xxxxx@host/db?pool_max_conns=lots`: cannot parse pool_max_conns"},
 		{"postgres://u:s3cretpw@host/db?connect_timeout=soon", "invalid connect_timeout"},
-		// pgx v5.12 shows "retpw" of these two.
-		{"postgres://u:s3c@retpw@host:x/db", "cannot parse `postgres://u:xxxxx@host:x/db`: invalid port"},
+		// pgx v5.12 shows "retpw" of this one (and of a URL with an
+		// unencoded "@", now refused first: TestUnencodedAtIsRefused).
 		{"host=h port=notaport password = s3cretpw", "cannot parse `host=h port=notaport password = xxxxx`: invalid port"},
 		{"postgres://u:s3c/retpw@host:x/db", "invalid port"},
 		{"postgres://u@host:x/db?password=s3cretpw", "cannot parse `postgres://u@host:x/db?password=xxxxx`: invalid port"},
@@ -133,5 +133,37 @@ func TestErrorKeepsTheCause(t *testing.T) {
 	}
 	if Error(nil) != nil {
 		t.Fatal("Error(nil) is not nil")
+	}
+}
+
+// An unencoded "@" in a URL's password made pgx take the rest of the
+// password for the host: "lookup Passw0rd@127.0.0.1: no such host" showed
+// it. Such a DSN is refused before anything is connected to, quoting none
+// of it.
+func TestUnencodedAtIsRefused(t *testing.T) {
+	for _, d := range []string{
+		"postgres://u:S3cret@Passw0rd@127.0.0.1:1/sd",
+		"postgresql://u:S3cret@Passw0rd@127.0.0.1:1",
+		"postgres://u@x:S3cret@Passw0rd@127.0.0.1:1/sd?sslmode=disable",
+		"postgres://u:s3c@retpw@host:x/db",
+	} {
+		_, err := ParseConfig(d)
+		if !errors.Is(err, ErrUnencodedAt) || strings.Contains(err.Error(), "S3cret") || strings.Contains(err.Error(), "Passw0rd") ||
+			strings.Contains(err.Error(), "retpw") {
+			t.Errorf("ParseConfig: %v, want ErrUnencodedAt without the password", err)
+		}
+		if _, err := ConnConfig(d); !errors.Is(err, ErrUnencodedAt) {
+			t.Errorf("ConnConfig: %v, want ErrUnencodedAt", err)
+		}
+	}
+	for _, d := range []string{
+		"postgres://u:p%40ss@127.0.0.1:1/sd",                // encoded
+		"postgres://u:p@127.0.0.1:1,127.0.0.1:2/sd",         // several hosts
+		"postgres://u:p@127.0.0.1:1/sd?options=a@b",         // "@" after the path
+		"host=127.0.0.1 port=1 user=u password=S3cret@Pass", // keyword/value: quoted as a whole
+	} {
+		if _, err := ParseConfig(d); err != nil {
+			t.Errorf("ParseConfig(%s): %v, want it accepted", Redact(d), err)
+		}
 	}
 }
