@@ -32,6 +32,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/pgfallback/pgfallback/internal/dsn"
 	"github.com/pgfallback/pgfallback/repository"
 	"github.com/pgfallback/pgfallback/sqlitecache"
 )
@@ -242,7 +243,7 @@ func (l *Layer) Stats() Stats {
 			s.Feed.Lag = max(time.Since(s.Feed.AsOf), 0)
 		}
 		if p := f.lastErr.Load(); p != nil {
-			s.Feed.LastError = *p
+			s.Feed.LastError = dsn.RedactDetails(*p)
 		}
 	}
 	if q := l.queue; q != nil {
@@ -252,14 +253,17 @@ func (l *Layer) Stats() Stats {
 			ReplayFailures: q.failures.Load(), Full: q.full.Load(), Pruned: q.pruned.Load(),
 		}
 		if p := q.lastErr.Load(); p != nil {
-			s.Queued.LastError = *p
+			s.Queued.LastError = dsn.RedactDetails(*p)
 		}
 	}
 	s.AbandonedCalls, s.AbandonedPeak = l.bg.abandoned.Load(), l.bg.peak.Load()
 	s.CacheOpenAttempts = l.slot.attempts.Load()
 	if err := l.slot.err(); err != nil && !s.CacheOpen {
-		s.CacheError = err.Error()
+		s.CacheError = dsn.RedactDetails(err.Error())
 	}
+	// Stats reach health endpoints and status pages: their errors say
+	// what failed, not whom or where it connected to.
+	s.LastWarm.Err = dsn.RedactDetails(s.LastWarm.Err)
 	return s
 }
 

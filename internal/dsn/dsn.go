@@ -163,3 +163,26 @@ func checkUserInfo(s string) error {
 	}
 	return nil
 }
+
+var (
+	// pgconn names the user and the database of a failed connection:
+	// "failed to connect to `user=app database=orders`".
+	connectTarget = regexp.MustCompile(`\b(user|database|dbname|host|port)=[^\s` + "`" + `'"]*`)
+	// Addresses: an IPv4 or bracketed IPv6 address, or a host name with a
+	// port, as dial errors and pgconn show them.
+	ipv4Addr = regexp.MustCompile(`\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b`)
+	ipv6Addr = regexp.MustCompile(`\[[0-9A-Fa-f:.%a-z]*\](?::\d+)?`)
+	hostPort = regexp.MustCompile(`\b[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*:\d{2,5}\b`)
+)
+
+// RedactDetails is Redact that also masks whom and where an error says it
+// connected to: the user, the database, host names and addresses. It is
+// for text shown to whoever can read a health endpoint or a status page,
+// which must not learn the database's layout from an outage.
+func RedactDetails(s string) string {
+	s = Redact(s)
+	s = connectTarget.ReplaceAllString(s, "${1}="+mask)
+	s = ipv6Addr.ReplaceAllString(s, "[address]")
+	s = ipv4Addr.ReplaceAllString(s, "address")
+	return hostPort.ReplaceAllString(s, "address")
+}

@@ -167,3 +167,19 @@ func TestUnencodedAtIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// Issue 17: an unauthenticated health endpoint showed "failed to connect to
+// `user=postgres database=sd`: 127.0.0.1:56432 …" during an outage.
+func TestRedactDetails(t *testing.T) {
+	for in, want := range map[string]string{
+		"failed to connect to `user=postgres database=sd`: 127.0.0.1:56432 (127.0.0.1): dial error: connect: connection refused": "failed to connect to `user=xxxxx database=xxxxx`: address (address): dial error: connect: connection refused",
+		"dial tcp [::1]:5432: connect: connection refused":                                                                       "dial tcp [address]: connect: connection refused",
+		"dial tcp: lookup db.internal.example: no such host; db.internal.example:5432":                                           "dial tcp: lookup db.internal.example: no such host; address",
+		"postgres://app:s3cret@db:5432/orders":                                                                                   "postgres://app:xxxxx@address/orders",
+		"fallback: change feed: read: timeout: context deadline exceeded":                                                        "fallback: change feed: read: timeout: context deadline exceeded",
+	} {
+		if got := RedactDetails(in); got != want {
+			t.Errorf("RedactDetails(%q)\n = %q\nwant %q", in, got, want)
+		}
+	}
+}
