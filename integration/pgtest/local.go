@@ -348,12 +348,7 @@ func (b *localBackend) kill() error {
 	}
 	// Its children are no longer ours to wait for (init adopts them): poll.
 	for {
-		var left []int
-		for _, c := range children {
-			if processAlive(c) {
-				left = append(left, c)
-			}
-		}
+		left := alive(children)
 		if len(left) == 0 {
 			return nil
 		}
@@ -596,6 +591,17 @@ func removeStale(base string, opts Options) {
 }
 
 // processAlive reports whether pid exists and is not a zombie.
+// alive returns those of pids whose processes still run.
+func alive(pids []int) []int {
+	var left []int
+	for _, pid := range pids {
+		if processAlive(pid) {
+			left = append(left, pid)
+		}
+	}
+	return left
+}
+
 func processAlive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false

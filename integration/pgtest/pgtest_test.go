@@ -362,12 +362,7 @@ func processesGone(t *testing.T, pids []int, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		var left []int
-		for _, pid := range pids {
-			if processAlive(pid) {
-				left = append(left, pid)
-			}
-		}
+		left := alive(pids)
 		if len(left) == 0 {
 			return
 		}

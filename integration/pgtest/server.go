@@ -91,40 +91,14 @@ func (s *Server) Controllable() bool { return s.be != nil }
 // returns once connections are refused. Stopping a stopped server does
 // nothing.
 func (s *Server) Stop() error {
-	if s.be == nil {
-		return ErrNotControllable
-	}
-	s.ctlMu.Lock()
-	defer s.ctlMu.Unlock()
-	if err := s.checkOpen(); err != nil {
-		return err
-	}
-	t0 := time.Now()
-	if err := s.be.stop(); err != nil {
-		return fmt.Errorf("pgtest: stop %s server: %w", s.mode, err)
-	}
-	s.opts.logf("pgtest: %s server at %s stopped (immediate) in %v", s.mode, s.addr, since(t0))
-	return nil
+	return s.control("stop", "stopped (immediate)", func() error { return s.be.stop() })
 }
 
 // Start starts a stopped server again on the same port with the same data,
 // and returns once it accepts connections. Starting a running server does
 // nothing.
 func (s *Server) Start() error {
-	if s.be == nil {
-		return ErrNotControllable
-	}
-	s.ctlMu.Lock()
-	defer s.ctlMu.Unlock()
-	if err := s.checkOpen(); err != nil {
-		return err
-	}
-	t0 := time.Now()
-	if err := s.be.start(); err != nil {
-		return fmt.Errorf("pgtest: start %s server: %w", s.mode, err)
-	}
-	s.opts.logf("pgtest: %s server at %s started in %v", s.mode, s.addr, since(t0))
-	return nil
+	return s.control("start", "started", func() error { return s.be.start() })
 }
 
 // Kill crashes the server and leaves it down: SIGKILL to the postmaster
@@ -138,6 +112,12 @@ func (s *Server) Start() error {
 // timeline with every row it had committed; after a standby of it was
 // promoted that makes two primaries, so a failover test leaves it down.
 func (s *Server) Kill() error {
+	return s.control("kill", "killed", func() error { return s.be.kill() })
+}
+
+// control runs one of Stop, Start and Kill under the control lock, and
+// logs how long it took.
+func (s *Server) control(verb, done string, op func() error) error {
 	if s.be == nil {
 		return ErrNotControllable
 	}
@@ -147,10 +127,10 @@ func (s *Server) Kill() error {
 		return err
 	}
 	t0 := time.Now()
-	if err := s.be.kill(); err != nil {
-		return fmt.Errorf("pgtest: kill %s server: %w", s.mode, err)
+	if err := op(); err != nil {
+		return fmt.Errorf("pgtest: %s %s server: %w", verb, s.mode, err)
 	}
-	s.opts.logf("pgtest: %s server at %s killed in %v", s.mode, s.addr, since(t0))
+	s.opts.logf("pgtest: %s server at %s %s in %v", s.mode, s.addr, done, since(t0))
 	return nil
 }
 
