@@ -83,7 +83,8 @@ type callResult[T any] struct {
 // reports that res came from the cache.
 func softAttempt[T any](l *Layer, ctx context.Context, call func(context.Context) (T, error),
 	fromCache func(context.Context) (T, bool), settle func(T, error)) (res T, err error, answered, early bool) {
-	if l.cfg.SoftTimeout <= 0 || l.degraded.Load() || l.closed.Load() {
+	// Callers come here only with a soft timeout set (see vendorRepo.Get).
+	if l.degraded.Load() || l.closed.Load() {
 		res, err, answered = attempt(l, ctx, call)
 		return res, err, answered, false
 	}
