@@ -153,6 +153,15 @@ type Config struct {
 	// OpenTimeout; a replay that cannot reach PostgreSQL counts as a
 	// failed call of the breaker). Default 5 s.
 	ReplayInterval time.Duration
+	// ReplayBatch is how many queued writes a replay applies per
+	// PostgreSQL transaction, when the primary can apply a batch
+	// (repository.BatchWriteApplier, as *pgstore.Store): one commit per
+	// batch instead of one per write. It also bounds how long the replay
+	// holds the batch's row locks. A batch that outlasts PrimaryTimeout is
+	// rolled back and the replay goes on with half as many (a slow server),
+	// growing back after each batch that commits. Default 256; 1 replays
+	// write by write; negative is invalid.
+	ReplayBatch int
 	// AppliedWriteRetention is how long PostgreSQL keeps the record of a
 	// replayed write (the ID that makes a second replay of it do nothing);
 	// the layer prunes older records hourly. It must outlast any replay of
@@ -204,6 +213,9 @@ func (c Config) withDefaults() Config {
 	def(&c.CacheRetry, 30*time.Second)
 	def(&c.ChangeFeedPoll, 30*time.Second)
 	def(&c.ReplayInterval, 5*time.Second)
+	if c.ReplayBatch == 0 {
+		c.ReplayBatch = DefaultReplayBatch
+	}
 	if c.AppliedWriteRetention == 0 {
 		c.AppliedWriteRetention = DefaultAppliedWriteRetention
 	}

@@ -10,10 +10,13 @@ import (
 
 // Health is what HealthHandler answers, as JSON.
 type Health struct {
-	// Status: "ok" (PostgreSQL answers), "degraded" (it does not; reads
-	// come from the cache), "unavailable" (nothing can be served).
+	// Status: "ok" (PostgreSQL answers), "degraded" (it does not, and reads
+	// come from the cache; or it does, but the instance has lost part of
+	// its protection: Reason), "unavailable" (nothing can be served).
 	Status string `json:"status"`
 	Ready  bool   `json:"ready"`
+	// Reason says why the status is not "ok".
+	Reason string `json:"reason,omitempty"`
 	// State is the breaker's state: closed, half-open, open.
 	State     string `json:"state"`
 	CacheOpen bool   `json:"cache_open"`
@@ -30,7 +33,19 @@ type Health struct {
 	LastTripCause string `json:"last_trip_cause,omitempty"`
 	// SlowCalls: calls PostgreSQL answered in SlowCallDuration or longer.
 	SlowCalls uint64 `json:"slow_calls"`
-	Stats     Stats  `json:"stats"`
+	// Queue is the durable write queue; absent without one.
+	Queue *HealthQueue `json:"queue,omitempty"`
+	Stats Stats        `json:"stats"`
+}
+
+// HealthQueue is the durable write queue in a Health.
+type HealthQueue struct {
+	Pending int64 `json:"pending"`
+	// OldestAgeSeconds: how long the oldest pending write has waited.
+	OldestAgeSeconds float64 `json:"oldest_age_seconds"`
+	// Stalled: the last replay pass failed with writes pending (LastError).
+	Stalled   bool   `json:"stalled"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // CheckHealth returns the layer's health. The instance is ready — it
@@ -45,11 +60,28 @@ func (l *Layer) CheckHealth() Health {
 	h := Health{State: s.State.String(), CacheOpen: s.CacheOpen, CacheError: s.CacheError, Stats: s,
 		LastTripCause: s.LastTripCause, SlowCalls: s.SlowCalls}
 	closed := l.closed.Load()
+	if l.queue != nil {
+		q := &HealthQueue{Pending: s.Queued.Pending, Stalled: s.Queued.Stalled}
+		if !s.Queued.OldestPending.IsZero() {
+			q.OldestAgeSeconds = max(time.Since(s.Queued.OldestPending), 0).Seconds()
+		}
+		if q.Stalled {
+			q.LastError = s.Queued.LastError
+		}
+		h.Queue = q
+	}
 	switch {
-	case closed || (s.State != Closed && !s.CacheOpen):
-		h.Status = "unavailable"
+	case closed:
+		h.Status, h.Reason = "unavailable", "the layer is closed"
+	case s.State != Closed && !s.CacheOpen:
+		h.Status, h.Reason = "unavailable", "PostgreSQL does not answer and there is no cache to serve from"
 	case s.State != Closed:
-		h.Status, h.Ready = "degraded", true
+		h.Status, h.Ready, h.Reason = "degraded", true, "PostgreSQL does not answer; reads come from the cache"
+	case !s.CacheOpen:
+		// Serving from PostgreSQL, but an outage now would be an outage.
+		h.Status, h.Ready, h.Reason = "degraded", true, "the cache is not open, so an outage of PostgreSQL would not be covered: "+s.CacheError
+	case s.Queued.Stalled:
+		h.Status, h.Ready, h.Reason = "degraded", true, "PostgreSQL answers, but queued writes are not replaying: "+s.Queued.LastError
 	default:
 		h.Status, h.Ready = "ok", true
 	}

@@ -141,6 +141,9 @@ func newLayer(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, er
 	if primary == nil {
 		return nil, fmt.Errorf("fallback: %w", repository.Invalid("primary", "must not be nil"))
 	}
+	if cfg.ReplayBatch < 0 {
+		return nil, fmt.Errorf("fallback: %w", repository.Invalid("ReplayBatch", "must not be negative, got %d", cfg.ReplayBatch))
+	}
 	if cfg.MaxQueuedWrites < 0 {
 		return nil, fmt.Errorf("fallback: %w", repository.Invalid("MaxQueuedWrites", "must not be negative, got %d", cfg.MaxQueuedWrites))
 	}
@@ -252,6 +255,10 @@ func (l *Layer) Stats() Stats {
 			AlreadyApplied: q.alreadyApplied.Load(), DeadLettered: q.deadLettered.Load(), Conflicts: q.conflicts.Load(),
 			ReplayFailures: q.failures.Load(), Full: q.full.Load(), Pruned: q.pruned.Load(),
 		}
+		if ns := q.oldest.Load(); ns != 0 && s.Queued.Pending > 0 {
+			s.Queued.OldestPending = time.Unix(0, ns)
+		}
+		s.Queued.Stalled = s.Queued.Pending > 0 && q.stalled.Load()
 		if p := q.lastErr.Load(); p != nil {
 			s.Queued.LastError = dsn.RedactDetails(*p)
 		}

@@ -117,7 +117,7 @@ func (l *Layer) Queue(ctx context.Context) (QueueStatus, error) {
 		return QueueStatus{}, fmt.Errorf("fallback: queue: %w", err)
 	}
 	if l.queue != nil {
-		l.queue.pending.Store(int64(s.Pending))
+		l.queue.counted(s)
 	}
 	return QueueStatus{Pending: s.Pending, Oldest: s.Oldest, DeadLetters: s.DeadLetters}, nil
 }

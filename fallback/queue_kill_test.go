@@ -50,7 +50,8 @@ func replayChild() {
 	}
 	_, err = fallback.New(pgstore.New(pool), cache, fallback.Config{
 		ReplayInterval: 50 * time.Millisecond, PrimaryTimeout: 5 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		ReplayBatch: 4, // several commits, so that the kill lands between two, or in one
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
@@ -167,10 +168,21 @@ func TestReplayAfterALostQueueUpdateAppliesNothingTwice(t *testing.T) {
 	if n := f.pending(t); n != 1 {
 		t.Fatalf("%d pending while the file is locked, want the applied write still queued", n)
 	}
+	// The stall is visible: PostgreSQL answers, the queue does not drain.
+	if st := f.s.layer.Stats().Queued; !st.Stalled || st.ReplayFailures == 0 || st.OldestPending.IsZero() {
+		t.Fatalf("stats while stalled: %+v; want Stalled, failures counted, the oldest write's time", st)
+	}
+	if h := f.s.layer.CheckHealth(); h.Status != "degraded" || !h.Ready || h.Queue == nil || !h.Queue.Stalled ||
+		!strings.Contains(h.Reason, "not replaying") || h.Queue.OldestAgeSeconds <= 0 || h.Queue.LastError == "" {
+		t.Fatalf("health while stalled: %+v reason %q queue %+v", h.Status, h.Reason, h.Queue)
+	}
 	if err := tx.Rollback(); err != nil {
 		t.Fatal(err)
 	}
 	f.waitReplayed(t)
+	if h := f.s.layer.CheckHealth(); h.Status != "ok" || h.Queue == nil || h.Queue.Stalled || h.Queue.Pending != 0 {
+		t.Fatalf("health after the replay: %+v queue %+v", h.Status, h.Queue)
+	}
 	if got, err := f.pgVendor(t, names[0]); err != nil || got.Version != 2 {
 		t.Fatalf("after the second replay: %+v, %v; want version 2 (applied once)", got, err)
 	}

@@ -837,6 +837,7 @@ func TestAppliedWritesArePruned(t *testing.T) {
 func TestLongReplayDoesNotHoldTheBreakerOpen(t *testing.T) {
 	cfg := queueConfig()
 	cfg.WarmTimeout = 300 * time.Millisecond
+	cfg.ReplayBatch = 1 // a transaction per write: a replay long enough to outlast WarmTimeout
 	f := newQueueFixture(t, cfg)
 	ctx := context.Background()
 	names := seed(t, f.s, 120)
@@ -866,6 +867,43 @@ func TestLongReplayDoesNotHoldTheBreakerOpen(t *testing.T) {
 	}
 	t.Logf("breaker closed with %d of %d writes pending", pendingAtClose, len(names))
 	waitFor(t, 30*time.Second, "the rest of the replay", func() bool { return f.pending(t) == 0 })
+	f.updatedOnce(t)
+}
+
+// A batch that outlasts PrimaryTimeout (here one of its rows is locked by
+// another session: a slow server, not a dead one) is rolled back, and the
+// replay goes on in smaller batches: the writes ahead of the stuck one are
+// applied while it waits, each exactly once.
+func TestReplayBatchThatOutlastsTheTimeoutShrinks(t *testing.T) {
+	f := newQueueFixture(t, queueConfig())
+	ctx := context.Background()
+	names := seed(t, f.s, 20)
+	f.down(t)
+	queueUpdates(t, f.s.layer, names)
+	const stuck = 15
+	lock, err := f.other.store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, `SELECT 1 FROM vendors WHERE name = $1 FOR UPDATE`, names[stuck]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	applied := func() int {
+		var n int
+		if err := f.other.store.Pool().QueryRow(ctx, `SELECT count(*) FROM vendors WHERE version = 2`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor(t, 20*time.Second, "the writes ahead of the locked row", func() bool { return applied() == stuck })
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f.waitReplayed(t)
 	f.updatedOnce(t)
 }
 

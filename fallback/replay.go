@@ -12,11 +12,12 @@ import (
 	"github.com/pgfallback/pgfallback/sqlitecache"
 )
 
-// Replay applies the queued writes to PostgreSQL in queue order, one
-// repository.WriteApplier call (one PostgreSQL transaction that records the
-// write's ID) per write, so that a replay cut short by a crash, a kill or a
-// lost reply applies nothing twice: the next replay finds the ID recorded
-// and only removes the write from the queue.
+// Replay applies the queued writes to PostgreSQL in queue order, in
+// batches of Config.ReplayBatch per transaction when the primary is a
+// repository.BatchWriteApplier (write by write otherwise), each write's ID
+// recorded in the transaction that applies it, so that a replay cut short
+// by a crash, a kill or a lost reply applies nothing twice: the next replay
+// finds the ID recorded and only removes the write from the queue.
 //
 // It runs on recovery, after the catch-up or warm and before the breaker
 // closes (tryRecover), then every Config.ReplayInterval while the breaker
@@ -26,8 +27,18 @@ import (
 // PostgreSQL rejects becomes a dead letter, with the writes queued behind
 // it for its key, and never holds up the other keys.
 
-// replayBatch writes are read from the queue at a time.
-const replayBatch = 256
+// DefaultReplayBatch is Config.ReplayBatch's default: at a few hundred
+// microseconds per write, a batch holds its row locks for tens of
+// milliseconds, and 10,000 queued writes take 40 commits.
+const DefaultReplayBatch = 256
+
+// replayRead is the fewest writes read from the queue at a time.
+const replayRead = 256
+
+// replayReadAhead batches are read, and marked sent, at a time: marking
+// takes the cache's write lock, which waits for the completer's commit of
+// the writes applied before, once per read rather than once per batch.
+const replayReadAhead = 4
 
 // AppliedWritePruner is implemented by primaries whose record of applied
 // writes the layer may prune (*pgstore.Store). Pruning must be safe when
@@ -45,6 +56,8 @@ const DefaultAppliedWriteRetention = 7 * 24 * time.Hour
 type writeQueue struct {
 	l       *Layer
 	applier repository.WriteApplier
+	batcher repository.BatchWriteApplier // applier, or it one write at a time
+	maxSize int                          // writes per batch: ReplayBatch, or 1 without a batch applier
 	kick    chan struct{}
 
 	passMu sync.Mutex // one replay pass at a time
@@ -56,10 +69,33 @@ type writeQueue struct {
 
 	queued, replayed, alreadyApplied, deadLettered, conflicts, failures, full, pruned atomic.Uint64
 	lastErr                                                                           atomic.Pointer[string]
+	oldest                                                                            atomic.Int64 // UnixNano of the oldest pending write as last counted; 0: none
+	stalled                                                                           atomic.Bool  // the last replay pass stopped on a failure
 }
 
 func newWriteQueue(l *Layer, applier repository.WriteApplier) *writeQueue {
-	return &writeQueue{l: l, applier: applier, kick: make(chan struct{}, 1)}
+	q := &writeQueue{l: l, applier: applier, kick: make(chan struct{}, 1), maxSize: 1, batcher: oneByOne{applier}}
+	if b, ok := applier.(repository.BatchWriteApplier); ok {
+		q.batcher, q.maxSize = b, l.cfg.ReplayBatch
+	}
+	return q
+}
+
+// oneByOne applies a batch with ApplyWrite, a transaction per write, up to
+// the first write that fails (an already applied write whose row cannot be
+// read now counts as applied).
+type oneByOne struct{ repository.WriteApplier }
+
+func (o oneByOne) ApplyWrites(ctx context.Context, ws []repository.Write) ([]repository.AppliedWrite, error) {
+	out := make([]repository.AppliedWrite, 0, len(ws))
+	for _, w := range ws {
+		a, err := o.ApplyWrite(ctx, w)
+		if err != nil && !(a.AlreadyApplied && errors.Is(err, repository.ErrUnreadable)) {
+			return out, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }
 
 // wake asks the replayer for a pass now.
@@ -144,13 +180,23 @@ func (q *writeQueue) prune(ctx context.Context) {
 	q.pruned.Add(uint64(n))
 }
 
-// count reads the number of pending writes from the cache file.
+// count reads the number of pending writes, and the oldest's age, from
+// the cache file.
 func (q *writeQueue) count(ctx context.Context) {
 	if cache := q.l.cacheNow(); cache != nil {
 		if s, err := cache.QueueStats(ctx); err == nil {
-			q.pending.Store(int64(s.Pending))
+			q.counted(s)
 		}
 	}
+}
+
+func (q *writeQueue) counted(s sqlitecache.QueueStats) {
+	q.pending.Store(int64(s.Pending))
+	var oldest int64
+	if !s.Oldest.IsZero() {
+		oldest = s.Oldest.UnixNano()
+	}
+	q.oldest.Store(oldest)
 }
 
 // replay runs one pass: every pending write, in order, until the queue is
@@ -173,76 +219,101 @@ func (q *writeQueue) replay(ctx context.Context) error {
 	if cerr := c.stop(); err == nil {
 		err = cerr
 	}
+	if ctx.Err() == nil {
+		// Whatever stopped the pass — PostgreSQL, the queue unreadable, the
+		// cache refusing a removal — is a stall an operator must see.
+		q.stalled.Store(err != nil)
+		if err != nil {
+			q.failed(err)
+		}
+	}
 	q.count(ctx)
 	return err
 }
 
 func (q *writeQueue) pass(ctx context.Context, cache *sqlitecache.Cache, c *completer) error {
+	size := &batchSize{now: q.maxSize, limit: q.maxSize}
+	var last int64 // the last seq handed to PostgreSQL, or dead-lettered
 	for {
-		batch, err := cache.PendingWrites(ctx, replayBatch)
+		// After last: what is applied may not be removed yet. A write
+		// queued since, behind a key's earlier writes, has a higher seq.
+		batch, err := cache.PendingWritesAfter(ctx, last, max(q.maxSize*replayReadAhead, replayRead))
 		if err != nil {
 			return fmt.Errorf("fallback: replay: reading the queue: %w", err)
 		}
 		if len(batch) == 0 {
 			return nil
 		}
+		last = batch[len(batch)-1].Seq
 		if err := cache.MarkSent(ctx, batch); err != nil {
 			return fmt.Errorf("fallback: replay: %w", err)
 		}
-		gone := map[int64]bool{} // dead-lettered behind a rejected write
-		for _, w := range batch {
-			if gone[w.Seq] {
-				continue
-			}
+		for len(batch) > 0 {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			if err := c.failure(); err != nil {
 				return err
 			}
-			dead, err := q.replayOne(ctx, cache, c, w)
-			if err != nil {
+			if batch, err = q.replayNext(ctx, cache, c, batch, size); err != nil {
 				return err
 			}
-			for _, d := range dead {
-				gone[d.Seq] = true
-			}
-		}
-		// The next read must not return what is applied but not yet
-		// removed.
-		if err := c.flush(); err != nil {
-			return err
 		}
 	}
 }
 
-// replayOne applies one write. It returns the writes it dead-lettered, or
-// the transient failure that must stop the pass.
-func (q *writeQueue) replayOne(ctx context.Context, cache *sqlitecache.Cache, c *completer, w sqlitecache.QueuedWrite) ([]sqlitecache.QueuedWrite, error) {
+// batchSize is how many writes the next PostgreSQL transaction of a pass
+// takes: it drops to one when a batch outlasts PrimaryTimeout (a slow
+// server; one write that does is an outage), then doubles after each batch
+// that commits, up to half the size that timed out.
+type batchSize struct{ now, limit int }
+
+func (b *batchSize) committed() { b.now = min(b.now*2, b.limit) }
+
+func (b *batchSize) timedOut() {
+	b.limit = max(b.now/2, 1)
+	b.now = 1
+}
+
+// replayNext applies the next batch of writes: the longest run, up to
+// size, that may be replayed. It returns the writes still to replay, or the
+// transient failure that must stop the pass.
+func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c *completer, batch []sqlitecache.QueuedWrite, size *batchSize) ([]sqlitecache.QueuedWrite, error) {
 	l := q.l
-	if err := l.mayBePruned(w); err != nil {
-		if err := c.flush(); err != nil {
-			return nil, err
-		}
-		return q.reject(ctx, cache, w, err)
+	if err := l.unreplayable(batch[0]); err != nil {
+		return q.rejectIn(ctx, cache, c, batch, err)
+	}
+	n := 1
+	for n < len(batch) && n < size.now && l.unreplayable(batch[n]) == nil {
+		n++
+	}
+	ws := make([]repository.Write, n)
+	for i := range ws {
+		ws[i] = batch[i].Write
 	}
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
-	res, err := q.applier.ApplyWrite(pctx, w.Write)
+	applied, err := q.batcher.ApplyWrites(pctx, ws)
+	timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
-	switch {
-	case err == nil, res.AlreadyApplied && errors.Is(err, repository.ErrUnreadable):
-		c.add(sqlitecache.Completed{Write: w, Row: sqlitecache.Row{Vendor: res.Vendor, WorkItem: res.WorkItem}}, res.AlreadyApplied)
-		return nil, nil
-	case rejected(err):
-		// The dead letter caches PostgreSQL's row: the completions before
-		// it must land first, or one of them would overwrite that row.
-		if err := c.flush(); err != nil {
-			return nil, err
-		}
-		return q.reject(ctx, cache, w, err)
+	for i, a := range applied {
+		c.add(sqlitecache.Completed{Write: batch[i], Row: sqlitecache.Row{Vendor: a.Vendor, WorkItem: a.WorkItem}}, a.AlreadyApplied)
 	}
+	batch = batch[len(applied):]
+	switch {
+	case err == nil:
+		size.committed()
+		return batch, nil
+	case rejected(err) && len(applied) < n:
+		return q.rejectIn(ctx, cache, c, batch, err)
+	case timedOut && n-len(applied) > 1:
+		// Slow, not gone: the batch was rolled back; smaller ones follow.
+		size.timedOut()
+		l.log.Debug("pgfallback: a replay batch outlasted PrimaryTimeout; replaying smaller batches",
+			"writes", n, "timeout", l.cfg.PrimaryTimeout)
+		return batch, nil
+	}
+	w := batch[0]
 	if ctx.Err() == nil {
-		q.failed(err)
 		msg := err.Error()
 		if class, kind := Classify(ctx, err); class == Outage {
 			l.stats.failure(kind)
@@ -253,7 +324,48 @@ func (q *writeQueue) replayOne(ctx context.Context, cache *sqlitecache.Cache, c 
 			l.log.Warn("pgfallback: recording a failed replay in the queue failed", "write", w.Write.ID, "err", derr)
 		}
 	}
+	if n > 1 {
+		return nil, fmt.Errorf("fallback: replay of %d queued writes from %s (%s %s %q): %w", n-len(applied), w.Write.ID, w.Write.Op, w.Write.Entity, w.Write.Key(), err)
+	}
 	return nil, fmt.Errorf("fallback: replay of queued write %s (%s %s %q): %w", w.Write.ID, w.Write.Op, w.Write.Entity, w.Write.Key(), err)
+}
+
+// rejectIn dead-letters batch[0] for cause, with the writes behind it for
+// its key, and returns the rest of the batch without them.
+func (q *writeQueue) rejectIn(ctx context.Context, cache *sqlitecache.Cache, c *completer, batch []sqlitecache.QueuedWrite, cause error) ([]sqlitecache.QueuedWrite, error) {
+	// The dead letter caches PostgreSQL's row: the completions before it
+	// must land first, or one of them would overwrite that row.
+	if err := c.flush(); err != nil {
+		return nil, err
+	}
+	dead, err := q.reject(ctx, cache, batch[0], cause)
+	if err != nil {
+		return nil, err
+	}
+	gone := make(map[int64]bool, len(dead)+1)
+	gone[batch[0].Seq] = true
+	for _, d := range dead {
+		gone[d.Seq] = true
+	}
+	rest := batch[:0:0]
+	for _, w := range batch[1:] {
+		if !gone[w.Seq] {
+			rest = append(rest, w)
+		}
+	}
+	return rest, nil
+}
+
+// unreplayable is why w must become a dead letter without being sent:
+// it does not decode, or it may have been applied with its record pruned.
+func (l *Layer) unreplayable(w sqlitecache.QueuedWrite) error {
+	if w.Undecodable != "" {
+		// Not an answer from PostgreSQL: the key's row is read from it,
+		// so that the cache drops the pending state for the truth.
+		return fmt.Errorf("queued write %d does not decode, so it cannot be replayed: %s (its bytes are kept: pgfallback queue list --json): %w",
+			w.Seq, w.Undecodable, sqlitecache.ErrCorruptEntry)
+	}
+	return l.mayBePruned(w)
 }
 
 // mayBePruned refuses to replay a write first handed to PostgreSQL longer
@@ -295,7 +407,7 @@ type completion struct {
 }
 
 func (q *writeQueue) startCompleter(ctx context.Context, cache *sqlitecache.Cache) *completer {
-	c := &completer{q: q, cache: cache, ctx: ctx, items: make(chan completion, replayBatch), done: make(chan struct{})}
+	c := &completer{q: q, cache: cache, ctx: ctx, items: make(chan completion, replayRead), done: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -333,7 +445,7 @@ func (c *completer) run() {
 		batch := []completion{it}
 		// Whatever else has arrived goes in the same transaction (this is
 		// the only receiver, so a non-empty channel will not block).
-		for len(batch) < replayBatch && len(c.items) > 0 {
+		for len(batch) < replayRead && len(c.items) > 0 {
 			batch = append(batch, <-c.items)
 		}
 		c.commit(batch)
@@ -355,7 +467,6 @@ func (c *completer) commit(batch []completion) {
 			// Applied in PostgreSQL but still queued: the next pass finds
 			// their IDs recorded and only removes them.
 			err = fmt.Errorf("fallback: replay: %d writes were applied, but removing them from the queue failed: %w", len(done), err)
-			c.q.failed(err)
 			c.err.Store(&err)
 		}
 		i := 0

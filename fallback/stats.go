@@ -74,7 +74,15 @@ type QueuedStats struct {
 	ReplayFailures uint64 // replays stopped by a transient failure
 	Full           uint64 // writes refused because MaxQueuedWrites were pending
 	Pruned         uint64 // records of applied writes this instance pruned in PostgreSQL
-	LastError      string // the last transient failure
+	LastError      string // what stopped the last replay pass that failed
+	// OldestPending is when the oldest pending write was queued, as last
+	// counted (zero: none).
+	OldestPending time.Time
+	// Stalled: writes are pending and the last replay pass stopped on a
+	// failure (LastError); it retries, backing off up to OpenTimeout. While
+	// the breaker is open that is the outage; while it is closed,
+	// PostgreSQL answers yet the queue does not drain: look at LastError.
+	Stalled bool
 }
 
 // FeedStats describes the change feed.

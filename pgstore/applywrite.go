@@ -42,46 +42,70 @@ const appliedPruneBatch = 10_000
 // rolled back and returns ErrUnreadable; an already applied one whose row
 // cannot be decoded now returns AlreadyApplied together with ErrUnreadable.
 func (s *Store) ApplyWrite(ctx context.Context, w repository.Write) (repository.AppliedWrite, error) {
-	w, err := checkWrite(w)
+	w, idGiven, err := prepareWrite(w)
 	if err != nil {
-		return repository.AppliedWrite{}, fmt.Errorf("pgstore: apply write: %w", err)
-	}
-	idGiven := w.Entity != repository.EntityWorkItem || w.WorkItem.ID != uuid.Nil
-	if !idGiven {
-		// Assigned here, not in createWorkItem, so that the record holds
-		// the key the item gets.
-		if w.WorkItem.ID, err = uuid.NewV7(); err != nil {
-			return repository.AppliedWrite{}, fmt.Errorf("pgstore: apply write %s: new id: %w", w.ID, err)
-		}
+		return repository.AppliedWrite{}, err
 	}
 	var out repository.AppliedWrite
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `
-			INSERT INTO pgfallback_applied_writes (id, entity, key, op) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (id) DO NOTHING`,
-			w.ID, string(w.Entity), w.Key(), string(w.Op))
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			out, err = replayed(ctx, tx, w, idGiven)
-			return err
-		}
-		out, err = applyWrite(ctx, tx, w)
+		out, err = applyRecorded(ctx, tx, w, idGiven)
 		return err
 	})
 	if err == nil {
 		return out, nil
 	}
+	return repository.AppliedWrite{AlreadyApplied: out.AlreadyApplied}, applyError(w, out.AlreadyApplied, err)
+}
+
+// prepareWrite checks w and gives a work item created without an ID its
+// ID, here rather than in createWorkItem, so that the record holds the key
+// the item gets. idGiven is false for such an item.
+func prepareWrite(w repository.Write) (_ repository.Write, idGiven bool, err error) {
+	if w, err = checkWrite(w); err != nil {
+		return w, false, fmt.Errorf("pgstore: apply write: %w", err)
+	}
+	idGiven = w.Entity != repository.EntityWorkItem || w.WorkItem.ID != uuid.Nil
+	if !idGiven {
+		if w.WorkItem.ID, err = uuid.NewV7(); err != nil {
+			return w, false, fmt.Errorf("pgstore: apply write %s: new id: %w", w.ID, err)
+		}
+	}
+	return w, idGiven, nil
+}
+
+// applyRecorded records w.ID in tx and applies w, or, when the ID is
+// recorded already, answers the row as it is now.
+func applyRecorded(ctx context.Context, tx pgx.Tx, w repository.Write, idGiven bool) (repository.AppliedWrite, error) {
+	tag, err := tx.Exec(ctx, recordWriteSQL, recordWriteArgs(w)...)
+	if err != nil {
+		return repository.AppliedWrite{}, err
+	}
+	if tag.RowsAffected() == 0 {
+		return replayed(ctx, tx, w, idGiven)
+	}
+	return applyWrite(ctx, tx, w)
+}
+
+// recordWriteSQL records a write's ID; it inserts nothing when the ID is
+// recorded already.
+const recordWriteSQL = `
+	INSERT INTO pgfallback_applied_writes (id, entity, key, op) VALUES ($1, $2, $3, $4)
+	ON CONFLICT (id) DO NOTHING`
+
+func recordWriteArgs(w repository.Write) []any {
+	return []any{w.ID, string(w.Entity), w.Key(), string(w.Op)}
+}
+
+// applyError words the error of a write's transaction, rolled back.
+func applyError(w repository.Write, alreadyApplied bool, err error) error {
 	op := fmt.Sprintf("apply write %s (%s %s %q)", w.ID, w.Op, w.Entity, w.Key())
 	if errors.Is(err, repository.ErrUnreadable) {
-		if out.AlreadyApplied {
-			return repository.AppliedWrite{AlreadyApplied: true},
-				fmt.Errorf("pgstore: %s: applied earlier, but its row cannot be read now: %w", op, err)
+		if alreadyApplied {
+			return fmt.Errorf("pgstore: %s: applied earlier, but its row cannot be read now: %w", op, err)
 		}
-		return repository.AppliedWrite{}, fmt.Errorf("pgstore: %s: not applied (rolled back): %w", op, err)
+		return fmt.Errorf("pgstore: %s: not applied (rolled back): %w", op, err)
 	}
-	return repository.AppliedWrite{}, appliedWritesError(op, err, false)
+	return appliedWritesError(op, err, false)
 }
 
 // checkWrite validates w as the repository call it stands for validates

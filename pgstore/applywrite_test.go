@@ -665,3 +665,57 @@ func BenchmarkApplyWrite(b *testing.B) {
 		})
 	}
 }
+
+// Batched replay throughput: ApplyWrites of 256 vendor updates (256
+// vendors), the replay's default batch, as one pipeline and one commit;
+// and the same batch applied statement by statement (a work item delete
+// among them sends a batch that way).
+//
+//	go test -run '^$' -bench ApplyWrites -benchmem ./pgstore/
+func BenchmarkApplyWrites(b *testing.B) {
+	const batch = 256
+	ctx := context.Background()
+	for _, path := range []string{"pipelined", "careful"} {
+		b.Run("path="+path, func(b *testing.B) {
+			s := benchStore(b)
+			vs := make([]repository.Vendor, batch)
+			for i := range vs {
+				var err error
+				if vs[i], err = s.Vendors().Create(ctx, newVendor(fmt.Sprintf("acme-%03d", i))); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var item repository.WorkItem
+			if path == "careful" {
+				root, err := s.WorkItems().Create(ctx, newItem("root", nil))
+				if err != nil {
+					b.Fatal(err)
+				}
+				item = root
+			}
+			n := 0
+			for b.Loop() {
+				ws := make([]repository.Write, 0, batch+1)
+				for i := range vs {
+					vs[i].Status = repository.VendorBroken
+					if n%2 == 0 {
+						vs[i].Status = repository.VendorOperational
+					}
+					ws = append(ws, vendorWrite(repository.WriteUpdate, vs[i], vs[i].Version))
+				}
+				if path == "careful" {
+					ws = append(ws, repository.Write{ID: uuid.New(), Op: repository.WriteDelete, Entity: repository.EntityWorkItem, WorkItem: item})
+				}
+				out, err := s.ApplyWrites(ctx, ws)
+				if err != nil || len(out) != len(ws) {
+					b.Fatalf("ApplyWrites: %d of %d applied, %v", len(out), len(ws), err)
+				}
+				for i := range vs {
+					vs[i] = *out[i].Vendor
+				}
+				n += batch
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "writes/s")
+		})
+	}
+}

@@ -116,24 +116,37 @@ func createVendor(ctx context.Context, db dbtx, v repository.Vendor) (repository
 		}
 		v.ID = id
 	}
-	out, err := scanVendor(db.QueryRow(ctx, `
+	q, args := createVendorSQL(v)
+	out, err := scanVendor(db.QueryRow(ctx, q, args...))
+	return out, autocommitted(db, err)
+}
+
+// createVendorSQL is the statement that inserts v, whose ID is set.
+func createVendorSQL(v repository.Vendor) (string, []any) {
+	return `
 		INSERT INTO vendors (id, name, status, version, extractor_version, metadata, created_by)
 		VALUES ($1, $2, $3, 1, $4, $5, $6)
-		RETURNING `+vendorColumns,
-		v.ID, v.Name, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata), v.CreatedBy))
-	return out, autocommitted(db, err)
+		RETURNING ` + vendorColumns,
+		[]any{v.ID, v.Name, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata), v.CreatedBy}
+}
+
+// updateVendorSQL is the statement that writes v over the vendor named
+// v.Name if it is at version base; it returns no row otherwise.
+func updateVendorSQL(v repository.Vendor, base int64) (string, []any) {
+	return `
+		UPDATE vendors
+		SET status = $3, extractor_version = $4, metadata = $5, version = version + 1, updated_at = now()
+		WHERE name = $1 AND version = $2
+		RETURNING ` + vendorColumns,
+		[]any{v.Name, base, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata)}
 }
 
 // updateVendor writes v over the vendor named v.Name provided it is still
 // at version base, in one statement. v.Version is not used.
 // Errors: ErrNotFound, or a *repository.ConflictError with the current row.
 func updateVendor(ctx context.Context, db dbtx, v repository.Vendor, base int64) (repository.Vendor, error) {
-	out, err := scanVendor(db.QueryRow(ctx, `
-		UPDATE vendors
-		SET status = $3, extractor_version = $4, metadata = $5, version = version + 1, updated_at = now()
-		WHERE name = $1 AND version = $2
-		RETURNING `+vendorColumns,
-		v.Name, base, string(v.Status), v.ExtractorVersion, metadataArg(v.Metadata)))
+	q, args := updateVendorSQL(v, base)
+	out, err := scanVendor(db.QueryRow(ctx, q, args...))
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return out, autocommitted(db, err)
 	}
@@ -156,9 +169,12 @@ func updateVendor(ctx context.Context, db dbtx, v repository.Vendor, base int64)
 
 // deleteVendor removes the vendor named name and reports whether there was one.
 func deleteVendor(ctx context.Context, db dbtx, name string) (found bool, err error) {
-	tag, err := db.Exec(ctx, `DELETE FROM vendors WHERE name = $1`, name)
+	tag, err := db.Exec(ctx, deleteVendorSQL, name)
 	return tag.RowsAffected() > 0, err
 }
+
+// deleteVendorSQL removes the vendor named $1.
+const deleteVendorSQL = `DELETE FROM vendors WHERE name = $1`
 
 // metadataArg stores a nil map as an empty JSON object, never as null.
 func metadataArg(m map[string]any) map[string]any {

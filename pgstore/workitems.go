@@ -177,13 +177,8 @@ func createWorkItem(ctx context.Context, db dbtx, w repository.WorkItem) (reposi
 		w.ID = id
 	}
 	insert := func(db dbtx) (repository.WorkItem, error) {
-		out, err := scanWorkItem(db.QueryRow(ctx, `
-			INSERT INTO work_items (id, version, type, title, status, parent_id, path, depth,
-				branch_name, commit_hash, metadata, created_by)
-			VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-			RETURNING `+workItemColumns,
-			w.ID, string(w.Type), w.Title, string(w.Status), w.ParentID, w.Path, w.Depth,
-			w.BranchName, w.CommitHash, metadataArg(w.Metadata), w.CreatedBy))
+		q, args := createWorkItemSQL(w)
+		out, err := scanWorkItem(db.QueryRow(ctx, q, args...))
 		return out, autocommitted(db, err)
 	}
 	if w.ParentID == nil {
@@ -205,6 +200,32 @@ func createWorkItem(ctx context.Context, db dbtx, w repository.WorkItem) (reposi
 	return out, err
 }
 
+// createWorkItemSQL is the statement that inserts w, whose ID, Path and
+// Depth are set.
+func createWorkItemSQL(w repository.WorkItem) (string, []any) {
+	return `
+		INSERT INTO work_items (id, version, type, title, status, parent_id, path, depth,
+			branch_name, commit_hash, metadata, created_by)
+		VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		RETURNING ` + workItemColumns,
+		[]any{w.ID, string(w.Type), w.Title, string(w.Status), w.ParentID, w.Path, w.Depth,
+			w.BranchName, w.CommitHash, metadataArg(w.Metadata), w.CreatedBy}
+}
+
+// updateWorkItemSQL is the statement that writes w over the live item w.ID
+// if it is at version base and keeps its parent; it returns no row
+// otherwise (missing, deleted, stale, or a move).
+func updateWorkItemSQL(w repository.WorkItem, base int64) (string, []any) {
+	return `
+		UPDATE work_items
+		SET type = $4, title = $5, status = $6, branch_name = $7, commit_hash = $8, metadata = $9,
+			version = version + 1, updated_at = now()
+		WHERE id = $1 AND version = $2 AND deleted_at IS NULL AND parent_id IS NOT DISTINCT FROM $3
+		RETURNING ` + workItemColumns,
+		[]any{w.ID, base, w.ParentID, string(w.Type), w.Title, string(w.Status), w.BranchName, w.CommitHash,
+			metadataArg(w.Metadata)}
+}
+
 // updateWorkItem writes w over the live item w.ID provided it is still at
 // version base, moving its subtree when w has another parent. w.Version is
 // not used.
@@ -212,14 +233,8 @@ func createWorkItem(ctx context.Context, db dbtx, w repository.WorkItem) (reposi
 // tree refuses, or a *repository.ConflictError with the current row.
 func updateWorkItem(ctx context.Context, db dbtx, w repository.WorkItem, base int64) (repository.WorkItem, error) {
 	// The common case, an update that keeps the parent, is one statement.
-	out, err := scanWorkItem(db.QueryRow(ctx, `
-		UPDATE work_items
-		SET type = $4, title = $5, status = $6, branch_name = $7, commit_hash = $8, metadata = $9,
-			version = version + 1, updated_at = now()
-		WHERE id = $1 AND version = $2 AND deleted_at IS NULL AND parent_id IS NOT DISTINCT FROM $3
-		RETURNING `+workItemColumns,
-		w.ID, base, w.ParentID, string(w.Type), w.Title, string(w.Status), w.BranchName, w.CommitHash,
-		metadataArg(w.Metadata)))
+	q, args := updateWorkItemSQL(w, base)
+	out, err := scanWorkItem(db.QueryRow(ctx, q, args...))
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return out, autocommitted(db, err)
 	}

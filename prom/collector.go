@@ -82,7 +82,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descWriteQueued, descWriteQueueDepth, descWriteWritten, descWriteDropped, descWriteFailed, descWriteOverflowed, descEvictionsLost,
 		descWarmRuns, descWarmDuration, descWarmRows, descWarmSuccess, descWarmTimestamp,
 		descFeedState, descFeedLag, descFeedApplied, descFeedCatchUps, descFeedResyncs, descFeedErrors,
-		descQueuedPending, descQueuedEvents,
+		descQueuedPending, descQueuedStalled, descQueuedEvents,
 		descScrapeErrors,
 	} {
 		ch <- d
@@ -255,6 +255,7 @@ func collectStats(ch chan<- prometheus.Metric, s fallback.Stats) {
 
 	q := s.Queued
 	gauge(ch, descQueuedPending, float64(q.Pending))
+	gauge(ch, descQueuedStalled, bool01(q.Stalled))
 	for _, e := range []struct {
 		event string
 		n     uint64

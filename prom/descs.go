@@ -78,6 +78,8 @@ var (
 
 	descQueuedPending = desc("pgfallback_queued_writes",
 		"Writes in the durable write queue waiting to be replayed to PostgreSQL, as last counted by the layer.")
+	descQueuedStalled = desc("pgfallback_queued_writes_replay_stalled",
+		"1 while writes are pending and the last replay pass failed (it retries): with the breaker closed, PostgreSQL answers but the queue does not drain; the layer's Stats().Queued.LastError and /healthz say why.")
 	descQueuedEvents = desc("pgfallback_queued_writes_total",
 		"Durable write queue events: queued, replayed (already_applied among them: found applied by an earlier, interrupted replay), dead_lettered, conflict (version conflicts among the dead letters), replay_failure (passes stopped by a transient failure), refused_full (writes refused at MaxQueuedWrites).", "event")
 

@@ -97,3 +97,23 @@ func (e *ConflictError) Error() string {
 
 // Is makes errors.Is(err, ErrConflict) true.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
+
+// BatchWriteApplier is a WriteApplier that applies several writes in one
+// transaction: a queue's replay pays one commit, and one round trip per
+// statement, for a whole batch. *pgstore.Store implements it.
+type BatchWriteApplier interface {
+	WriteApplier
+	// ApplyWrites applies ws in order, as ApplyWrite applies each (every
+	// ID recorded, a replayed ID AlreadyApplied), in one transaction, and
+	// returns what it did for the writes it committed: applied[i] for
+	// ws[i]. It commits the longest prefix it can: when ws[k] is rejected,
+	// applied has k entries (ws[:k] are committed) and the error is ws[k]'s,
+	// as ApplyWrite would return it; ws[k+1:] are not applied, whatever
+	// their keys, so that the caller decides what the rejection means for
+	// them.
+	// Errors: ApplyWrite's answers, for ws[len(applied)]; or a raw error (a
+	// connection failure, a timeout) with applied nil: nothing is known to
+	// be committed — unless the reply to the commit was lost, which a retry
+	// resolves, as for ApplyWrite.
+	ApplyWrites(ctx context.Context, ws []Write) (applied []AppliedWrite, err error)
+}

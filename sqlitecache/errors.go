@@ -20,6 +20,16 @@ var (
 	// not decode. The cache's own ignorance must not fail the application.
 	ErrCorruptEntry = errors.New("sqlitecache: corrupt cache entry")
 
+	// ErrPending is returned by RetryWrite and DiscardWrite for a write
+	// that is pending, not a dead letter: the application replays it. It
+	// matches repository.ErrInvalid.
+	ErrPending = fmt.Errorf("not a dead letter: %w", repository.ErrInvalid)
+
+	// ErrUndecodable is returned by RetryWrite for a queued write whose
+	// stored bytes do not decode (QueuedWrite.Undecodable): no replay can
+	// apply it. It matches repository.ErrInvalid.
+	ErrUndecodable = fmt.Errorf("queued write does not decode: %w", repository.ErrInvalid)
+
 	// ErrForeignFile is returned by Open and OpenReadOnly for a file that is
 	// not a cache: a SQLite database of another application, a text file, a
 	// directory. The file is left exactly as it was; the message says what

@@ -60,6 +60,13 @@ type QueuedWrite struct {
 	// The row PostgreSQL held when the write was dead-lettered (nil: none
 	// was known, or it is gone).
 	Current Row
+	// Undecodable says why the stored write does not decode ("" when it
+	// does): its entity's bytes, or its ID, were damaged in the file. Such
+	// a write can never be replayed: Write holds only what its columns say
+	// (Op, Entity, the key, BaseVersion), and Raw its stored bytes, for an
+	// operator. The fallback layer dead-letters it.
+	Undecodable string
+	Raw         []byte
 }
 
 // Row is an entity as the cache should hold it: Vendor or WorkItem, or
@@ -349,41 +356,48 @@ func (c *Cache) complete(ctx context.Context, tx wtx, d Completed, now float64) 
 // Errors: repository.ErrNotFound when seq is not pending, ErrClosed, or the
 // wrapped SQLite error.
 func (c *Cache) DeadLetter(ctx context.Context, q QueuedWrite, reason string, current Row) ([]QueuedWrite, error) {
-	now := c.cfg.clock()
 	cur, curEnc, err := c.encodeRow(current)
 	if err != nil {
 		return nil, fmt.Errorf("sqlitecache: dead letter: %w", err)
 	}
 	var out []QueuedWrite
 	err = c.inTx(ctx, "dead letter", func(tx wtx) error {
-		// The write and those behind it for its key, read before they
-		// change, so that exactly these are returned.
-		var err error
-		if out, err = c.queued(ctx, tx, `WHERE entity = ? AND key = ? AND dead = 0 AND seq >= ? ORDER BY seq`,
-			string(q.Write.Entity), q.Write.Key(), q.Seq); err != nil {
-			return err
-		}
-		if len(out) == 0 || out[0].Seq != q.Seq {
-			return fmt.Errorf("queued write %s: %w", q.Write.ID, repository.ErrNotFound)
-		}
-		behind := fmt.Sprintf("behind dead-lettered write %s: %s", q.Write.ID, reason)
-		for i := range out {
-			why := reason
-			if i > 0 {
-				why = behind
-			}
-			if _, err := tx.ExecContext(ctx, `UPDATE queued_writes SET dead = 1, dead_at = ?, err = ?, current_enc = ?, current = ?
-				WHERE seq = ?`, toSec(now), why, curEnc, cur, out[i].Seq); err != nil {
-				return err
-			}
-			out[i].Dead, out[i].DeadAt, out[i].Err, out[i].Current = true, fromSec(toSec(now)), why, current
-		}
-		return c.settleKey(ctx, tx, q.Write, current, toSec(now))
+		out, err = c.deadLetterTx(ctx, tx, q, reason, current, cur, curEnc)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// deadLetterTx is DeadLetter in tx, with current encoded.
+func (c *Cache) deadLetterTx(ctx context.Context, tx wtx, q QueuedWrite, reason string, current Row, cur []byte, curEnc any) ([]QueuedWrite, error) {
+	now := c.cfg.clock()
+	// The write and those behind it for its key, read before they change,
+	// so that exactly these are returned. The key as stored: an
+	// undecodable write's may not parse.
+	out, err := c.queued(ctx, tx, `WHERE (entity, key) = (SELECT entity, key FROM queued_writes WHERE seq = ?)
+		AND dead = 0 AND seq >= ? ORDER BY seq`, q.Seq, q.Seq)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 || out[0].Seq != q.Seq {
+		return nil, fmt.Errorf("queued write %s: %w", q.Write.ID, repository.ErrNotFound)
+	}
+	behind := fmt.Sprintf("behind dead-lettered write %s: %s", q.Write.ID, reason)
+	for i := range out {
+		why := reason
+		if i > 0 {
+			why = behind
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE queued_writes SET dead = 1, dead_at = ?, err = ?, current_enc = ?, current = ?
+			WHERE seq = ?`, toSec(now), why, curEnc, cur, out[i].Seq); err != nil {
+			return nil, err
+		}
+		out[i].Dead, out[i].DeadAt, out[i].Err, out[i].Current = true, fromSec(toSec(now)), why, current
+	}
+	return out, c.settleKey(ctx, tx, q.Write, current, toSec(now))
 }
 
 // MarkSent records that a replay is about to hand these pending writes to
@@ -420,13 +434,21 @@ func (c *Cache) DeferWrite(ctx context.Context, q QueuedWrite, reason string) er
 // PendingWrites returns up to limit pending writes (0: all) in queue order.
 // Errors: ErrClosed or the wrapped SQLite error.
 func (c *Cache) PendingWrites(ctx context.Context, limit int) ([]QueuedWrite, error) {
+	return c.PendingWritesAfter(ctx, 0, limit)
+}
+
+// PendingWritesAfter returns up to limit pending writes (0: all) queued
+// after seq, in queue order: a replay reads on from the last write it
+// handled while the writes it applied are still being removed.
+// Errors: ErrClosed or the wrapped SQLite error.
+func (c *Cache) PendingWritesAfter(ctx context.Context, seq int64, limit int) ([]QueuedWrite, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	out, err := c.queued(ctx, c.h.Load().r, `WHERE dead = 0 ORDER BY seq LIMIT ?`, limit)
+	out, err := c.queued(ctx, c.h.Load().r, `WHERE dead = 0 AND seq > ? ORDER BY seq LIMIT ?`, seq, limit)
 	return out, c.wrapErr("pending writes", err)
 }
 
@@ -472,6 +494,10 @@ func (c *Cache) RetryWrite(ctx context.Context, id uuid.UUID) (QueuedWrite, erro
 		if q, err = c.deadLetter(ctx, tx, id); err != nil {
 			return err
 		}
+		if q.Undecodable != "" {
+			return fmt.Errorf("write %s cannot be retried, no replay can apply it: %s: %w; save its bytes (queue list --json shows them), then discard it",
+				id, q.Undecodable, ErrUndecodable)
+		}
 		// A new seq puts it behind everything queued since; it keeps its
 		// ID, so a replay that did reach PostgreSQL is still found there.
 		// SentAt is cleared: retrying is the operator's decision to apply
@@ -496,14 +522,25 @@ func (c *Cache) RetryWrite(ctx context.Context, id uuid.UUID) (QueuedWrite, erro
 	return q, err
 }
 
-// DiscardWrite removes a dead letter for good.
+// DiscardWrite removes a dead letter for good. A pending write that does
+// not decode (Undecodable), which no replay can apply, may be discarded
+// too: the writes queued behind it for its key become dead letters, and
+// the cache forgets the key, so that the next read asks PostgreSQL.
 // Errors: as RetryWrite.
 func (c *Cache) DiscardWrite(ctx context.Context, id uuid.UUID) (QueuedWrite, error) {
 	var q QueuedWrite
 	err := c.inTx(ctx, "discard dead letter", func(tx wtx) error {
 		var err error
-		if q, err = c.deadLetter(ctx, tx, id); err != nil {
+		if q, err = c.findQueued(ctx, tx, id); err != nil {
 			return err
+		}
+		if !q.Dead && q.Undecodable == "" {
+			return errPendingNotDead(id)
+		}
+		if !q.Dead {
+			if _, err := c.deadLetterTx(ctx, tx, q, "discarded: it does not decode ("+q.Undecodable+")", Row{}, nil, nil); err != nil {
+				return err
+			}
 		}
 		_, err = tx.ExecContext(ctx, `DELETE FROM queued_writes WHERE seq = ?`, q.Seq)
 		return err
@@ -513,16 +550,27 @@ func (c *Cache) DiscardWrite(ctx context.Context, id uuid.UUID) (QueuedWrite, er
 
 // deadLetter finds the dead letter id in tx.
 func (c *Cache) deadLetter(ctx context.Context, tx wtx, id uuid.UUID) (QueuedWrite, error) {
+	q, err := c.findQueued(ctx, tx, id)
+	if err == nil && !q.Dead {
+		err = errPendingNotDead(id)
+	}
+	return q, err
+}
+
+// findQueued finds the queued write id in tx, pending or dead.
+func (c *Cache) findQueued(ctx context.Context, tx wtx, id uuid.UUID) (QueuedWrite, error) {
 	qs, err := c.queued(ctx, tx, `WHERE id = ?`, id.String())
 	switch {
 	case err != nil:
 		return QueuedWrite{}, err
 	case len(qs) == 0:
 		return QueuedWrite{}, fmt.Errorf("no queued write %s: %w", id, repository.ErrNotFound)
-	case !qs[0].Dead:
-		return QueuedWrite{}, repository.Invalid("id", "write %s is pending, not a dead letter", id)
 	}
 	return qs[0], nil
+}
+
+func errPendingNotDead(id uuid.UUID) error {
+	return fmt.Errorf("write %s is pending, %w", id, ErrPending)
 }
 
 const queuedColumns = `seq, id, op, entity, key, base_version, encoding, data, queued_at, attempts, err, dead, dead_at, current_enc, current, sent_at`
@@ -558,12 +606,21 @@ func (c *Cache) queued(ctx context.Context, db execer, where string, args ...any
 			q.SentAt = fromSec(sentAt.Float64)
 		}
 		var derr error
-		if q.Write.ID, derr = uuid.Parse(id); derr == nil {
-			derr = decodeInto(q.Write.Entity, enc, data, &q.Write.Vendor, &q.Write.WorkItem)
+		if q.Write.ID, derr = uuid.Parse(id); derr != nil {
+			derr = fmt.Errorf("its ID %q: %w", id, derr)
+		} else if derr = decodeInto(q.Write.Entity, enc, data, &q.Write.Vendor, &q.Write.WorkItem); derr != nil {
+			derr = fmt.Errorf("its %s (%d bytes, encoding %d): %w", entity, len(data), enc, derr)
 		}
 		if derr != nil {
-			// A queued write is never skipped silently: the caller sees it.
-			return nil, fmt.Errorf("queued write %d (%s %s %q) does not decode: %w", q.Seq, op, entity, key, derr)
+			// Never skipped silently, and never in the way of the others:
+			// returned, marked, with what the columns say.
+			q.Undecodable, q.Raw = derr.Error(), data
+			q.Write.Vendor, q.Write.WorkItem = repository.Vendor{}, repository.WorkItem{}
+			if q.Write.Entity == repository.EntityWorkItem {
+				q.Write.WorkItem.ID, _ = uuid.Parse(key)
+			} else {
+				q.Write.Vendor.Name = key
+			}
 		}
 		if curEnc.Valid && current != nil {
 			if q.Write.Entity == repository.EntityVendor {

@@ -3,8 +3,13 @@ package sqlitecache
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"strings"
+
+	"github.com/mattn/go-sqlite3"
 )
 
 // OpenReadOnly opens an existing cache file for reading only (SQLite
@@ -18,7 +23,10 @@ import (
 // none (it needs the shared index to read safely while a writer may
 // appear); they hold no data, and the next read-write Close removes them.
 // On a read-only file system the file is opened immutable: nobody can
-// change it there.
+// change it there. So is a file this user cannot read in place — SQLite
+// needs to create or write its -shm, and the directory or the -shm is not
+// writable (a 0555 snapshot directory) — provided it has no write-ahead
+// log: the file then holds the whole cache, and no writer is at work.
 //
 // Errors: repository.ErrInvalid for a bad option; an error wrapping
 // fs.ErrNotExist for a missing file; ErrNoCache for an empty file or a
@@ -55,6 +63,19 @@ func (c *Cache) openReadOnly(ctx context.Context) (_ *handles, err error) {
 		return nil, c.notSQLite()
 	}
 	dsn := readOnlyDSN(c.abs, c.cfg.busyTimeout)
+	h, err := c.openReadersOn(ctx, fi, dsn)
+	if err != nil && !strings.Contains(dsn, "immutable=1") && needsImmutable(err, c.abs) {
+		// A WAL file read in place needs its -shm, which this user cannot
+		// create or write (a read-only directory, a snapshot): with no
+		// write-ahead log to read, the file alone is the whole cache.
+		h, err = c.openReadersOn(ctx, fi, dsn+"&immutable=1")
+	}
+	return h, err
+}
+
+// openReadersOn opens the readers with dsn and checks the file is a cache
+// this version reads.
+func (c *Cache) openReadersOn(ctx context.Context, fi os.FileInfo, dsn string) (_ *handles, err error) {
 	h := &handles{ident: fi}
 	defer func() {
 		if err != nil {
@@ -70,6 +91,22 @@ func (c *Cache) openReadOnly(ctx context.Context) (_ *handles, err error) {
 	}
 	h.fast = newFastReaders(dsn, c.cfg.maxReaders)
 	return h, nil
+}
+
+// needsImmutable: reading path failed because SQLite would have had to
+// write beside it (SQLITE_READONLY, SQLITE_CANTOPEN: the -shm), and there
+// is no write-ahead log holding changes the file lacks — so no writer is
+// at work, and the file can be read as immutable. A writer that starts
+// while it is read that way is not seen: this is for inspecting a
+// snapshot or a read-only copy, which is what a file this user cannot
+// write beside is.
+func needsImmutable(err error, path string) bool {
+	var se sqlite3.Error
+	if !errors.As(err, &se) || (se.Code != sqlite3.ErrReadonly && se.Code != sqlite3.ErrCantOpen) {
+		return false
+	}
+	wal, statErr := os.Stat(path + "-wal")
+	return errors.Is(statErr, fs.ErrNotExist) || (statErr == nil && wal.Size() == 0)
 }
 
 // checkReadable refuses, with the reason, a file that is not a cache this

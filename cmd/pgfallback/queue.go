@@ -132,7 +132,9 @@ func queueActionError(path string, id uuid.UUID, done string, err error) error {
 	switch {
 	case errors.Is(err, repository.ErrNotFound):
 		return fmt.Errorf("no queued write %s in %s", id, path)
-	case errors.Is(err, repository.ErrInvalid):
+	case errors.Is(err, sqlitecache.ErrUndecodable):
+		return fmt.Errorf("write %s cannot be %s: its stored bytes do not decode, so no replay can apply it; `pgfallback queue list --json` shows them (raw), and `pgfallback queue discard %s` removes it", id, done, id)
+	case errors.Is(err, sqlitecache.ErrPending):
 		return fmt.Errorf("write %s is pending, not a dead letter: only dead letters can be %s (the application replays pending writes itself)", id, done)
 	}
 	return err
@@ -186,8 +188,11 @@ func queueList(ctx context.Context, c *sqlitecache.Cache, stdout io.Writer, asJS
 			}
 		}
 		base, reason := "-", "-"
-		if q.Err != "" {
+		switch {
+		case q.Err != "":
 			reason = oneLine(q.Err)
+		case q.Undecodable != "":
+			reason = "does not decode: " + oneLine(q.Undecodable)
 		}
 		if q.Write.Op == repository.WriteUpdate {
 			base = strconv.FormatInt(q.Write.BaseVersion, 10)
@@ -234,6 +239,10 @@ type queuedWriteJSON struct {
 	DeadAt         *time.Time `json:"dead_at,omitempty"`
 	CurrentVersion *int64     `json:"current_version,omitempty"`
 	CurrentDeleted bool       `json:"current_deleted,omitempty"`
+	// Undecodable says why the stored write does not decode; Raw is its
+	// stored bytes (base64), kept for an operator.
+	Undecodable string `json:"undecodable,omitempty"`
+	Raw         []byte `json:"raw,omitempty"`
 }
 
 // writeQueueJSON is `queue list --json`. A list that was not asked for
@@ -260,7 +269,7 @@ func writeQueueJSON(w io.Writer, now time.Time, s sqlitecache.QueueStats, ps, ds
 		for _, q := range qs {
 			j := queuedWriteJSON{Seq: q.Seq, ID: q.Write.ID.String(), State: "pending", Op: string(q.Write.Op),
 				Entity: string(q.Write.Entity), Key: q.Write.Key(), BaseVersion: q.Write.BaseVersion,
-				QueuedAt: q.QueuedAt.UTC(), Attempts: q.Attempts, Error: q.Err}
+				QueuedAt: q.QueuedAt.UTC(), Attempts: q.Attempts, Error: q.Err, Undecodable: q.Undecodable, Raw: q.Raw}
 			if q.Dead {
 				j.State = "dead"
 				if !q.DeadAt.IsZero() {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -294,5 +295,61 @@ func TestQueueCommandsLeaveForeignFilesAlone(t *testing.T) {
 	}
 	if _, err := os.Stat(missing); !os.IsNotExist(err) {
 		t.Errorf("the missing file was created: %v", err)
+	}
+}
+
+// A queued write whose stored bytes do not decode: list shows it (the
+// JSON with its raw bytes), retry refuses it and says why, discard removes
+// it — pending or dead — and every other write stays listed.
+func TestQueueUndecodableWrite(t *testing.T) {
+	ctx := context.Background()
+	f := newQueueFile(t)
+	damage := func(id uuid.UUID) {
+		t.Helper()
+		db, err := sql.Open("sqlite3", "file:"+f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.Exec(`UPDATE queued_writes SET data = x'deadbeef' WHERE id = ?`, id.String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damage(f.pending.ID)
+	damage(f.dead.ID)
+
+	code, stdout, stderr := runCLI(t, "queue", "list", "--path", f.path)
+	if code != 0 || stderr != "" {
+		t.Fatalf("queue list: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if l := line(t, stdout, f.pending.ID.String()); !strings.Contains(l, "does not decode") || !strings.Contains(l, "globex") {
+		t.Fatalf("the damaged pending write's line: %q", l)
+	}
+	line(t, stdout, f.dead.ID.String())
+	code, stdout, _ = runCLI(t, "queue", "list", "--json", "--path", f.path)
+	var out struct {
+		Pending []struct {
+			ID, Undecodable string
+			Raw             []byte
+		}
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); code != 0 || err != nil || len(out.Pending) != 1 ||
+		!bytes.Equal(out.Pending[0].Raw, []byte{0xde, 0xad, 0xbe, 0xef}) || out.Pending[0].Undecodable == "" {
+		t.Fatalf("queue list --json: exit %d, %v\n%s", code, err, stdout)
+	}
+
+	id := f.dead.ID.String()
+	code, stdout, stderr = runCLI(t, "queue", "retry", "--path", f.path, id)
+	if code != 1 || !strings.Contains(stderr, "do not decode") || !strings.Contains(stderr, "queue discard "+id) {
+		t.Fatalf("retry of an undecodable dead letter: exit %d\n%s%s", code, stdout, stderr)
+	}
+	for _, w := range []repository.Write{f.dead, f.pending} {
+		code, stdout, stderr = runCLI(t, "queue", "discard", "--path", f.path, w.ID.String())
+		if code != 0 || !strings.HasPrefix(stdout, "discarded write "+w.ID.String()) {
+			t.Fatalf("discard of %s: exit %d\n%s%s", w.ID, code, stdout, stderr)
+		}
+	}
+	if s, err := f.c.QueueStats(ctx); err != nil || s.Pending != 0 || s.DeadLetters != 0 {
+		t.Fatalf("after discarding both: %+v, %v", s, err)
 	}
 }
