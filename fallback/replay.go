@@ -81,6 +81,12 @@ func newWriteQueue(l *Layer, applier repository.WriteApplier) *writeQueue {
 	return q
 }
 
+// readSize is how many writes a pass reads at a time: replayReadAhead
+// batches, within reason for a huge ReplayBatch.
+func (q *writeQueue) readSize() int {
+	return max(replayRead, q.maxSize, min(q.maxSize*replayReadAhead, 4096))
+}
+
 // oneByOne applies a batch with ApplyWrite, a transaction per write, up to
 // the first write that fails (an already applied write whose row cannot be
 // read now counts as applied).
@@ -237,7 +243,7 @@ func (q *writeQueue) pass(ctx context.Context, cache *sqlitecache.Cache, c *comp
 	for {
 		// After last: what is applied may not be removed yet. A write
 		// queued since, behind a key's earlier writes, has a higher seq.
-		batch, err := cache.PendingWritesAfter(ctx, last, max(q.maxSize*replayReadAhead, replayRead))
+		batch, err := cache.PendingWritesAfter(ctx, last, q.readSize())
 		if err != nil {
 			return fmt.Errorf("fallback: replay: reading the queue: %w", err)
 		}

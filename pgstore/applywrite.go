@@ -70,6 +70,13 @@ func prepareWrite(w repository.Write) (_ repository.Write, idGiven bool, err err
 			return w, false, fmt.Errorf("pgstore: apply write %s: new id: %w", w.ID, err)
 		}
 	}
+	if w.Entity == repository.EntityVendor && w.Op == repository.WriteCreate && w.Vendor.ID == uuid.Nil {
+		// As createVendor would; here, so that the create has its one
+		// statement ready for a pipeline. The key is the name.
+		if w.Vendor.ID, err = uuid.NewV7(); err != nil {
+			return w, false, fmt.Errorf("pgstore: apply write %s: new id: %w", w.ID, err)
+		}
+	}
 	return w, idGiven, nil
 }
 

@@ -148,10 +148,7 @@ const recordWritesSQL = `
 // statement returning no row).
 func oneStatement(w repository.Write) (q string, args []any, ok bool) {
 	switch {
-	case w.Entity == repository.EntityVendor && w.Op == repository.WriteCreate:
-		if w.Vendor.ID == uuid.Nil {
-			return "", nil, false // createVendor gives it one
-		}
+	case w.Entity == repository.EntityVendor && w.Op == repository.WriteCreate && w.Vendor.ID != uuid.Nil:
 		q, args = createVendorSQL(w.Vendor)
 	case w.Entity == repository.EntityVendor && w.Op == repository.WriteUpdate:
 		q, args = updateVendorSQL(w.Vendor, w.BaseVersion)
