@@ -8,10 +8,13 @@ BENCHTIME ?= 1s
 
 FUZZTIME ?= 5s
 
-## test: every test with the race detector, against a real PostgreSQL, then a short run of every fuzz target
+## test: every test with the race detector, against a real PostgreSQL, then a short run of every fuzz target;
+## the fuzz half runs even when a test fails, and the result of both is reported
 test:
-	$(GO) test -race -count=1 $(PKGS)
-	$(MAKE) fuzz
+	@$(GO) test -race -count=1 $(PKGS); tests=$$?; \
+	$(MAKE) --no-print-directory fuzz; fuzz=$$?; \
+	echo "make test: tests $$( [ $$tests -eq 0 ] && echo passed || echo FAILED ), fuzz $$( [ $$fuzz -eq 0 ] && echo passed || echo FAILED )"; \
+	[ $$tests -eq 0 ] && [ $$fuzz -eq 0 ]
 
 ## fuzz: each fuzz target for FUZZTIME (the seed corpora also run as plain tests in `go test`)
 fuzz:

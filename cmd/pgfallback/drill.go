@@ -14,7 +14,10 @@ import (
 
 func drillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("drill", "drill [flags]", stdout, stderr)
-	dsnFlag := fs.dsnFlag("PostgreSQL to drill, schema migrated (default $DATABASE_URL; empty: an embedded throwaway server)")
+	// Only --dsn names a database to drill, never $DATABASE_URL: a drill
+	// writes rows and cuts connections, and an exported variable meant for
+	// the application must not point it at a real database.
+	dsnFlag := fs.String("dsn", "", "PostgreSQL to drill, schema migrated; the drill writes rows into it (default: an embedded throwaway server; $DATABASE_URL is not used)")
 	toxiproxy := fs.String("toxiproxy", "", "URL of an external Toxiproxy API, e.g. http://127.0.0.1:8474 (default: in-process)")
 	upstream := fs.String("upstream", "", "address the proxy forwards to (default: the DSN's host:port; postgres:5432 for the compose stack)")
 	proxyListen := fs.String("proxy-listen", "", "with --toxiproxy: where the proxy listens inside Toxiproxy (default 0.0.0.0:15432, published by the compose stack)")
@@ -43,7 +46,7 @@ func drillCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		level = slog.LevelInfo
 	}
 	cfg := drill.Config{
-		DSN: dsnFlag(), ToxiproxyURL: *toxiproxy, Upstream: *upstream, ProxyListen: *proxyListen, Scenarios: scenarios,
+		DSN: *dsnFlag, ToxiproxyURL: *toxiproxy, Upstream: *upstream, ProxyListen: *proxyListen, Scenarios: scenarios,
 		Readers: *readers, Writers: *writers, Duration: *duration, Baseline: *baseline,
 		PrimaryTimeout: *primaryTimeout, OpenTimeout: *openTimeout,
 		// The layer logs errors, which may quote a connection string.

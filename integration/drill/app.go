@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -151,4 +152,33 @@ func (a *app) close() error {
 	err = errors.Join(err, a.cache.Close())
 	a.store.Close()
 	return err
+}
+
+// setupTimeout bounds setting a scenario up: seeding, caching. Set-up is
+// not what a scenario measures, so it is never subject to the fault's
+// timeouts (PrimaryTimeout, the breaker): on a busy machine a seed through
+// the layer could time out and fail the drill before its fault began.
+const setupTimeout = 2 * time.Minute
+
+// seedVendors creates vs in PostgreSQL through the store, not the layer,
+// then caches the rows PostgreSQL returned in every cache given (the
+// instances that must hold them before the fault), as a read through the
+// layer would have. It returns the created rows.
+func seedVendors(ctx context.Context, store *pgstore.Store, vs []repository.Vendor, caches ...*sqlitecache.Cache) ([]repository.Vendor, error) {
+	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	out := make([]repository.Vendor, 0, len(vs))
+	for _, v := range vs {
+		got, err := store.Vendors().Create(ctx, v)
+		if err != nil {
+			return out, fmt.Errorf("create vendor %q: %w", v.Name, err)
+		}
+		out = append(out, got)
+	}
+	for _, c := range caches {
+		if err := c.SetVendors(ctx, out); err != nil {
+			return out, fmt.Errorf("cache the seeded vendors: %w", err)
+		}
+	}
+	return out, nil
 }

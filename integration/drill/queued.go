@@ -457,21 +457,23 @@ func (q *queuedRun) pending(ctx context.Context) int {
 // them (a queued update needs the row it builds on).
 func (q *queuedRun) seed(ctx context.Context) error {
 	n := min(q.cfg.Seed, queuedMaxKeys)
-	for i := range n {
-		v, err := q.app.layer.Vendors().Create(ctx, repository.Vendor{
+	vs := make([]repository.Vendor, n)
+	for i := range vs {
+		vs[i] = repository.Vendor{
 			Name: fmt.Sprintf("%s-q%03d", q.tag, i), Status: repository.VendorOperational,
 			ExtractorVersion: "1.0.0", CreatedBy: "pgfallback drill", Metadata: map[string]any{"seed": i},
-		})
-		if err != nil {
-			return err
 		}
+	}
+	seeded, err := seedVendors(ctx, q.app.store, vs, q.app.cache)
+	if err != nil {
+		return err
+	}
+	for _, v := range seeded {
 		q.keys = append(q.keys, v.Name)
 		q.v0[v.Name] = v.Version
 	}
 	q.shared = q.keys[:max(1, n/6)]
-	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return q.app.layer.Flush(fctx)
+	return nil
 }
 
 // appWriter reads a random key and updates it with the write queue,

@@ -10,8 +10,10 @@ import (
 	"sync"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
 	tclog "github.com/testcontainers/testcontainers-go/log"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
@@ -58,6 +60,9 @@ func startDocker(ctx context.Context, opts Options) (*Server, error) {
 		return nil, modeUnavailable("Docker engine does not answer: %v", err)
 	}
 	opts.logf("pgtest: Docker engine answered in %v", since(t0))
+	if err := ensureImage(ctx, opts); err != nil {
+		return nil, err
+	}
 
 	ctx, cancel = context.WithTimeout(ctx, opts.StartTimeout)
 	defer cancel()
@@ -111,6 +116,41 @@ func startDocker(ctx context.Context, opts Options) (*Server, error) {
 		return newServer(ModeDocker, b.dsn, addr, b, opts), nil
 	}
 	return nil, fmt.Errorf("pgtest: docker: %w", lastErr)
+}
+
+// imagePullTimeout bounds pulling the image when it is not present: an
+// engine that cannot reach its registry (offline, a registry outage, a
+// proxy) makes Docker mode unavailable, as an absent engine does, rather
+// than failing every test.
+const imagePullTimeout = 2 * time.Minute
+
+// ensureImage makes sure the engine has opts.DockerImage, pulling it when
+// it is absent. Any failure to have it is the mode being unavailable.
+func ensureImage(ctx context.Context, opts Options) error {
+	cli, err := testcontainers.NewDockerClientWithOpts(ctx)
+	if err != nil {
+		return modeUnavailable("Docker engine: %v", err)
+	}
+	defer cli.Close()
+	if _, err := cli.ImageInspect(ctx, opts.DockerImage); err == nil {
+		return nil
+	} else if !cerrdefs.IsNotFound(err) {
+		return modeUnavailable("Docker engine cannot inspect image %s: %v", opts.DockerImage, err)
+	}
+	t0 := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, imagePullTimeout)
+	defer cancel()
+	resp, err := cli.ImagePull(pctx, opts.DockerImage, client.ImagePullOptions{})
+	if err == nil {
+		err = resp.Wait(pctx)
+		_ = resp.Close()
+	}
+	if err != nil {
+		return modeUnavailable("image %s is not on this Docker engine and cannot be pulled (set %s to an image it has): %v",
+			opts.DockerImage, EnvImage, err)
+	}
+	opts.logf("pgtest: pulled %s in %v", opts.DockerImage, since(t0))
+	return nil
 }
 
 // waitReady polls until the server accepts a connection.

@@ -22,6 +22,13 @@ const (
 	// EnvRequire, set to 1 (or true), turns "no PostgreSQL available" from a
 	// skip into a test failure.
 	EnvRequire = "PGFALLBACK_REQUIRE_POSTGRES"
+	// EnvMode chooses the mode: auto (the default), local, docker or
+	// external. A test that must stop and start its server never uses an
+	// external one: under external, such tests use local, then Docker.
+	EnvMode = "PGFALLBACK_TEST_MODE"
+	// EnvImage names the image of Docker mode (default DefaultDockerImage),
+	// e.g. one built locally where none can be pulled.
+	EnvImage = "PGFALLBACK_TEST_IMAGE"
 )
 
 // DefaultDockerImage is the image used in Docker mode.
@@ -63,6 +70,22 @@ func (m Mode) String() string {
 		return "docker"
 	}
 	return "Mode(" + strconv.Itoa(int(m)) + ")"
+}
+
+// ParseMode reads a mode's name as EnvMode holds it: "" or auto, local,
+// docker, external.
+func ParseMode(s string) (Mode, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "auto":
+		return ModeAuto, nil
+	case "local":
+		return ModeLocal, nil
+	case "docker":
+		return ModeDocker, nil
+	case "external":
+		return ModeExternal, nil
+	}
+	return ModeAuto, fmt.Errorf("pgtest: %s=%q: want auto, local, docker or external", EnvMode, s)
 }
 
 // Options configures StartServer. The zero value picks the mode
@@ -127,8 +150,21 @@ func StartServer(ctx context.Context, opts Options) (*Server, error) {
 	if opts.Migrate == nil {
 		opts.Migrate = migrations.Up
 	}
+	if opts.DockerImage == "" && !opts.IgnoreEnv {
+		opts.DockerImage = strings.TrimSpace(os.Getenv(EnvImage))
+	}
 	if opts.DockerImage == "" {
 		opts.DockerImage = DefaultDockerImage
+	}
+	if opts.Mode == ModeAuto && !opts.IgnoreEnv {
+		m, err := ParseMode(os.Getenv(EnvMode))
+		if err != nil {
+			return nil, err
+		}
+		if m == ModeExternal && opts.Controllable {
+			m = ModeAuto // see EnvMode
+		}
+		opts.Mode = m
 	}
 	dsn := opts.externalDSN()
 
@@ -223,7 +259,7 @@ func (e *UnavailableError) Error() string {
 	}
 	b.WriteString("\nto fix, do one of: set " + EnvDSN + " to a server where this user may create databases" +
 		" (in the pgfallback repository: `docker compose up -d --wait` and " + EnvDSN +
-		"=postgres://pgfallback:pgfallback@127.0.0.1:5432/postgres?sslmode=disable);" +
+		"=postgres://pgfallback:compose-secret@127.0.0.1:5432/postgres?sslmode=disable);" +
 		" install the PostgreSQL server binaries (e.g. `apt-get install -y postgresql`);" +
 		" or start a Docker engine")
 	return b.String()

@@ -563,3 +563,33 @@ func TestExternalMode(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMode(t *testing.T) {
+	for in, want := range map[string]Mode{"": ModeAuto, "auto": ModeAuto, " Local ": ModeLocal, "docker": ModeDocker, "EXTERNAL": ModeExternal} {
+		if got, err := ParseMode(in); err != nil || got != want {
+			t.Errorf("ParseMode(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := ParseMode("podman"); err == nil || !strings.Contains(err.Error(), EnvMode) {
+		t.Errorf("ParseMode(podman): %v, want an error naming %s", err, EnvMode)
+	}
+}
+
+// A Docker engine that answers but cannot have the image (offline, a
+// registry outage, a proxy) is Docker mode unavailable, like no engine.
+func TestDockerImageThatCannotBePulledIsUnavailable(t *testing.T) {
+	t.Setenv(EnvImage, "pgfallback.invalid/no-such-image:never")
+	_, err := StartServer(testCtx(t), Options{Mode: ModeDocker})
+	if err == nil {
+		t.Fatal("a server started from an image that cannot exist")
+	}
+	t.Logf("%v", err)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("got %v, want ErrUnavailable", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "no Docker engine") || strings.Contains(msg, "does not answer") {
+		t.Skip("no Docker engine answers here: the image path is not reached")
+	} else if !strings.Contains(msg, "cannot be pulled") || !strings.Contains(msg, EnvImage) {
+		t.Fatalf("message does not say the image cannot be had, or how to name another: %s", msg)
+	}
+}
