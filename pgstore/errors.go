@@ -56,6 +56,9 @@ func mapError(op string, err error) error {
 		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "22": // data exception: bad encoding, too long, ...
 			return fmt.Errorf("pgstore: %s: %w: %w", op,
 				&repository.ValidationError{Field: pgErr.ColumnName, Reason: pgErr.Message}, err)
+		case pgErr.Code == "42P01": // undefined_table: the schema was never migrated here
+			return fmt.Errorf("pgstore: %s: %s (run migrations.Up, or `pgfallback migrate up`, against this database first): %w",
+				op, pgErr.Message, err)
 		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "54": // program limit exceeded: a value too complex or too large
 			return fmt.Errorf("pgstore: %s: %w: %w", op,
 				&repository.ValidationError{Field: pgErr.ColumnName, Reason: "exceeds a PostgreSQL limit: " + pgErr.Message}, err)

@@ -3,12 +3,15 @@ package pgstore_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/migrations"
 	"github.com/pgfallback/pgfallback/pgstore"
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -42,5 +45,33 @@ func TestConnectionFailureKeepsItsKind(t *testing.T) {
 	}
 	if _, err := pgstore.Open(ctx, "postgres://%zz"); err == nil {
 		t.Fatal("Open of a malformed DSN succeeded")
+	}
+}
+
+// A database that was never migrated answers every call with PostgreSQL's
+// `relation "vendors" does not exist`; the error says what to do.
+func TestUnmigratedDatabaseSaysRunMigrations(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	for range 5 { // every migration, newest first
+		if err := migrations.Down(ctx, dsn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := pgstore.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Vendors().Get(ctx, "acme")
+	if err == nil || !strings.Contains(err.Error(), "migrations.Up") || !strings.Contains(err.Error(), `"vendors" does not exist`) {
+		t.Fatalf("Get on an unmigrated database: %v, want the cause and the fix", err)
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42P01" {
+		t.Fatalf("the PostgreSQL error is not wrapped: %v", err)
+	}
+	if _, err := s.WorkItems().List(ctx, repository.WorkItemFilter{}); err == nil || !strings.Contains(err.Error(), "migrations.Up") {
+		t.Fatalf("List on an unmigrated database: %v", err)
 	}
 }
