@@ -38,7 +38,7 @@ type writeQueueKey struct{}
 // key, invalid) becomes a dead letter and Config.OnConflict is called.
 //
 // Queue only what may wait and may lose to a concurrent change: see the
-// README's "Queued writes". Money, inventory and uniqueness are decided
+// project's docs/queue.md. Money, inventory and uniqueness are decided
 // by the database at the moment of the write, not by a queue.
 //
 // What cannot be queued fails as before, with ErrUnavailable and the

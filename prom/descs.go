@@ -3,7 +3,7 @@ package prom
 import "github.com/prometheus/client_golang/prometheus"
 
 // The descriptors of the metrics the Collector makes at scrape time. Their
-// names and labels are a public contract (see the README): change them only
+// names and labels are a public contract (docs/observability.md): change them only
 // with a note in the changelog, dashboards and alerts depend on them.
 
 func desc(name, help string, labels ...string) *prometheus.Desc {

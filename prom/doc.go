@@ -20,7 +20,7 @@
 // NewCollector(layer) alone exports the scrape-time metrics only.
 //
 // The metric names and labels are a public contract, listed in the
-// project's README. They follow Prometheus' conventions (base units,
+// project's docs/observability.md. They follow Prometheus' conventions (base units,
 // _total for counters) and resilience4j's circuit-breaker set
 // (state as a gauge per state, transitions, calls not permitted).
 //

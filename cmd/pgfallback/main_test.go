@@ -104,6 +104,43 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	}
 }
 
+// The help says what there is: `pgfallback --help` lists every cache
+// action, warm included, and `cache --help` says what each does and which
+// of them --ttl applies to.
+func TestHelpDescribesCacheActions(t *testing.T) {
+	code, stdout, _ := runCLI(t, "--help")
+	if code != 0 || !strings.Contains(stdout, "pgfallback cache   stats|clear-stale|clear|warm") || !strings.Contains(stdout, "fill it from PostgreSQL") {
+		t.Errorf("pgfallback --help does not list cache warm:\n%s", stdout)
+	}
+	for _, args := range [][]string{{"cache", "--help"}, {"cache", "warm", "--help"}} {
+		code, stdout, _ := runCLI(t, args...)
+		if code != 0 {
+			t.Fatalf("pgfallback %s: exit %d", strings.Join(args, " "), code)
+		}
+		for _, want := range []string{
+			"Usage: pgfallback cache stats|clear-stale|clear|warm",
+			"\n  stats        show the file's entries, how many are stale (older than --ttl)",
+			"\n  clear-stale  remove the entries older than --ttl",
+			"\n  clear        remove every entry",
+			"\n  warm         fill the file from PostgreSQL",
+			"--ttl applies to stats and clear-stale only",
+			"clear and warm\nignore it",
+			"stats, clear-stale: an entry cached longer ago is stale", // the flag's own line
+		} {
+			if !strings.Contains(stdout, want) {
+				t.Errorf("pgfallback %s lacks %q:\n%s", strings.Join(args, " "), want, stdout)
+			}
+		}
+		if i, j := strings.Index(stdout, "Actions:"), strings.Index(stdout, "Flags:"); i < 0 || j < i {
+			t.Errorf("pgfallback %s: the actions are not before the flags:\n%s", strings.Join(args, " "), stdout)
+		}
+	}
+	// The other commands' help is as it was: no actions section.
+	if _, stdout, _ := runCLI(t, "queue", "--help"); strings.Contains(stdout, "Actions:") {
+		t.Errorf("queue --help:\n%s", stdout)
+	}
+}
+
 const secret = "s3cretpw"
 
 // showsSecret reports whether s shows any part of secret long enough to
@@ -153,6 +190,9 @@ func TestMalformedDSNErrorsHideThePassword(t *testing.T) {
 		d := tc.d
 		for _, args := range [][]string{{"migrate", "up"}, {"migrate", "status"}, {"drill", "--scenario", "down"}} {
 			for _, env := range []bool{false, true} {
+				if env && args[0] == "drill" {
+					continue // the drill reads --dsn only, never DATABASE_URL
+				}
 				run := append([]string{}, args...)
 				if env {
 					t.Setenv("DATABASE_URL", d)
@@ -298,18 +338,18 @@ func TestDrillWritesReports(t *testing.T) {
 // an in-process proxy to that server, refuses an unmigrated database, and
 // skips what it may not do there (stop the server).
 //
-// The DSN is an application's DATABASE_URL, a password and pgxpool settings
-// included: the drill must accept it and show the password nowhere.
+// The DSN is an application's DATABASE_URL passed as --dsn, a password and
+// pgxpool settings included: the drill must accept it and show the
+// password nowhere.
 func TestDrillAgainstGivenDSN(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	given, pw := withSecretAndPool(t, dsn)
 	dir := t.TempDir()
 	jsonPath, htmlPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
-	t.Setenv("DATABASE_URL", given)
-	code, stdout, stderr := runCLI(t, "drill", "--scenario", "down,kill", "--duration", "1s",
+	code, stdout, stderr := runCLI(t, "drill", "--dsn", given, "--scenario", "down,kill", "--duration", "1s",
 		"--baseline", "300ms", "--readers", "2", "--writers", "1", "-v", "--json", jsonPath, "--html", htmlPath)
 	if code != 0 {
-		t.Fatalf("drill of DATABASE_URL: exit %d\n%s\n%s", code, stdout, stderr)
+		t.Fatalf("drill of --dsn: exit %d\n%s\n%s", code, stdout, stderr)
 	}
 	if !strings.Contains(stdout, "== down [PASS]") || !strings.Contains(stdout, "== kill [SKIP]") {
 		t.Fatalf("report:\n%s", stdout)
