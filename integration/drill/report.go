@@ -32,24 +32,29 @@ type Report struct {
 
 // ScenarioReport is one scenario's result.
 type ScenarioReport struct {
-	Name            string           `json:"name"`
-	Description     string           `json:"description"`
-	Skipped         string           `json:"skipped,omitempty"`
-	Phases          []PhaseReport    `json:"phases"`
-	FaultStartMs    float64          `json:"fault_start_ms"`
-	FaultEndMs      float64          `json:"fault_end_ms"`
-	Tripped         bool             `json:"tripped"`
-	TimeToTripMs    float64          `json:"time_to_trip_ms"`    // -1: did not trip
-	TimeToRecoverMs float64          `json:"time_to_recover_ms"` // -1: n/a
-	Warm            WarmSummary      `json:"warm"`
-	Writes          WriteCheck       `json:"writes"`
-	Feed            *FeedSummary     `json:"feed,omitempty"`     // scenarios with several instances
-	Queue           *QueueSummary    `json:"queue,omitempty"`    // the queued scenarios
-	Promote         *PromoteSummary  `json:"promote,omitempty"`  // the promote scenario
-	Brownout        *BrownoutSummary `json:"brownout,omitempty"` // the brownout scenario
-	Violations      []string         `json:"violations"`
-	Passed          bool             `json:"passed"`
-	Timeline        []Point          `json:"timeline"`
+	Name            string        `json:"name"`
+	Description     string        `json:"description"`
+	Skipped         string        `json:"skipped,omitempty"`
+	Phases          []PhaseReport `json:"phases"`
+	FaultStartMs    float64       `json:"fault_start_ms"`
+	FaultEndMs      float64       `json:"fault_end_ms"`
+	Tripped         bool          `json:"tripped"`
+	TimeToTripMs    float64       `json:"time_to_trip_ms"`    // -1: did not trip
+	TimeToRecoverMs float64       `json:"time_to_recover_ms"` // -1: n/a
+	// RecoveredBy says what TimeToRecoverMs measures when it is not the
+	// breaker closing again: RecoveredQueueEmpty for a queued scenario
+	// whose breaker was never seen closing (queued-kill: the process that
+	// opened it was killed).
+	RecoveredBy string           `json:"recovered_by,omitempty"`
+	Warm        WarmSummary      `json:"warm"`
+	Writes      WriteCheck       `json:"writes"`
+	Feed        *FeedSummary     `json:"feed,omitempty"`     // scenarios with several instances
+	Queue       *QueueSummary    `json:"queue,omitempty"`    // the queued scenarios
+	Promote     *PromoteSummary  `json:"promote,omitempty"`  // the promote scenario
+	Brownout    *BrownoutSummary `json:"brownout,omitempty"` // the brownout scenario
+	Violations  []string         `json:"violations"`
+	Passed      bool             `json:"passed"`
+	Timeline    []Point          `json:"timeline"`
 }
 
 // redact masks every password in the report's free text.
@@ -97,6 +102,11 @@ type PhaseReport struct {
 	// pending state (read-your-writes).
 	QueueReads int `json:"reads_queue"`
 	Writes     int `json:"writes"`
+	// WriteErrors: of Errors, the writes; the rest are reads.
+	WriteErrors int `json:"write_errors"`
+	// Note says why the phase's errors are within the scenario's bounds,
+	// when its error rate is at least noteErrorRate and it passed.
+	Note string `json:"note,omitempty"`
 }
 
 // BrownoutSummary reports the brownout scenario: the slowness injected,
@@ -201,6 +211,9 @@ func phaseReport(name string, samples []sample, from, to time.Duration) PhaseRep
 		lat = append(lat, s.latency)
 		if s.outcome != okOutcome {
 			p.Errors++
+			if s.write {
+				p.WriteErrors++
+			}
 		}
 		switch {
 		case s.write:
@@ -256,8 +269,145 @@ func timeline(samples []sample, n int) []Point {
 	return out
 }
 
+// RecoveredQueueEmpty is ScenarioReport.RecoveredBy when the recovery
+// time runs from the heal to the write queue found empty.
+const RecoveredQueueEmpty = "queue empty"
+
+// noteErrorRate is the error rate from which a phase of a scenario that
+// passed carries a Note saying why its bounds allow the errors.
+const noteErrorRate = 0.01
+
+// annotate fills what the report derives from its own data: the recovery
+// time of a queued scenario whose breaker was never seen closing, and the
+// phases' notes. It is idempotent: Run calls it, and so do the writers,
+// for a Report built by hand.
+func (r *Report) annotate() {
+	for i := range r.Scenarios {
+		r.Scenarios[i].annotate()
+	}
+}
+
+func (s *ScenarioReport) annotate() {
+	if q := s.Queue; s.TimeToRecoverMs < 0 && q != nil && q.ReplayStartMs > 0 && q.ReplayEndMs > q.ReplayStartMs {
+		// The breaker that opened was in a process that is gone (the kill
+		// variant); the service recovered when the queue was empty.
+		s.TimeToRecoverMs, s.RecoveredBy = q.ReplayEndMs-q.ReplayStartMs, RecoveredQueueEmpty
+	}
+	for i := range s.Phases {
+		s.Phases[i].Note = s.errorNote(s.Phases[i])
+	}
+}
+
+// errorNote says why a phase's errors are within the scenario's bounds, or
+// nothing when the rate is low, the scenario failed (its violations say
+// why), or no bound of the scenario allows them.
+func (s *ScenarioReport) errorNote(p PhaseReport) string {
+	if !s.Passed || s.Skipped != "" || p.Errors == 0 || p.ErrorRate < noteErrorRate {
+		return ""
+	}
+	var parts []string
+	if reads := p.Errors - p.WriteErrors; reads > 0 {
+		if why := s.readErrorsAllowed(); why != "" {
+			parts = append(parts, plural(reads, "read")+" "+why)
+		}
+	}
+	if p.WriteErrors > 0 {
+		parts = append(parts, plural(p.WriteErrors, "write")+" "+s.writeErrorsAllowed())
+	}
+	return strings.Join(parts, "; ")
+}
+
+// readErrorsAllowed: the scenarios whose bounds allow a read to fail, and
+// why; the others fail on any failed read of a cached key.
+func (s *ScenarioReport) readErrorsAllowed() string {
+	switch s.Name {
+	case ScenarioStale:
+		return fmt.Sprintf("refused: an entry older than TTL + StaleIfError (%s) is not served, expected from %s into the outage until the breaker closes",
+			staleTTL+staleStaleIfError, staleStaleIfError)
+	}
+	return ""
+}
+
+// writeErrorsAllowed: why failed writes are within the bounds. No scenario
+// requires writes to succeed while PostgreSQL is unreachable; each requires
+// that what the writers were told is true.
+func (s *ScenarioReport) writeErrorsAllowed() string {
+	switch {
+	case s.Queue != nil:
+		return "not written or of unknown outcome while the instance had lost PostgreSQL (the bound: every write answered as queued is replayed or dead-lettered)"
+	case s.Promote != nil:
+		return "failed while there was no primary to take them (the bound: writes resume after the promotion)"
+	}
+	return "failed while PostgreSQL was out of reach or the breaker open (the bound: none reported failed is in PostgreSQL)"
+}
+
+// emptyPhase says what a phase in which the application made no call
+// measured instead: the queue's replay, in the queued scenarios.
+func (s *ScenarioReport) emptyPhase(p PhaseReport) string {
+	out := "no application calls in this phase"
+	if q := s.Queue; q != nil && q.ReplayStartMs > 0 && q.ReplayStartMs < p.EndMs && (q.ReplayEndMs <= 0 || q.ReplayEndMs > p.StartMs) {
+		out += "; the queue's replay: " + q.replayText()
+	}
+	return out
+}
+
+// replayText is what became of the queued writes after the heal.
+func (q *QueueSummary) replayText() string {
+	empty := "the queue never emptied"
+	if q.ReplayEndMs > 0 {
+		empty = fmt.Sprintf("queue empty %s after the heal", msDur(q.ReplayEndMs-q.ReplayStartMs))
+	}
+	return fmt.Sprintf("%s replayed (%d already applied), %s (%s); %s",
+		plural(q.Replayed, "write"), q.AlreadyApplied,
+		plural(q.DeadLetters, "dead letter"), plural(q.Conflicts, "conflict"), empty)
+}
+
+// recoverText is the time to recover with what it measures, or "-".
+func (s *ScenarioReport) recoverText(none string) string {
+	if s.TimeToRecoverMs < 0 {
+		return none
+	}
+	if s.RecoveredBy != "" {
+		return fmt.Sprintf("%s (%s)", msDur(s.TimeToRecoverMs), s.RecoveredBy)
+	}
+	return msDur(s.TimeToRecoverMs).String()
+}
+
+// noteLead introduces a phase's note: its name and error rate.
+func noteLead(p PhaseReport) string {
+	return fmt.Sprintf("%s: %.2f%% errors (%s), within the bounds", p.Name, 100*p.ErrorRate, plural(p.Errors, "call"))
+}
+
+// plural is n with the noun, singular for 1: plural(1, "entry") is
+// "1 entry", plural(2, "entry") "2 entries". A plural form given after the
+// noun is used as is.
+func plural[N ~int | ~int32 | ~int64 | ~uint64](n N, noun string, many ...string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, noun)
+	}
+	if len(many) > 0 {
+		return fmt.Sprintf("%d %s", n, many[0])
+	}
+	return fmt.Sprintf("%d %s", n, pluralNoun(noun))
+}
+
+// pluralNoun is the plural of an English noun or noun phrase (its last
+// word): entry → entries, key → keys, write → writes.
+func pluralNoun(noun string) string {
+	switch {
+	case noun == "":
+		return noun
+	case strings.HasSuffix(noun, "y") && len(noun) > 1 && !strings.ContainsRune("aeiou", rune(noun[len(noun)-2])):
+		return noun[:len(noun)-1] + "ies"
+	case strings.HasSuffix(noun, "s"), strings.HasSuffix(noun, "x"), strings.HasSuffix(noun, "ch"), strings.HasSuffix(noun, "sh"):
+		return noun + "es"
+	}
+	return noun + "s"
+}
+
 // WriteJSON writes the report as indented JSON to path.
 func (r *Report) WriteJSON(path string) error {
+	r.annotate()
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
@@ -267,8 +417,9 @@ func (r *Report) WriteJSON(path string) error {
 
 // WriteText writes the per-phase tables a person reads at the end of a run.
 func (r *Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "pgfallback drill %s: %d readers, %d writers, PrimaryTimeout %s, OpenTimeout %s (%s PostgreSQL)\n\n",
-		r.RunID, r.Readers, r.Writers, msDur(r.PrimaryTimeoutMs), msDur(r.OpenTimeoutMs), map[bool]string{true: "embedded", false: "given"}[r.Embedded])
+	r.annotate()
+	fmt.Fprintf(w, "pgfallback drill %s: %s, %s, PrimaryTimeout %s, OpenTimeout %s (%s PostgreSQL)\n\n",
+		r.RunID, plural(r.Readers, "reader"), plural(r.Writers, "writer"), msDur(r.PrimaryTimeoutMs), msDur(r.OpenTimeoutMs), map[bool]string{true: "embedded", false: "given"}[r.Embedded])
 	for _, s := range r.Scenarios {
 		verdict := "PASS"
 		switch {
@@ -282,33 +433,47 @@ func (r *Report) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "   skipped: %s\n\n", s.Skipped)
 			continue
 		}
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "phase\tops\terr rate\tp50 ms\tp99 ms\tmax ms\tprimary\tcache fresh\tcache stale\tslow\tpending\twrites\t")
-		for _, p := range s.Phases {
-			fmt.Fprintf(tw, "%s\t%d\t%.2f%%\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t\n", p.Name, p.Ops, 100*p.ErrorRate,
-				p.P50Ms, p.P99Ms, p.MaxMs, p.Primary, p.CacheFresh, p.CacheStale, p.CacheSlow, p.QueueReads, p.Writes)
+		var notes []string
+		replayInTable := false
+		if len(s.Phases) > 0 {
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "phase\tops\terr rate\tp50 ms\tp99 ms\tmax ms\tprimary\tcache fresh\tcache stale\tslow\tpending\twrites\t")
+			for _, p := range s.Phases {
+				if p.Ops == 0 {
+					// No calls: a row of zeros would read as a measurement.
+					// The text is the row's last cell, out of the columns.
+					text := s.emptyPhase(p)
+					replayInTable = replayInTable || strings.Contains(text, "replay")
+					fmt.Fprintf(tw, "%s\t  %s\n", p.Name, text)
+					continue
+				}
+				rate := fmt.Sprintf("%.2f%%", 100*p.ErrorRate)
+				if p.Note != "" {
+					notes = append(notes, noteLead(p)+": "+p.Note)
+					rate = fmt.Sprintf("[%d] %s", len(notes), rate)
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%d\t%d\t\n", p.Name, p.Ops, rate,
+					p.P50Ms, p.P99Ms, p.MaxMs, p.Primary, p.CacheFresh, p.CacheStale, p.CacheSlow, p.QueueReads, p.Writes)
+			}
+			tw.Flush()
 		}
-		tw.Flush()
-		trip, recov := "did not trip", "-"
+		for i, n := range notes {
+			fmt.Fprintln(w, wrap(fmt.Sprintf("   [%d] %s", i+1, n), noteWidth, "       "))
+		}
+		trip := "did not trip"
 		if s.Tripped {
 			trip = msDur(s.TimeToTripMs).String()
 		}
-		if s.TimeToRecoverMs >= 0 {
-			recov = msDur(s.TimeToRecoverMs).String()
-		}
-		fmt.Fprintf(w, "   time to trip %s, time to recover %s, warm %s (%d refreshed, %d removed)\n", trip, recov,
-			msDur(s.Warm.DurationMs), s.Warm.Refreshed, s.Warm.Removed)
+		fmt.Fprintf(w, "   time to trip %s, time to recover %s, warm %s (%s refreshed, %d removed)\n", trip, s.recoverText("-"),
+			msDur(s.Warm.DurationMs), plural(s.Warm.Refreshed, "entry"), s.Warm.Removed)
 		if q := s.Queue; q != nil {
-			fmt.Fprintf(w, "   queue: %d writes queued (%d applied directly, %d not written, %d outcome unknown) on %d keys; the other instance wrote %d times on %d of them\n",
-				q.Queued, q.Direct, q.NotWritten, q.Unknown, q.Keys, q.OtherWrites, q.SharedKeys)
-			replay := "never emptied"
-			if q.ReplayEndMs > 0 {
-				replay = msDur(q.ReplayEndMs - q.ReplayStartMs).String()
+			fmt.Fprintf(w, "   queue: %s queued (%d applied directly, %d not written, %d outcome unknown) on %s; the other instance wrote %s on %d of them\n",
+				plural(q.Queued, "write"), q.Direct, q.NotWritten, q.Unknown, plural(q.Keys, "key"), plural(q.OtherWrites, "time"), q.SharedKeys)
+			if !replayInTable {
+				fmt.Fprintf(w, "   replay: %s\n", q.replayText())
 			}
-			fmt.Fprintf(w, "   replay: %d replayed (%d already applied), %d dead letters (%d conflicts); queue empty %s after the heal\n",
-				q.Replayed, q.AlreadyApplied, q.DeadLetters, q.Conflicts, replay)
 			if q.PendingAfterReopen > 0 || q.KillAtMs > 0 {
-				fmt.Fprintf(w, "   reopened with %d writes pending", q.PendingAfterReopen)
+				fmt.Fprintf(w, "   reopened with %s pending", plural(q.PendingAfterReopen, "write"))
 				if q.KillAtMs > 0 {
 					fmt.Fprintf(w, "; SIGKILL at %s, %d replayed before it, %d applied but still queued", msDur(q.KillAtMs), q.ReplayedBeforeKill, q.InFlightAtKill)
 				}
@@ -324,19 +489,19 @@ func (r *Report) WriteText(w io.Writer) {
 			}
 			fmt.Fprintf(w, "   failover: set up in %s; replication cut at %s, primary killed (SIGKILL) at %s, standby promoted at %s (out of recovery %s later; timeline %d → %d); first write on the new primary %s after the promotion began\n",
 				msDur(p.SetupMs), msDur(p.CutAtMs), msDur(p.KillAtMs), msDur(p.PromoteAtMs), msDur(p.PromoteMs), p.TimelineBefore, p.TimelineAfter, first)
-			fmt.Fprintf(w, "   lost to asynchronous replication: %d creates and %d updates the old primary acknowledged are not on the new one (%d writes acknowledged after the cut); %d creates acknowledged in all, %d reported failed, %d outcome unknown\n",
-				p.LostCreates, p.LostUpdates, p.AckedAfterCut, s.Writes.Acknowledged, s.Writes.ReportedFailed, s.Writes.Unknown)
+			fmt.Fprintf(w, "   lost to asynchronous replication: %s and %s the old primary acknowledged are not on the new one (%s acknowledged after the cut); %s acknowledged in all, %d reported failed, %d outcome unknown\n",
+				plural(p.LostCreates, "create"), plural(p.LostUpdates, "update"), plural(p.AckedAfterCut, "write"), plural(s.Writes.Acknowledged, "create"), s.Writes.ReportedFailed, s.Writes.Unknown)
 			matched := fmt.Sprintf("%d differ", p.CacheDiffer)
 			if p.CacheMatchedMs >= 0 {
 				matched = fmt.Sprintf("all equal %s after the load stopped", msDur(p.CacheMatchedMs))
 			}
-			fmt.Fprintf(w, "   cache: %d cached vendors compared with the new primary, %s; change feed %s, %d resyncs\n",
-				p.CacheChecked, matched, p.FeedState, p.FeedResyncs)
+			fmt.Fprintf(w, "   cache: %s compared with the new primary, %s; change feed %s, %s\n",
+				plural(p.CacheChecked, "cached vendor"), matched, p.FeedState, plural(p.FeedResyncs, "resync"))
 		} else if b := s.Brownout; b != nil {
-			fmt.Fprintf(w, "   brownout: +%s a round trip (slow from %s), SoftTimeout %s: reads during the fault p99 %.1f ms, max %.1f ms (bound %s); %d reads answered at the soft timeout\n",
-				msDur(b.LatencyMs), msDur(b.SlowCallDurationMs), msDur(b.SoftTimeoutMs), b.ReadP99Ms, b.ReadMaxMs, msDur(b.ReadBoundMs), b.SlowReads)
-			fmt.Fprintf(w, "   background calls: peak %d of %d allowed; %d slow calls, outage failures %v; breaker opened on %q (window %s); pool of %d connections, %d reopened\n",
-				b.AbandonedPk, b.MaxAbandoned, b.SlowCalls, b.Failures, b.TripCause, msDur(b.WindowMs), b.PoolConns, b.PoolReopened)
+			fmt.Fprintf(w, "   brownout: +%s a round trip (slow from %s), SoftTimeout %s: reads during the fault p99 %.1f ms, max %.1f ms (bound %s); %s answered at the soft timeout\n",
+				msDur(b.LatencyMs), msDur(b.SlowCallDurationMs), msDur(b.SoftTimeoutMs), b.ReadP99Ms, b.ReadMaxMs, msDur(b.ReadBoundMs), plural(b.SlowReads, "read"))
+			fmt.Fprintf(w, "   background calls: peak %d of %d allowed; %s, outage failures %v; breaker opened on %q (window %s); pool of %s, %d reopened\n",
+				b.AbandonedPk, b.MaxAbandoned, plural(b.SlowCalls, "slow call"), b.Failures, b.TripCause, msDur(b.WindowMs), plural(b.PoolConns, "connection"), b.PoolReopened)
 			fmt.Fprintf(w, "   writes: %d acknowledged, %d reported failed, %d outcome unknown; %d acknowledged missing, %d failed present\n",
 				s.Writes.Acknowledged, s.Writes.ReportedFailed, s.Writes.Unknown, s.Writes.MissingAcknowledged, s.Writes.PresentButFailed)
 		} else if f := s.Feed; f != nil {
@@ -344,8 +509,9 @@ func (r *Report) WriteText(w io.Writer) {
 			if f.CaughtUpMs >= 0 && s.Name == ScenarioFeedCut {
 				caught = msDur(f.CaughtUpMs).String()
 			}
-			fmt.Fprintf(w, "   change feed (%d instances): lag at fault %s, caught up after heal %s, %d changes applied, %d catch-ups, %d resyncs; %d keys checked, %d deleted checked, %d changed in the last second skipped\n",
-				f.Instances, msDur(f.LagAtFaultMs), caught, f.ChangesApplied, f.CatchUps, f.Resyncs, f.Checked, f.DeletedChecked, f.SkippedRecent)
+			fmt.Fprintf(w, "   change feed (%s): lag at fault %s, caught up after heal %s, %s applied, %s, %s; %s checked, %d deleted checked, %d changed in the last second skipped\n",
+				plural(f.Instances, "instance"), msDur(f.LagAtFaultMs), caught, plural(f.ChangesApplied, "change"), plural(f.CatchUps, "catch-up"),
+				plural(f.Resyncs, "resync"), plural(f.Checked, "key"), f.DeletedChecked, f.SkippedRecent)
 		} else {
 			fmt.Fprintf(w, "   writes: %d acknowledged, %d reported failed, %d outcome unknown; %d acknowledged missing, %d failed present\n",
 				s.Writes.Acknowledged, s.Writes.ReportedFailed, s.Writes.Unknown, s.Writes.MissingAcknowledged, s.Writes.PresentButFailed)
@@ -366,6 +532,32 @@ func (r *Report) WriteText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "drill FAILED: bounds broken in %s\n", strings.Join(failed, ", "))
 	}
+}
+
+// noteWidth is where the console's notes wrap.
+const noteWidth = 120
+
+// wrap breaks text at spaces into lines of at most width characters (a
+// longer word stays whole), the lines after the first indented.
+func wrap(text string, width int, indent string) string {
+	var b strings.Builder
+	line := 0
+	for i, word := range strings.Fields(text) {
+		switch {
+		case i == 0:
+			lead := text[:len(text)-len(strings.TrimLeft(text, " "))]
+			b.WriteString(lead + word)
+			line = len(lead) + len(word)
+			continue
+		case line+1+len(word) > width:
+			b.WriteString("\n" + indent + word)
+			line = len(indent) + len(word)
+		default:
+			b.WriteString(" " + word)
+			line += 1 + len(word)
+		}
+	}
+	return b.String()
 }
 
 func msDur(m float64) time.Duration {

@@ -60,6 +60,7 @@ func run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	rep.DurationMs = ms(time.Since(rep.Started))
+	rep.annotate() // so that a caller reading the Report sees what its writers print
 	return rep, nil
 }
 
