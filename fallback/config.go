@@ -76,7 +76,7 @@ type Config struct {
 	// primary's call is not canceled at the soft timeout: it finishes in
 	// the background, its result is written through, and it counts toward
 	// the breaker. Writes are never answered early. Zero (the default)
-	// turns it off. See the README for when to turn it on.
+	// turns it off. See docs/layer.md for when to turn it on.
 	SoftTimeout time.Duration
 	// MaxAbandonedCalls bounds the primary calls still running in the
 	// background after their reads were answered early (default 16): a
@@ -88,6 +88,15 @@ type Config struct {
 	// served while the primary is down. Beyond it the read fails with
 	// repository.ErrUnavailable. Default 24 h; negative means never serve
 	// stale entries.
+	//
+	// The TTL is the cache's, not the layer's: set it when opening the
+	// cache, with sqlitecache.WithTTL (or WithVendorTTL and
+	// WithWorkItemTTL; default sqlitecache.DefaultTTL, 30 min), passed to
+	// sqlitecache.Open or NewWithCacheFile. An entry within its TTL is
+	// served as fresh; past it, within StaleIfError, as stale
+	// (Origin.Stale). The cache's background cleanup keeps stale entries
+	// for sqlitecache.WithStaleRetention (default 24 h): keep that at least
+	// StaleIfError, or they are gone before StaleIfError runs out.
 	StaleIfError time.Duration
 
 	// Warm is the strategy run after an outage, before the breaker closes,

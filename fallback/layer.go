@@ -11,12 +11,38 @@
 //     unless the caller opted in with WithWriteQueue: then they are kept
 //     in the cache file and replayed, exactly once, when it comes back;
 //   - while the breaker is open a background prober pings PostgreSQL; when
-//     it answers, the layer warms the cache and closes the breaker.
+//     it answers, the layer brings the cache up to date (a catch-up of the
+//     change feed, or a warm without one), replays the queued writes, and
+//     closes the breaker.
 //
 // Business answers (ErrNotFound, ErrConflict, ErrAlreadyExists, ErrInvalid
 // and SQL errors such as constraint violations) pass through unchanged and
 // never trip the breaker. A cache miss during an outage is ErrUnavailable,
 // never ErrNotFound. Use WithProvenance to learn where a result came from.
+//
+// # Migrations first
+//
+// The layer never changes PostgreSQL's schema. Apply the migrations with
+// migrations.Up (or the CLI's "pgfallback migrate up") before the first
+// layer starts, and again after upgrading this module: they create the
+// tables, the change log and triggers the change feed reads (migrations
+// 00003 and 00005), and the record of applied writes that makes the
+// queue's replay exactly-once (00004). Migrate from a deploy step rather
+// than at a service's start, which must succeed while the database is down
+// (examples/statusd never migrates).
+//
+// # The change feed
+//
+// Several instances, each with its own cache file, write to one
+// PostgreSQL; without help each cache would go on serving what the others
+// changed or deleted. With a primary that offers a change log
+// (repository.ChangeFeed: *pgstore.Store once migrated) a layer follows it
+// (Config.DisableChangeFeed turns that off): it re-reads or evicts every
+// cached key any instance, or plain SQL, changed, within milliseconds, so
+// each instance's cache stays truthful, and Origin.AsOf says up to when.
+// After an outage the layer catches up from the cursor stored in its cache
+// file — O(changes) — instead of re-reading every cached key. Stats().Feed
+// shows where it stands.
 package fallback
 
 import (
@@ -50,8 +76,9 @@ type State int32
 const (
 	// Closed: PostgreSQL is healthy; calls go to it.
 	Closed State = iota
-	// HalfOpen: PostgreSQL answered a probe; the layer is warming the cache
-	// and will close. Calls are still served as when Open.
+	// HalfOpen: PostgreSQL answered a probe; the layer is catching the
+	// cache up (or warming it) and replaying queued writes, and will close.
+	// Calls are still served as when Open.
 	HalfOpen
 	// Open: PostgreSQL is considered down; reads come from the cache and
 	// writes fail fast.
@@ -384,9 +411,9 @@ func (l *Layer) setState(to State) {
 			l.log.Warn("pgfallback: PostgreSQL still unavailable after probe", "cause", cause)
 		}
 	case HalfOpen:
-		l.log.Info("pgfallback: PostgreSQL answers again, warming cache")
+		l.log.Info("pgfallback: PostgreSQL answers again: " + l.recoveryPlan())
 	case Closed:
-		l.log.Info("pgfallback: PostgreSQL recovered, breaker closed")
+		// tryRecover logs it, with what the recovery did.
 	}
 	if l.cfg.OnStateChange != nil {
 		l.cfg.OnStateChange(from, to)

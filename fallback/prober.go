@@ -3,6 +3,7 @@ package fallback
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 )
 
@@ -38,15 +39,19 @@ func (l *Layer) recoverLoop() {
 }
 
 // tryRecover makes one recovery attempt and reports whether the breaker is
-// closed afterwards.
+// closed afterwards. Once closed, it logs what the recovery did: how the
+// cache was brought up to date (catch-up, resync, warm) and how many
+// queued writes were replayed.
 func (l *Layer) tryRecover() bool {
 	if err := l.ping(); err != nil {
 		return false
 	}
 	l.setState(HalfOpen)
+	how := "none"
 	if l.cfg.Warm != WarmNone || l.feed != nil {
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.WarmTimeout)
-		err := l.recoverCache(ctx)
+		var err error
+		how, err = l.recoverCache(ctx)
 		cancel()
 		if err != nil {
 			if l.ctx.Err() != nil {
@@ -60,11 +65,21 @@ func (l *Layer) tryRecover() bool {
 			}
 			// The primary is up but the cache could not take everything:
 			// traffic goes back to PostgreSQL all the same.
-			l.log.Error("pgfallback: warming the cache failed; closing the breaker anyway", "err", err)
+			l.log.Error("pgfallback: the "+how+" of the cache failed; closing the breaker anyway", "err", err)
+			how += " (failed)"
 		}
+	}
+	var replayed, deadLettered uint64
+	if q := l.queue; q != nil {
+		replayed, deadLettered = q.replayed.Load(), q.deadLettered.Load()
 	}
 	if !l.replayOnRecovery() {
 		return false
+	}
+	if q := l.queue; q != nil {
+		// The replayer waits while degraded: what the counters moved by
+		// since is this recovery's replay.
+		replayed, deadLettered = q.replayed.Load()-replayed, q.deadLettered.Load()-deadLettered
 	}
 	// The breaker's own open timeout equals OpenTimeout, which has passed
 	// since the trip, so it is half-open and admits this one closing ping.
@@ -86,6 +101,11 @@ func (l *Layer) tryRecover() bool {
 	}
 	done(nil) // closes the breaker; onBreakerChange clears degraded
 	l.settle()
+	args := []any{"cache", how}
+	if q := l.queue; q != nil {
+		args = append(args, "replayed", replayed, "dead_lettered", deadLettered, "still_pending", q.pending.Load())
+	}
+	l.log.Info("pgfallback: PostgreSQL recovered, breaker closed", args...)
 	return true
 }
 
@@ -116,19 +136,41 @@ func (l *Layer) ping() error {
 	return err
 }
 
+// recoveryPlan says what tryRecover does before the breaker closes, in
+// the README's words, for the log.
+func (l *Layer) recoveryPlan() string {
+	var steps []string
+	switch {
+	case l.feed != nil:
+		steps = append(steps, "catch-up of the cache")
+	case l.cfg.Warm != WarmNone:
+		steps = append(steps, "warm of the cache")
+	}
+	if l.queue != nil {
+		steps = append(steps, "replay of queued writes")
+	}
+	return strings.Join(append(steps, "the breaker closes"), ", then ")
+}
+
 // recoverCache brings the cache up to date before the breaker closes: a
 // catch-up of the change log from the cache's cursor when the feed runs —
 // O(changes) — or the configured warm — O(cached keys) — when it does not
-// or cannot (never caught up yet).
-func (l *Layer) recoverCache(ctx context.Context) error {
-	if l.feed != nil {
-		if ok, err := l.feed.recover(ctx); ok {
-			return err
+// or cannot (never caught up yet). It says which, for the log: "catch-up",
+// "resync" (the catch-up found the cursor expired and warmed the whole
+// cache), "warm" or "none".
+func (l *Layer) recoverCache(ctx context.Context) (how string, err error) {
+	if f := l.feed; f != nil {
+		resyncs := f.resyncs.Load()
+		if ok, err := f.recover(ctx); ok {
+			if f.resyncs.Load() != resyncs {
+				return "resync", err
+			}
+			return "catch-up", err
 		}
 	}
 	if l.cfg.Warm == WarmNone {
-		return nil
+		return "none", nil
 	}
-	_, err := l.Warm(ctx)
-	return err
+	_, err = l.Warm(ctx)
+	return "warm", err
 }

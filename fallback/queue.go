@@ -186,11 +186,32 @@ func (l *Layer) queueCache(op string) (*sqlitecache.Cache, error) {
 	return cache, nil
 }
 
-// errCannotQueue is the reason a write that asked for the queue could not
-// be queued; the caller's error is ErrUnavailable with it.
-type errCannotQueue string
+// NotQueuedError says why a write that asked for the queue
+// (WithWriteQueue) could not be queued. The write's error matches
+// repository.ErrUnavailable and, with errors.As, a *NotQueuedError: nothing
+// was written anywhere.
+type NotQueuedError struct {
+	// Reason is safe to show a client: what the write lacked (its entity is
+	// not in the cache, it moves a subtree, the queue is full), or only
+	// that this process's storage failed.
+	Reason string
+	// Err is the failure behind Reason, for logs: it may name a path or an
+	// operating system error. Nil when Reason is all there is.
+	Err error
+}
 
-func (e errCannotQueue) Error() string { return string(e) }
+func (e *NotQueuedError) Error() string {
+	if e.Err != nil {
+		return e.Reason + ": " + e.Err.Error()
+	}
+	return e.Reason
+}
+
+func (e *NotQueuedError) Unwrap() error { return e.Err }
+
+func notQueuedBecause(reason string, err error) *NotQueuedError {
+	return &NotQueuedError{Reason: reason, Err: err}
+}
 
 // canQueue reports whether a write made with ctx may be queued at all.
 func (l *Layer) canQueue(ctx context.Context) bool {
@@ -227,18 +248,19 @@ func (l *Layer) enqueue(ctx context.Context, op string, w repository.Write, afte
 	}
 	cache := l.cacheNow()
 	if cache == nil {
-		return l.notQueued(ctx, op, cause, errCannotQueue(l.noCache()))
+		return l.notQueued(ctx, op, cause, notQueuedBecause("the cache is not open", errors.New(l.noCache())))
 	}
 	var err error
 	if w.ID, err = uuid.NewV7(); err != nil {
-		return l.notQueued(ctx, op, cause, err)
+		return l.notQueued(ctx, op, cause, notQueuedBecause("no ID could be made for it", err))
 	}
 	_, err = cache.Enqueue(ctx, w, after, l.cfg.MaxQueuedWrites)
 	switch {
 	case err == nil:
 	case errors.Is(err, sqlitecache.ErrQueueFull):
 		l.queue.full.Add(1)
-		return l.notQueued(ctx, op, cause, err)
+		return l.notQueued(ctx, op, cause, notQueuedBecause(
+			fmt.Sprintf("the write queue is full (%d writes pending)", l.cfg.MaxQueuedWrites), err))
 	case errors.Is(err, repository.ErrConflict), errors.Is(err, repository.ErrNotFound),
 		errors.Is(err, repository.ErrAlreadyExists), errors.Is(err, repository.ErrInvalid):
 		// The cache and the queue hold the key's last known state: the
@@ -247,7 +269,7 @@ func (l *Layer) enqueue(ctx context.Context, op string, w repository.Write, afte
 	case ctx.Err() != nil:
 		return fmt.Errorf("fallback: %s: not queued: %w", op, ctx.Err())
 	default:
-		return l.notQueued(ctx, op, cause, fmt.Errorf("storing it failed: %w", err))
+		return l.notQueued(ctx, op, cause, notQueuedBecause("storing it in the cache failed", err))
 	}
 	l.queue.queued.Add(1)
 	l.queue.pending.Add(1)
@@ -260,7 +282,7 @@ func (l *Layer) enqueue(ctx context.Context, op string, w repository.Write, afte
 
 // notQueued is the ErrUnavailable of a write that asked for the queue and
 // could not be queued: nothing was written anywhere.
-func (l *Layer) notQueued(ctx context.Context, op string, cause, why error) error {
+func (l *Layer) notQueued(ctx context.Context, op string, cause error, why *NotQueuedError) error {
 	l.stats.unavailable.Add(1)
 	provenanceFrom(ctx).record(Origin{})
 	if cause == nil {
@@ -277,7 +299,7 @@ func (l *Layer) queueVendorCreate(ctx context.Context, op string, v repository.V
 	if v.ID == uuid.Nil {
 		id, err := uuid.NewV7()
 		if err != nil {
-			return repository.Vendor{}, l.notQueued(ctx, op, cause, err)
+			return repository.Vendor{}, l.notQueued(ctx, op, cause, notQueuedBecause("no ID could be made for it", err))
 		}
 		v.ID = id
 	}
@@ -314,7 +336,7 @@ func (l *Layer) queueWorkItemCreate(ctx context.Context, op string, item reposit
 	if item.ID == uuid.Nil {
 		id, err := uuid.NewV7()
 		if err != nil {
-			return repository.WorkItem{}, l.notQueued(ctx, op, cause, err)
+			return repository.WorkItem{}, l.notQueued(ctx, op, cause, notQueuedBecause("no ID could be made for it", err))
 		}
 		item.ID = id
 	}
@@ -356,7 +378,7 @@ func (l *Layer) queueWorkItemUpdate(ctx context.Context, op string, item reposit
 	}
 	if !sameParent(cur.item.ParentID, item.ParentID) {
 		return repository.WorkItem{}, l.notQueued(ctx, op, cause,
-			errCannotQueue("a move to another parent cannot be queued: it rewrites the whole subtree"))
+			notQueuedBecause("a move to another parent cannot be queued: it rewrites the whole subtree", nil))
 	}
 	w := repository.Write{Op: repository.WriteUpdate, Entity: repository.EntityWorkItem, WorkItem: item, BaseVersion: item.Version}
 	after := item
@@ -404,7 +426,7 @@ type cachedRow struct {
 func (l *Layer) cachedForQueue(ctx context.Context, op string, entity repository.Entity, name string, id uuid.UUID, cause error) (cachedRow, error) {
 	cache := l.cacheNow()
 	if cache == nil {
-		return cachedRow{}, l.notQueued(ctx, op, cause, errCannotQueue(l.noCache()))
+		return cachedRow{}, l.notQueued(ctx, op, cause, notQueuedBecause("the cache is not open", errors.New(l.noCache())))
 	}
 	var r cachedRow
 	var err error
@@ -419,9 +441,9 @@ func (l *Layer) cachedForQueue(ctx context.Context, op string, entity repository
 	case errors.Is(err, sqlitecache.ErrPendingDelete):
 		return cachedRow{}, fmt.Errorf("fallback: %s: %w", op, err)
 	case errors.Is(err, repository.ErrNotFound):
-		return cachedRow{}, l.notQueued(ctx, op, cause, errCannotQueue(fmt.Sprintf("%s %q is not in the cache, so the write has nothing to build on", entity, key)))
+		return cachedRow{}, l.notQueued(ctx, op, cause, notQueuedBecause(fmt.Sprintf("%s %q is not in the cache, so the write has nothing to build on", entity, key), nil))
 	case err != nil:
-		return cachedRow{}, l.notQueued(ctx, op, cause, err)
+		return cachedRow{}, l.notQueued(ctx, op, cause, notQueuedBecause("reading the cache failed", err))
 	}
 	return r, nil
 }

@@ -537,6 +537,8 @@ func TestWhatIsNotQueued(t *testing.T) {
 	if _, err := f.s.layer.Vendors().Update(qctx, repository.Vendor{Name: "never-cached", Status: repository.VendorOperational, Version: 1}); !errors.Is(err, repository.ErrUnavailable) ||
 		!strings.Contains(err.Error(), "not in the cache") {
 		t.Fatalf("update of an uncached key: %v, want ErrUnavailable naming the reason", err)
+	} else if nq := (*fallback.NotQueuedError)(nil); !errors.As(err, &nq) || !strings.Contains(nq.Reason, `"never-cached" is not in the cache`) {
+		t.Fatalf("update of an uncached key: %v, want a *NotQueuedError with the reason", err)
 	}
 	moved := root
 	moved.ParentID = &other.ID

@@ -7,100 +7,109 @@ import (
 )
 
 // Stats is a snapshot of the layer's counters since New.
+//
+// As JSON (it is the "stats" of HealthHandler's document) every key is
+// snake_case, like the rest of that document. Times are RFC 3339, the
+// zero time ("0001-01-01T00:00:00Z") meaning never. Durations are integer
+// nanoseconds — time.Duration's own encoding — in keys that end in _ns
+// (feed.lag_ns, last_warm.duration_ns), so a reader never has to guess
+// the unit; a Go client decodes them back into time.Duration.
 type Stats struct {
-	State State
+	State State `json:"state"`
 
 	// The cache, for a Layer made by NewWithCacheFile: whether it is open, and if not
 	// the last error opening it and how often that was tried. A Layer
 	// without its cache serves from PostgreSQL alone.
-	CacheOpen         bool
-	CacheError        string
-	CacheOpenAttempts uint64
+	CacheOpen         bool   `json:"cache_open"`
+	CacheError        string `json:"cache_error"`
+	CacheOpenAttempts uint64 `json:"cache_open_attempts"`
 
-	PrimaryCalls    uint64                 // calls sent to the primary
-	PrimaryFailures map[FailureKind]uint64 // outage failures by kind
+	PrimaryCalls    uint64                 `json:"primary_calls"`    // calls sent to the primary
+	PrimaryFailures map[FailureKind]uint64 `json:"primary_failures"` // outage failures by kind
 	// SlowCalls: calls to the primary (among PrimaryCalls) answered, but in
 	// SlowCallDuration or longer. Counted even when SlowCallRate < 0.
-	SlowCalls uint64
+	SlowCalls uint64 `json:"slow_calls"`
 
-	ServedFresh   uint64 // reads served from the cache within TTL
-	ServedStale   uint64 // reads served from the cache past TTL, within StaleIfError
-	ServedPartial uint64 // Lists served from the cache (partial by nature)
+	ServedFresh   uint64 `json:"served_fresh"`   // reads served from the cache within TTL
+	ServedStale   uint64 `json:"served_stale"`   // reads served from the cache past TTL, within StaleIfError
+	ServedPartial uint64 `json:"served_partial"` // Lists served from the cache (partial by nature)
 	// Soft timeouts (Config.SoftTimeout): reads answered from the cache
 	// because PostgreSQL was slow (counted in ServedFresh or ServedStale
 	// too), and the primary calls still running after their reads were
 	// answered, now and at most at once (never above MaxAbandonedCalls).
-	ServedSlow        uint64
-	AbandonedCalls    int64
-	AbandonedPeak     int64
-	Unavailable       uint64 // calls that returned ErrUnavailable or ErrOutcomeUnknown
-	RejectedWhileOpen uint64 // calls that did not reach the primary because the breaker was open
+	ServedSlow        uint64 `json:"served_slow"`
+	AbandonedCalls    int64  `json:"abandoned_calls"`
+	AbandonedPeak     int64  `json:"abandoned_peak"`
+	Unavailable       uint64 `json:"unavailable"`         // calls that returned ErrUnavailable or ErrOutcomeUnknown
+	RejectedWhileOpen uint64 `json:"rejected_while_open"` // calls that did not reach the primary because the breaker was open
 
-	WriteQueued  uint64 // cache updates queued by the write-through
-	WriteWritten uint64 // cache updates applied
-	WriteDropped uint64 // cache updates dropped: queue full, the cache failed a set, or the close deadline passed
-	WriteFailed  uint64 // cache updates the cache refused (a set is then dropped, an eviction retried)
+	WriteQueued  uint64 `json:"write_queued"`  // cache updates queued by the write-through
+	WriteWritten uint64 `json:"write_written"` // cache updates applied
+	WriteDropped uint64 `json:"write_dropped"` // cache updates dropped: queue full, the cache failed a set, or the close deadline passed
+	WriteFailed  uint64 `json:"write_failed"`  // cache updates the cache refused (a set is then dropped, an eviction retried)
 	// Evictions and moves never wait nor are dropped when the queue is
 	// full: they overflow into a list applied in order after it.
-	WriteOverflowed uint64
-	WriteQueueDepth int    // updates waiting now: the queue plus the overflow list
-	DroppedAtClose  uint64 // updates still queued when Close's deadline passed (counted in WriteDropped too)
-	EvictionsLost   uint64 // of those, evictions and moves: the cache may hold rows PostgreSQL deleted until a warm
+	WriteOverflowed uint64 `json:"write_overflowed"`
+	WriteQueueDepth int    `json:"write_queue_depth"` // updates waiting now: the queue plus the overflow list
+	DroppedAtClose  uint64 `json:"dropped_at_close"`  // updates still queued when Close's deadline passed (counted in WriteDropped too)
+	EvictionsLost   uint64 `json:"evictions_lost"`    // of those, evictions and moves: the cache may hold rows PostgreSQL deleted until a warm
 
-	Transitions      uint64                // state changes
-	TransitionCounts map[Transition]uint64 // state changes by kind
-	LastTrip         time.Time             // when the breaker last opened; zero if never
+	Transitions      uint64                `json:"transitions"`       // state changes
+	TransitionCounts map[Transition]uint64 `json:"transition_counts"` // state changes by kind ("closed->open")
+	LastTrip         time.Time             `json:"last_trip"`         // when the breaker last opened; zero if never
 	// LastTripCause: why it last opened: TripFailures (outage failures) or
 	// TripSlowCalls (PostgreSQL answered, but slowly); empty if never.
-	LastTripCause string
+	LastTripCause string `json:"last_trip_cause"`
 
-	WarmRuns   uint64
-	LastWarm   WarmReport
-	ProbeCalls uint64 // pings sent by the prober
+	WarmRuns   uint64     `json:"warm_runs"`
+	LastWarm   WarmReport `json:"last_warm"`
+	ProbeCalls uint64     `json:"probe_calls"` // pings sent by the prober
 
-	Feed FeedStats // the change feed; State FeedOff when there is none
+	Feed FeedStats `json:"feed"` // the change feed; State FeedOff when there is none
 
-	Queued QueuedStats // the durable write queue (WithWriteQueue)
+	Queued QueuedStats `json:"queued"` // the durable write queue (WithWriteQueue)
 }
 
 // QueuedStats counts the durable write queue's work since New.
 type QueuedStats struct {
-	Pending        int64  // writes pending, as last counted by this layer
-	Queued         uint64 // writes queued
-	Replayed       uint64 // writes applied at replay (AlreadyApplied among them)
-	AlreadyApplied uint64 // replays that found the write applied before (a crash or lost reply)
-	DeadLettered   uint64 // writes that became dead letters (rejected, or behind a rejected one)
-	Conflicts      uint64 // of the rejections, version conflicts
-	ReplayFailures uint64 // replays stopped by a transient failure
-	Full           uint64 // writes refused because MaxQueuedWrites were pending
-	Pruned         uint64 // records of applied writes this instance pruned in PostgreSQL
-	LastError      string // what stopped the last replay pass that failed
+	Pending        int64  `json:"pending"`         // writes pending, as last counted by this layer
+	Queued         uint64 `json:"queued"`          // writes queued
+	Replayed       uint64 `json:"replayed"`        // writes applied at replay (AlreadyApplied among them)
+	AlreadyApplied uint64 `json:"already_applied"` // replays that found the write applied before (a crash or lost reply)
+	DeadLettered   uint64 `json:"dead_lettered"`   // writes that became dead letters (rejected, or behind a rejected one)
+	Conflicts      uint64 `json:"conflicts"`       // of the rejections, version conflicts
+	ReplayFailures uint64 `json:"replay_failures"` // replays stopped by a transient failure
+	Full           uint64 `json:"full"`            // writes refused because MaxQueuedWrites were pending
+	Pruned         uint64 `json:"pruned"`          // records of applied writes this instance pruned in PostgreSQL
+	LastError      string `json:"last_error"`      // what stopped the last replay pass that failed
 	// OldestPending is when the oldest pending write was queued, as last
 	// counted (zero: none).
-	OldestPending time.Time
+	OldestPending time.Time `json:"oldest_pending"`
 	// Stalled: writes are pending and the last replay pass stopped on a
 	// failure (LastError); it retries, backing off up to OpenTimeout. While
 	// the breaker is open that is the outage; while it is closed,
 	// PostgreSQL answers yet the queue does not drain: look at LastError.
-	Stalled bool
+	Stalled bool `json:"stalled"`
 }
 
 // FeedStats describes the change feed.
 type FeedStats struct {
-	State FeedState
+	State FeedState `json:"state"`
 	// AsOf: the cache reflects every change committed before it; zero
 	// until the first catch-up, and after the cursor expired until the
 	// resync is done.
-	AsOf time.Time
-	Lag  time.Duration // how long ago AsOf was; 0 when AsOf is zero
+	AsOf time.Time `json:"as_of"`
+	// Lag: how long ago AsOf was; 0 when AsOf is zero. In JSON, integer
+	// nanoseconds.
+	Lag time.Duration `json:"lag_ns"`
 	// Mirror: the cache holds every row (WarmAll), kept complete by the feed.
-	Mirror         bool
-	ChangesApplied uint64 // changes read from the log and applied
-	CatchUps       uint64 // reads of the log until caught up
-	Resyncs        uint64 // full warms: no cursor yet, or it expired
-	Errors         uint64 // catch-ups that failed (logged at most once a minute)
-	LastError      string
-	Pruned         uint64 // log entries this instance pruned
+	Mirror         bool   `json:"mirror"`
+	ChangesApplied uint64 `json:"changes_applied"` // changes read from the log and applied
+	CatchUps       uint64 `json:"catch_ups"`       // reads of the log until caught up
+	Resyncs        uint64 `json:"resyncs"`         // full warms: no cursor yet, or it expired
+	Errors         uint64 `json:"errors"`          // catch-ups that failed (logged at most once a minute)
+	LastError      string `json:"last_error"`
+	Pruned         uint64 `json:"pruned"` // log entries this instance pruned
 }
 
 // Transition is a change of the layer's state.

@@ -13,18 +13,19 @@ import (
 	"github.com/pgfallback/pgfallback/sqlitecache"
 )
 
-// WarmReport describes one warm run.
+// WarmReport describes one warm run. As JSON (Stats.LastWarm) its keys
+// are snake_case and Duration is integer nanoseconds, "duration_ns".
 type WarmReport struct {
-	Strategy  WarmStrategy
-	Started   time.Time
-	Duration  time.Duration
-	Refreshed int  // entries written to the cache from the primary
-	Removed   int  // cached entries dropped because the primary no longer has them
-	Truncated bool // WarmAll stopped at WarmLimit; nothing was removed
+	Strategy  WarmStrategy  `json:"strategy"`
+	Started   time.Time     `json:"started"`
+	Duration  time.Duration `json:"duration_ns"`
+	Refreshed int           `json:"refreshed"` // entries written to the cache from the primary
+	Removed   int           `json:"removed"`   // cached entries dropped because the primary no longer has them
+	Truncated bool          `json:"truncated"` // WarmAll stopped at WarmLimit; nothing was removed
 	// Authoritative: the primary's rows replaced the cached ones whatever
 	// their versions (a resync after the change feed's history ended).
-	Authoritative bool
-	Err           string
+	Authoritative bool   `json:"authoritative"`
+	Err           string `json:"error"` // why the run stopped; empty when it did not fail
 }
 
 // VendorBatchGetter is implemented by primaries (pgstore) that can read many

@@ -17,6 +17,24 @@
 // Version of the same entity, so out-of-order write-through from concurrent
 // requests cannot regress the cache.
 //
+// # The write queue
+//
+// The file also holds the fallback layer's durable write queue
+// (fallback.WithWriteQueue): writes made while PostgreSQL could not take
+// them, kept until they are replayed. Enqueue stores a write and the
+// cache entry it changes in one SQLite transaction, so a crash or a
+// restart keeps both or neither; the entry is marked pending
+// (Entry.Pending), reads answer the write's result, and write-through,
+// eviction and cleanup leave it alone until the replay settles it. A write
+// leaves the queue when it is applied (CompleteWrite, CompleteWrites) or
+// becomes a dead letter (DeadLetter), kept for an operator: PendingWrites,
+// DeadLetters and QueueStats read the queue, RetryWrite and DiscardWrite
+// act on a dead letter (the CLI's "pgfallback queue list|retry|discard").
+// ClearAll and ClearStale never remove queued writes nor the entries they
+// hold pending. A file deleted, or left behind when the application moves
+// to another path, takes its writes not yet replayed with it: while
+// writes are queued it is data, not a disposable cache.
+//
 // # Concurrency and processes
 //
 // A Cache is safe for any number of goroutines. The file is in WAL mode

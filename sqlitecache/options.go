@@ -83,8 +83,17 @@ func WithVendorTTL(d time.Duration) Option { return func(c *config) { c.vendorTT
 // WithWorkItemTTL sets the TTL of work item entries only.
 func WithWorkItemTTL(d time.Duration) Option { return func(c *config) { c.workItemTTL = d } }
 
-// WithClock replaces time.Now, for tests. The clock stamps cached_at and
-// decides staleness; a nil clock keeps time.Now.
+// WithClock replaces time.Now with now. It is a test hook, exported on
+// purpose so that applications can test their own handling of time: the
+// clock stamps cached_at (and the queue's timestamps) and decides
+// staleness, so a test can open a cache with a clock it advances and see
+// entries turn stale past the TTL (WithTTL) — and, through a fallback
+// layer without a change feed (the feed dates answers by the database's
+// clock), reads served stale or refused past its StaleIfError — without
+// sleeping. Production code should not use it: the cache's times must be
+// the machine's, which other processes sharing the file also use, and a
+// clock that stops or goes back makes stale entries look fresh. A nil
+// clock keeps time.Now.
 func WithClock(now func() time.Time) Option {
 	return func(c *config) {
 		if now != nil {

@@ -9,11 +9,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	_ "github.com/mattn/go-sqlite3"
 
 	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/sqlitecache"
 )
 
 // `cache stats` pointed at app.yaml renamed it to app.yaml.corrupt-… and put
@@ -54,8 +56,9 @@ func TestCacheCommandsLeaveForeignFilesAlone(t *testing.T) {
 }
 
 // cache warm --all fills a new file from PostgreSQL and records the change
-// log's head, so an instance starting on it catches up instead of warming;
-// stats --json reads it back.
+// log's head, so an instance starting on it catches up instead of warming,
+// with the database's time taken before it as the file's AsOf; stats and
+// stats --json read them back: right after a warm, "as of" is known.
 func TestCacheWarmAndStatsJSON(t *testing.T) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(t)
@@ -68,24 +71,52 @@ func TestCacheWarmAndStatsJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "shipped.db")
+	var dbBefore, dbAfter time.Time
+	if err := conn.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&dbBefore); err != nil {
+		t.Fatal(err)
+	}
 	code, stdout, stderr := runCLI(t, "cache", "warm", "--all", "--dsn", dsn, "--path", path)
 	if code != 0 || !strings.Contains(stdout, "120 rows written") || !strings.Contains(stderr, "120/120") {
 		t.Fatalf("cache warm --all: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stdout, "current as of ") {
+		t.Errorf("cache warm --all does not say since when the file is current:\n%s", stdout)
+	}
+	if err := conn.QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&dbAfter); err != nil {
+		t.Fatal(err)
 	}
 	code, stdout, stderr = runCLI(t, "cache", "stats", "--json", "--path", path)
 	if code != 0 {
 		t.Fatalf("stats --json: exit %d: %s", code, stderr)
 	}
 	var st struct {
-		Vendors    int    `json:"vendors"`
-		FeedCursor string `json:"feed_cursor"`
-		Mirror     bool   `json:"mirror"`
+		Vendors    int        `json:"vendors"`
+		FeedCursor string     `json:"feed_cursor"`
+		AsOf       *time.Time `json:"as_of"`
+		Mirror     bool       `json:"mirror"`
 	}
 	if err := json.Unmarshal([]byte(stdout), &st); err != nil {
 		t.Fatalf("stats --json is not JSON: %v\n%s", err, stdout)
 	}
 	if st.Vendors != 120 || st.FeedCursor == "" || !st.Mirror {
 		t.Fatalf("stats after warm --all: %+v", st)
+	}
+	// The database's time between the test's two readings of it.
+	if st.AsOf == nil || st.AsOf.Before(dbBefore) || st.AsOf.After(dbAfter) {
+		t.Errorf("stats --json as_of %v after warm --all, want the database's time during the warm (%v to %v)", st.AsOf, dbBefore, dbAfter)
+	}
+	code, stdout, stderr = runCLI(t, "cache", "stats", "--path", path)
+	if code != 0 {
+		t.Fatalf("stats: exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"as of", st.AsOf.UTC().Format(time.RFC3339), "every change committed before then is in the file",
+		"an instance starting on this file catches up from it", "complete"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stats after warm --all lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "unknown") {
+		t.Errorf("stats after warm --all still says unknown:\n%s", stdout)
 	}
 	// Without --all it refreshes what the file holds.
 	if _, err := conn.Exec(ctx, `DELETE FROM vendors WHERE name = 'v7'`); err != nil {
@@ -120,4 +151,35 @@ func foreignFiles(t *testing.T, dir string) (yaml, empty, foreign string) {
 		t.Fatal(err)
 	}
 	return yaml, empty, foreign
+}
+
+// What `cache stats` says of the change feed: an opaque cursor is
+// explained, and "as of" is a time, or says why there is none.
+func TestDescribeFeed(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 5, 0, 0, time.UTC)
+	asOf := now.Add(-90 * time.Second)
+	cases := []struct {
+		name         string
+		feed         sqlitecache.FeedState
+		cursor, asOf []string // parts each must hold
+	}{
+		{"never", sqlitecache.FeedState{}, []string{"no position recorded"}, []string{"unknown"}},
+		{"warmed or caught up", sqlitecache.FeedState{Cursor: "c2:1:2:3:x:9:10:11:", AsOf: asOf},
+			[]string{"catches up from it", "c2:1:2:3:x:9:10:11:"}, []string{"2026-11-25T12:03:30Z", "1m30s ago", "every change committed before then"}},
+		{"position without a time", sqlitecache.FeedState{Cursor: "c2:1:2:3:x:9:10:11:"},
+			[]string{"catches up from it"}, []string{"unknown: the position was recorded without a time", "first catch-up"}},
+	}
+	for _, c := range cases {
+		cursor, asOf := describeFeed(c.feed, now)
+		for _, want := range c.cursor {
+			if !strings.Contains(cursor, want) {
+				t.Errorf("%s: cursor %q lacks %q", c.name, cursor, want)
+			}
+		}
+		for _, want := range c.asOf {
+			if !strings.Contains(asOf, want) {
+				t.Errorf("%s: as of %q lacks %q", c.name, asOf, want)
+			}
+		}
+	}
 }

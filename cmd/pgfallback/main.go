@@ -3,7 +3,8 @@
 //
 //	pgfallback drill   [--dsn URL] [--scenario all] [--readers 8] [--writers 2] [--duration 3s] [--json FILE] [--html FILE]
 //	pgfallback migrate up|down|status --dsn URL
-//	pgfallback cache   stats|clear-stale|clear [--path FILE]
+//	pgfallback cache   stats|clear-stale|clear [--path FILE] [--ttl D]
+//	pgfallback cache   warm [--path FILE] [--dsn URL] [--all]
 //	pgfallback queue   list|retry|discard [--path FILE] [ID]
 //
 // --dsn defaults to $DATABASE_URL. Exit codes: 0 success, 1 failure (a
@@ -41,8 +42,9 @@ const usage = `pgfallback: failover drills, migrations and cache tools for pgfal
 Usage:
   pgfallback drill   [flags]                    run a failover drill and report it
   pgfallback migrate up|down|status [flags]     apply, roll back or list PostgreSQL migrations
-  pgfallback cache   stats|clear-stale|clear [flags]
-                                                the SQLite cache's own operations
+  pgfallback cache   stats|clear-stale|clear|warm [flags]
+                                                show or clear a SQLite cache file, or warm it
+                                                (fill it from PostgreSQL)
   pgfallback queue   list|retry|discard [flags] [ID]
                                                 list the queued writes, retry or discard a dead letter
 
@@ -92,7 +94,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 type flagSet struct {
 	*flag.FlagSet
 	synopsis string
-	stdout   io.Writer
+	// about, if set, is printed between the usage line and the flags: what
+	// the command's actions do, which flags apply to which.
+	about  string
+	stdout io.Writer
 }
 
 func newFlagSet(name, synopsis string, stdout, stderr io.Writer) *flagSet {
@@ -107,7 +112,11 @@ func newFlagSet(name, synopsis string, stdout, stderr io.Writer) *flagSet {
 }
 
 func (fs *flagSet) printUsage(w io.Writer) {
-	fmt.Fprintf(w, "Usage: pgfallback %s\n\nFlags:\n", fs.synopsis)
+	fmt.Fprintf(w, "Usage: pgfallback %s\n\n", fs.synopsis)
+	if fs.about != "" {
+		fmt.Fprintf(w, "%s\n", fs.about)
+	}
+	fmt.Fprint(w, "Flags:\n")
 	out := fs.Output()
 	fs.SetOutput(w)
 	fs.PrintDefaults()

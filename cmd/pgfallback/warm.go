@@ -21,8 +21,12 @@ import (
 // mirror), else a refresh of the keys the file holds — for example to ship
 // an instance with a filled cache. It records the change log's head taken
 // before the copy, so an instance that starts on the file catches up from
-// there instead of warming again.
-func warmCmd(ctx context.Context, conn, path string, ttl time.Duration, all bool, stdout, stderr io.Writer) error {
+// there instead of warming again, and the database's time read just before
+// that head as the file's AsOf: every change committed before then is in
+// the head's snapshot or read by the copy that follows it, so the file is
+// current as of then (an instance serving from it during an outage says
+// so: X-As-Of), and `cache stats` can say since when.
+func warmCmd(ctx context.Context, conn, path string, all bool, stdout, stderr io.Writer) error {
 	pcfg, err := dsn.ParseConfig(conn)
 	if err != nil {
 		return fmt.Errorf("warm: %w", err)
@@ -36,7 +40,7 @@ func warmCmd(ctx context.Context, conn, path string, ttl time.Duration, all bool
 	if err := store.Ping(ctx); err != nil {
 		return fmt.Errorf("warm: connect: %w", dsn.Error(err))
 	}
-	cache, err := sqlitecache.Open(path, sqlitecache.WithTTL(ttl), sqlitecache.WithCleanupInterval(0),
+	cache, err := sqlitecache.Open(path, sqlitecache.WithCleanupInterval(0),
 		sqlitecache.WithFileCheckInterval(0), sqlitecache.WithLogger(slog.New(slog.NewTextHandler(stderr, nil))))
 	if err != nil {
 		return fmt.Errorf("cache file: %w", err)
@@ -53,6 +57,12 @@ func warmCmd(ctx context.Context, conn, path string, ttl time.Duration, all bool
 		total = int64(s.TotalEntries)
 	}
 	if err != nil {
+		return fmt.Errorf("warm: %w", dsn.Error(err))
+	}
+	// The database's clock, not this machine's: AsOf is compared with the
+	// times the change feed reads from the same database.
+	var asOf time.Time
+	if err := store.Pool().QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&asOf); err != nil {
 		return fmt.Errorf("warm: %w", dsn.Error(err))
 	}
 	head, headErr := store.ChangeHead(ctx) // absent before migration 00003: the file then gets no cursor
@@ -76,12 +86,20 @@ func warmCmd(ctx context.Context, conn, path string, ttl time.Duration, all bool
 		return dsn.Error(err)
 	}
 	if headErr == nil && !rep.Truncated {
-		if err := cache.SetFeedState(ctx, sqlitecache.FeedState{Cursor: head, Mirror: all}); err != nil {
+		if err := cache.SetFeedState(ctx, sqlitecache.FeedState{Cursor: head, AsOf: asOf.UTC(), Mirror: all}); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(stdout, "warmed %s: %d rows written, %d removed in %s (%s)\n", path, rep.Refreshed, rep.Removed,
 		rep.Duration.Round(time.Millisecond), rep.Strategy)
+	switch {
+	case headErr != nil:
+		fmt.Fprintf(stderr, "no change log position recorded (%v): an instance starting on the file warms it again\n", dsn.Error(headErr))
+	case rep.Truncated:
+		fmt.Fprintln(stderr, "no change log position recorded: the warm stopped at its limit, so an instance starting on the file warms it again")
+	default:
+		fmt.Fprintf(stdout, "current as of %s: an instance starting on the file catches up from there\n", asOf.UTC().Format(time.RFC3339))
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -42,9 +43,14 @@ func TestVendorCRUD(t *testing.T) {
 
 	a.do(t, "POST", "/vendors", map[string]any{"name": "beta", "status": "broken"}).expect(t, "create beta", http.StatusCreated, nil)
 	var list listJSON[vendorJSON]
-	a.do(t, "GET", "/vendors", nil).expect(t, "list", http.StatusOK, &list)
+	r = a.do(t, "GET", "/vendors", nil).expect(t, "list", http.StatusOK, &list)
 	if len(list.Items) != 2 || list.Items[0].Name != "acme" || list.Items[1].Name != "beta" || list.Partial || list.Limit != defaultLimit {
 		t.Fatalf("list %+v", list)
+	}
+	// "partial" is in every list's body, false included (README, Routes).
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(r.body, &raw); err != nil || string(raw["partial"]) != "false" {
+		t.Errorf("list body without \"partial\": false: %s", r.body)
 	}
 	a.do(t, "GET", "/vendors?status=broken&limit=1", nil).expect(t, "list broken", http.StatusOK, &list)
 	if len(list.Items) != 1 || list.Items[0].Name != "beta" {

@@ -81,7 +81,11 @@ func newApp(ctx context.Context, o options, logger *slog.Logger, traceOut io.Wri
 	if o.layerConfig != nil {
 		o.layerConfig(&cfg)
 	}
-	cacheOpts := append([]sqlitecache.Option{sqlitecache.WithLogger(logger)}, o.cacheOptions...)
+	cacheOpts := []sqlitecache.Option{sqlitecache.WithLogger(logger)}
+	if o.ttl > 0 { // parseOptions requires it; tests that build options by hand may leave it
+		cacheOpts = append(cacheOpts, sqlitecache.WithTTL(o.ttl))
+	}
+	cacheOpts = append(cacheOpts, o.cacheOptions...)
 	// A cache that cannot be opened does not stop the start: the layer
 	// serves from PostgreSQL alone and retries (README). Only bad
 	// configuration fails here.

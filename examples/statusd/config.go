@@ -19,6 +19,7 @@ type options struct {
 	cachePath       string
 	primaryTimeout  time.Duration
 	softTimeout     time.Duration // fallback.Config.SoftTimeout: 0 is off
+	ttl             time.Duration // the cache's TTL (sqlitecache.WithTTL): older answers are stale
 	openTimeout     time.Duration
 	shutdownTimeout time.Duration
 	trace           bool
@@ -52,6 +53,8 @@ Usage: DATABASE_URL=postgres://... statusd [flags]
 	fs.DurationVar(&o.primaryTimeout, "primary-timeout", time.Second, "deadline of each call to PostgreSQL")
 	fs.DurationVar(&o.softTimeout, "soft-timeout", 0,
 		"answer a read of a cached key from the cache when PostgreSQL has not answered within it (0: off; below --primary-timeout)")
+	fs.DurationVar(&o.ttl, "ttl", sqlitecache.DefaultTTL,
+		"the cache's TTL: during an outage an answer cached longer ago is served marked stale (Warning: 110), up to 24 h past it")
 	fs.DurationVar(&o.openTimeout, "open-timeout", 5*time.Second,
 		"how long the breaker stays open before probing PostgreSQL again (also the Retry-After of a 503)")
 	fs.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 10*time.Second,
@@ -71,6 +74,8 @@ Usage: DATABASE_URL=postgres://... statusd [flags]
 		return o, fmt.Errorf("%w: DATABASE_URL is not set (e.g. postgres://user:password@host:5432/db?sslmode=disable)", errUsage)
 	case o.primaryTimeout <= 0 || o.openTimeout <= 0 || o.shutdownTimeout <= 0:
 		return o, fmt.Errorf("%w: timeouts must be positive", errUsage)
+	case o.ttl <= 0:
+		return o, fmt.Errorf("%w: --ttl must be positive", errUsage)
 	case o.softTimeout < 0 || (o.softTimeout > 0 && o.softTimeout >= o.primaryTimeout):
 		return o, fmt.Errorf("%w: --soft-timeout must be 0 (off) or positive and below --primary-timeout", errUsage)
 	case o.cachePath == "":

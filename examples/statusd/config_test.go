@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/sqlitecache"
 )
 
 // --soft-timeout is off by default, takes a duration below
@@ -75,4 +76,54 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// --ttl is the cache's TTL (sqlitecache.WithTTL), 30 min by default: past
+// it an answer from the cache carries Warning: 110. It must be positive.
+func TestTTLFlag(t *testing.T) {
+	getenv := func(k string) string {
+		if k == "DATABASE_URL" {
+			return "postgres://app@127.0.0.1:1/x?sslmode=disable"
+		}
+		return ""
+	}
+	for _, c := range []struct {
+		args []string
+		want time.Duration
+		bad  bool
+	}{
+		{nil, sqlitecache.DefaultTTL, false},
+		{[]string{"--ttl", "10s"}, 10 * time.Second, false},
+		{[]string{"--ttl=2h"}, 2 * time.Hour, false},
+		{[]string{"--ttl", "0"}, 0, true},
+		{[]string{"--ttl", "-1m"}, 0, true},
+		{[]string{"--ttl", "soon"}, 0, true},
+	} {
+		o, err := parseOptions(c.args, getenv, io.Discard)
+		if c.bad {
+			if !errors.Is(err, errUsage) {
+				t.Errorf("%q: err %v, want a usage error", c.args, err)
+			}
+		} else if err != nil || o.ttl != c.want {
+			t.Errorf("%q: ttl %v, err %v; want %v", c.args, o.ttl, err, c.want)
+		}
+	}
+
+	// Wired into the cache the layer serves from.
+	o, err := parseOptions([]string{"--ttl", "10s", "--cache", filepath.Join(t.TempDir(), "c.db")}, getenv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApp(context.Background(), o, slog.New(slog.DiscardHandler), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.shutdown(context.Background())
+	c := a.layer.Cache()
+	if c == nil {
+		t.Fatal("the layer has no cache open")
+	}
+	if c.VendorTTL() != 10*time.Second || c.WorkItemTTL() != 10*time.Second {
+		t.Fatalf("the cache's TTLs are %v and %v, want --ttl's 10s", c.VendorTTL(), c.WorkItemTTL())
+	}
 }

@@ -75,6 +75,12 @@ func (s *server) toAPIError(r *http.Request, err error, what string) *apiError {
 		msg := "the database is unavailable and the cache holds no answer it can vouch for about " + what
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			msg = "the database is unavailable: " + what + " was not changed; retry later"
+			if why := notQueuedReason(err); why != "" {
+				// Prefer: respond-async, and the layer said why it could
+				// not queue the write: the client can tell "retry later"
+				// from "this write cannot wait".
+				msg = "the database is unavailable and the write could not be queued (" + why + "): " + what + " was not changed; retry later"
+			}
 		}
 		return &apiError{status: http.StatusServiceUnavailable, code: "unavailable", retry: true, message: msg}
 	case errors.Is(err, repository.ErrUnreadable):
@@ -84,6 +90,19 @@ func (s *server) toAPIError(r *http.Request, err error, what string) *apiError {
 		return &apiError{status: statusClientClosed, code: "canceled", message: "the request was canceled"}
 	}
 	return &apiError{status: http.StatusInternalServerError, code: "internal", message: "internal error"}
+}
+
+// notQueuedReason returns why the layer could not queue a write that asked
+// for its queue (Prefer: respond-async), for the client; "" when err is not
+// such a refusal. Only the layer's Reason is shown, never the failure
+// behind it (a path, an OS error: for the log) nor the primary's failure,
+// which names addresses; it is redacted all the same (dsn.RedactDetails).
+func notQueuedReason(err error) string {
+	var nq *fallback.NotQueuedError
+	if !errors.As(err, &nq) {
+		return ""
+	}
+	return dsn.RedactDetails(nq.Reason)
 }
 
 // fail writes err as the API shows it and logs what an operator needs:

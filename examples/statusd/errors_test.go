@@ -17,6 +17,7 @@ import (
 	"github.com/pgfallback/pgfallback/internal/testutil"
 	"github.com/pgfallback/pgfallback/mock"
 	"github.com/pgfallback/pgfallback/repository"
+	"github.com/pgfallback/pgfallback/sqlitecache"
 )
 
 // The handlers depend on the repository interfaces only: with fakes that
@@ -163,6 +164,74 @@ func TestPrefersAsync(t *testing.T) {
 	for _, c := range cases {
 		if got := prefersAsync(http.Header{"Prefer": c.values}); got != c.want {
 			t.Errorf("Prefer %q: %v, want %v", c.values, got, c.want)
+		}
+	}
+}
+
+// A write sent with Prefer: respond-async that the layer could not queue is
+// 503 saying why, in the layer's words when they are about the write, and
+// never with the primary's failure (addresses, users) or this process's
+// storage details (paths). The errors are built the way the fallback layer
+// builds them (TestQueuedWritesDuringOutage checks the real one).
+func TestNotQueuedReason(t *testing.T) {
+	primary := errors.New("failed to connect to `user=app database=orders`: dial tcp 10.1.2.3:5432: connect: connection refused")
+	notQueued := func(why *fallback.NotQueuedError) error {
+		return fmt.Errorf("fallback: vendors.Update: %w: not written: it could not be queued (%w); primary: %w",
+			repository.ErrUnavailable, why, primary)
+	}
+	cases := []struct {
+		name string
+		err  error
+		want string // "": no reason
+	}{
+		{"not in the cache", notQueued(&fallback.NotQueuedError{Reason: `vendor "ghost" is not in the cache, so the write has nothing to build on`}),
+			`vendor "ghost" is not in the cache, so the write has nothing to build on`},
+		{"without a primary failure", fmt.Errorf("fallback: vendors.Update: %w: not written: it could not be queued: %w",
+			repository.ErrUnavailable, &fallback.NotQueuedError{Reason: "a move to another parent cannot be queued: it rewrites the whole subtree"}),
+			"a move to another parent cannot be queued: it rewrites the whole subtree"},
+		{"queue full", notQueued(&fallback.NotQueuedError{Reason: "the write queue is full (10000 writes pending)",
+			Err: fmt.Errorf("%w: 10000 writes pending, the limit is 10000", sqlitecache.ErrQueueFull)}),
+			"the write queue is full (10000 writes pending)"},
+		{"no cache", notQueued(&fallback.NotQueuedError{Reason: "the cache is not open",
+			Err: errors.New("no cache: opening /srv/private/cache.db failed: permission denied")}), "the cache is not open"},
+		{"storage", notQueued(&fallback.NotQueuedError{Reason: "storing it in the cache failed",
+			Err: errors.New("disk I/O error: /srv/private/cache.db-wal")}), "storing it in the cache failed"},
+		{"wrapped again", fmt.Errorf("handler: %w", notQueued(&fallback.NotQueuedError{Reason: `vendor "x" is not in the cache`})), `vendor "x" is not in the cache`},
+		{"a write that did not ask for the queue", fmt.Errorf("fallback: vendors.Update: %w: not written; primary: %w",
+			repository.ErrUnavailable, primary), ""},
+		{"plain", repository.ErrUnavailable, ""},
+		{"not unavailable", errors.New("not written: it could not be queued"), ""},
+	}
+	for _, c := range cases {
+		if got := notQueuedReason(c.err); got != c.want {
+			t.Errorf("%s: reason %q, want %q", c.name, got, c.want)
+		}
+		vendors := &mock.VendorRepository{UpdateFn: func(context.Context, repository.Vendor) (repository.Vendor, error) {
+			return repository.Vendor{}, c.err
+		}}
+		s := &server{vendors: vendors, workItems: &mock.WorkItemRepository{}, retryAfter: time.Second, log: slog.New(slog.DiscardHandler)}
+		req := httptest.NewRequest("PUT", "/vendors/acme", strings.NewReader(`{"status":"broken","version":1}`))
+		req.Header.Set("Prefer", "respond-async")
+		rec := httptest.NewRecorder()
+		s.routes(http.NotFoundHandler(), http.NotFoundHandler()).ServeHTTP(rec, req)
+		r := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+		if r.status != http.StatusServiceUnavailable {
+			if c.name != "not unavailable" {
+				t.Errorf("%s: status %d, want 503", c.name, r.status)
+			}
+			continue
+		}
+		code, _, msg := r.apiErr(t)
+		if code != "unavailable" || !strings.Contains(msg, `vendor "acme" was not changed; retry later`) {
+			t.Errorf("%s: code %q, message %q", c.name, code, msg)
+		}
+		if c.want != "" && !strings.Contains(msg, "could not be queued ("+c.want+")") {
+			t.Errorf("%s: message %q does not give the reason %q", c.name, msg, c.want)
+		}
+		for _, leak := range []string{"10.1.2.3", "5432", "user=", "orders", "/srv/private", "refused"} {
+			if strings.Contains(string(r.body), leak) {
+				t.Errorf("%s: the body shows %q: %s", c.name, leak, r.body)
+			}
 		}
 	}
 }

@@ -90,7 +90,7 @@ func serve(ctx context.Context, a *app, o options, stopSignals func(), ready fun
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
 	a.log.Info("statusd listening", "addr", ln.Addr().String(), "database", a.database,
-		"cache", o.cachePath, "trace", o.trace)
+		"cache", o.cachePath, "ttl", o.ttl, "trace", o.trace)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

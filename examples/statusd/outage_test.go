@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"testing"
@@ -11,7 +12,6 @@ import (
 	"github.com/pgfallback/pgfallback/integration/pgtest"
 	"github.com/pgfallback/pgfallback/pgstore"
 	"github.com/pgfallback/pgfallback/repository"
-	"github.com/pgfallback/pgfallback/sqlitecache"
 )
 
 // cacheTTL is short so that an answer from the cache turns stale within
@@ -26,9 +26,7 @@ func TestOutage(t *testing.T) {
 	ctx := context.Background()
 	direct := pgtest.NewDatabase(t)
 	proxy, proxied := chaos.TestProxy(t, direct, "statusd-outage")
-	a := startApp(t, proxied, func(o *options) {
-		o.cacheOptions = append(o.cacheOptions, sqlitecache.WithTTL(cacheTTL))
-	})
+	a := startApp(t, proxied, func(o *options) { o.ttl = cacheTTL }) // --ttl 1s
 
 	// Before: acme and a work item are read through the API, so cached.
 	// ghost exists only in PostgreSQL, written around the service: the
@@ -87,6 +85,14 @@ func TestOutage(t *testing.T) {
 	}
 	if age, _ := strconv.Atoi(r.header.Get("Age")); age < int(cacheTTL.Seconds()) {
 		t.Errorf("stale answer with Age %q, TTL %v", r.header.Get("Age"), cacheTTL)
+	}
+	// /healthz counts it, under the snake_case key its README shows.
+	var doc struct {
+		Stats map[string]json.RawMessage `json:"stats"`
+	}
+	hb := a.do(t, "GET", "/healthz", nil).expect(t, "healthz", http.StatusOK, &doc)
+	if n, err := strconv.Atoi(string(doc.Stats["served_stale"])); err != nil || n < 1 {
+		t.Errorf("healthz stats.served_stale %q after a stale answer: %s", doc.Stats["served_stale"], hb.body)
 	}
 	var got workItemJSON
 	r = a.do(t, "GET", itemPath, nil).expect(t, "cached work item", http.StatusOK, &got)

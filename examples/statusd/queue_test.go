@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,6 +126,22 @@ func TestQueuedWritesDuringOutage(t *testing.T) {
 	if r.header.Get("Preference-Applied") != "" {
 		t.Errorf("unqueueable update: Preference-Applied %q", r.header.Get("Preference-Applied"))
 	}
+	// It says why, in the layer's words, and nothing of the connection:
+	// the primary's failure names the proxy's address.
+	checkRetryAfter(t, "unqueueable update", r)
+	if _, _, msg := r.apiErr(t); !strings.Contains(msg, `could not be queued (vendor "ghost" is not in the cache, so the write has nothing to build on)`) ||
+		!strings.Contains(msg, "retry later") {
+		t.Errorf("unqueueable update: message %q does not say why", msg)
+	}
+	u, err := url.Parse(proxied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, detail := range []string{u.Host, u.Hostname(), u.Port(), u.User.Username()} {
+		if detail != "" && strings.Contains(string(r.body), detail) {
+			t.Errorf("unqueueable update: the body names the database's %q: %s", detail, r.body)
+		}
+	}
 
 	// PostgreSQL comes back: the queue is replayed, and reads come from
 	// PostgreSQL with the new version.
@@ -137,6 +155,17 @@ func TestQueuedWritesDuringOutage(t *testing.T) {
 	})
 	if r := a.do(t, "GET", "/vendors/acme", nil); r.header.Get("X-Pending") != "" {
 		t.Errorf("after replay: X-Pending %q", r.header.Get("X-Pending"))
+	}
+	// The recovery's log line says how the cache was brought up to date
+	// and how many queued writes were replayed: the four above.
+	waitFor(t, 5*time.Second, "the recovery's log line", func() bool {
+		return strings.Contains(a.logs.String(), "PostgreSQL recovered, breaker closed")
+	})
+	for _, line := range strings.Split(a.logs.String(), "\n") {
+		if strings.Contains(line, "PostgreSQL recovered, breaker closed") &&
+			(!strings.Contains(line, "cache=catch-up") || !strings.Contains(line, "replayed=4")) {
+			t.Errorf("recovery log line: %s; want cache=catch-up replayed=4", line)
+		}
 	}
 
 	// PostgreSQL has every queued write, read around the service.

@@ -56,12 +56,13 @@ func (in vendorInput) vendor() repository.Vendor {
 
 // listJSON is the body of a list. Partial repeats X-Partial for clients that
 // read bodies only: a list from the cache during an outage holds what had
-// been cached, not necessarily every match.
+// been cached, not necessarily every match. It is always present, false
+// included, so a client never has to tell "complete" from "not said".
 type listJSON[T any] struct {
 	Items   []T  `json:"items"`
 	Limit   int  `json:"limit"`
 	Offset  int  `json:"offset"`
-	Partial bool `json:"partial,omitempty"`
+	Partial bool `json:"partial"`
 }
 
 func (s *server) getVendor(w http.ResponseWriter, r *http.Request) {
