@@ -64,8 +64,8 @@ func waitFeed(b *testing.B, l *fallback.Layer) {
 func BenchmarkFeedPeerLatency(b *testing.B) {
 	ctx := context.Background()
 	dsn := pgtest.NewDatabase(b)
-	_, _, lb := instance(b, dsn, fallback.Config{}, nil)
-	_, cacheA, la := instance(b, dsn, fallback.Config{ChangeFeedPoll: time.Hour}, nil) // notifications only
+	_, _, lb := instance(b, dsn, fallback.Config{ChangeFeedMinInterval: feedMinInterval(b)}, nil)
+	_, cacheA, la := instance(b, dsn, fallback.Config{ChangeFeedPoll: time.Hour, ChangeFeedMinInterval: feedMinInterval(b)}, nil) // notifications only
 	const keys = 100
 	names := make([]string, keys)
 	for i := range keys {

@@ -105,7 +105,7 @@ func benchFollowers(b *testing.B, n int) {
 	t0 := time.Now()
 	fs := make([]followerInstance, n)
 	for i := range fs {
-		s, c, l := instance(b, poolDSN, fallback.Config{}, nil)
+		s, c, l := instance(b, poolDSN, fallback.Config{ChangeFeedMinInterval: feedMinInterval(b)}, nil)
 		fs[i] = followerInstance{store: s, cache: c, layer: l}
 	}
 	started := time.Since(t0)

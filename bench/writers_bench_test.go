@@ -32,6 +32,8 @@ const (
 	// writerFollowersEnv overrides the number of followers (default 3;
 	// 0 measures the triggers alone).
 	writerFollowersEnv = "PGFALLBACK_BENCH_FOLLOWERS"
+	// writerMinIntervalEnv sets the followers' ChangeFeedMinInterval.
+	writerMinIntervalEnv = "PGFALLBACK_BENCH_FEED_MIN_INTERVAL"
 	// writerSecondsEnv overrides pgbench's -T, in whole seconds.
 	writerSecondsEnv     = "PGFALLBACK_BENCH_PGBENCH_SECONDS"
 	writerDefaultSeconds = 5
@@ -231,9 +233,10 @@ UPDATE vendors SET version = version + 1, updated_at = now() WHERE name = 'w' ||
 			return d
 		}
 	}
+	fcfg := fallback.Config{ChangeFeedMinInterval: feedMinInterval(b)}
 	t0 := time.Now()
 	for i := range writerFollowers {
-		_, cache, layer := instanceIn(b, cacheDir(), dsn, fallback.Config{}, nil)
+		_, cache, layer := instanceIn(b, cacheDir(), dsn, fcfg, nil)
 		f := writerFollower{cache: cache, layer: layer, names: make([]string, writerCached)}
 		for j := range f.names {
 			f.names[j] = writerName(i*writerCached + j + 1)
@@ -879,4 +882,19 @@ func selfCPU() float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100 // USER_HZ
+}
+
+// feedMinInterval is the followers' Config.ChangeFeedMinInterval in the
+// feed benchmarks, from PGFALLBACK_BENCH_FEED_MIN_INTERVAL (default: the
+// Config's; -1ns: a catch-up per notification), to compare the two.
+func feedMinInterval(b *testing.B) time.Duration {
+	v := strings.TrimSpace(os.Getenv(writerMinIntervalEnv))
+	if v == "" {
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		b.Fatalf("%s=%q: %v", writerMinIntervalEnv, v, err)
+	}
+	return d
 }

@@ -142,6 +142,14 @@ type Config struct {
 	// is down, or no waker is heard), so a healthy follower sends no query
 	// between changes. Default 30 s.
 	ChangeFeedPoll time.Duration
+	// ChangeFeedMinInterval is the shortest time between the starts of two
+	// catch-ups: a wake-up that comes sooner waits out the rest. Under a
+	// stream of commits the waker notifies every few milliseconds, and a
+	// follower that read the log for each notification would cost
+	// PostgreSQL (and its own host) a transaction per notification; it
+	// reads batches instead. It adds at most this much to the time a
+	// change takes to reach the cache. Default 20 ms; negative: none.
+	ChangeFeedMinInterval time.Duration
 	// ChangeRetention is how long the change log keeps entries; the layer
 	// prunes it hourly (one instance at a time). Default 7 days; negative:
 	// never prune. A cache whose cursor is older than this resyncs with a
@@ -221,6 +229,9 @@ func (c Config) withDefaults() Config {
 	def(&c.CloseTimeout, 5*time.Second)
 	def(&c.CacheRetry, 30*time.Second)
 	def(&c.ChangeFeedPoll, 30*time.Second)
+	if c.ChangeFeedMinInterval == 0 {
+		c.ChangeFeedMinInterval = 20 * time.Millisecond
+	}
 	def(&c.ReplayInterval, 5*time.Second)
 	if c.ReplayBatch == 0 {
 		c.ReplayBatch = DefaultReplayBatch

@@ -127,7 +127,10 @@ func (f *follower) loop() {
 	retry.Stop()
 	defer retry.Stop()
 	backoff := retryMinBackoff
-	var nextPrune time.Time
+	var nextPrune, lastStart time.Time
+	gap := time.NewTimer(time.Hour)
+	gap.Stop()
+	defer gap.Stop()
 	f.poke()
 	for {
 		select {
@@ -140,6 +143,21 @@ func (f *follower) loop() {
 		if f.l.degraded.Load() {
 			continue // PostgreSQL is down: recovery catches up before the breaker closes
 		}
+		// Batches, not a read per notification (Config.ChangeFeedMinInterval):
+		// what arrives meanwhile is read with the rest.
+		if wait := time.Until(lastStart.Add(f.l.cfg.ChangeFeedMinInterval)); wait > 0 {
+			gap.Reset(wait)
+			select {
+			case <-ctx.Done():
+				return
+			case <-gap.C:
+			}
+			select { // the wake-up that came meanwhile is this catch-up's
+			case <-f.wake:
+			default:
+			}
+		}
+		lastStart = time.Now()
 		if err := f.catchUp(ctx); err != nil && ctx.Err() == nil {
 			f.failed(err)
 			retry.Reset(backoff)
