@@ -58,7 +58,9 @@ func openStack(t *testing.T, dsn, cachePath string, cfg fallback.Config, copts .
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	layer, err := fallback.New(store, cache, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgfallback/pgfallback/integration/pgtest"
-	"github.com/pgfallback/pgfallback/migrations"
 	"github.com/pgfallback/pgfallback/pgstore"
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -603,22 +602,12 @@ func TestPruneAppliedWrites(t *testing.T) {
 
 func TestAppliedWritesNotMigrated(t *testing.T) {
 	ctx := feedCtx(t)
-	dsn := pgtest.NewDatabase(t)
-	for range 2 { // 00005, then 00004
-		if err := migrations.Down(ctx, dsn); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, err := pgstore.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := storeWithout(t, ctx, 2) // 00005, then 00004
 	if _, err := s.PruneAppliedWrites(ctx, 0); !errors.Is(err, repository.ErrNotFound) || !strings.Contains(err.Error(), "00004") {
 		t.Errorf("PruneAppliedWrites: %v, want ErrNotFound naming migration 00004", err)
 	}
 	// Not ErrNotFound: a queue would take it for "no such row" and drop the write.
-	_, err = s.ApplyWrite(ctx, vendorWrite(repository.WriteCreate, newVendor("acme"), 0))
+	_, err := s.ApplyWrite(ctx, vendorWrite(repository.WriteCreate, newVendor("acme"), 0))
 	if err == nil || errors.Is(err, repository.ErrNotFound) || !strings.Contains(err.Error(), "00004") {
 		t.Errorf("ApplyWrite: %v, want an error naming migration 00004, not ErrNotFound", err)
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgfallback/pgfallback/integration/pgtest"
-	"github.com/pgfallback/pgfallback/migrations"
 	"github.com/pgfallback/pgfallback/pgstore"
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -740,17 +739,7 @@ func TestChangesErrors(t *testing.T) {
 
 func TestChangesNotMigrated(t *testing.T) {
 	ctx := feedCtx(t)
-	dsn := pgtest.NewDatabase(t)
-	for range 3 { // the secured log (00005), the applied writes (00004), then the change log (00003)
-		if err := migrations.Down(ctx, dsn); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, err := pgstore.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := storeWithout(t, ctx, 3) // the secured log (00005), the applied writes (00004), then the change log (00003)
 	if _, err := s.ChangeHead(ctx); !errors.Is(err, repository.ErrNotFound) {
 		t.Errorf("ChangeHead: %v, want ErrNotFound", err)
 	}

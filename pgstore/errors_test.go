@@ -10,8 +10,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/pgfallback/pgfallback/integration/pgtest"
-	"github.com/pgfallback/pgfallback/migrations"
 	"github.com/pgfallback/pgfallback/pgstore"
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -52,18 +50,8 @@ func TestConnectionFailureKeepsItsKind(t *testing.T) {
 // `relation "vendors" does not exist`; the error says what to do.
 func TestUnmigratedDatabaseSaysRunMigrations(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
-	for range 5 { // every migration, newest first
-		if err := migrations.Down(ctx, dsn); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, err := pgstore.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	_, err = s.Vendors().Get(ctx, "acme")
+	s := storeWithout(t, ctx, 5) // every migration
+	_, err := s.Vendors().Get(ctx, "acme")
 	if err == nil || !strings.Contains(err.Error(), "migrations.Up") || !strings.Contains(err.Error(), `"vendors" does not exist`) {
 		t.Fatalf("Get on an unmigrated database: %v, want the cause and the fix", err)
 	}
