@@ -364,46 +364,39 @@ FROM cached_vendors WHERE name = ?2`
     CASE WHEN rev = ?1 THEN NULL ELSE data END, pending
 FROM cached_work_items WHERE id = ?2`
 
+	// The upserts that the set and replace statements share; each adds the
+	// WHERE that decides when a cached entry is replaced.
+	upsertVendorSQL = `INSERT INTO cached_vendors (name, data, cached_at, version, encoding, id, status, created_at, rev)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, random() | 1)
+ON CONFLICT (name) DO UPDATE SET
+    rev = excluded.rev, data = excluded.data, cached_at = excluded.cached_at, version = excluded.version,
+    encoding = excluded.encoding, id = excluded.id, status = excluded.status, created_at = excluded.created_at
+`
+	upsertWorkItemSQL = `INSERT INTO cached_work_items (id, data, cached_at, version, encoding, type, status, parent_id, path, deleted, created_at, rev)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, random() | 1)
+ON CONFLICT (id) DO UPDATE SET
+    rev = excluded.rev, data = excluded.data, cached_at = excluded.cached_at, version = excluded.version,
+    encoding = excluded.encoding, type = excluded.type, status = excluded.status,
+    parent_id = excluded.parent_id, path = excluded.path, deleted = excluded.deleted,
+    created_at = excluded.created_at
+`
+
 	// A different id under the same name is a different vendor (deleted and
 	// re-created); the later-created one wins, whatever its version.
 	// rev: random, never 0 (0 means "no memo" in getVendorSQL).
 	// An entry a queued write is pending on (pending > 0) is left alone:
 	// only the queue's own operations (queue.go) replace it.
-	setVendorSQL = `INSERT INTO cached_vendors (name, data, cached_at, version, encoding, id, status, created_at, rev)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, random() | 1)
-ON CONFLICT (name) DO UPDATE SET
-    rev = excluded.rev, data = excluded.data, cached_at = excluded.cached_at, version = excluded.version,
-    encoding = excluded.encoding, id = excluded.id, status = excluded.status, created_at = excluded.created_at
-WHERE cached_vendors.pending = 0 AND (
+	setVendorSQL = upsertVendorSQL + `WHERE cached_vendors.pending = 0 AND (
       (excluded.id IS cached_vendors.id AND excluded.version >= cached_vendors.version)
    OR (excluded.id IS NOT cached_vendors.id AND excluded.created_at >= cached_vendors.created_at))`
 
-	setWorkItemSQL = `INSERT INTO cached_work_items (id, data, cached_at, version, encoding, type, status, parent_id, path, deleted, created_at, rev)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, random() | 1)
-ON CONFLICT (id) DO UPDATE SET
-    rev = excluded.rev, data = excluded.data, cached_at = excluded.cached_at, version = excluded.version,
-    encoding = excluded.encoding, type = excluded.type, status = excluded.status,
-    parent_id = excluded.parent_id, path = excluded.path, deleted = excluded.deleted,
-    created_at = excluded.created_at
-WHERE cached_work_items.pending = 0 AND excluded.version >= cached_work_items.version`
+	setWorkItemSQL = upsertWorkItemSQL + `WHERE cached_work_items.pending = 0 AND excluded.version >= cached_work_items.version`
 
 	// The replace statements are the set statements without the version
 	// rule (see replace.go); pending entries are still left alone.
-	replaceVendorSQL = `INSERT INTO cached_vendors (name, data, cached_at, version, encoding, id, status, created_at, rev)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, random() | 1)
-ON CONFLICT (name) DO UPDATE SET
-    rev = excluded.rev, data = excluded.data, cached_at = excluded.cached_at, version = excluded.version,
-    encoding = excluded.encoding, id = excluded.id, status = excluded.status, created_at = excluded.created_at
-WHERE cached_vendors.pending = 0`
+	replaceVendorSQL = upsertVendorSQL + `WHERE cached_vendors.pending = 0`
 
-	replaceWorkItemSQL = `INSERT INTO cached_work_items (id, data, cached_at, version, encoding, type, status, parent_id, path, deleted, created_at, rev)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, random() | 1)
-ON CONFLICT (id) DO UPDATE SET
-    rev = excluded.rev, data = excluded.data, cached_at = excluded.cached_at, version = excluded.version,
-    encoding = excluded.encoding, type = excluded.type, status = excluded.status,
-    parent_id = excluded.parent_id, path = excluded.path, deleted = excluded.deleted,
-    created_at = excluded.created_at
-WHERE cached_work_items.pending = 0`
+	replaceWorkItemSQL = upsertWorkItemSQL + `WHERE cached_work_items.pending = 0`
 )
 
 // prepare prepares the hot statements once; database/sql then keeps one

@@ -376,27 +376,7 @@ func processesGone(t *testing.T, pids []int, within time.Duration) {
 // family is pid and its live children. (Postgres children call setsid(), so
 // they are not in the postmaster's process group; their parent is it.)
 func family(pid int) []int {
-	out := []int{pid}
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(stat), ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(string(stat[i+1:])) // state, ppid, …
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) && processAlive(child) {
-			out = append(out, child)
-		}
-	}
-	return out
+	return append([]int{pid}, childPIDs(pid)...)
 }
 
 func TestCloseLeavesNoProcess(t *testing.T) {
