@@ -25,7 +25,7 @@ func instance(b *testing.B, dsn string, cfg fallback.Config, wrap func(*pgstore.
 func instanceIn(b *testing.B, dir, dsn string, cfg fallback.Config, wrap func(*pgstore.Store) fallback.Primary) (*pgstore.Store, *sqlitecache.Cache, *fallback.Layer) {
 	b.Helper()
 	ctx := context.Background()
-	store, err := pgstore.Open(ctx, dsn)
+	store, err := pgstore.Open(ctx, dsn, pgstore.WithChangeWakeInterval(envDuration(b, wakeIntervalEnv)))
 	if err != nil {
 		b.Fatal(err)
 	}

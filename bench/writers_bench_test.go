@@ -34,6 +34,8 @@ const (
 	writerFollowersEnv = "PGFALLBACK_BENCH_FOLLOWERS"
 	// writerMinIntervalEnv sets the followers' ChangeFeedMinInterval.
 	writerMinIntervalEnv = "PGFALLBACK_BENCH_FEED_MIN_INTERVAL"
+	// wakeIntervalEnv sets every store's pgstore.WithChangeWakeInterval.
+	wakeIntervalEnv = "PGFALLBACK_BENCH_WAKE_INTERVAL"
 	// writerSecondsEnv overrides pgbench's -T, in whole seconds.
 	writerSecondsEnv     = "PGFALLBACK_BENCH_PGBENCH_SECONDS"
 	writerDefaultSeconds = 5
@@ -887,14 +889,18 @@ func selfCPU() float64 {
 // feedMinInterval is the followers' Config.ChangeFeedMinInterval in the
 // feed benchmarks, from PGFALLBACK_BENCH_FEED_MIN_INTERVAL (default: the
 // Config's; -1ns: a catch-up per notification), to compare the two.
-func feedMinInterval(b *testing.B) time.Duration {
-	v := strings.TrimSpace(os.Getenv(writerMinIntervalEnv))
+func feedMinInterval(b *testing.B) time.Duration { return envDuration(b, writerMinIntervalEnv) }
+
+// envDuration is the duration in the environment variable name, 0 when
+// it is unset.
+func envDuration(b *testing.B, name string) time.Duration {
+	v := strings.TrimSpace(os.Getenv(name))
 	if v == "" {
 		return 0
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
-		b.Fatalf("%s=%q: %v", writerMinIntervalEnv, v, err)
+		b.Fatalf("%s=%q: %v", name, v, err)
 	}
 	return d
 }

@@ -35,8 +35,8 @@ type Store struct {
 // pgxpool.ParseConfig accepts, pool settings included) and pings the server.
 // It fails if the server cannot be reached; an application that must start
 // during an outage builds its pool with pgxpool.New, which connects lazily,
-// and passes it to New.
-func Open(ctx context.Context, dsn string) (*Store, error) {
+// and passes it to New. opts are New's.
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	cfg, err := pgdsn.ParseConfig(dsn) // pgx's own error can show part of a password
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: parse dsn: %w", err)
@@ -49,7 +49,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("pgstore: ping: %w", err)
 	}
-	return New(pool), nil
+	return New(pool, opts...), nil
 }
 
 // New wraps an existing pool. The Store does not own the pool's

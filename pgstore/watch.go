@@ -266,6 +266,16 @@ type waker struct {
 	looked bool
 }
 
+// wakerLookSQL reads the log's head and whether a commit since the last
+// look (seq $1, snapshot with xmin $4, xmax $2 and in-progress list $3)
+// added rows.
+const wakerLookSQL = `
+		SELECT pg_current_snapshot()::text, coalesce((SELECT max(seq) FROM pgfallback_changes), 0),
+			EXISTS (SELECT FROM pgfallback_changes
+				WHERE xid = ANY ($3::xid8[]) AND xid >= $4::xid8 AND xid < $2::xid8 AND seq + 0 <= $1)
+			OR EXISTS (SELECT FROM pgfallback_changes
+				WHERE xid >= $2::xid8 AND xid < pg_snapshot_xmax(pg_current_snapshot()) AND seq + 0 <= $1)`
+
 // tryElect takes the waker's lock if it is free.
 func (w *waker) tryElect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
@@ -307,12 +317,10 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 	var changed bool
 	// One statement, one snapshot: the new head and the question "did
 	// anything commit since the last one", asked with the same index
-	// probes as ReadChanges.
-	err = w.conn.QueryRow(ctx, `
-		SELECT pg_current_snapshot()::text, coalesce((SELECT max(seq) FROM pgfallback_changes), 0),
-			EXISTS (SELECT FROM pgfallback_changes
-				WHERE seq <= $1 AND (xid >= $2::xid8 OR xid = ANY ($3::xid8[])))`,
-		pgx.QueryExecModeExec, w.seq, strconv.FormatUint(w.snap.xmax, 10), w.snap.xipArray()).Scan(&snapText, &seq, &changed)
+	// probes as ReadChanges ("Index probes only" in changes.go).
+	err = w.conn.QueryRow(ctx, wakerLookSQL,
+		pgx.QueryExecModeExec, w.seq, strconv.FormatUint(w.snap.xmax, 10), w.snap.xipArray(),
+		strconv.FormatUint(w.snap.xmin, 10)).Scan(&snapText, &seq, &changed)
 	if err != nil {
 		return false, err
 	}
