@@ -69,12 +69,11 @@ func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (
 		return repository.ChangeBatch{}, fmt.Errorf("pgstore: read changes: %w", err)
 	}
 
-	// One statement, so one snapshot Q, even in READ COMMITTED: the head
-	// it reports is the snapshot the rows are read in. Expiry is decided
-	// on that head; the rows of an expired cursor are dropped unread. (It
-	// was a pipelined REPEATABLE READ transaction of five statements; with
-	// fifty followers woken at once, the four extra statements per read
-	// were a good part of the server's work.)
+	// One round trip: the transaction's statements are pipelined. The
+	// first statement of a REPEATABLE READ transaction fixes its snapshot
+	// Q, so the head it reports is the snapshot the rows are read in.
+	// Expiry is decided on that head; the rows of an expired cursor are
+	// dropped unread.
 	//
 	// "Not visible in P" is "xid >= xmax(P) OR xid in xip(P)" for a
 	// committed row: index probes on xid, where "xid >= xmin(P)" would scan
@@ -84,29 +83,29 @@ func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (
 	// half only guards against a sequence given a cache, which would break
 	// seq's order in time. Each half has its own branch, written as
 	// "Index probes only" (below) says; both leave seq > S to the first.
-	// QueryExecModeExec: planned with the values every time, since a
-	// generic plan of a prepared statement walks the whole primary key.
-	rows, err := s.pool.Query(ctx, readChangesSQL, pgx.QueryExecModeExec,
-		c.seq, strconv.FormatUint(c.snap.xmax, 10), c.snap.xipArray(), limit+1, strconv.FormatUint(c.snap.xmin, 10))
-	if err != nil {
-		return repository.ChangeBatch{}, feedError("read changes", err)
-	}
+	// force_custom_plan: planned with the values every time, since a
+	// generic plan of the prepared statement walks the whole primary key.
+	var read pgx.Batch
+	read.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+	read.Queue("SET LOCAL plan_cache_mode = force_custom_plan")
 	var hr headRow
+	read.Queue(headSQL).QueryRow(func(row pgx.Row) error { return row.Scan(hr.dest()...) })
 	var changes []repository.Change
-	for rows.Next() {
-		var seq, version *int64
-		var entity, key, op *string
-		var at *time.Time
-		if err := rows.Scan(append(hr.dest(), &seq, &entity, &key, &op, &version, &at)...); err != nil {
-			rows.Close()
-			return repository.ChangeBatch{}, feedError("read changes", err)
-		}
-		if seq != nil { // nil: the head's row alone, no change
-			changes = append(changes, repository.Change{Seq: *seq, Entity: repository.Entity(*entity), Key: *key,
-				Op: repository.ChangeOp(*op), Version: *version, At: at.UTC()})
-		}
-	}
-	if err := rows.Err(); err != nil {
+	read.Queue(readChangesSQL,
+		c.seq, strconv.FormatUint(c.snap.xmax, 10), c.snap.xipArray(), limit+1, strconv.FormatUint(c.snap.xmin, 10)).
+		Query(func(rows pgx.Rows) error {
+			var err error
+			changes, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.Change, error) {
+				var ch repository.Change
+				var entity, op string
+				err := row.Scan(&ch.Seq, &entity, &ch.Key, &op, &ch.Version, &ch.At)
+				ch.Entity, ch.Op, ch.At = repository.Entity(entity), repository.ChangeOp(op), ch.At.UTC()
+				return ch, err
+			})
+			return err
+		})
+	read.Queue("COMMIT")
+	if err := s.pool.SendBatch(ctx, &read).Close(); err != nil {
 		return repository.ChangeBatch{}, feedError("read changes", err)
 	}
 	h, err := hr.head()
@@ -248,14 +247,10 @@ func (s *Store) pruneBatch(ctx context.Context, p *pruneState) (n int64, more bo
 // avoid a scan in then costs more than jit_above_cost: every read was
 // JIT-compiled, which cost more than the scans.)
 
-// readChangesSQL reads the head (headSQL's columns) and the changes after a
-// cursor (seq $1, snapshot with xmin $5, xmax $2 and in-progress list $3),
-// up to $4 of them, those above seq and those the snapshot did not see
-// committed: a row per change, in seq order, each with the head; one row
-// with the head and nulls when there is no change.
+// readChangesSQL reads the changes after a cursor (seq $1, snapshot with
+// xmin $5, xmax $2 and in-progress list $3), up to $4 of them: those above
+// seq, and those the snapshot did not see committed.
 const readChangesSQL = `
-	WITH head AS MATERIALIZED (` + headSQL + `
-	), changes AS (
 		(SELECT seq, entity, key, op, version, changed_at FROM pgfallback_changes
 		 WHERE seq > $1 ORDER BY seq LIMIT $4)
 		UNION ALL
@@ -264,10 +259,7 @@ const readChangesSQL = `
 		UNION ALL
 		(SELECT seq, entity, key, op, version, changed_at FROM pgfallback_changes
 		 WHERE xid >= $2::xid8 AND xid < pg_snapshot_xmax(pg_current_snapshot()) AND seq + 0 <= $1)
-		ORDER BY seq LIMIT $4
-	)
-	SELECT head.*, c.seq, c.entity, c.key, c.op, c.version, c.changed_at
-	FROM head LEFT JOIN changes c ON true ORDER BY c.seq`
+		ORDER BY seq LIMIT $4`
 
 // head is the state of the log in one snapshot.
 type head struct {
@@ -300,14 +292,14 @@ type queryRower interface {
 // call pg_current_wal_lsn; its replay position's timeline is its last
 // restartpoint's.
 const headSQL = `
-		SELECT pg_current_snapshot()::text AS snap, statement_timestamp() AS as_of,
-			(SELECT system_identifier FROM pg_control_system()) AS system,
-			(SELECT oid FROM pg_database WHERE datname = current_database()) AS db,
+		SELECT pg_current_snapshot()::text, statement_timestamp(),
+			(SELECT system_identifier FROM pg_control_system()),
+			(SELECT oid FROM pg_database WHERE datname = current_database()),
 			CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
-				ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS timeline,
-			coalesce(l.log_id::text, '') AS log_id,
-			greatest((SELECT max(seq) FROM pgfallback_changes), l.pruned_seq, 0) AS max_seq,
-			coalesce(l.pruned_seq, 0) AS pruned_seq, coalesce(l.pruned_xid, '0')::text AS pruned_xid
+				ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+			coalesce(l.log_id::text, ''),
+			greatest((SELECT max(seq) FROM pgfallback_changes), l.pruned_seq, 0),
+			coalesce(l.pruned_seq, 0), coalesce(l.pruned_xid, '0')::text
 		FROM (SELECT) AS one LEFT JOIN pgfallback_change_log l ON true`
 
 // headRow holds headSQL's columns as scanned.
