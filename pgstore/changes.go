@@ -92,7 +92,7 @@ func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (
 	read.Queue(headSQL).QueryRow(func(row pgx.Row) error { return row.Scan(hr.dest()...) })
 	var changes []repository.Change
 	read.Queue(readChangesSQL,
-		c.seq, strconv.FormatUint(c.snap.xmax, 10), c.snap.xipArray(), limit+1, strconv.FormatUint(c.snap.xmin, 10)).
+		c.seq, strconv.FormatUint(c.snap.xmax, 10), c.snap.xipArray(), strconv.FormatUint(c.snap.xmin, 10), limit+1).
 		Query(func(rows pgx.Rows) error {
 			var err error
 			changes, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.Change, error) {
@@ -247,19 +247,26 @@ func (s *Store) pruneBatch(ctx context.Context, p *pruneState) (n int64, more bo
 // avoid a scan in then costs more than jit_above_cost: every read was
 // JIT-compiled, which cost more than the scans.)
 
+// The two conditions of "Index probes only", on the parameters that
+// ReadChanges and the waker's look share: the rows at or below seq $1 of
+// transactions that a snapshot with xmax $2, in-progress list $3 and
+// xmin $4 did not see, those in progress and those begun after it.
+const (
+	unseenInProgress = `xid = ANY ($3::xid8[]) AND xid >= $4::xid8 AND xid < $2::xid8 AND seq + 0 <= $1`
+	unseenLater      = `xid >= $2::xid8 AND xid < pg_snapshot_xmax(pg_current_snapshot()) AND seq + 0 <= $1`
+)
+
 // readChangesSQL reads the changes after a cursor (seq $1, snapshot with
-// xmin $5, xmax $2 and in-progress list $3), up to $4 of them: those above
+// xmin $4, xmax $2 and in-progress list $3), up to $5 of them: those above
 // seq, and those the snapshot did not see committed.
 const readChangesSQL = `
 		(SELECT seq, entity, key, op, version, changed_at FROM pgfallback_changes
-		 WHERE seq > $1 ORDER BY seq LIMIT $4)
+		 WHERE seq > $1 ORDER BY seq LIMIT $5)
 		UNION ALL
-		(SELECT seq, entity, key, op, version, changed_at FROM pgfallback_changes
-		 WHERE xid = ANY ($3::xid8[]) AND xid >= $5::xid8 AND xid < $2::xid8 AND seq + 0 <= $1)
+		(SELECT seq, entity, key, op, version, changed_at FROM pgfallback_changes WHERE ` + unseenInProgress + `)
 		UNION ALL
-		(SELECT seq, entity, key, op, version, changed_at FROM pgfallback_changes
-		 WHERE xid >= $2::xid8 AND xid < pg_snapshot_xmax(pg_current_snapshot()) AND seq + 0 <= $1)
-		ORDER BY seq LIMIT $4`
+		(SELECT seq, entity, key, op, version, changed_at FROM pgfallback_changes WHERE ` + unseenLater + `)
+		ORDER BY seq LIMIT $5`
 
 // head is the state of the log in one snapshot.
 type head struct {

@@ -73,7 +73,7 @@ func TestLogReadsProbeTheXidIndexWithoutStatistics(t *testing.T) {
 		sql  string
 		args []any
 	}{
-		{"ReadChanges", readChangesSQL, []any{head - 100, xmax, snap.xipArray(), 1001, xmin}},
+		{"ReadChanges", readChangesSQL, []any{head - 100, xmax, snap.xipArray(), xmin, 1001}},
 		{"the waker's look", wakerLookSQL, []any{head, xmax, snap.xipArray(), xmin}},
 	} {
 		var plan string

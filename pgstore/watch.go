@@ -271,10 +271,8 @@ type waker struct {
 // added rows.
 const wakerLookSQL = `
 		SELECT pg_current_snapshot()::text, coalesce((SELECT max(seq) FROM pgfallback_changes), 0),
-			EXISTS (SELECT FROM pgfallback_changes
-				WHERE xid = ANY ($3::xid8[]) AND xid >= $4::xid8 AND xid < $2::xid8 AND seq + 0 <= $1)
-			OR EXISTS (SELECT FROM pgfallback_changes
-				WHERE xid >= $2::xid8 AND xid < pg_snapshot_xmax(pg_current_snapshot()) AND seq + 0 <= $1)`
+			EXISTS (SELECT FROM pgfallback_changes WHERE ` + unseenInProgress + `)
+			OR EXISTS (SELECT FROM pgfallback_changes WHERE ` + unseenLater + `)`
 
 // tryElect takes the waker's lock if it is free.
 func (w *waker) tryElect(ctx context.Context) error {
