@@ -477,3 +477,68 @@ func TestCloseDuringPruneLogsNoFailure(t *testing.T) {
 		t.Fatalf("Close during a prune logged a failure:\n%s", logs.String())
 	}
 }
+
+// A notification that arrives while the layer is degraded is not acted on
+// (recovery catches up before the breaker closes), but it must not be
+// lost: a change committed after recovery's catch-up and before the
+// breaker closes, with no commit after it, reaches the cache all the same.
+// (The queued drill caught this: the other instance's last writes were
+// never applied, and the feed said "following" for as long as the poll.)
+func TestWakeWhileDegradedIsNotLost(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("a"))
+	feed := g.feed()
+	read := feed.ReadChangesFn
+	var armed atomic.Bool
+	var l *Layer
+	feed.ReadChangesFn = func(ctx context.Context, cursor string, limit int) (repository.ChangeBatch, error) {
+		b, err := read(ctx, cursor, limit)
+		if err == nil && armed.CompareAndSwap(true, false) {
+			// Recovery's catch-up has read the log: a commit lands now,
+			// its notification while the breaker is still open.
+			db.mu.Lock()
+			v := db.vendors["a"]
+			v.Version = 2
+			db.vendors["a"] = v
+			db.mu.Unlock()
+			g.record("a", repository.ChangeUpdate, 2)
+			// Recovery waits here until the follower has taken the
+			// wake-up, while the layer is still degraded (at most a
+			// second: a follower busy elsewhere takes it later, and the
+			// test then proves less but does not fail).
+			for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if len(g.notify) == 0 && len(l.feed.wake) == 0 {
+					break
+				}
+			}
+		}
+		return b, err
+	}
+	cache, err := sqlitecache.Open(t.TempDir()+"/cache.db", sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err = New(feedPrimary{db.primary(), feed}, cache, Config{Logger: discardLogger(), OpenTimeout: 20 * time.Millisecond, ChangeFeedPoll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); cache.Close() })
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	if _, err := l.Vendors().Get(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	tripBreaker(t, l, db)
+	armed.Store(true)
+	db.up()
+	eventually(t, 5*time.Second, "recovery", func() bool { return l.State() == Closed })
+	if armed.Load() {
+		t.Fatal("recovery did not read the change log")
+	}
+	eventually(t, 5*time.Second, "the change committed during recovery in the cache", func() bool {
+		got, _, err := cache.GetVendor(ctx, "a")
+		return err == nil && got.Version == 2
+	})
+}

@@ -365,6 +365,13 @@ func (l *Layer) onBreakerChange(_ string, from, to gobreaker.State) {
 	case to == gobreaker.StateClosed:
 		l.degraded.Store(false)
 		l.pendingClose.Store(true)
+		if l.feed != nil {
+			// The follower drops wake-ups while degraded (recovery catches
+			// up instead), so a commit after recovery's catch-up and before
+			// this close would wait for the next commit or the poll: one
+			// catch-up now covers it.
+			l.feed.poke()
+		}
 	}
 }
 
