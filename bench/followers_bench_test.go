@@ -174,6 +174,10 @@ func benchFollowers(b *testing.B, n int) {
 		cancel()
 		_ = stop()
 	}()
+	feedBefore := make([]fallback.FeedStats, n)
+	for i, f := range fs {
+		feedBefore[i] = f.layer.Stats().Feed
+	}
 	tick := time.NewTicker(followerUpdateEvery)
 	defer tick.Stop()
 	b.StartTimer()
@@ -204,8 +208,15 @@ func benchFollowers(b *testing.B, n int) {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
 	b.ReportMetric(ms(lat[min(len(lat)-1, len(lat)*99/100)]), "p99-ms")
-	b.Logf("%d updates in %v (the writer slows when PostgreSQL is busy) × %d followers: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms",
-		updates, wrote.Round(time.Millisecond), n, ms(lat[len(lat)/2]), ms(lat[len(lat)*9/10]), ms(lat[min(len(lat)-1, len(lat)*99/100)]), ms(lat[len(lat)-1]))
+	var catchUps, heard uint64
+	for i, f := range fs {
+		s := f.layer.Stats().Feed
+		catchUps += s.CatchUps - feedBefore[i].CatchUps
+		heard += s.HeardCatchUps - feedBefore[i].HeardCatchUps
+	}
+	b.Logf("%d updates in %v (the writer slows when PostgreSQL is busy) × %d followers: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms; %d catch-ups, %d of them answered by the waker's broadcast",
+		updates, wrote.Round(time.Millisecond), n, ms(lat[len(lat)/2]), ms(lat[len(lat)*9/10]), ms(lat[min(len(lat)-1, len(lat)*99/100)]), ms(lat[len(lat)-1]),
+		catchUps, heard)
 }
 
 type followerCommit struct {

@@ -365,8 +365,9 @@ func (w *writerBench) run(b *testing.B, m writerMode, clients int) writerRun {
 	var feed []string
 	for i, f := range w.followers {
 		s := f.layer.Stats().Feed
-		feed = append(feed, fmt.Sprintf("%d applied, %d catch-ups, %d resyncs, %d errors",
-			s.ChangesApplied-applied[i].ChangesApplied, s.CatchUps-applied[i].CatchUps, s.Resyncs-applied[i].Resyncs, s.Errors-applied[i].Errors))
+		feed = append(feed, fmt.Sprintf("%d applied, %d catch-ups (%d heard), %d resyncs, %d errors",
+			s.ChangesApplied-applied[i].ChangesApplied, s.CatchUps-applied[i].CatchUps, s.HeardCatchUps-applied[i].HeardCatchUps,
+			s.Resyncs-applied[i].Resyncs, s.Errors-applied[i].Errors))
 		if s.State != fallback.FeedFollowing {
 			b.Fatalf("%s, clients=%d: follower %d's feed is %v after the run: %+v", m, clients, i, s.State, s)
 		}

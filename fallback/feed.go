@@ -77,7 +77,14 @@ const storeEvery = time.Second
 type follower struct {
 	l    *Layer
 	feed repository.ChangeFeed
-	wake chan struct{} // buffered: a pending wake-up is enough
+	// heard is feed when its notifications carry the changes (nil
+	// otherwise): a catch-up a notification woke reads them there.
+	heard repository.HeardChangeFeed
+	wake  chan struct{} // buffered: a pending wake-up is enough
+	// fromLog: a pending wake-up must read the log, up to now (a
+	// reconnect, the breaker closing, the start), not only what a
+	// notification carried.
+	fromLog atomic.Bool
 
 	run    sync.Mutex // one catch-up at a time (the follower, recovery)
 	cursor string     // under run
@@ -90,18 +97,26 @@ type follower struct {
 	asOf   atomic.Int64 // unix nanos; 0: unknown
 	mirror atomic.Bool
 
-	applied, catchUps, resyncs, errs, pruned atomic.Uint64
-	lastErr                                  atomic.Pointer[string]
-	logs                                     logLimiter
+	applied, catchUps, heardCatchUps, resyncs, errs, pruned atomic.Uint64
+	lastErr                                                 atomic.Pointer[string]
+	logs                                                    logLimiter
 }
 
 func newFollower(l *Layer, feed repository.ChangeFeed) *follower {
 	f := &follower{l: l, feed: feed, wake: make(chan struct{}, 1), logs: logLimiter{every: time.Minute}}
 	f.state.Store(int32(FeedStarting))
+	f.heard, _ = feed.(repository.HeardChangeFeed)
 	return f
 }
 
+// poke wakes the follower to read the log up to now.
 func (f *follower) poke() {
+	f.fromLog.Store(true)
+	f.notified()
+}
+
+// notified wakes the follower for what a notification announced.
+func (f *follower) notified() {
 	select {
 	case f.wake <- struct{}{}:
 	default:
@@ -115,7 +130,13 @@ func (f *follower) loop() {
 	watch.Add(1)
 	go func() {
 		defer watch.Done()
-		_ = f.feed.WatchChanges(ctx, func(bool) { f.poke() })
+		_ = f.feed.WatchChanges(ctx, func(reconnected bool) {
+			if reconnected {
+				f.poke() // what was notified while it was away is lost
+			} else {
+				f.notified()
+			}
+		})
 	}()
 	defer watch.Wait()
 	poll := time.NewTicker(f.l.cfg.ChangeFeedPoll)
@@ -133,10 +154,12 @@ func (f *follower) loop() {
 	defer gap.Stop()
 	f.poke()
 	for {
+		heard := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-f.wake:
+			heard = true
 		case <-poll.C:
 		case <-retry.C:
 		}
@@ -158,7 +181,8 @@ func (f *follower) loop() {
 			}
 		}
 		lastStart = time.Now()
-		if err := f.catchUp(ctx); err != nil && ctx.Err() == nil {
+		heard = !f.fromLog.Swap(false) && heard
+		if err := f.catchUp(ctx, heard); err != nil && ctx.Err() == nil {
 			f.failed(err)
 			retry.Reset(backoff)
 			backoff = min(2*backoff, time.Second)
@@ -185,8 +209,10 @@ func (f *follower) failed(err error) {
 	})
 }
 
-// catchUp applies every change committed since the stored cursor.
-func (f *follower) catchUp(ctx context.Context) error {
+// catchUp applies every change committed since the stored cursor: up to
+// now, or, when heard, up to what the notifications carried if they
+// continue the cursor.
+func (f *follower) catchUp(ctx context.Context, heard bool) error {
 	f.run.Lock()
 	defer f.run.Unlock()
 	cache := f.l.cacheNow()
@@ -212,9 +238,20 @@ func (f *follower) catchUp(ctx context.Context) error {
 	}
 	f.catchUps.Add(1)
 	for {
-		rctx, cancel := context.WithTimeout(ctx, f.l.cfg.PrimaryTimeout)
-		b, err := f.feed.ReadChanges(rctx, f.cursor, feedBatch)
-		cancel()
+		b, ok := repository.ChangeBatch{}, false
+		if heard && f.heard != nil {
+			b, ok = f.heard.ReadHeardChanges(f.cursor, feedBatch)
+			heard = false // the batch after it, if any, is the log's
+			if ok {
+				f.heardCatchUps.Add(1)
+			}
+		}
+		var err error
+		if !ok {
+			rctx, cancel := context.WithTimeout(ctx, f.l.cfg.PrimaryTimeout)
+			b, err = f.feed.ReadChanges(rctx, f.cursor, feedBatch)
+			cancel()
+		}
 		if errors.Is(err, repository.ErrCursorExpired) {
 			f.l.log.Warn("pgfallback: the change feed's cursor expired; resyncing: every cached row is replaced by the primary's",
 				"err", err)
@@ -472,7 +509,7 @@ func (f *follower) recover(ctx context.Context) (bool, error) {
 	if FeedState(f.state.Load()) == FeedStarting && !f.inited {
 		return false, nil
 	}
-	return true, f.catchUp(ctx)
+	return true, f.catchUp(ctx, false)
 }
 
 // asOfTime is the feed's AsOf, zero when unknown or fallen behind a
@@ -519,5 +556,5 @@ func (l *Layer) CatchUp(ctx context.Context) error {
 	if l.feed == nil {
 		return ErrNoChangeFeed
 	}
-	return l.feed.catchUp(ctx)
+	return l.feed.catchUp(ctx, false)
 }

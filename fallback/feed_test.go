@@ -543,3 +543,118 @@ func TestWakeWhileDegradedIsNotLost(t *testing.T) {
 		t.Logf("the follower failed %d catch-ups during the outage: its retry may have applied the change", n)
 	}
 }
+
+// heardPrimary is a primary whose feed's notifications carry the changes.
+type heardPrimary struct {
+	*mock.Primary
+	*mock.HeardChangeFeed
+}
+
+// A catch-up a notification woke takes the changes it carried, without a
+// read of the log; one that must reach "now" (CatchUp, the start, a
+// reconnect) reads the log. When the notification's changes do not
+// continue the cursor, the log is read.
+func TestFeedHeardChangesAnswerNotifiedCatchUps(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("acme"))
+	const (
+		heardAll   = iota // the notification carried every change
+		heardStale        // it carried nothing new
+		heardNone         // it carried nothing usable: ok is false
+	)
+	var heardMode, logUpTo atomic.Int64 // logUpTo: the log shows changes up to it (-1: all)
+	logUpTo.Store(-1)
+	base := g.feed()
+	read, watchFn := base.ReadChangesFn, base.WatchChangesFn
+	connected := make(chan struct{})
+	base.WatchChangesFn = func(ctx context.Context, wake func(bool)) error {
+		return watchFn(ctx, func(reconnected bool) {
+			wake(reconnected)
+			if reconnected {
+				close(connected)
+			}
+		})
+	}
+	base.ReadChangesFn = func(ctx context.Context, cursor string, limit int) (repository.ChangeBatch, error) {
+		if upTo := logUpTo.Load(); upTo >= 0 {
+			from, _ := strconv.Atoi(cursor)
+			limit = max(int(upTo)-from, 0)
+			b, err := read(ctx, cursor, max(limit, 1))
+			if limit == 0 {
+				b.Changes, b.Next = nil, cursor
+			}
+			b.More, b.AsOf = false, time.Now()
+			return b, err
+		}
+		return read(ctx, cursor, limit)
+	}
+	feed := &mock.HeardChangeFeed{ChangeFeed: *base, ReadHeardChangesFn: func(cursor string, limit int) (repository.ChangeBatch, bool) {
+		switch heardMode.Load() {
+		case heardStale:
+			return repository.ChangeBatch{Next: cursor, AsOf: time.Now()}, true
+		case heardNone:
+			return repository.ChangeBatch{}, false
+		}
+		b, err := read(context.Background(), cursor, limit)
+		return b, err == nil && !b.More
+	}}
+	cache, err := sqlitecache.Open(t.TempDir()+"/cache.db", sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(heardPrimary{db.primary(), feed}, cache, Config{Logger: discardLogger(), OpenTimeout: time.Hour, ChangeFeedPoll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); cache.Close() })
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	if _, err := l.Vendors().Get(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	version := func() int64 {
+		v, _, err := cache.GetVendor(ctx, "acme")
+		if err != nil {
+			return 0
+		}
+		return v.Version
+	}
+
+	// The wake-ups of the start (which read the log) are all taken, so
+	// that the next one is the notification's alone.
+	<-connected
+	eventually(t, 5*time.Second, "the start's wake-ups to be taken", func() bool {
+		return !l.feed.fromLog.Load() && len(l.feed.wake) == 0
+	})
+	if err := l.CatchUp(ctx); err != nil { // after any catch-up still running
+		t.Fatal(err)
+	}
+
+	// The log lags; only the notification has the change.
+	g.mu.Lock()
+	logUpTo.Store(int64(len(g.changes)))
+	g.mu.Unlock()
+	g.update("acme", 2)
+	eventually(t, 5*time.Second, "the notification's change to reach the cache", func() bool { return version() == 2 })
+	if n := l.Stats().Feed.HeardCatchUps; n < 1 {
+		t.Fatalf("heard catch-ups %d, want at least 1", n)
+	}
+
+	// An explicit catch-up reads the log, whatever was heard.
+	logUpTo.Store(-1)
+	heardMode.Store(heardStale)
+	g.update("acme", 3)
+	if err := l.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := version(); v != 3 {
+		t.Fatalf("after CatchUp: version %d, want 3 (the log's)", v)
+	}
+
+	// A notification whose changes do not continue the cursor: the log.
+	heardMode.Store(heardNone)
+	g.update("acme", 4)
+	eventually(t, 5*time.Second, "a change the notification did not carry to be read from the log", func() bool { return version() == 4 })
+}

@@ -266,7 +266,7 @@ func (l *Layer) Stats() Stats {
 	if f := l.feed; f != nil {
 		s.Feed = FeedStats{
 			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), Mirror: f.mirror.Load(),
-			ChangesApplied: f.applied.Load(), CatchUps: f.catchUps.Load(), Resyncs: f.resyncs.Load(),
+			ChangesApplied: f.applied.Load(), CatchUps: f.catchUps.Load(), HeardCatchUps: f.heardCatchUps.Load(), Resyncs: f.resyncs.Load(),
 			Errors: f.errs.Load(), Pruned: f.pruned.Load(),
 		}
 		if !s.Feed.AsOf.IsZero() {

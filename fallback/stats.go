@@ -106,10 +106,13 @@ type FeedStats struct {
 	Mirror         bool   `json:"mirror"`
 	ChangesApplied uint64 `json:"changes_applied"` // changes read from the log and applied
 	CatchUps       uint64 `json:"catch_ups"`       // reads of the log until caught up
-	Resyncs        uint64 `json:"resyncs"`         // full warms: no cursor yet, or it expired
-	Errors         uint64 `json:"errors"`          // catch-ups that failed (logged at most once a minute)
-	LastError      string `json:"last_error"`
-	Pruned         uint64 `json:"pruned"` // log entries this instance pruned
+	// HeardCatchUps of them were answered by what the waker's notification
+	// carried, without a read of the log (pgstore's broadcasts).
+	HeardCatchUps uint64 `json:"heard_catch_ups"`
+	Resyncs       uint64 `json:"resyncs"` // full warms: no cursor yet, or it expired
+	Errors        uint64 `json:"errors"`  // catch-ups that failed (logged at most once a minute)
+	LastError     string `json:"last_error"`
+	Pruned        uint64 `json:"pruned"` // log entries this instance pruned
 }
 
 // Transition is a change of the layer's state.

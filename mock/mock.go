@@ -107,3 +107,16 @@ func (f *ChangeFeed) ReadChanges(ctx context.Context, cursor string, limit int) 
 func (f *ChangeFeed) WatchChanges(ctx context.Context, wake func(reconnected bool)) error {
 	return f.WatchChangesFn(ctx, wake)
 }
+
+// HeardChangeFeed is a repository.HeardChangeFeed: a ChangeFeed, and
+// ReadHeardChanges calling ReadHeardChangesFn.
+type HeardChangeFeed struct {
+	ChangeFeed
+	ReadHeardChangesFn func(cursor string, limit int) (repository.ChangeBatch, bool)
+}
+
+var _ repository.HeardChangeFeed = (*HeardChangeFeed)(nil)
+
+func (f *HeardChangeFeed) ReadHeardChanges(cursor string, limit int) (repository.ChangeBatch, bool) {
+	return f.ReadHeardChangesFn(cursor, limit)
+}

@@ -69,6 +69,37 @@ func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (
 		return repository.ChangeBatch{}, fmt.Errorf("pgstore: read changes: %w", err)
 	}
 
+	r, err := readChanges(ctx, s.pool, c, limit)
+	if err != nil {
+		return repository.ChangeBatch{}, err
+	}
+	return r.batch(), nil
+}
+
+// batchSender is a *pgxpool.Pool or a *pgx.Conn (the waker's).
+type batchSender interface {
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// logRead is one read of the log from a cursor.
+type logRead struct {
+	changes []repository.Change // in seq order
+	next    cursor
+	more    bool      // cut at the limit: read again from next at once
+	asOf    time.Time // when !more (see repository.ChangeBatch)
+}
+
+func (r logRead) batch() repository.ChangeBatch {
+	b := repository.ChangeBatch{Changes: r.changes, Next: r.next.String(), More: r.more}
+	if !r.more {
+		b.AsOf = r.asOf
+	}
+	return b
+}
+
+// readChanges is ReadChanges from a parsed cursor, on the pool or on a
+// connection. Its errors are ReadChanges's.
+func readChanges(ctx context.Context, q batchSender, c cursor, limit int) (logRead, error) {
 	// One round trip: the transaction's statements are pipelined. The
 	// first statement of a REPEATABLE READ transaction fixes its snapshot
 	// Q, so the head it reports is the snapshot the rows are read in.
@@ -105,36 +136,34 @@ func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (
 			return err
 		})
 	read.Queue("COMMIT")
-	if err := s.pool.SendBatch(ctx, &read).Close(); err != nil {
-		return repository.ChangeBatch{}, feedError("read changes", err)
+	if err := q.SendBatch(ctx, &read).Close(); err != nil {
+		return logRead{}, feedError("read changes", err)
 	}
 	h, err := hr.head()
 	if err != nil {
-		return repository.ChangeBatch{}, feedError("read changes", err)
+		return logRead{}, feedError("read changes", err)
 	}
 	if why := c.expiredBy(h); why != "" {
-		return repository.ChangeBatch{}, fmt.Errorf("pgstore: read changes: %w: %s; resync and start again from ChangeHead",
+		return logRead{}, fmt.Errorf("pgstore: read changes: %w: %s; resync and start again from ChangeHead",
 			repository.ErrCursorExpired, why)
 	}
 
-	next := h.cursor(c.seq)
-	batch := repository.ChangeBatch{}
+	r := logRead{next: h.cursor(c.seq)}
 	if len(changes) > limit {
 		// Cut inside the page: the rows past the last one delivered are read
 		// again from there, even those with seq <= S (delivered before, now
 		// repeated: harmless), so that none in between is lost.
 		changes = changes[:limit]
-		batch.More = true
-		next.seq = changes[limit-1].Seq
+		r.more = true
+		r.next.seq = changes[limit-1].Seq
 	} else {
 		if n := len(changes); n > 0 {
-			next.seq = max(next.seq, changes[n-1].Seq)
+			r.next.seq = max(r.next.seq, changes[n-1].Seq)
 		}
-		batch.AsOf = h.asOf
+		r.asOf = h.asOf
 	}
-	batch.Changes = changes
-	batch.Next = next.String()
-	return batch, nil
+	r.changes = changes
+	return r, nil
 }
 
 // PruneChanges removes changes older than olderThan (by the database's
@@ -228,16 +257,17 @@ func (s *Store) pruneBatch(ctx context.Context, p *pruneState) (n int64, more bo
 }
 
 // Index probes only. The log's reads of "rows of transactions the last
-// snapshot did not see" (ReadChanges' last two branches, the waker's look)
+// snapshot did not see" (ReadChanges' last two branches; the waker's look
+// is a ReadChanges)
 // find no row almost every time, and must cost a few index probes on xid
 // whatever the log's statistics say: any other plan reads the whole log,
 // which grows by a row per write and is read hundreds of times a second.
 // Without column statistics (until autovacuum first analyzes the log:
 // after the migration, with autovacuum off, after pg_upgrade) the planner
 // took "xid >= X OR xid = ANY (xip)" to match a third of the rows. It then
-// read "seq <= S" through the primary key, or, under EXISTS, chose a
-// sequential scan expected to stop within a few rows: on a 40,000-row log,
-// 6 ms per look instead of 0.1 ms, and under pgbench the followers cost
+// read "seq <= S" through the primary key, or, under the EXISTS of the
+// waker's look as it was, chose a sequential scan expected to stop within
+// a few rows: on a 40,000-row log, 6 ms per look instead of 0.1 ms, and under pgbench the followers cost
 // writers half their throughput. So each condition on xid is a range with
 // both ends (xmin <= xid < xmax for the in-progress list, xmax <= xid <
 // the reader's own xmax after it), which the planner estimates at 0.5 %
@@ -247,8 +277,8 @@ func (s *Store) pruneBatch(ctx context.Context, p *pruneState) (n int64, more bo
 // avoid a scan in then costs more than jit_above_cost: every read was
 // JIT-compiled, which cost more than the scans.)
 
-// The two conditions of "Index probes only", on the parameters that
-// ReadChanges and the waker's look share: the rows at or below seq $1 of
+// The two conditions of "Index probes only", on ReadChanges' parameters:
+// the rows at or below seq $1 of
 // transactions that a snapshot with xmax $2, in-progress list $3 and
 // xmin $4 did not see, those in progress and those begun after it.
 const (

@@ -74,7 +74,7 @@ func TestLogReadsProbeTheXidIndexWithoutStatistics(t *testing.T) {
 		args []any
 	}{
 		{"ReadChanges", readChangesSQL, []any{head - 100, xmax, snap.xipArray(), xmin, 1001}},
-		{"the waker's look", wakerLookSQL, []any{head, xmax, snap.xipArray(), xmin}},
+		{"the waker's read", readChangesSQL, []any{head, xmax, snap.xipArray(), xmin, broadcastMaxChanges + 1}},
 	} {
 		var plan string
 		args := append([]any{pgx.QueryExecModeExec}, q.args...)

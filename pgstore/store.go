@@ -25,8 +25,9 @@ import (
 // Store is a PostgreSQL-backed store. It is safe for concurrent use.
 type Store struct {
 	pool         *pgxpool.Pool
-	listenConfig *pgx.ConnConfig // nil: the pool's
-	wakeInterval time.Duration   // 0: DefaultChangeWakeInterval
+	listenConfig *pgx.ConnConfig  // nil: the pool's
+	wakeInterval time.Duration    // 0: DefaultChangeWakeInterval
+	heard        *heardBroadcasts // the waker's reads, as its notifications carried them (broadcast.go)
 	vendors      vendorRepo
 	workItems    workItemRepo
 }
@@ -55,7 +56,7 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 // New wraps an existing pool. The Store does not own the pool's
 // configuration, but Close closes it.
 func New(pool *pgxpool.Pool, opts ...Option) *Store {
-	s := &Store{pool: pool, vendors: vendorRepo{pool}, workItems: workItemRepo{pool}}
+	s := &Store{pool: pool, heard: &heardBroadcasts{}, vendors: vendorRepo{pool}, workItems: workItemRepo{pool}}
 	for _, o := range opts {
 		o(s)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -19,11 +18,13 @@ import (
 // on the whole instance at commit (PostgreSQL's async.c, PreCommit_Notify),
 // so that every writer commits one at a time. Instead, each database has
 // one waker, elected among the listening connections with a session
-// advisory lock. The waker reads the log's head every ChangeWakeInterval
-// and, when a commit has added rows since its last look, sends one NOTIFY
-// on ChangeChannel: one notification per batch of commits, however many
-// writers. What the feed costs PostgreSQL is then one listening connection
-// per follower and one waker's polling, whatever the number of followers.
+// advisory lock. The waker reads the log every ChangeWakeInterval from
+// where its last notification ended and, when commits added rows, sends
+// one NOTIFY on ChangeChannel that carries them (broadcast.go): one
+// notification per batch of commits, however many writers, and one read
+// of the log for every follower. What the feed costs PostgreSQL is then
+// one listening connection per follower and one waker's polling, whatever
+// the number of followers.
 //
 // The waker also sends a heartbeat every wakerHeartbeat. A follower that
 // hears nothing for wakerTakeover tries the lock: when the waker's process
@@ -34,11 +35,12 @@ import (
 // or the listening connection is down) WatchChanges stands in for one and
 // wakes its follower about once a second.
 
-// ChangeChannel is the LISTEN/NOTIFY channel the waker notifies. The
-// payload is WakePayload after commits added changes to the log, and
-// HeartbeatPayload otherwise. (Migration 00003's triggers notified from
-// every writer with the entity as the payload; migration 00005 removed
-// that.)
+// ChangeChannel is the LISTEN/NOTIFY channel the waker notifies. After
+// commits added changes to the log the payload is a sealed broadcast of
+// them ("b1:…", broadcast.go), or WakePayload when they do not fit in a
+// notification; otherwise it is HeartbeatPayload. (Migration 00003's
+// triggers notified from every writer with the entity as the payload;
+// migration 00005 removed that.)
 const ChangeChannel = "pgfallback_changes"
 
 // Payloads of notifications on ChangeChannel.
@@ -51,8 +53,9 @@ const (
 // "pgfwaker" in ASCII.
 const ChangeWakerLockKey int64 = 0x7067_6677_616b_6572
 
-// DefaultChangeWakeInterval is how often the waker reads the log's head
-// while commits come in; each look is one indexed query. After a look that
+// DefaultChangeWakeInterval is how often the waker reads the log while
+// commits come in; each look is one read of the log from the last
+// notification's cursor (a few index probes when nothing changed). After a look that
 // found nothing new the interval doubles, up to wakerIdleFactor times, so
 // that an idle database is looked at 50 times a second, and the delay the
 // waker adds between a commit and the followers' wake-up is at most
@@ -111,7 +114,8 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 			backoff = watchMinBackoff
 			lastWake = time.Now()
 		} else if time.Since(lastWake) >= wakerTakeover {
-			wake(false) // no connection, so no waker: stand in for one
+			s.heard.add(WakePayload, nil) // whatever committed is the log's to say
+			wake(false)                   // no connection, so no waker: stand in for one
 			lastWake = time.Now()
 		}
 		t := time.NewTimer(backoff)
@@ -148,7 +152,7 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 		return false
 	}
 	wake(true)
-	w := waker{conn: conn, self: conn.PgConn().PID(), every: s.wakeInterval}
+	w := waker{conn: conn, self: conn.PgConn().PID(), every: s.wakeInterval, heard: s.heard}
 	if w.every <= 0 {
 		w.every = DefaultChangeWakeInterval
 	}
@@ -161,6 +165,7 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 			if !w.elected && !heard.IsZero() {
 				// Held by a session we cannot hear: wake our follower as
 				// the waker would have, and try again as long after.
+				s.heard.add(WakePayload, nil)
 				wake(false)
 			}
 			heard = time.Now()
@@ -186,7 +191,8 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 			}
 			heard = time.Now()
 			if n.Payload != HeartbeatPayload {
-				wake(false) // WakePayload, or an older version's trigger
+				s.heard.add(n.Payload, nil) // a broadcast is opened when a read needs it
+				wake(false)                 // a broadcast, WakePayload, or an older version's trigger
 			}
 		case ctx.Err() != nil:
 			return true
@@ -252,27 +258,20 @@ type waker struct {
 	conn    *pgx.Conn
 	self    uint32 // the backend's pid: our own notifications come back to us
 	every   time.Duration
+	heard   *heardBroadcasts // the Store's: the waker keeps what it sends
 	elected bool
-	next    time.Time     // elected: the next look at the head
+	next    time.Time     // elected: the next look at the log
 	idle    time.Duration // elected: the wait until it
 	said    time.Time     // elected: the last notification sent
 	pinged  time.Time
 
-	// The head at the last look: (seq, snapshot) as in a cursor. A commit
-	// since then either added a row above seq or committed a transaction
-	// the snapshot saw in progress (or had not seen start).
-	seq    int64
-	snap   snapshot
+	// from is where the next broadcast starts: the cursor after the last
+	// notification's changes, or the head the waker read when elected. A
+	// look that finds nothing leaves it, so that each broadcast continues
+	// the one before (broadcast.go).
+	from   cursor
 	looked bool
 }
-
-// wakerLookSQL reads the log's head and whether a commit since the last
-// look (seq $1, snapshot with xmin $4, xmax $2 and in-progress list $3)
-// added rows.
-const wakerLookSQL = `
-		SELECT pg_current_snapshot()::text, coalesce((SELECT max(seq) FROM pgfallback_changes), 0),
-			EXISTS (SELECT FROM pgfallback_changes WHERE ` + unseenInProgress + `)
-			OR EXISTS (SELECT FROM pgfallback_changes WHERE ` + unseenLater + `)`
 
 // tryElect takes the waker's lock if it is free.
 func (w *waker) tryElect(ctx context.Context) error {
@@ -300,9 +299,9 @@ func (w *waker) ping(ctx context.Context) error {
 	return w.conn.Ping(pctx)
 }
 
-// look reads the head when it is time to, notifies when commits added
-// changes since the last look, and heartbeats otherwise. It reports
-// whether it notified.
+// look reads the log from the last notification's cursor when it is time
+// to, notifies when commits added changes since, and heartbeats otherwise.
+// It reports whether it notified.
 func (w *waker) look(ctx context.Context) (woke bool, err error) {
 	now := time.Now()
 	if now.Before(w.next) {
@@ -310,26 +309,46 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
 	defer cancel()
-	var snapText string
-	var seq int64
-	var changed bool
-	// One statement, one snapshot: the new head and the question "did
-	// anything commit since the last one", asked with the same index
-	// probes as ReadChanges ("Index probes only" in changes.go).
-	err = w.conn.QueryRow(ctx, wakerLookSQL,
-		pgx.QueryExecModeExec, w.seq, strconv.FormatUint(w.snap.xmax, 10), w.snap.xipArray(),
-		strconv.FormatUint(w.snap.xmin, 10)).Scan(&snapText, &seq, &changed)
+	changed, payload := false, WakePayload
+	fromHead := func() error {
+		h, err := readHead(ctx, w.conn)
+		if err != nil {
+			return err
+		}
+		w.from, w.looked, changed = h.cursor(h.maxSeq), true, true
+		w.heard.add(WakePayload, nil)
+		return nil
+	}
+	if !w.looked {
+		// A new waker's first look notifies: commits since the last
+		// waker's last look (or since the listener connected) were told
+		// to no one.
+		err = fromHead()
+	} else {
+		// The look is a read, the one a follower would make ("Index
+		// probes only" in changes.go): one for every follower.
+		var r logRead
+		r, err = readChanges(ctx, w.conn, w.from, broadcastMaxChanges)
+		switch {
+		case errors.Is(err, repository.ErrCursorExpired):
+			// Pruned past us, the log reset, a promotion: each follower
+			// learns it from its own read, and resyncs.
+			err = fromHead()
+		case err == nil && (len(r.changes) > 0 || r.more):
+			changed = true
+			b := broadcast{from: w.from, next: r.next, asOf: r.asOf, changes: r.changes}
+			if p, ok := encodeBroadcast(b); ok && !r.more {
+				payload = p
+				w.heard.add(p, &b)
+			} else {
+				w.heard.add(payload, nil)
+			}
+			w.from = r.next
+		}
+	}
 	if err != nil {
 		return false, err
 	}
-	snap, err := parseSnapshot(snapText)
-	if err != nil {
-		return false, err
-	}
-	// A new waker's first look notifies: commits since the last waker's
-	// last look (or since the listener connected) were told to no one.
-	changed = !w.looked || changed || seq > w.seq
-	w.seq, w.snap, w.looked = seq, snap, true
 	// Look again after every while commits come in; an idle database is
 	// looked at less often, down to every wakerIdleFactor × every.
 	if changed || w.idle == 0 {
@@ -340,7 +359,7 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 	w.next = now.Add(w.idle)
 	switch {
 	case changed:
-		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, WakePayload)
+		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, payload)
 	case now.Sub(w.said) >= wakerHeartbeat:
 		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, HeartbeatPayload)
 	default:

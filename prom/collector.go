@@ -81,7 +81,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descSlowCalls, descServedSlow, descAbandoned, descAbandonedPeak,
 		descWriteQueued, descWriteQueueDepth, descWriteWritten, descWriteDropped, descWriteFailed, descWriteOverflowed, descEvictionsLost,
 		descWarmRuns, descWarmDuration, descWarmRows, descWarmSuccess, descWarmTimestamp,
-		descFeedState, descFeedLag, descFeedApplied, descFeedCatchUps, descFeedResyncs, descFeedErrors,
+		descFeedState, descFeedLag, descFeedApplied, descFeedCatchUps, descFeedHeardCatchUps, descFeedResyncs, descFeedErrors,
 		descQueuedPending, descQueuedStalled, descQueuedEvents,
 		descScrapeErrors,
 	} {
@@ -250,6 +250,7 @@ func collectStats(ch chan<- prometheus.Metric, s fallback.Stats) {
 	}
 	counter(ch, descFeedApplied, f.ChangesApplied)
 	counter(ch, descFeedCatchUps, f.CatchUps)
+	counter(ch, descFeedHeardCatchUps, f.HeardCatchUps)
 	counter(ch, descFeedResyncs, f.Resyncs)
 	counter(ch, descFeedErrors, f.Errors)
 

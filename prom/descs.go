@@ -71,6 +71,8 @@ var (
 		"Changes read from the change log and applied to the cache.")
 	descFeedCatchUps = desc("pgfallback_feed_catchups_total",
 		"Reads of the change log until caught up.")
+	descFeedHeardCatchUps = desc("pgfallback_feed_heard_catchups_total",
+		"Catch-ups answered by the changes the waker's notification carried, without a read of the change log.")
 	descFeedResyncs = desc("pgfallback_feed_resyncs_total",
 		"Full warms by the feed: no cursor yet, or the cursor was older than the log.")
 	descFeedErrors = desc("pgfallback_feed_errors_total",

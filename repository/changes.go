@@ -87,3 +87,18 @@ type ChangeFeed interface {
 	// follower learns the database is unreachable from ReadChanges.
 	WatchChanges(ctx context.Context, wake func(reconnected bool)) error
 }
+
+// HeardChangeFeed is a ChangeFeed whose notifications may carry the changes
+// they announce: one read of the log made for every follower, rather than
+// a read by each follower woken. (pgstore's do; see its broadcast.go.)
+type HeardChangeFeed interface {
+	ChangeFeed
+
+	// ReadHeardChanges answers as ReadChanges would, without a query, from
+	// the changes that notifications heard by WatchChanges carried, when
+	// they continue cursor and fit in limit; ok is false otherwise, and
+	// the caller reads the log. Its AsOf is when the notifying read was
+	// made, not now: use it after a wake-up, and ReadChanges where "up to
+	// now" is meant (a poll, an explicit catch-up, a reconnect).
+	ReadHeardChanges(cursor string, limit int) (batch ChangeBatch, ok bool)
+}

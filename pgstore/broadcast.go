@@ -1,0 +1,350 @@
+package pgstore
+
+import (
+	"cmp"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// Broadcast reads: the waker reads the log once for every follower.
+//
+// Each commit used to wake every follower into a ReadChanges of its own:
+// with 50 followers, 50 reads of the same rows at once, a herd that on a
+// small server took longer to serve than the commits took to come. The
+// waker now looks at the log by reading it (the look it made anyway, from
+// the cursor its last read returned) and, when the read found changes,
+// sends them in its notification: the batch, the cursor it was read from
+// and the cursor after it. A Store keeps the last broadcasts its listener
+// heard, and ReadChanges answers from them, without a query, when they
+// continue the caller's cursor (see cursor.covers): ReadHeardChanges,
+// which a follower calls when a notification woke it. Anything else (a
+// cursor from before the broadcasts, a batch too large for a
+// notification, a gap, a catch-up that must reach "now") is read from
+// PostgreSQL with ReadChanges; the changes are the same either way.
+//
+// Closed to forgery and to eavesdropping. Any role that can connect may
+// NOTIFY and LISTEN on any channel, so a payload in the clear would let it
+// read which rows change, and a forged one would let it hide writes from
+// every follower (a batch that skips a change, with a cursor past it). The
+// payload is sealed with AES-256-GCM under a key derived from the log's
+// log_id, which only roles granted SELECT on pgfallback_change_log can
+// read (docs/privileges.md): the same roles that can already rewrite the
+// log. A payload that does not open under the caller's log_id is ignored.
+// A replayed one is harmless: a broadcast is a true statement about the
+// log, and one the cursor has passed is not used.
+
+// broadcastPrefix starts a broadcast's payload on ChangeChannel; what
+// follows is base64 (standard, unpadded) of nonce, sealed batch and tag.
+const broadcastPrefix = "b1:"
+
+const (
+	// broadcastMaxChanges bounds the waker's read: a batch that big does
+	// not fit in a notification anyway (PostgreSQL's payload limit is
+	// 8000 bytes), and the followers read it from the log.
+	broadcastMaxChanges = 250
+	// broadcastMaxPlain bounds the sealed text, so that the payload stays
+	// below 8000 bytes: prefix + base64 of (12 + text + 16) bytes.
+	broadcastMaxPlain = (7990-len(broadcastPrefix))/4*3 - 12 - 16
+	// heardRing: how many broadcasts a Store keeps. A follower reads at
+	// most every ChangeFeedMinInterval (20 ms by default) while the waker
+	// may broadcast every 5 ms: it continues its cursor through several.
+	heardRing = 32
+)
+
+// broadcastAD binds a sealed payload to its use.
+var broadcastAD = []byte("pgfallback change broadcast v1")
+
+// broadcast is one read of the log by the waker.
+type broadcast struct {
+	from, next cursor
+	asOf       time.Time
+	changes    []repository.Change
+}
+
+// broadcastAEAD is the cipher of the broadcasts of the log named logID.
+func broadcastAEAD(logID string) (cipher.AEAD, error) {
+	key := sha256.Sum256([]byte("pgfallback change broadcast key\x00" + logID))
+	block, err := aes.NewCipher(key[:])
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// encodeBroadcast seals b under its log's key. ok is false when the log
+// has no log_id yet, or the batch does not fit in a notification.
+func encodeBroadcast(b broadcast) (payload string, ok bool) {
+	if b.from.logID == "" || b.from.logID != b.next.logID || len(b.changes) > broadcastMaxChanges {
+		return "", false
+	}
+	var t strings.Builder
+	t.WriteString(b.from.String())
+	t.WriteByte('\n')
+	t.WriteString(b.next.String())
+	t.WriteByte('\n')
+	asOf := b.asOf.UnixMicro()
+	t.WriteString(strconv.FormatInt(asOf, 10))
+	t.WriteByte('\n')
+	for _, c := range b.changes {
+		e, o := entityCode(c.Entity), opCode(c.Op)
+		if e == 0 || o == 0 || strings.ContainsAny(c.Key, "\t\n") {
+			return "", false
+		}
+		t.WriteString(strconv.FormatInt(c.Seq, 10))
+		t.WriteByte('\t')
+		t.WriteByte(e)
+		t.WriteByte(o)
+		t.WriteByte('\t')
+		t.WriteString(strconv.FormatInt(c.Version, 10))
+		t.WriteByte('\t')
+		t.WriteString(strconv.FormatInt(asOf-c.At.UnixMicro(), 10))
+		t.WriteByte('\t')
+		t.WriteString(c.Key)
+		t.WriteByte('\n')
+		if t.Len() > broadcastMaxPlain {
+			return "", false
+		}
+	}
+	aead, err := broadcastAEAD(b.from.logID)
+	if err != nil {
+		return "", false
+	}
+	sealed := make([]byte, aead.NonceSize(), aead.NonceSize()+t.Len()+aead.Overhead())
+	if _, err := rand.Read(sealed); err != nil {
+		return "", false
+	}
+	sealed = aead.Seal(sealed, sealed, []byte(t.String()), broadcastAD)
+	return broadcastPrefix + base64.RawStdEncoding.EncodeToString(sealed), true
+}
+
+var errNotBroadcast = errors.New("not a broadcast of this log")
+
+// decodeBroadcast opens a payload with the key of the log named logID.
+func decodeBroadcast(payload, logID string) (broadcast, error) {
+	sealed, err := base64.RawStdEncoding.DecodeString(strings.TrimPrefix(payload, broadcastPrefix))
+	if err != nil || !strings.HasPrefix(payload, broadcastPrefix) || logID == "" {
+		return broadcast{}, errNotBroadcast
+	}
+	aead, err := broadcastAEAD(logID)
+	if err != nil || len(sealed) < aead.NonceSize()+aead.Overhead() {
+		return broadcast{}, errNotBroadcast
+	}
+	n := aead.NonceSize()
+	plain, err := aead.Open(nil, sealed[:n], sealed[n:], broadcastAD)
+	if err != nil {
+		return broadcast{}, errNotBroadcast
+	}
+	// Sealed by a holder of the key: a malformed text is a bug, not an
+	// attack, and is refused all the same.
+	bad := func(what string) (broadcast, error) {
+		return broadcast{}, fmt.Errorf("pgstore: a broadcast that does not parse (%s)", what)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(plain), "\n"), "\n")
+	if len(lines) < 3 {
+		return bad("header")
+	}
+	var b broadcast
+	if b.from, err = parseCursor(lines[0]); err != nil || b.from.legacy || b.from.logID != logID {
+		return bad("from")
+	}
+	if b.next, err = parseCursor(lines[1]); err != nil || b.next.legacy || b.next.logID != logID {
+		return bad("next")
+	}
+	asOf, err := strconv.ParseInt(lines[2], 10, 64)
+	if err != nil {
+		return bad("asOf")
+	}
+	b.asOf = time.UnixMicro(asOf).UTC()
+	b.changes = make([]repository.Change, 0, len(lines)-3)
+	for _, line := range lines[3:] {
+		f := strings.SplitN(line, "\t", 5)
+		if len(f) != 5 || len(f[1]) != 2 {
+			return bad("change")
+		}
+		c := repository.Change{Entity: entityOf(f[1][0]), Op: opOf(f[1][1]), Key: f[4]}
+		var ago int64
+		c.Seq, err = strconv.ParseInt(f[0], 10, 64)
+		if err == nil {
+			c.Version, err = strconv.ParseInt(f[2], 10, 64)
+		}
+		if err == nil {
+			ago, err = strconv.ParseInt(f[3], 10, 64)
+		}
+		if err != nil || c.Entity == "" || c.Op == "" {
+			return bad("change")
+		}
+		c.At = time.UnixMicro(asOf - ago).UTC()
+		b.changes = append(b.changes, c)
+	}
+	return b, nil
+}
+
+func entityCode(e repository.Entity) byte {
+	switch e {
+	case repository.EntityVendor:
+		return 'v'
+	case repository.EntityWorkItem:
+		return 'w'
+	}
+	return 0
+}
+
+func entityOf(b byte) repository.Entity {
+	switch b {
+	case 'v':
+		return repository.EntityVendor
+	case 'w':
+		return repository.EntityWorkItem
+	}
+	return ""
+}
+
+var opCodes = map[repository.ChangeOp]byte{
+	repository.ChangeInsert: 'i', repository.ChangeUpdate: 'u', repository.ChangeDelete: 'd', repository.ChangeTruncate: 't',
+}
+
+func opCode(op repository.ChangeOp) byte { return opCodes[op] }
+
+func opOf(b byte) repository.ChangeOp {
+	for op, c := range opCodes {
+		if c == b {
+			return op
+		}
+	}
+	return ""
+}
+
+// covers reports whether c has delivered every change that b has: the
+// same log and history, a seq at least b's, and a snapshot that sees
+// committed every transaction b's sees committed. A batch read from b then
+// brings c to the batch's next cursor (see the cursor invariant in
+// changes.go): what c delivered, plus the batch, includes all that next
+// claims.
+func (c cursor) covers(b cursor) bool {
+	if c.legacy || b.legacy || c.system != b.system || c.db != b.db || c.timeline != b.timeline ||
+		c.logID != b.logID || c.seq < b.seq || c.snap.xmax < b.snap.xmax {
+		return false
+	}
+	// A transaction c saw in progress must be one b did not see end:
+	// in progress for b too, or not yet started.
+	for _, x := range c.snap.xip {
+		if x < b.snap.xmax && !slices.Contains(b.snap.xip, x) {
+			return false
+		}
+	}
+	return true
+}
+
+var _ repository.HeardChangeFeed = (*Store)(nil)
+
+// ReadHeardChanges answers from the broadcasts this Store's listener heard
+// or its waker sent. See repository.HeardChangeFeed.
+func (s *Store) ReadHeardChanges(cursorText string, limit int) (repository.ChangeBatch, bool) {
+	c, err := parseCursor(cursorText)
+	if err != nil || limit < 1 {
+		return repository.ChangeBatch{}, false
+	}
+	return s.heard.read(c, min(limit, maxReadLimit))
+}
+
+// heardBroadcasts are the last notifications that announced changes, as
+// this Store's listener heard them or its waker sent them, oldest first.
+type heardBroadcasts struct {
+	mu      sync.Mutex
+	entries []heardBroadcast
+	served  atomic.Uint64 // ReadHeardChanges answered
+}
+
+type heardBroadcast struct {
+	payload string     // "" for a WakePayload: changes it does not carry
+	logID   string     // the key it was last opened with
+	b       *broadcast // nil: it does not open with logID's key, or carries nothing
+}
+
+// add keeps a notification that announced changes: payload is a broadcast
+// or WakePayload; b, when not nil, is the broadcast already decoded (the
+// waker's own).
+func (h *heardBroadcasts) add(payload string, b *broadcast) {
+	e := heardBroadcast{b: b}
+	if strings.HasPrefix(payload, broadcastPrefix) {
+		e.payload = payload
+	}
+	if b != nil {
+		e.logID = b.from.logID
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.entries) == heardRing {
+		h.entries = slices.Delete(h.entries, 0, 1)
+	}
+	h.entries = append(h.entries, e)
+}
+
+// read answers ReadHeardChanges from the broadcasts that continue c, when
+// they reach the last notification heard and fit in limit. The last one
+// decides: after a WakePayload, or a payload that does not open under c's
+// log (forged, or sealed under a log reset since), what was announced is
+// known only to the log.
+func (h *heardBroadcasts) read(c cursor, limit int) (repository.ChangeBatch, bool) {
+	if c.legacy || c.logID == "" {
+		return repository.ChangeBatch{}, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.entries) == 0 {
+		return repository.ChangeBatch{}, false
+	}
+	for i := range h.entries {
+		e := &h.entries[i]
+		if e.payload != "" && e.logID != c.logID {
+			e.logID, e.b = c.logID, nil
+			if b, err := decodeBroadcast(e.payload, c.logID); err == nil {
+				e.b = &b
+			}
+		}
+	}
+	last := h.entries[len(h.entries)-1].b
+	if last == nil {
+		return repository.ChangeBatch{}, false
+	}
+	var changes []repository.Change
+	asOf := last.asOf // for a cursor already past the last broadcast
+	used := make([]bool, len(h.entries))
+	for progress := true; progress; {
+		progress = false
+		for i, e := range h.entries {
+			if used[i] || e.b == nil || !c.covers(e.b.from) || c.covers(e.b.next) {
+				continue
+			}
+			changes = append(changes, e.b.changes...)
+			c, used[i], progress = e.b.next, true, true
+			asOf = e.b.asOf
+		}
+	}
+	if !c.covers(last.next) {
+		return repository.ChangeBatch{}, false
+	}
+	// In seq order, once each: broadcasts may repeat a change (a
+	// transaction that commits out of seq order is in the read after its
+	// commit, seq below the ones before it).
+	slices.SortStableFunc(changes, func(a, b repository.Change) int { return cmp.Compare(a.Seq, b.Seq) })
+	changes = slices.CompactFunc(changes, func(a, b repository.Change) bool { return a.Seq == b.Seq })
+	if len(changes) > limit {
+		return repository.ChangeBatch{}, false
+	}
+	h.served.Add(1)
+	return repository.ChangeBatch{Changes: changes, Next: c.String(), AsOf: asOf}, true
+}

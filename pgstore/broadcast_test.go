@@ -1,0 +1,439 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+const testLogID = "6f1c2a9e-3b7d-4c55-9e21-0a8b7c6d5e4f"
+
+func testCursor(seq int64, xmin, xmax uint64, xip ...uint64) cursor {
+	return cursor{system: 7, db: 5, timeline: 1, logID: testLogID, seq: seq, snap: snapshot{xmin: xmin, xmax: xmax, xip: xip}}
+}
+
+func testChange(seq int64, key string) repository.Change {
+	return repository.Change{Seq: seq, Entity: repository.EntityVendor, Key: key, Op: repository.ChangeUpdate,
+		Version: seq + 1, At: time.UnixMicro(1_700_000_000_000_000 + seq).UTC()}
+}
+
+func TestBroadcastSealing(t *testing.T) {
+	b := broadcast{
+		from: testCursor(10, 100, 105, 101, 103), next: testCursor(12, 103, 107, 103),
+		asOf: time.UnixMicro(1_700_000_000_500_000).UTC(),
+		changes: []repository.Change{testChange(11, "acme"), {Seq: 12, Entity: repository.EntityWorkItem,
+			Key: "0b7c4a8e-0000-4000-8000-000000000001", Op: repository.ChangeDelete, Version: 3,
+			At: time.UnixMicro(1_700_000_000_400_000).UTC()}},
+	}
+	p, ok := encodeBroadcast(b)
+	if !ok {
+		t.Fatal("encodeBroadcast refused a small batch")
+	}
+	if !strings.HasPrefix(p, broadcastPrefix) || strings.Contains(p, "acme") || strings.Contains(p, testLogID) {
+		t.Fatalf("payload %q: want an opaque %q… (no key, no log id in the clear)", p, broadcastPrefix)
+	}
+	got, err := decodeBroadcast(p, testLogID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, b) {
+		t.Fatalf("decoded %+v\nwant %+v", got, b)
+	}
+	if _, err := decodeBroadcast(p, "6f1c2a9e-3b7d-4c55-9e21-0a8b7c6d5e40"); !errors.Is(err, errNotBroadcast) {
+		t.Errorf("opened with another log's key: %v, want errNotBroadcast", err)
+	}
+	for i := len(broadcastPrefix); i < len(p); i += 7 {
+		tampered := []byte(p)
+		tampered[i] ^= 1
+		if _, err := decodeBroadcast(string(tampered), testLogID); err == nil {
+			t.Fatalf("a payload changed at byte %d opened", i)
+		}
+	}
+	for _, junk := range []string{"", broadcastPrefix, broadcastPrefix + "!!", WakePayload, HeartbeatPayload} {
+		if _, err := decodeBroadcast(junk, testLogID); err == nil {
+			t.Errorf("%q opened as a broadcast", junk)
+		}
+	}
+
+	// The largest batch that fits, and one change more.
+	big := b
+	big.changes = nil
+	for i := int64(0); ; i++ {
+		big.changes = append(big.changes, testChange(100+i, strings.Repeat("k", 90)+fmt.Sprint(i)))
+		p, ok := encodeBroadcast(big)
+		if !ok {
+			if i < 20 {
+				t.Fatalf("only %d changes of 100-byte keys fit", i)
+			}
+			break
+		}
+		if len(p) >= 8000 {
+			t.Fatalf("a payload of %d bytes: PostgreSQL refuses 8000 and more", len(p))
+		}
+	}
+	for _, c := range []repository.Change{{Seq: 1, Entity: "other", Op: repository.ChangeUpdate}, {Seq: 1, Entity: repository.EntityVendor, Op: repository.ChangeUpdate, Key: "a\nb"}} {
+		if _, ok := encodeBroadcast(broadcast{from: b.from, next: b.next, changes: []repository.Change{c}}); ok {
+			t.Errorf("encoded %+v, which does not decode", c)
+		}
+	}
+}
+
+func TestCursorCovers(t *testing.T) {
+	base := testCursor(10, 100, 105, 101, 103)
+	other := func(f func(*cursor)) cursor { c := testCursor(10, 100, 105, 101, 103); f(&c); return c }
+	for _, tc := range []struct {
+		name string
+		c    cursor
+		want bool
+	}{
+		{"itself", base, true},
+		{"later: 101 ended, more started", testCursor(12, 103, 109, 103, 106), true},
+		{"a lower seq", testCursor(9, 100, 105, 101, 103), false},
+		{"an earlier xmax", testCursor(10, 100, 104, 101, 103), false},
+		{"sees 102 in progress, which base saw end", testCursor(11, 101, 106, 101, 102), false},
+		{"another log", other(func(c *cursor) { c.logID = "6f1c2a9e-3b7d-4c55-9e21-0a8b7c6d5e40" }), false},
+		{"another timeline", other(func(c *cursor) { c.timeline = 2 }), false},
+		{"another database", other(func(c *cursor) { c.db = 6 }), false},
+		{"a legacy cursor", other(func(c *cursor) { c.legacy = true }), false},
+	} {
+		if got := tc.c.covers(base); got != tc.want {
+			t.Errorf("%s: covers = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestHeardBroadcastsContinueACursor(t *testing.T) {
+	c0, c1, c2 := testCursor(10, 100, 101), testCursor(12, 101, 103, 102), testCursor(14, 103, 104)
+	c3, c4, c5, c6 := testCursor(20, 110, 111), testCursor(21, 111, 112), testCursor(22, 112, 113), testCursor(23, 113, 114)
+	var h heardBroadcasts
+	add := func(from, next cursor, changes ...repository.Change) {
+		b := broadcast{from: from, next: next, asOf: time.UnixMicro(int64(next.seq)).UTC(), changes: changes}
+		p, ok := encodeBroadcast(b)
+		if !ok {
+			t.Fatal("encode")
+		}
+		h.add(p, nil)
+	}
+	h.add("b1:junk", nil)
+	add(c1, c2, testChange(11, "late"), testChange(14, "d")) // heard out of order
+	add(c0, c1, testChange(11, "late"), testChange(12, "b"))
+
+	keys := func(b repository.ChangeBatch) string {
+		var k []string
+		for _, c := range b.Changes {
+			k = append(k, fmt.Sprintf("%d:%s", c.Seq, c.Key))
+		}
+		return strings.Join(k, " ")
+	}
+	b, ok := h.read(c0, 100)
+	if !ok || keys(b) != "11:late 12:b 14:d" || b.Next != c2.String() || !b.AsOf.Equal(time.UnixMicro(14)) || b.More {
+		t.Fatalf("from c0: %v %q next %s asOf %v, want 11 12 14 (once each, in seq order) up to c2", ok, keys(b), b.Next, b.AsOf)
+	}
+	if _, ok := h.read(c0, 2); ok {
+		t.Fatal("three changes answered within a limit of 2")
+	}
+	// A cursor past every broadcast heard: nothing new, as of the last.
+	if b, ok := h.read(c2, 100); !ok || len(b.Changes) != 0 || b.Next != c2.String() || !b.AsOf.Equal(time.UnixMicro(12)) {
+		t.Fatalf("from c2: %v %q next %s asOf %v, want nothing new as of the last broadcast", ok, keys(b), b.Next, b.AsOf)
+	}
+	if _, ok := h.read(testCursor(9, 99, 100), 100); ok {
+		t.Fatal("answered a cursor from before every broadcast")
+	}
+
+	// A gap: the broadcasts up to c2, then one from c3. They no longer
+	// reach the last notification from c0.
+	add(c3, c4, testChange(21, "x"))
+	if b, ok := h.read(c0, 100); ok {
+		t.Fatalf("from c0, across a gap: %q", keys(b))
+	}
+	if b, ok := h.read(c3, 100); !ok || keys(b) != "21:x" || b.Next != c4.String() {
+		t.Fatalf("from c3: %v %q", ok, keys(b))
+	}
+	// The last notification carried nothing usable: only the log knows.
+	for _, last := range []string{WakePayload, "b1:junk"} {
+		h.add(last, nil)
+		if b, ok := h.read(c3, 100); ok {
+			t.Fatalf("after %q: answered %q", last, keys(b))
+		}
+	}
+	// Broadcasts that link up need nothing between them: a WakePayload
+	// the waker sent moved its cursor (the next broadcast would start
+	// elsewhere), so one here came from someone else and announced nothing.
+	add(c4, c5, testChange(22, "y"))
+	if b, ok := h.read(c3, 100); !ok || keys(b) != "21:x 22:y" {
+		t.Fatalf("from c3 across a WakePayload: %v %q", ok, keys(b))
+	}
+	if b, ok := h.read(c4, 100); !ok || keys(b) != "22:y" {
+		t.Fatalf("from c4: %v %q", ok, keys(b))
+	}
+	for range heardRing {
+		h.add(WakePayload, nil)
+	}
+	add(c5, c6)
+	if _, ok := h.read(c4, 100); ok {
+		t.Fatalf("kept more than %d notifications", heardRing)
+	}
+}
+
+// broadcastStores opens a waker and a follower on one database: the
+// follower's reads are answered by what it hears.
+func broadcastStores(t *testing.T, ctx context.Context) (waker, follower *Store, wakes *atomic.Int64) {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	var err error
+	if waker, err = Open(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(waker.Close)
+	if follower, err = Open(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(follower.Close)
+	watchUntilCleanup := func(s *Store, wake func(bool)) {
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.WatchChanges(wctx, wake) }()
+		t.Cleanup(func() { stop(); <-done })
+	}
+	watchUntilCleanup(waker, func(bool) {})
+	eventually(t, "the first store is the waker", func() bool {
+		var n int
+		err := waker.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND ((classid::bigint << 32) | objid::bigint) = $1`, ChangeWakerLockKey).Scan(&n)
+		return err == nil && n == 1
+	})
+	wakes = new(atomic.Int64)
+	connected := make(chan struct{}, 1)
+	watchUntilCleanup(follower, func(reconnected bool) {
+		if reconnected {
+			connected <- struct{}{}
+		} else {
+			wakes.Add(1)
+		}
+	})
+	<-connected
+	return waker, follower, wakes
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10 s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// readHeard reads from cur once a broadcast answers it, and checks the
+// answer against the same read of the log.
+func readHeard(t *testing.T, ctx context.Context, s *Store, cur string) repository.ChangeBatch {
+	t.Helper()
+	served := s.heard.served.Load()
+	var b repository.ChangeBatch
+	eventually(t, "a broadcast answers ReadHeardChanges", func() bool {
+		var ok bool
+		b, ok = s.ReadHeardChanges(cur, 1000)
+		return ok && s.heard.served.Load() > served && len(b.Changes) > 0
+	})
+	c, err := parseCursor(cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := readChanges(ctx, s.pool, c, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The log, read now, may hold later changes; it holds the broadcast's.
+	for _, ch := range b.Changes {
+		i := 0
+		for i < len(r.changes) && r.changes[i].Seq != ch.Seq {
+			i++
+		}
+		if i == len(r.changes) || !reflect.DeepEqual(r.changes[i], ch) {
+			t.Fatalf("broadcast change %+v is not the log's (%+v)", ch, r.changes)
+		}
+	}
+	return b
+}
+
+func vendorKeys(b repository.ChangeBatch) []string {
+	var out []string
+	for _, c := range b.Changes {
+		out = append(out, c.Key)
+	}
+	return out
+}
+
+const insertVendorSQL = `INSERT INTO vendors (id, name, status) VALUES (gen_random_uuid(), $1, 'operational')`
+
+// A commit reaches a follower as the waker's broadcast, in order with one
+// that committed out of seq order; the answers are the log's.
+func TestBroadcastAnswersReads(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waker, follower, _ := broadcastStores(t, ctx)
+	cur, err := follower.ChangeHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := waker.pool.Exec(ctx, insertVendorSQL, "first"); err != nil {
+		t.Fatal(err)
+	}
+	b := readHeard(t, ctx, follower, cur)
+	if got := vendorKeys(b); !reflect.DeepEqual(got, []string{"first"}) {
+		t.Fatalf("heard %v, want first", got)
+	}
+
+	// A transaction that took its seq first and commits last.
+	conn, err := waker.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, insertVendorSQL, "late"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := waker.pool.Exec(ctx, insertVendorSQL, "early"); err != nil {
+		t.Fatal(err)
+	}
+	b = readHeard(t, ctx, follower, b.Next)
+	if got := vendorKeys(b); !reflect.DeepEqual(got, []string{"early"}) {
+		t.Fatalf("heard %v, want early (late has not committed)", got)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b = readHeard(t, ctx, follower, b.Next)
+	if got := vendorKeys(b); !reflect.DeepEqual(got, []string{"late"}) {
+		t.Fatalf("heard %v, want late, committed after the cursor with a lower seq", got)
+	}
+	// Nothing more, from the log itself.
+	if more, err := follower.ReadChanges(ctx, b.Next, 1000); err != nil || len(more.Changes) != 0 {
+		t.Fatalf("after the broadcasts: %v, %v; want nothing", vendorKeys(more), err)
+	}
+}
+
+// Any role that can connect can NOTIFY on the channel: a payload that does
+// not open under the log's key is never an answer, whatever it claims.
+func TestForgedBroadcastIsIgnored(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waker, follower, _ := broadcastStores(t, ctx)
+	curText, err := follower.ChangeHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := parseCursor(curText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a forger knows: the format (this source), the system, database
+	// and timeline (pg_control_system, pg_database), not the log id. Its
+	// broadcast says nothing changed, and moves far past the cursor.
+	ahead := cur
+	ahead.seq += 1_000
+	ahead.snap = snapshot{xmin: cur.snap.xmax + 1_000, xmax: cur.snap.xmax + 1_000}
+	forged := broadcast{from: cur, next: ahead, asOf: time.Now()}
+	forged.from.logID, forged.next.logID = "00000000-0000-4000-8000-000000000000", "00000000-0000-4000-8000-000000000000"
+	p, ok := encodeBroadcast(forged)
+	if !ok {
+		t.Fatal("encode")
+	}
+	before := len(follower.heard.entries)
+	for _, payload := range []string{p, broadcastPrefix + "AAAA", broadcastPrefix + strings.Repeat("A", 200)} {
+		if _, err := waker.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the follower heard the forgeries", func() bool {
+		follower.heard.mu.Lock()
+		defer follower.heard.mu.Unlock()
+		return len(follower.heard.entries) >= before+3
+	})
+	if b, ok := follower.ReadHeardChanges(curText, 1000); ok {
+		t.Fatalf("a forged broadcast answered: %v, next %s", vendorKeys(b), b.Next)
+	}
+	if _, err := waker.pool.Exec(ctx, insertVendorSQL, "hidden"); err != nil {
+		t.Fatal(err)
+	}
+	b := readHeard(t, ctx, follower, curText)
+	if got := vendorKeys(b); !reflect.DeepEqual(got, []string{"hidden"}) {
+		t.Fatalf("heard %v, want hidden", got)
+	}
+}
+
+// The payload of a broadcast tells an eavesdropper nothing of the rows.
+func TestBroadcastIsSealed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waker, _, _ := broadcastStores(t, ctx)
+	eavesdropper, err := pgx.Connect(ctx, waker.pool.Config().ConnConfig.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eavesdropper.Close(ctx)
+	if _, err := eavesdropper.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := waker.pool.Exec(ctx, insertVendorSQL, "secret-vendor"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, err := eavesdropper.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatal("no broadcast heard:", err)
+		}
+		if strings.Contains(n.Payload, "secret") {
+			t.Fatalf("a notification shows the row's key: %q", n.Payload)
+		}
+		if strings.HasPrefix(n.Payload, broadcastPrefix) {
+			return
+		}
+	}
+}
+
+// After a log reset the waker's next look tells the followers without a
+// broadcast, so the next catch-up reads the log and finds its cursor
+// expired, commits or not.
+func TestBroadcastAfterALogReset(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waker, follower, wakes := broadcastStores(t, ctx)
+	cur, err := follower.ChangeHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := waker.pool.Exec(ctx, insertVendorSQL, "before"); err != nil {
+		t.Fatal(err)
+	}
+	// Heard, not yet applied: a broadcast that continues the cursor.
+	readHeard(t, ctx, follower, cur)
+	woken := wakes.Load()
+	if _, err := waker.pool.Exec(ctx, `DELETE FROM pgfallback_change_log`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the follower woken after the reset", func() bool { return wakes.Load() > woken })
+	if b, ok := follower.ReadHeardChanges(cur, 1000); ok {
+		t.Fatalf("after the reset a broadcast answered: %v", vendorKeys(b))
+	}
+	if _, err := follower.ReadChanges(ctx, cur, 1000); !errors.Is(err, repository.ErrCursorExpired) {
+		t.Fatalf("ReadChanges after the reset: %v, want ErrCursorExpired", err)
+	}
+}
