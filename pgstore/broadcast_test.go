@@ -187,11 +187,11 @@ func TestHeardBroadcastsContinueACursor(t *testing.T) {
 
 // broadcastStores opens a waker and a follower on one database: the
 // follower's reads are answered by what it hears.
-func broadcastStores(t *testing.T, ctx context.Context) (waker, follower *Store, wakes *atomic.Int64) {
+func broadcastStores(t *testing.T, ctx context.Context, wakerOpts ...Option) (waker, follower *Store, wakes *atomic.Int64) {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
 	var err error
-	if waker, err = Open(ctx, dsn); err != nil {
+	if waker, err = Open(ctx, dsn, wakerOpts...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(waker.Close)
@@ -435,5 +435,78 @@ func TestBroadcastAfterALogReset(t *testing.T) {
 	}
 	if _, err := follower.ReadChanges(ctx, cur, 1000); !errors.Is(err, repository.ErrCursorExpired) {
 		t.Fatalf("ReadChanges after the reset: %v, want ErrCursorExpired", err)
+	}
+}
+
+// A listener that stops reading holds every notification after it in
+// PostgreSQL's queue (at most 8 GB, on disk). Broadcasts would fill it a
+// thousand times faster than wake-ups: past a threshold the waker sends
+// wake-ups only, and broadcasts again once the queue drains.
+func TestBroadcastsStopWhileTheNotificationQueueBacksUp(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Any use at all is over this threshold: the queue backs up as soon as
+	// it spans two pages.
+	waker, follower, wakes := broadcastStores(t, ctx, func(s *Store) { s.maxQueueUsage = 1e-12 })
+	usage := func() float64 {
+		var u float64
+		if err := waker.pool.QueryRow(ctx, `SELECT pg_notification_queue_usage()`).Scan(&u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	lastHeard := func() string {
+		follower.heard.mu.Lock()
+		defer follower.heard.mu.Unlock()
+		if n := len(follower.heard.entries); n > 0 {
+			return follower.heard.entries[n-1].payload
+		}
+		return "none"
+	}
+	write := func(name string) {
+		t.Helper()
+		woken := wakes.Load()
+		if _, err := waker.pool.Exec(ctx, insertVendorSQL, name); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the follower woken by "+name, func() bool { return wakes.Load() > woken })
+	}
+	write("first")
+	if !strings.HasPrefix(lastHeard(), broadcastPrefix) {
+		t.Fatalf("the queue is empty and the last notification %q is no broadcast", lastHeard())
+	}
+
+	// A listener stuck in a transaction: PostgreSQL delivers nothing to it
+	// until it ends, and keeps all that follows.
+	stuck, err := pgx.Connect(ctx, waker.pool.Config().ConnConfig.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close(ctx)
+	for _, sql := range []string{"LISTEN " + ChangeChannel, "BEGIN", "SELECT 1"} {
+		if _, err := stuck.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; usage() == 0; i++ {
+		if i == 1000 {
+			t.Fatal("1,000 broadcasts and the queue still within a page")
+		}
+		write(fmt.Sprintf("fill-%d", i))
+	}
+	write("backed-up")
+	if p := lastHeard(); p != "" {
+		t.Fatalf("with the queue backing up (usage %g) the waker still broadcasts: %.40q…", usage(), p)
+	}
+
+	// The listener reads again; the queue drains and broadcasts resume.
+	if err := stuck.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; !strings.HasPrefix(lastHeard(), broadcastPrefix); i++ {
+		if i == 1000 {
+			t.Fatalf("no broadcast after the queue drained (usage %g)", usage())
+		}
+		write(fmt.Sprintf("drained-%d", i))
 	}
 }

@@ -28,8 +28,10 @@ type Store struct {
 	listenConfig *pgx.ConnConfig  // nil: the pool's
 	wakeInterval time.Duration    // 0: DefaultChangeWakeInterval
 	heard        *heardBroadcasts // the waker's reads, as its notifications carried them (broadcast.go)
-	vendors      vendorRepo
-	workItems    workItemRepo
+	// maxQueueUsage: 0 for broadcastMaxQueueUsage; tests lower it.
+	maxQueueUsage float64
+	vendors       vendorRepo
+	workItems     workItemRepo
 }
 
 // Open creates a connection pool from dsn (a URL or key=value string that

@@ -152,7 +152,10 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 		return false
 	}
 	wake(true)
-	w := waker{conn: conn, self: conn.PgConn().PID(), every: s.wakeInterval, heard: s.heard}
+	w := waker{conn: conn, self: conn.PgConn().PID(), every: s.wakeInterval, heard: s.heard, maxQueueUsage: s.maxQueueUsage}
+	if w.maxQueueUsage <= 0 {
+		w.maxQueueUsage = broadcastMaxQueueUsage
+	}
 	if w.every <= 0 {
 		w.every = DefaultChangeWakeInterval
 	}
@@ -255,15 +258,17 @@ func waitNotification(ctx context.Context, conn *pgx.Conn, d time.Duration) (*pg
 
 // waker is the state of one listening connection's part in the election.
 type waker struct {
-	conn    *pgx.Conn
-	self    uint32 // the backend's pid: our own notifications come back to us
-	every   time.Duration
-	heard   *heardBroadcasts // the Store's: the waker keeps what it sends
-	elected bool
-	next    time.Time     // elected: the next look at the log
-	idle    time.Duration // elected: the wait until it
-	said    time.Time     // elected: the last notification sent
-	pinged  time.Time
+	conn  *pgx.Conn
+	self  uint32 // the backend's pid: our own notifications come back to us
+	every time.Duration
+	heard *heardBroadcasts // the Store's: the waker keeps what it sends
+	// maxQueueUsage: broadcastMaxQueueUsage, or a test's.
+	maxQueueUsage float64
+	elected       bool
+	next          time.Time     // elected: the next look at the log
+	idle          time.Duration // elected: the wait until it
+	said          time.Time     // elected: the last notification sent
+	pinged        time.Time
 
 	// from is where the next broadcast starts: the cursor after the last
 	// notification's changes, or the head the waker read when elected. A
@@ -272,6 +277,24 @@ type waker struct {
 	from   cursor
 	looked bool
 }
+
+// notifyBroadcastSQL sends the broadcast $2 on channel $1, or $3 when the
+// notification queue is more than $4 full, and says which it sent.
+//
+// PostgreSQL keeps a notification until every listening backend has read
+// it, in a queue of at most 8 GB on disk (pg_notify), and a NOTIFY fails
+// once it is full. A listener that stops reading (a process paused or
+// frozen, a backend stuck in a transaction) holds everything after it;
+// broadcasts, up to 8 kB each and 200 a second, would fill the queue a
+// thousand times faster than the 7-byte wake-ups. Past the threshold the
+// waker sends those instead, and the followers read the log.
+const notifyBroadcastSQL = `
+		SELECT pg_notify($1, CASE WHEN q.ok THEN $2 ELSE $3 END), q.ok
+		FROM (SELECT pg_notification_queue_usage() < $4::float8 AS ok) q`
+
+// broadcastMaxQueueUsage: the share of the notification queue in use above
+// which the waker stops broadcasting (0.1 %: 8 MB, a thousand broadcasts).
+const broadcastMaxQueueUsage = 0.001
 
 // tryElect takes the waker's lock if it is free.
 func (w *waker) tryElect(ctx context.Context) error {
@@ -310,13 +333,13 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
 	defer cancel()
 	changed, payload := false, WakePayload
+	var bc *broadcast // payload's batch, when payload is a broadcast
 	fromHead := func() error {
 		h, err := readHead(ctx, w.conn)
 		if err != nil {
 			return err
 		}
 		w.from, w.looked, changed = h.cursor(h.maxSeq), true, true
-		w.heard.add(WakePayload, nil)
 		return nil
 	}
 	if !w.looked {
@@ -338,10 +361,7 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 			changed = true
 			b := broadcast{from: w.from, next: r.next, asOf: r.asOf, changes: r.changes}
 			if p, ok := encodeBroadcast(b); ok && !r.more {
-				payload = p
-				w.heard.add(p, &b)
-			} else {
-				w.heard.add(payload, nil)
+				payload, bc = p, &b
 			}
 			w.from = r.next
 		}
@@ -358,7 +378,18 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 	}
 	w.next = now.Add(w.idle)
 	switch {
+	case changed && bc != nil:
+		// A broadcast, unless the notification queue is backing up.
+		var sealed bool
+		err = w.conn.QueryRow(ctx, notifyBroadcastSQL, ChangeChannel, payload, WakePayload, w.maxQueueUsage).
+			Scan(nil, &sealed)
+		if err == nil && sealed {
+			w.heard.add(payload, bc)
+		} else {
+			w.heard.add(WakePayload, nil)
+		}
 	case changed:
+		w.heard.add(WakePayload, nil)
 		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, payload)
 	case now.Sub(w.said) >= wakerHeartbeat:
 		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, HeartbeatPayload)
