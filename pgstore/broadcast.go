@@ -99,7 +99,7 @@ func encodeBroadcast(b broadcast) (payload string, ok bool) {
 	t.WriteString(strconv.FormatInt(asOf, 10))
 	t.WriteByte('\n')
 	for _, c := range b.changes {
-		e, o := entityCode(c.Entity), opCode(c.Op)
+		e, o := entityCodes[c.Entity], opCodes[c.Op]
 		if e == 0 || o == 0 || strings.ContainsAny(c.Key, "\t\n") {
 			return "", false
 		}
@@ -174,7 +174,7 @@ func decodeBroadcast(payload, logID string) (broadcast, error) {
 		if len(f) != 5 || len(f[1]) != 2 {
 			return bad("change")
 		}
-		c := repository.Change{Entity: entityOf(f[1][0]), Op: opOf(f[1][1]), Key: f[4]}
+		c := repository.Change{Entity: uncode(entityCodes, f[1][0]), Op: uncode(opCodes, f[1][1]), Key: f[4]}
 		var ago int64
 		c.Seq, err = strconv.ParseInt(f[0], 10, 64)
 		if err == nil {
@@ -192,39 +192,23 @@ func decodeBroadcast(payload, logID string) (broadcast, error) {
 	return b, nil
 }
 
-func entityCode(e repository.Entity) byte {
-	switch e {
-	case repository.EntityVendor:
-		return 'v'
-	case repository.EntityWorkItem:
-		return 'w'
+// The one-letter codes of a change's entity and op in a broadcast.
+var (
+	entityCodes = map[repository.Entity]byte{repository.EntityVendor: 'v', repository.EntityWorkItem: 'w'}
+	opCodes     = map[repository.ChangeOp]byte{
+		repository.ChangeInsert: 'i', repository.ChangeUpdate: 'u', repository.ChangeDelete: 'd', repository.ChangeTruncate: 't',
 	}
-	return 0
-}
+)
 
-func entityOf(b byte) repository.Entity {
-	switch b {
-	case 'v':
-		return repository.EntityVendor
-	case 'w':
-		return repository.EntityWorkItem
-	}
-	return ""
-}
-
-var opCodes = map[repository.ChangeOp]byte{
-	repository.ChangeInsert: 'i', repository.ChangeUpdate: 'u', repository.ChangeDelete: 'd', repository.ChangeTruncate: 't',
-}
-
-func opCode(op repository.ChangeOp) byte { return opCodes[op] }
-
-func opOf(b byte) repository.ChangeOp {
-	for op, c := range opCodes {
+// uncode is the value whose code is b, or the zero value.
+func uncode[T comparable](codes map[T]byte, b byte) T {
+	for v, c := range codes {
 		if c == b {
-			return op
+			return v
 		}
 	}
-	return ""
+	var zero T
+	return zero
 }
 
 // covers reports whether c has delivered every change that b has: the

@@ -55,8 +55,8 @@ const ChangeWakerLockKey int64 = 0x7067_6677_616b_6572
 
 // DefaultChangeWakeInterval is how often the waker reads the log while
 // commits come in; each look is one read of the log from the last
-// notification's cursor (a few index probes when nothing changed). After a look that
-// found nothing new the interval doubles, up to wakerIdleFactor times, so
+// notification's cursor (a few index probes when nothing changed). After
+// a look that found nothing new the interval doubles, up to wakerIdleFactor times, so
 // that an idle database is looked at 50 times a second, and the delay the
 // waker adds between a commit and the followers' wake-up is at most
 // 20 ms (5 ms while writes flow).
@@ -360,7 +360,9 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 		case err == nil && (len(r.changes) > 0 || r.more):
 			changed = true
 			b := broadcast{from: w.from, next: r.next, asOf: r.asOf, changes: r.changes}
-			if p, ok := encodeBroadcast(b); ok && !r.more {
+			if r.more {
+				// Cut at the limit: too large to carry, the followers read the log.
+			} else if p, ok := encodeBroadcast(b); ok {
 				payload, bc = p, &b
 			}
 			w.from = r.next
