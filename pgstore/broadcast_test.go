@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -509,4 +510,47 @@ func TestBroadcastsStopWhileTheNotificationQueueBacksUp(t *testing.T) {
 		}
 		write(fmt.Sprintf("drained-%d", i))
 	}
+}
+
+// A batch too large for a notification is read from the log; the
+// broadcasts after it continue the cursor that read returned.
+func TestBroadcastAfterABatchTooLargeToCarry(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waker, follower, wakes := broadcastStores(t, ctx)
+	cur, err := follower.ChangeHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	woken := wakes.Load()
+	if _, err := waker.pool.Exec(ctx, `INSERT INTO vendors (id, name, status)
+		SELECT gen_random_uuid(), 'bulk-' || g, 'operational' FROM generate_series(1, $1::int) g`, broadcastMaxChanges+50); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the follower woken by the bulk insert", func() bool { return wakes.Load() > woken })
+	if b, ok := follower.ReadHeardChanges(cur, 10_000); ok && len(b.Changes) > 0 {
+		t.Fatalf("%d changes answered from notifications, which carry at most %d", len(b.Changes), broadcastMaxChanges)
+	}
+	b, err := follower.ReadChanges(ctx, cur, 10_000)
+	if err != nil || len(b.Changes) != broadcastMaxChanges+50 {
+		t.Fatalf("read from the log: %d changes, %v; want %d", len(b.Changes), err, broadcastMaxChanges+50)
+	}
+	cur = b.Next
+	for i := 0; i < 20; i++ {
+		name := fmt.Sprintf("after-%d", i)
+		if _, err := waker.pool.Exec(ctx, insertVendorSQL, name); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if b, ok := follower.ReadHeardChanges(cur, 10_000); ok && slices.Contains(vendorKeys(b), name) {
+				return // a broadcast continues the cursor the log gave
+			}
+		}
+		b, err := follower.ReadChanges(ctx, cur, 10_000)
+		if err != nil || !slices.Contains(vendorKeys(b), name) {
+			t.Fatalf("after %s, from the log: %v, %v", name, vendorKeys(b), err)
+		}
+		cur = b.Next
+	}
+	t.Fatal("20 writes after the bulk insert, and no broadcast continues the cursor the log gave")
 }
