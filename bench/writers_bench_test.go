@@ -59,18 +59,23 @@ var writerClients = []int{8, 32, 64}
 type writerMode int
 
 const (
-	writerOff    writerMode = iota // ALTER TABLE vendors DISABLE TRIGGER pgfallback_vendors_change
-	writerOn                       // the trigger enabled, migration 00005's functions (no NOTIFY)
-	writerNotify                   // the trigger enabled, migration 00003's functions (pg_notify in every writer)
+	writerOff     writerMode = iota // ALTER TABLE vendors DISABLE TRIGGER pgfallback_vendors_change
+	writerOn                        // the trigger enabled, migration 00005's functions (no NOTIFY)
+	writerNotify                    // the trigger enabled, migration 00003's functions (pg_notify in every writer)
+	writerLogical                   // the trigger disabled, the log written from logical decoding (logicalfeed_test.go)
 	writerModes
 )
 
 func (m writerMode) String() string {
-	return [...]string{"triggers=off", "feed=on", "feed=on,notify"}[m]
+	return [...]string{"triggers=off", "feed=on", "feed=on,notify", "feed=logical"}[m]
 }
 
 // unit prefixes the mode's metrics.
-func (m writerMode) unit() string { return [...]string{"off", "on", "notify"}[m] }
+func (m writerMode) unit() string { return [...]string{"off", "on", "notify", "logical"}[m] }
+
+// writerLogicalEnv, set to 1, adds the feed=logical mode: the server runs
+// with wal_level=logical (all modes, so that they compare on one server).
+const writerLogicalEnv = "PGFALLBACK_BENCH_LOGICAL"
 
 // BenchmarkFeedWriterThroughput: what the change feed costs writers. One
 // database with 10,000 vendors and 3 followers (fallback.Layer, default
@@ -85,7 +90,11 @@ func (m writerMode) unit() string { return [...]string{"off", "on", "notify"}[m]
 //     waker wakes the followers);
 //   - feed=on,notify: the trigger enabled with migration 00003's functions
 //     re-created, which call pg_notify in every writer's transaction (what
-//     00005 removed); 00005's functions are restored right after the run.
+//     00005 removed); 00005's functions are restored right after the run;
+//   - feed=logical, only with PGFALLBACK_BENCH_LOGICAL=1 (which starts the
+//     server with wal_level=logical for every mode): the trigger disabled
+//     and the log written from logical decoding by a prototype
+//     (logicalfeed_test.go); pg_recvlogical must be beside pgbench.
 //
 // The modes are measured side by side: each sub-benchmark (clients=N) runs
 // one round per b.N iteration, a round being one pgbench run of each mode,
@@ -152,9 +161,20 @@ func BenchmarkFeedWriterThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 
+	modes := []writerMode{writerOff, writerOn, writerNotify}
+	var recvlogical string
+	var settings map[string]string
+	if os.Getenv(writerLogicalEnv) == "1" {
+		if recvlogical, err = findRecvlogical(pgbench); err != nil {
+			b.Skip(err)
+		}
+		modes = append(modes, writerLogical)
+		settings = map[string]string{"wal_level": "logical", "max_replication_slots": "4", "max_wal_senders": "4"}
+	}
+
 	// Default durability (fsync, full_page_writes, synchronous_commit on):
 	// what a commit costs, and what serializes commits, is the measure.
-	srv, err := pgtest.StartServer(ctx, pgtest.Options{Durable: true, Logf: b.Logf})
+	srv, err := pgtest.StartServer(ctx, pgtest.Options{Durable: true, Settings: settings, Logf: b.Logf})
 	if err != nil {
 		b.Skip(err)
 	}
@@ -192,7 +212,18 @@ func BenchmarkFeedWriterThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	w := &writerBench{ctl: ctl, sampler: connect(), pgbench: pgbench, env: env, seconds: seconds, notifying: notifying}
+	w := &writerBench{ctl: ctl, sampler: connect(), pgbench: pgbench, env: env, seconds: seconds, notifying: notifying,
+		modes: modes, recvlogical: recvlogical}
+	if recvlogical != "" {
+		if _, err := ctl.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, logicalSlot); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _, _ = ctl.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, logicalSlot) })
+		w.decoderConn = connect()
+		if _, err := w.decoderConn.Exec(ctx, `SET synchronous_commit = off`); err != nil {
+			b.Fatal(err)
+		}
+	}
 	w.secure = w.functionDefs(b)
 	for _, def := range w.secure {
 		if strings.Contains(def, "pg_notify") {
@@ -268,8 +299,8 @@ UPDATE vendors SET version = version + 1, updated_at = now() WHERE name = 'w' ||
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			var sum [writerModes]writerRun
 			for range b.N {
-				for k := range writerModes {
-					m := (writerMode(round) + k) % writerModes
+				for k := range w.modes {
+					m := w.modes[(round+k)%len(w.modes)]
 					r := w.run(b, m, clients)
 					sum[m].tps += r.tps
 					sum[m].tx += r.tx
@@ -280,7 +311,7 @@ UPDATE vendors SET version = version + 1, updated_at = now() WHERE name = 'w' ||
 			}
 			n := float64(b.N)
 			b.ReportMetric(0, "ns/op") // a round's time: not a result
-			for m := range writerModes {
+			for _, m := range w.modes {
 				b.ReportMetric(sum[m].tps/n, m.unit()+"-tps")
 				if sum[m].tx > 0 {
 					b.ReportMetric(float64(sum[m].wal)/float64(sum[m].tx), m.unit()+"-wal-B/tx")
@@ -310,6 +341,10 @@ type writerBench struct {
 	followers []writerFollower
 	secure    []string // the change log functions as migrated (pg_get_functiondef)
 	notifying []string // migration 00003's, as CREATE OR REPLACE
+	modes     []writerMode
+	// feed=logical: pg_recvlogical, and the decoder's connection.
+	recvlogical string
+	decoderConn *pgx.Conn
 }
 
 type writerRun struct {
@@ -332,6 +367,14 @@ func (w *writerBench) run(b *testing.B, m writerMode, clients int) writerRun {
 	if _, err := w.ctl.Exec(ctx, `VACUUM vendors, pgfallback_changes`); err != nil {
 		b.Fatal(err)
 	}
+	var feeder *logicalFeeder
+	if m == writerLogical {
+		var err error
+		if feeder, err = startLogicalFeeder(ctx, w.recvlogical, w.env, w.ctl, w.decoderConn); err != nil {
+			b.Fatal(err)
+		}
+		defer feeder.close() // after a Fatal; drain closes it otherwise
+	}
 	applied := make([]fallback.FeedStats, len(w.followers))
 	for i, f := range w.followers {
 		applied[i] = f.layer.Stats().Feed
@@ -350,6 +393,15 @@ func (w *writerBench) run(b *testing.B, m writerMode, clients int) writerRun {
 		b.Fatalf("%s, clients=%d: %v\n%s", m, clients, err, out)
 	}
 	r.wal = int64(lsn1 - lsn0)
+	var decoded string
+	if feeder != nil {
+		lag, err := feeder.drain(r.tx, writerCatchUp)
+		if err != nil {
+			b.Fatalf("%s, clients=%d: the decoder: %v", m, clients, err)
+		}
+		decoded = fmt.Sprintf("; every update decoded into the log %v after pgbench's exit (%d batches held back until their commits were visible)",
+			lag.Round(time.Millisecond), feeder.waitedVisible.Load())
+	}
 	if m == writerNotify {
 		if err := w.restore(ctx); err != nil {
 			b.Fatal(err)
@@ -374,8 +426,8 @@ func (w *writerBench) run(b *testing.B, m writerMode, clients int) writerRun {
 	}
 	b.Logf("%-14s clients=%-2d %8.0f tps, %7d tx, latency %6.2f ms, %4.0f WAL B/tx; load average %s → %s; pgbench's sessions: %s",
 		m, clients, r.tps, r.tx, latency, float64(r.wal)/float64(max(r.tx, 1)), load0, load1, waited)
-	b.Logf("%-14s clients=%-2d this process (the followers) %.2f CPU-s; feeds: %s%s",
-		m, clients, cpu1-cpu0, strings.Join(feed, " | "), lagged)
+	b.Logf("%-14s clients=%-2d this process (the followers) %.2f CPU-s; feeds: %s%s%s",
+		m, clients, cpu1-cpu0, strings.Join(feed, " | "), lagged, decoded)
 	return r
 }
 
@@ -460,7 +512,7 @@ func (w *writerBench) setMode(b *testing.B, m writerMode) {
 	b.Helper()
 	ctx := context.Background()
 	enable := "ENABLE"
-	if m == writerOff {
+	if m == writerOff || m == writerLogical {
 		enable = "DISABLE"
 	}
 	if _, err := w.ctl.Exec(ctx, `ALTER TABLE vendors `+enable+` TRIGGER pgfallback_vendors_change`); err != nil {
@@ -484,7 +536,7 @@ func (w *writerBench) setMode(b *testing.B, m writerMode) {
 	}
 	wantEnabled, wantNotifying := "O", 0
 	switch m {
-	case writerOff:
+	case writerOff, writerLogical:
 		wantEnabled = "D"
 	case writerNotify:
 		wantNotifying = 3

@@ -157,9 +157,10 @@ func ensureImage(ctx context.Context, opts Options) error {
 // dockerArgs are localBackend.serverArgs' settings for a container.
 func dockerArgs(opts Options, syncCommit string) []string {
 	if opts.Durable {
-		return []string{"-c", "max_connections=200"}
+		return append([]string{"-c", "max_connections=200"}, opts.settingArgs()...)
 	}
-	return []string{"-c", "synchronous_commit=" + syncCommit, "-c", "full_page_writes=off", "-c", "max_connections=200"}
+	return append([]string{"-c", "synchronous_commit=" + syncCommit, "-c", "full_page_writes=off", "-c", "max_connections=200"},
+		opts.settingArgs()...)
 }
 
 func (b *dockerBackend) waitReady(ctx context.Context) error {

@@ -252,6 +252,7 @@ func (b *localBackend) serverArgs() []string {
 		}
 		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit="+syncCommit, "-c", "full_page_writes=off")
 	}
+	args = append(args, b.opts.settingArgs()...)
 	return append(args, b.extraArgs...)
 }
 

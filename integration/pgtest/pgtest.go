@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,6 +110,10 @@ type Options struct {
 	// a commit costs; by default a throwaway server turns them off. A
 	// durable server is controllable.
 	Durable bool
+	// Settings are extra server settings (postgres -c name=value) for a
+	// server this package starts, local or Docker; an external server is
+	// used as it is. A benchmark of logical decoding sets wal_level.
+	Settings map[string]string
 	// BinDir is the directory holding initdb and postgres; empty searches
 	// pg_config --bindir, /usr/lib/postgresql/*/bin (highest), then PATH.
 	BinDir string
@@ -429,4 +434,18 @@ func NewServer(t testing.TB) *Server {
 		}
 	})
 	return srv
+}
+
+// settingArgs are opts.Settings as postgres arguments, in name order.
+func (o Options) settingArgs() []string {
+	names := make([]string, 0, len(o.Settings))
+	for n := range o.Settings {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var args []string
+	for _, n := range names {
+		args = append(args, "-c", n+"="+o.Settings[n])
+	}
+	return args
 }
