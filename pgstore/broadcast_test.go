@@ -279,19 +279,32 @@ func vendorKeys(b repository.ChangeBatch) []string {
 
 const insertVendorSQL = `INSERT INTO vendors (id, name, status) VALUES (gen_random_uuid(), $1, 'operational')`
 
+// insertVendor commits a new vendor through s.
+func insertVendor(t *testing.T, ctx context.Context, s *Store, name string) {
+	t.Helper()
+	if _, err := s.pool.Exec(ctx, insertVendorSQL, name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// headOf is s's ChangeHead.
+func headOf(t *testing.T, ctx context.Context, s *Store) string {
+	t.Helper()
+	cur, err := s.ChangeHead(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cur
+}
+
 // A commit reaches a follower as the waker's broadcast, in order with one
 // that committed out of seq order; the answers are the log's.
 func TestBroadcastAnswersReads(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	waker, follower, _ := broadcastStores(t, ctx)
-	cur, err := follower.ChangeHead(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := waker.pool.Exec(ctx, insertVendorSQL, "first"); err != nil {
-		t.Fatal(err)
-	}
+	cur := headOf(t, ctx, follower)
+	insertVendor(t, ctx, waker, "first")
 	b := readHeard(t, ctx, follower, cur)
 	if got := vendorKeys(b); !reflect.DeepEqual(got, []string{"first"}) {
 		t.Fatalf("heard %v, want first", got)
@@ -311,9 +324,7 @@ func TestBroadcastAnswersReads(t *testing.T) {
 	if _, err := tx.Exec(ctx, insertVendorSQL, "late"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := waker.pool.Exec(ctx, insertVendorSQL, "early"); err != nil {
-		t.Fatal(err)
-	}
+	insertVendor(t, ctx, waker, "early")
 	b = readHeard(t, ctx, follower, b.Next)
 	if got := vendorKeys(b); !reflect.DeepEqual(got, []string{"early"}) {
 		t.Fatalf("heard %v, want early (late has not committed)", got)
@@ -337,10 +348,7 @@ func TestForgedBroadcastIsIgnored(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	waker, follower, _ := broadcastStores(t, ctx)
-	curText, err := follower.ChangeHead(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	curText := headOf(t, ctx, follower)
 	cur, err := parseCursor(curText)
 	if err != nil {
 		t.Fatal(err)
@@ -371,9 +379,7 @@ func TestForgedBroadcastIsIgnored(t *testing.T) {
 	if b, ok := follower.ReadHeardChanges(curText, 1000); ok {
 		t.Fatalf("a forged broadcast answered: %v, next %s", vendorKeys(b), b.Next)
 	}
-	if _, err := waker.pool.Exec(ctx, insertVendorSQL, "hidden"); err != nil {
-		t.Fatal(err)
-	}
+	insertVendor(t, ctx, waker, "hidden")
 	b := readHeard(t, ctx, follower, curText)
 	if got := vendorKeys(b); !reflect.DeepEqual(got, []string{"hidden"}) {
 		t.Fatalf("heard %v, want hidden", got)
@@ -393,9 +399,7 @@ func TestBroadcastIsSealed(t *testing.T) {
 	if _, err := eavesdropper.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := waker.pool.Exec(ctx, insertVendorSQL, "secret-vendor"); err != nil {
-		t.Fatal(err)
-	}
+	insertVendor(t, ctx, waker, "secret-vendor")
 	for {
 		n, err := eavesdropper.WaitForNotification(ctx)
 		if err != nil {
@@ -417,13 +421,8 @@ func TestBroadcastAfterALogReset(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	waker, follower, wakes := broadcastStores(t, ctx)
-	cur, err := follower.ChangeHead(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := waker.pool.Exec(ctx, insertVendorSQL, "before"); err != nil {
-		t.Fatal(err)
-	}
+	cur := headOf(t, ctx, follower)
+	insertVendor(t, ctx, waker, "before")
 	// Heard, not yet applied: a broadcast that continues the cursor.
 	readHeard(t, ctx, follower, cur)
 	woken := wakes.Load()
@@ -467,9 +466,7 @@ func TestBroadcastsStopWhileTheNotificationQueueBacksUp(t *testing.T) {
 	write := func(name string) {
 		t.Helper()
 		woken := wakes.Load()
-		if _, err := waker.pool.Exec(ctx, insertVendorSQL, name); err != nil {
-			t.Fatal(err)
-		}
+		insertVendor(t, ctx, waker, name)
 		eventually(t, "the follower woken by "+name, func() bool { return wakes.Load() > woken })
 	}
 	write("first")
@@ -518,10 +515,7 @@ func TestBroadcastAfterABatchTooLargeToCarry(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	waker, follower, wakes := broadcastStores(t, ctx)
-	cur, err := follower.ChangeHead(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cur := headOf(t, ctx, follower)
 	woken := wakes.Load()
 	if _, err := waker.pool.Exec(ctx, `INSERT INTO vendors (id, name, status)
 		SELECT gen_random_uuid(), 'bulk-' || g, 'operational' FROM generate_series(1, $1::int) g`, broadcastMaxChanges+50); err != nil {
@@ -538,9 +532,7 @@ func TestBroadcastAfterABatchTooLargeToCarry(t *testing.T) {
 	cur = b.Next
 	for i := 0; i < 20; i++ {
 		name := fmt.Sprintf("after-%d", i)
-		if _, err := waker.pool.Exec(ctx, insertVendorSQL, name); err != nil {
-			t.Fatal(err)
-		}
+		insertVendor(t, ctx, waker, name)
 		for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 			if b, ok := follower.ReadHeardChanges(cur, 10_000); ok && slices.Contains(vendorKeys(b), name) {
 				return // a broadcast continues the cursor the log gave
