@@ -174,3 +174,33 @@ func BenchmarkStats100k(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCachedVendorNames: the question a follower asks its cache for
+// each batch of changes (which of these keys do you hold?), with batches of
+// varying size as a stream of commits gives them: 1,000 of 10,000 vendors
+// cached, each batch naming 10 to 200 vendors, about a tenth of them cached.
+func BenchmarkCachedVendorNames(b *testing.B) {
+	c, _ := openTest(b)
+	vs := make([]repository.Vendor, 1000)
+	for i := range vs {
+		vs[i] = testVendor(fmt.Sprintf("w%05d", i*10), 1)
+	}
+	if err := c.SetVendors(bg, vs); err != nil {
+		b.Fatal(err)
+	}
+	batches := make([][]string, 64)
+	for i := range batches {
+		n := 10 + (i*37)%191
+		for j := range n {
+			batches[i] = append(batches[i], fmt.Sprintf("w%05d", (i*7919+j*13)%10_000))
+		}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := c.CachedVendorNames(bg, batches[i%len(batches)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}

@@ -3,9 +3,9 @@ package sqlitecache
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -106,42 +106,42 @@ func (c *Cache) CachedWorkItemIDs(ctx context.Context, ids []uuid.UUID) ([]uuid.
 	return cachedKeys(ctx, c, "cached_work_items", "id", keys, uuid.Parse)
 }
 
-// cachedKeys looks keys up in chunks below SQLite's parameter limit.
+// cachedKeys returns those of keys that table holds in column.
 func cachedKeys[K any](ctx context.Context, c *Cache, table, column string, keys []string, parse func(string) (K, error)) ([]K, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
-	const chunk = 500
+	if len(keys) == 0 {
+		return []K{}, nil
+	}
+	// One statement text whatever the number of keys, so that it is
+	// prepared once: an IN list of n placeholders was a new statement for
+	// every n, prepared again on most calls (measured in
+	// BenchmarkCachedVendorNames).
+	list, err := json.Marshal(keys)
+	if err != nil {
+		return nil, c.wrapErr("cached keys", err)
+	}
+	rows, err := c.h.Load().r.QueryContext(ctx,
+		`SELECT `+column+` FROM `+table+` WHERE `+column+` IN (SELECT value FROM json_each(?))`, string(list))
+	if err != nil {
+		return nil, c.wrapErr("cached keys", err)
+	}
 	out := []K{}
-	r := c.h.Load().r
-	for len(keys) > 0 {
-		n := min(chunk, len(keys))
-		args := make([]any, n)
-		for i, k := range keys[:n] {
-			args[i] = k
-		}
-		keys = keys[n:]
-		q := `SELECT ` + column + ` FROM ` + table + ` WHERE ` + column + ` IN (?` + strings.Repeat(", ?", n-1) + `)`
-		rows, err := r.QueryContext(ctx, q, args...)
-		if err != nil {
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			rows.Close()
 			return nil, c.wrapErr("cached keys", err)
 		}
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				rows.Close()
-				return nil, c.wrapErr("cached keys", err)
-			}
-			k, err := parse(s)
-			if err != nil {
-				continue // a malformed key is no cached entry of ours
-			}
-			out = append(out, k)
-		}
-		err = errors.Join(rows.Err(), rows.Close())
+		k, err := parse(s)
 		if err != nil {
-			return nil, c.wrapErr("cached keys", err)
+			continue // a malformed key is no cached entry of ours
 		}
+		out = append(out, k)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, c.wrapErr("cached keys", err)
 	}
 	return out, nil
 }
