@@ -134,8 +134,12 @@ var errNotBroadcast = errors.New("not a broadcast of this log")
 
 // decodeBroadcast opens a payload with the key of the log named logID.
 func decodeBroadcast(payload, logID string) (broadcast, error) {
-	sealed, err := base64.RawStdEncoding.DecodeString(strings.TrimPrefix(payload, broadcastPrefix))
-	if err != nil || !strings.HasPrefix(payload, broadcastPrefix) || logID == "" {
+	text, ok := strings.CutPrefix(payload, broadcastPrefix)
+	if !ok || logID == "" {
+		return broadcast{}, errNotBroadcast
+	}
+	sealed, err := base64.RawStdEncoding.DecodeString(text)
+	if err != nil {
 		return broadcast{}, errNotBroadcast
 	}
 	aead, err := broadcastAEAD(logID)

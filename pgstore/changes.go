@@ -258,29 +258,29 @@ func (s *Store) pruneBatch(ctx context.Context, p *pruneState) (n int64, more bo
 
 // Index probes only. The log's reads of "rows of transactions the last
 // snapshot did not see" (ReadChanges' last two branches; the waker's look
-// is a ReadChanges)
-// find no row almost every time, and must cost a few index probes on xid
-// whatever the log's statistics say: any other plan reads the whole log,
-// which grows by a row per write and is read hundreds of times a second.
-// Without column statistics (until autovacuum first analyzes the log:
-// after the migration, with autovacuum off, after pg_upgrade) the planner
-// took "xid >= X OR xid = ANY (xip)" to match a third of the rows. It then
-// read "seq <= S" through the primary key, or, under the EXISTS of the
-// waker's look as it was, chose a sequential scan expected to stop within
-// a few rows: on a 40,000-row log, 6 ms per look instead of 0.1 ms, and under pgbench the followers cost
-// writers half their throughput. So each condition on xid is a range with
-// both ends (xmin <= xid < xmax for the in-progress list, xmax <= xid <
-// the reader's own xmax after it), which the planner estimates at 0.5 %
-// of the rows without statistics and from the histogram with them; and
-// "seq + 0", which no index serves, keeps the primary key out of those
-// branches. (enable_seqscan off would do it too, but a plan it cannot
-// avoid a scan in then costs more than jit_above_cost: every read was
-// JIT-compiled, which cost more than the scans.)
+// is a ReadChanges) find no row almost every time, and must cost a few
+// index probes on xid whatever the log's statistics say: any other plan
+// reads the whole log, which grows by a row per write and is read hundreds
+// of times a second. Without column statistics (until autovacuum first
+// analyzes the log: after the migration, with autovacuum off, after
+// pg_upgrade) the planner took "xid >= X OR xid = ANY (xip)" to match a
+// third of the rows. It then read "seq <= S" through the primary key, or,
+// under the EXISTS of the waker's look as it was, chose a sequential scan
+// expected to stop within a few rows: on a 40,000-row log, 6 ms per look
+// instead of 0.1 ms, and under pgbench the followers cost writers half
+// their throughput. So each condition on xid is a range with both ends
+// (xmin <= xid < xmax for the in-progress list, xmax <= xid < the reader's
+// own xmax after it), which the planner estimates at 0.5 % of the rows
+// without statistics and from the histogram with them; and "seq + 0",
+// which no index serves, keeps the primary key out of those branches.
+// (enable_seqscan off would do it too, but a plan it cannot avoid a scan
+// in then costs more than jit_above_cost: every read was JIT-compiled,
+// which cost more than the scans.)
 
 // The two conditions of "Index probes only", on ReadChanges' parameters:
-// the rows at or below seq $1 of
-// transactions that a snapshot with xmax $2, in-progress list $3 and
-// xmin $4 did not see, those in progress and those begun after it.
+// the rows at or below seq $1 of transactions that a snapshot with xmax
+// $2, in-progress list $3 and xmin $4 did not see, those in progress and
+// those begun after it.
 const (
 	unseenInProgress = `xid = ANY ($3::xid8[]) AND xid >= $4::xid8 AND xid < $2::xid8 AND seq + 0 <= $1`
 	unseenLater      = `xid >= $2::xid8 AND xid < pg_snapshot_xmax(pg_current_snapshot()) AND seq + 0 <= $1`

@@ -56,10 +56,10 @@ const ChangeWakerLockKey int64 = 0x7067_6677_616b_6572
 // DefaultChangeWakeInterval is how often the waker reads the log while
 // commits come in; each look is one read of the log from the last
 // notification's cursor (a few index probes when nothing changed). After
-// a look that found nothing new the interval doubles, up to wakerIdleFactor times, so
-// that an idle database is looked at 50 times a second, and the delay the
-// waker adds between a commit and the followers' wake-up is at most
-// 20 ms (5 ms while writes flow).
+// a look that found nothing new the interval doubles, up to
+// wakerIdleFactor times, so that an idle database is looked at 50 times a
+// second, and the delay the waker adds between a commit and the
+// followers' wake-up is at most 20 ms (5 ms while writes flow).
 const DefaultChangeWakeInterval = 5 * time.Millisecond
 
 // wakerIdleFactor bounds the idle waker's interval: this many times the
