@@ -658,3 +658,38 @@ func TestFeedHeardChangesAnswerNotifiedCatchUps(t *testing.T) {
 	g.update("acme", 4)
 	eventually(t, 5*time.Second, "a change the notification did not carry to be read from the log", func() bool { return version() == 4 })
 }
+
+// The log's columns are not constrained (migration 00006): an unknown op
+// of a vendor re-reads the key like an update, and a change of an entity
+// this layer does not know is ignored, not an error.
+func TestFeedToleratesUnknownLogValues(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("odd"))
+	l, cache := newFeedLayer(t, db, g, t.TempDir()+"/cache.db", Config{})
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	if _, err := l.Vendors().Get(ctx, "odd"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+
+	g.mu.Lock()
+	g.changes = append(g.changes, repository.Change{Seq: int64(len(g.changes) + 1), Entity: "gizmo", Key: "g1",
+		Op: repository.ChangeUpdate, Version: 1, At: time.Now()})
+	g.mu.Unlock()
+	db.mu.Lock()
+	v := db.vendors["odd"]
+	v.Version = 2
+	db.vendors["odd"] = v
+	db.mu.Unlock()
+	g.record("odd", "renamed", 2)
+
+	eventually(t, 5*time.Second, "the unknown op to re-read the key", func() bool {
+		got, _, err := cache.GetVendor(ctx, "odd")
+		return err == nil && got.Version == 2
+	})
+	if s := l.Stats().Feed; s.Errors != 0 || s.State != FeedFollowing {
+		t.Fatalf("feed stats %+v: want following, no errors", s)
+	}
+}

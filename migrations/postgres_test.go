@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -137,9 +138,9 @@ func TestDownThenUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Down the secured change log (00005), the applied writes (00004), the
-	// change log (00003), then work_items (00002).
-	for i, want := range []string{"[vendors work_items]", "[vendors work_items]", "[vendors work_items]", "[vendors]"} {
+	// Down the log's checks (00006), the secured change log (00005), the
+	// applied writes (00004), the change log (00003), then work_items (00002).
+	for i, want := range []string{"[vendors work_items]", "[vendors work_items]", "[vendors work_items]", "[vendors work_items]", "[vendors]"} {
 		if err := migrations.Down(ctx, dsn); err != nil {
 			t.Fatalf("Down #%d: %v", i+1, err)
 		}
@@ -208,9 +209,9 @@ func TestChangeLogDown(t *testing.T) {
 		t.Fatalf("after Up: %d change log objects, want 13: %v", len(objs), objs)
 	}
 
-	// 00005 (the secured functions) and 00004 (applied writes) come off
-	// first, then the change log.
-	for _, version := range []string{"00005", "00004"} {
+	// 00006 (the log's checks), 00005 (the secured functions) and 00004
+	// (applied writes) come off first, then the change log.
+	for _, version := range []string{"00006", "00005", "00004"} {
 		if err := migrations.Down(ctx, dsn); err != nil {
 			t.Fatalf("Down %s: %v", version, err)
 		}
@@ -274,7 +275,7 @@ func TestAppliedWritesDown(t *testing.T) {
 	if got := fmt.Sprint(appliedWritesObjects(t, dsn)); got != want {
 		t.Fatalf("after Up: %s, want %s", got, want)
 	}
-	for _, version := range []string{"00005", "00004"} {
+	for _, version := range []string{"00006", "00005", "00004"} {
 		if err := migrations.Down(ctx, dsn); err != nil {
 			t.Fatalf("Down %s: %v", version, err)
 		}
@@ -357,5 +358,45 @@ func TestErrorsShowNoPassword(t *testing.T) {
 				t.Errorf("%s(%q): the error shows the password: %v", name, dsn, err)
 			}
 		}
+	}
+}
+
+// Migration 00006 needs an ACCESS EXCLUSIVE lock on the log, which every
+// writer's trigger takes a lock on. Behind a transaction that wrote a
+// vendor and stays open, it gives up after its lock_timeout instead of
+// queueing every new writer behind it; once that transaction ends, it
+// applies.
+func TestLogMigrationGivesUpBehindAnOpenWriter(t *testing.T) {
+	ctx := context.Background()
+	dsn := emptyDatabase(t)
+	migrateTo(t, dsn, 5)
+	writer, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close(ctx)
+	tx, err := writer.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO vendors (id, name, status) VALUES (gen_random_uuid(), 'open', 'operational')`); err != nil {
+		t.Fatal(err)
+	}
+	// Without its lock_timeout, Up would wait for the writer: bounded here.
+	uctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	err = migrations.Up(uctx, dsn)
+	if err == nil || !strings.Contains(err.Error(), "lock timeout") {
+		t.Fatalf("Up behind an open writer: %v, want a lock timeout", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := migrations.Up(ctx, dsn); err != nil {
+		t.Fatalf("Up once the writer committed: %v", err)
+	}
+	st, err := migrations.Status(ctx, dsn)
+	if err != nil || !st[len(st)-1].Applied {
+		t.Fatalf("after Up: %+v, %v", st, err)
 	}
 }

@@ -739,7 +739,7 @@ func TestChangesErrors(t *testing.T) {
 
 func TestChangesNotMigrated(t *testing.T) {
 	ctx := feedCtx(t)
-	s := storeWithout(t, ctx, 3) // the secured log (00005), the applied writes (00004), then the change log (00003)
+	s := storeWithout(t, ctx, 4) // the log's checks (00006), the secured log (00005), the applied writes (00004), then the change log (00003)
 	if _, err := s.ChangeHead(ctx); !errors.Is(err, repository.ErrNotFound) {
 		t.Errorf("ChangeHead: %v, want ErrNotFound", err)
 	}

@@ -50,7 +50,7 @@ func TestConnectionFailureKeepsItsKind(t *testing.T) {
 // `relation "vendors" does not exist`; the error says what to do.
 func TestUnmigratedDatabaseSaysRunMigrations(t *testing.T) {
 	ctx := context.Background()
-	s := storeWithout(t, ctx, 5) // every migration
+	s := storeWithout(t, ctx, 6) // every migration
 	_, err := s.Vendors().Get(ctx, "acme")
 	if err == nil || !strings.Contains(err.Error(), "migrations.Up") || !strings.Contains(err.Error(), `"vendors" does not exist`) {
 		t.Fatalf("Get on an unmigrated database: %v, want the cause and the fix", err)
