@@ -23,9 +23,10 @@
 
 -- +goose Up
 SET LOCAL lock_timeout = '5s';
+-- IF EXISTS: a database where someone dropped them by hand migrates too.
 ALTER TABLE pgfallback_changes
-    DROP CONSTRAINT pgfallback_changes_entity_check,
-    DROP CONSTRAINT pgfallback_changes_op_check;
+    DROP CONSTRAINT IF EXISTS pgfallback_changes_entity_check,
+    DROP CONSTRAINT IF EXISTS pgfallback_changes_op_check;
 
 -- +goose Down
 SET LOCAL lock_timeout = '5s';
