@@ -226,6 +226,17 @@ func broadcastStores(t *testing.T, ctx context.Context, wakerOpts ...Option) (wa
 	return waker, follower, wakes
 }
 
+// execWoken runs sql on the waker's pool and waits until the follower
+// watching with wakes is woken after it.
+func execWoken(t *testing.T, ctx context.Context, waker *Store, wakes *atomic.Int64, what, sql string, args ...any) {
+	t.Helper()
+	woken := wakes.Load()
+	if _, err := waker.pool.Exec(ctx, sql, args...); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the follower woken by "+what, func() bool { return wakes.Load() > woken })
+}
+
 // lastHeard is the payload of the last notification s kept: "" for a plain
 // wake-up, "none" before the first. It locks as the listener does, which
 // the race detector checks.
@@ -435,11 +446,7 @@ func TestBroadcastAfterALogReset(t *testing.T) {
 	insertVendor(t, ctx, waker, "before")
 	// Heard, not yet applied: a broadcast that continues the cursor.
 	readHeard(t, ctx, follower, cur)
-	woken := wakes.Load()
-	if _, err := waker.pool.Exec(ctx, `DELETE FROM pgfallback_change_log`); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the follower woken after the reset", func() bool { return wakes.Load() > woken })
+	execWoken(t, ctx, waker, wakes, "the reset", `DELETE FROM pgfallback_change_log`)
 	if b, ok := follower.ReadHeardChanges(cur, 1000); ok {
 		t.Fatalf("after the reset a broadcast answered: %v", vendorKeys(b))
 	}
@@ -518,12 +525,8 @@ func TestBroadcastAfterABatchTooLargeToCarry(t *testing.T) {
 	defer cancel()
 	waker, follower, wakes := broadcastStores(t, ctx)
 	cur := headOf(t, ctx, follower)
-	woken := wakes.Load()
-	if _, err := waker.pool.Exec(ctx, `INSERT INTO vendors (id, name, status)
-		SELECT gen_random_uuid(), 'bulk-' || g, 'operational' FROM generate_series(1, $1::int) g`, broadcastMaxChanges+50); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the follower woken by the bulk insert", func() bool { return wakes.Load() > woken })
+	execWoken(t, ctx, waker, wakes, "the bulk insert", `INSERT INTO vendors (id, name, status)
+		SELECT gen_random_uuid(), 'bulk-' || g, 'operational' FROM generate_series(1, $1::int) g`, broadcastMaxChanges+50)
 	if b, ok := follower.ReadHeardChanges(cur, 10_000); ok && len(b.Changes) > 0 {
 		t.Fatalf("%d changes answered from notifications, which carry at most %d", len(b.Changes), broadcastMaxChanges)
 	}
@@ -557,12 +560,8 @@ func TestUncheckedLogRowsAreReadNotBroadcast(t *testing.T) {
 	defer cancel()
 	waker, follower, wakes := broadcastStores(t, ctx)
 	cur := headOf(t, ctx, follower)
-	woken := wakes.Load()
-	if _, err := waker.pool.Exec(ctx, `INSERT INTO pgfallback_changes (entity, key, op, version)
-		VALUES ('vendor', 'odd', 'renamed', 3), ('gizmo', 'g1', 'update', 1)`); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the follower woken", func() bool { return wakes.Load() > woken })
+	execWoken(t, ctx, waker, wakes, "rows the triggers never write", `INSERT INTO pgfallback_changes (entity, key, op, version)
+		VALUES ('vendor', 'odd', 'renamed', 3), ('gizmo', 'g1', 'update', 1)`)
 	eventually(t, "a plain wake-up for rows that have no code", func() bool { return lastHeard(follower) == "" })
 	if b, ok := follower.ReadHeardChanges(cur, 1000); ok {
 		t.Fatalf("heard an answer for rows that cannot be broadcast: %v", vendorKeys(b))
