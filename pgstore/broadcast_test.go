@@ -213,6 +213,10 @@ func broadcastStores(t *testing.T, ctx context.Context, wakerOpts ...Option) (wa
 			AND ((classid::bigint << 32) | objid::bigint) = $1`, ChangeWakerLockKey).Scan(&n)
 		return err == nil && n == 1
 	})
+	// The waker's first look reads the head and sends a plain wake-up; a
+	// write the test makes before that look would be in it, not broadcast.
+	// Holding the lock comes before the look: wait for the look too.
+	eventually(t, "the waker's first look", func() bool { return lastHeard(waker) != "none" })
 	wakes = new(atomic.Int64)
 	connected := make(chan struct{}, 1)
 	watchUntilCleanup(follower, func(reconnected bool) {
@@ -249,11 +253,16 @@ func lastHeard(s *Store) string {
 	return "none"
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+// eventually polls cond until it holds, for up to 10 s; detail, if any,
+// adds what the failure message should say about the state at the end.
+func eventually(t *testing.T, what string, cond func() bool, detail ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, d := range detail {
+				what += "; " + d()
+			}
 			t.Fatalf("not within 10 s: %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
@@ -266,11 +275,14 @@ func readHeard(t *testing.T, ctx context.Context, s *Store, cur string) reposito
 	t.Helper()
 	served := s.heard.served.Load()
 	var b repository.ChangeBatch
+	// A plain wake-up heard last (a listener that heard nothing for a
+	// second stands in for the waker) makes it "not heard": the message
+	// says which.
 	eventually(t, "a broadcast answers ReadHeardChanges", func() bool {
 		var ok bool
 		b, ok = s.ReadHeardChanges(cur, 1000)
 		return ok && s.heard.served.Load() > served && len(b.Changes) > 0
-	})
+	}, func() string { return fmt.Sprintf("the last notification heard: %.40q", lastHeard(s)) })
 	c, err := parseCursor(cur)
 	if err != nil {
 		t.Fatal(err)
