@@ -309,7 +309,10 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 	case err == nil:
 		size.committed()
 		return batch, nil
-	case rejected(err) && len(applied) < n:
+	// PostgreSQL's answer about the write itself, which no retry changes.
+	// Anything else (an outage, a timeout, the applied-writes table
+	// missing) keeps the write queued.
+	case repository.IsAnswer(err) && len(applied) < n:
 		return q.rejectIn(ctx, cache, c, batch, err)
 	case timedOut && n-len(applied) > 1:
 		// Slow, not gone: the batch was rolled back; smaller ones follow.
@@ -516,15 +519,6 @@ func (q *writeQueue) failed(err error) {
 	q.failures.Add(1)
 	msg := err.Error()
 	q.lastErr.Store(&msg)
-}
-
-// rejected: PostgreSQL's answer about the write itself, which no retry
-// changes. Anything else (an outage, a timeout, the applied-writes table
-// missing) keeps the write queued.
-func rejected(err error) bool {
-	return errors.Is(err, repository.ErrConflict) || errors.Is(err, repository.ErrAlreadyExists) ||
-		errors.Is(err, repository.ErrInvalid) || errors.Is(err, repository.ErrNotFound) ||
-		errors.Is(err, repository.ErrUnreadable)
 }
 
 // reject dead-letters a write PostgreSQL rejected, with the writes behind

@@ -180,7 +180,7 @@ func (s *Store) applyBatch(ctx context.Context, ws []repository.Write, idGiven [
 			}
 			if err != nil {
 				err = applyError(w, a.AlreadyApplied, err)
-				if isAnswer(err) {
+				if repository.IsAnswer(err) {
 					at = i
 				}
 				return err
@@ -193,12 +193,4 @@ func (s *Store) applyBatch(ctx context.Context, ws []repository.Write, idGiven [
 		return nil, at, err
 	}
 	return out, -1, nil
-}
-
-// isAnswer: PostgreSQL's answer about one write, which no retry changes,
-// as opposed to a failure to reach it or to finish in time.
-func isAnswer(err error) bool {
-	return errors.Is(err, repository.ErrInvalid) || errors.Is(err, repository.ErrConflict) ||
-		errors.Is(err, repository.ErrAlreadyExists) || errors.Is(err, repository.ErrNotFound) ||
-		errors.Is(err, repository.ErrUnreadable)
 }

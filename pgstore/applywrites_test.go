@@ -150,16 +150,10 @@ func TestApplyWritesFailureCommitsNothing(t *testing.T) {
 	cancel()
 	w := vendorWrite(repository.WriteCreate, newVendor("never"), 0)
 	out, err := s.ApplyWrites(ctx, []repository.Write{w})
-	if out != nil || !errors.Is(err, context.Canceled) || isAnswer(err) {
+	if out != nil || !errors.Is(err, context.Canceled) || repository.IsAnswer(err) {
 		t.Fatalf("ApplyWrites with a canceled context: %+v, %v; want nothing and the raw error", out, err)
 	}
 	wantNotRecorded(t, s, w)
-}
-
-// isAnswer mirrors what a queue treats as a rejection.
-func isAnswer(err error) bool {
-	return errors.Is(err, repository.ErrInvalid) || errors.Is(err, repository.ErrConflict) ||
-		errors.Is(err, repository.ErrAlreadyExists) || errors.Is(err, repository.ErrNotFound)
 }
 
 // A replayed delete's statement would succeed again: the pipeline must

@@ -49,6 +49,18 @@ var (
 	ErrUnreadable = errors.New("unreadable row")
 )
 
+// IsAnswer reports whether err is the store's answer about the call itself
+// (ErrNotFound, ErrAlreadyExists, ErrConflict, ErrInvalid, ErrUnreadable),
+// which no retry changes, as opposed to a failure to get one
+// (ErrUnavailable, ErrOutcomeUnknown, a context's error, anything else).
+// A write queue dead-letters a write on an answer and keeps it queued
+// otherwise; BatchWriteApplier.ApplyWrites stops at the write an answer is
+// about. The one definition keeps the store and the queue agreeing.
+func IsAnswer(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrAlreadyExists) || errors.Is(err, ErrConflict) ||
+		errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnreadable)
+}
+
 // ValidationError describes one rejected field. It matches ErrInvalid with
 // errors.Is.
 type ValidationError struct {

@@ -1,6 +1,7 @@
 package repository_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -162,6 +163,30 @@ func BenchmarkValidateMetadata1K(b *testing.B) {
 	for b.Loop() {
 		if err := v.Validate(); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// IsAnswer is the one line between "the store said no" and "the store was
+// not heard": a queue dead-letters on one and keeps the write on the other.
+func TestIsAnswer(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{fmt.Errorf("get acme: %w", repository.ErrNotFound), true},
+		{fmt.Errorf("create: %w", repository.ErrAlreadyExists), true},
+		{&repository.ConflictError{Key: "acme", Base: 1}, true},
+		{repository.Invalid("Name", "must not be empty"), true},
+		{fmt.Errorf("row acme: %w", repository.ErrUnreadable), true},
+		{fmt.Errorf("update: %w: dial tcp: refused", repository.ErrUnavailable), false},
+		{fmt.Errorf("update: %w", repository.ErrOutcomeUnknown), false},
+		{fmt.Errorf("update: %w", context.DeadlineExceeded), false},
+		{errors.New("relation \"pgfallback_applied_writes\" does not exist"), false},
+	} {
+		if got := repository.IsAnswer(tc.err); got != tc.want {
+			t.Errorf("IsAnswer(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }

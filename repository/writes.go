@@ -111,9 +111,9 @@ type BatchWriteApplier interface {
 	// as ApplyWrite would return it; ws[k+1:] are not applied, whatever
 	// their keys, so that the caller decides what the rejection means for
 	// them.
-	// Errors: ApplyWrite's answers, for ws[len(applied)]; or a raw error (a
-	// connection failure, a timeout) with applied nil: nothing is known to
-	// be committed — unless the reply to the commit was lost, which a retry
-	// resolves, as for ApplyWrite.
+	// Errors: ApplyWrite's answers (IsAnswer), for ws[len(applied)]; or a
+	// raw error (a connection failure, a timeout) with applied nil: nothing
+	// is known to be committed — unless the reply to the commit was lost,
+	// which a retry resolves, as for ApplyWrite.
 	ApplyWrites(ctx context.Context, ws []Write) (applied []AppliedWrite, err error)
 }
