@@ -2,6 +2,7 @@ package migrations_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfallback/pgfallback/integration/pgtest"
 	"github.com/pgfallback/pgfallback/migrations"
@@ -361,8 +363,8 @@ func TestErrorsShowNoPassword(t *testing.T) {
 	}
 }
 
-// Migration 00006 needs an ACCESS EXCLUSIVE lock on the log, which every
-// writer's trigger takes a lock on. Behind a transaction that wrote a
+// Migration 00006 needs an ACCESS EXCLUSIVE lock on the log, where every
+// writer's trigger inserts. Behind a transaction that wrote a
 // vendor and stays open, it gives up after its lock_timeout instead of
 // queueing every new writer behind it; once that transaction ends, it
 // applies.
@@ -386,8 +388,8 @@ func TestLogMigrationGivesUpBehindAnOpenWriter(t *testing.T) {
 	uctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	err = migrations.Up(uctx, dsn)
-	if err == nil || !strings.Contains(err.Error(), "lock timeout") {
-		t.Fatalf("Up behind an open writer: %v, want a lock timeout", err)
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
+		t.Fatalf("Up behind an open writer: %v, want a lock timeout (SQLSTATE 55P03)", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
