@@ -332,8 +332,9 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
 	defer cancel()
-	changed, payload := false, WakePayload
-	var bc *broadcast // payload's batch, when payload is a broadcast
+	changed := false
+	var bc *broadcast  // the changes, when they fit in a broadcast
+	var payload string // bc sealed
 	fromHead := func() error {
 		h, err := readHead(ctx, w.conn)
 		if err != nil {
@@ -392,7 +393,7 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 		}
 	case changed:
 		w.heard.add(WakePayload, nil)
-		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, payload)
+		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, WakePayload)
 	case now.Sub(w.said) >= wakerHeartbeat:
 		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, HeartbeatPayload)
 	default:
