@@ -42,9 +42,18 @@ import (
 // payload is sealed with AES-256-GCM under a key derived from the log's
 // log_id, which only roles granted SELECT on pgfallback_change_log can
 // read (docs/privileges.md): the same roles that can already rewrite the
-// log. A payload that does not open under the caller's log_id is ignored.
-// A replayed one is harmless: a broadcast is a true statement about the
-// log, and one the cursor has passed is not used.
+// log. The waker's heartbeats are sealed too, as broadcasts of no change.
+//
+// A replayed payload is a true statement about the log, but an old one:
+// a role that holds the waker's lock (it needs no privilege) and replays
+// heartbeats, or a broadcast the follower's cursor has passed, would make
+// every follower believe the waker alive and nothing changed, and hide
+// every write until the feed's poll. So a listener trusts a payload only
+// if it opens under the log_id this Store last read and is newer (its
+// asOf, the server's clock at the waker's read) than every payload it
+// trusted and than its own connection (hear). Whatever else it hears, a
+// plain wake-up, HeartbeatPayload, a forgery or a replay, wakes the
+// follower into a read of the log: it can cost a read, never hide one.
 
 // broadcastPrefix starts a broadcast's payload on ChangeChannel; what
 // follows is base64 (standard, unpadded) of nonce, sealed batch and tag.
@@ -254,6 +263,37 @@ type heardBroadcasts struct {
 	mu      sync.Mutex
 	entries []heardBroadcast
 	served  atomic.Uint64 // ReadHeardChanges answered
+	// logID is the log_id of the Store's last read of the log (nil before
+	// one): the key its listener opens payloads with.
+	logID atomic.Pointer[string]
+}
+
+// learn notes the log_id a read of the log found.
+func (h *heardBroadcasts) learn(logID string) {
+	if p := h.logID.Load(); p == nil || *p != logID {
+		h.logID.Store(&logID)
+	}
+}
+
+// hear takes a notification a listener received from another session. It
+// keeps what the notification announced for ReadHeardChanges and reports
+// whether the follower must be woken: every notification but a trusted
+// heartbeat. Trusted is a sealed payload that opens under the learned
+// log_id and whose asOf is after *floor, which it then moves; anything
+// else is kept as a plain wake-up, which only the log answers.
+func (h *heardBroadcasts) hear(payload string, floor *time.Time) (wake bool) {
+	if p := h.logID.Load(); p != nil && strings.HasPrefix(payload, broadcastPrefix) {
+		if b, err := decodeBroadcast(payload, *p); err == nil && b.asOf.After(*floor) {
+			*floor = b.asOf
+			if len(b.changes) == 0 {
+				return false // a heartbeat: the waker is there, and nothing changed
+			}
+			h.add(payload, &b)
+			return true
+		}
+	}
+	h.add(WakePayload, nil)
+	return true
 }
 
 type heardBroadcast struct {

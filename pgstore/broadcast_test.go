@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -227,6 +228,9 @@ func broadcastStores(t *testing.T, ctx context.Context, wakerOpts ...Option) (wa
 		}
 	})
 	<-connected
+	// A follower's first catch-up reads the log: it then knows the log's
+	// key, and trusts what opens under it (hear).
+	headOf(t, ctx, follower)
 	return waker, follower, wakes
 }
 
@@ -382,7 +386,7 @@ func TestBroadcastAnswersReads(t *testing.T) {
 func TestForgedBroadcastIsIgnored(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	waker, follower, _ := broadcastStores(t, ctx)
+	waker, follower, wakes := broadcastStores(t, ctx)
 	curText := headOf(t, ctx, follower)
 	cur, err := parseCursor(curText)
 	if err != nil {
@@ -401,14 +405,19 @@ func TestForgedBroadcastIsIgnored(t *testing.T) {
 		t.Fatal("encode")
 	}
 	forgeries := []string{p, broadcastPrefix + "AAAA", broadcastPrefix + strings.Repeat("A", 200)}
+	woken := wakes.Load()
 	for _, payload := range forgeries {
 		if _, err := waker.pool.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, payload); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the follower heard the forgeries", func() bool {
-		return lastHeard(follower) == forgeries[len(forgeries)-1]
+	// Each wakes the follower, to read the log: kept as a plain wake-up.
+	eventually(t, "the follower woken by the forgeries", func() bool {
+		return wakes.Load() >= woken+int64(len(forgeries))
 	})
+	if p := lastHeard(follower); p != "" {
+		t.Fatalf("a forgery was kept as a broadcast: %.40q", p)
+	}
 	if b, ok := follower.ReadHeardChanges(curText, 1000); ok {
 		t.Fatalf("a forged broadcast answered: %v, next %s", vendorKeys(b), b.Next)
 	}
@@ -416,6 +425,142 @@ func TestForgedBroadcastIsIgnored(t *testing.T) {
 	b := readHeard(t, ctx, follower, curText)
 	if got := vendorKeys(b); !reflect.DeepEqual(got, []string{"hidden"}) {
 		t.Fatalf("heard %v, want hidden", got)
+	}
+}
+
+// Any role that can connect may take the waker's lock (an advisory lock
+// needs no privilege) and notify on the channel. One that holds the lock
+// and says what a waker says — HeartbeatPayload, and heartbeats and a
+// broadcast recorded earlier, sealed under the log's real key — must not
+// keep a follower from a commit: each of them wakes it into a read of the
+// log. (Before heartbeats were sealed and replays refused, the follower
+// believed the waker alive and nothing changed until its poll, 30 s.)
+func TestSquatterCannotHideWrites(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	role, password := pgtest.NewRole(t, pgtest.Shared(t).DSN(), "squatter") // no grant at all
+	dsn := pgtest.NewDatabase(t)
+	follower, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(follower.Close)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal("the test DSN is not a URL")
+	}
+	u.User = url.UserPassword(role, password)
+	squatter, err := pgx.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatalf("connect as %s: %v", role, err)
+	}
+	t.Cleanup(func() { squatter.Close(context.Background()) })
+	if _, err := squatter.Exec(ctx, `SELECT pg_advisory_lock($1)`, ChangeWakerLockKey); err != nil {
+		t.Fatal(err)
+	}
+
+	curText := headOf(t, ctx, follower)
+	cur, err := parseCursor(curText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a recording made a minute ago holds: true statements about the
+	// log up to the cursor, sealed by the real waker.
+	recorded := func(i int, changes ...repository.Change) string {
+		p, ok := encodeBroadcast(broadcast{from: cur, next: cur, asOf: time.Now().Add(-time.Minute + time.Duration(i)*time.Millisecond), changes: changes})
+		if !ok {
+			t.Fatal("encode")
+		}
+		return p
+	}
+	old := testChange(cur.seq, "old")
+	lines := []string{HeartbeatPayload}
+	for i := range 20 {
+		lines = append(lines, recorded(2*i), recorded(2*i+1, old))
+	}
+
+	wakes := new(atomic.Int64)
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		_ = follower.WatchChanges(wctx, func(bool) { wakes.Add(1) })
+	}()
+	defer func() { stopWatch(); <-watched }()
+	sctx, stopSaying := context.WithCancel(ctx)
+	said := make(chan struct{})
+	go func() {
+		defer close(said)
+		for i := 0; sctx.Err() == nil; i++ {
+			if _, err := squatter.Exec(sctx, `SELECT pg_notify($1, $2)`, ChangeChannel, lines[i%len(lines)]); err != nil {
+				return
+			}
+			select {
+			case <-sctx.Done():
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { stopSaying(); <-said }()
+	eventually(t, "the follower hears the squatter", func() bool { return wakes.Load() >= 3 })
+
+	insertVendor(t, ctx, follower, "hidden")
+	// The follower's part: a wake-up, then the heard changes or else the log.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		woken := wakes.Load()
+		b, ok := follower.ReadHeardChanges(curText, 1000)
+		if !ok {
+			if b, err = follower.ReadChanges(ctx, curText, 1000); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if slices.Contains(vendorKeys(b), "hidden") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the commit did not reach the follower in 5 s: its reads were answered %v (heard: %v)", vendorKeys(b), ok)
+		}
+		eventually(t, "another wake-up", func() bool { return wakes.Load() > woken })
+	}
+}
+
+// The waker's heartbeats are sealed and new: a follower trusts them, and
+// they wake no one (an idle follower sends no query).
+func TestTrustedHeartbeatsWakeNoOne(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waker, follower, wakes := broadcastStores(t, ctx)
+	headOf(t, ctx, follower) // a read: the follower knows the log's key, as after its first catch-up
+	listener, err := pgx.Connect(ctx, waker.pool.Config().ConnConfig.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := parseCursor(headOf(t, ctx, waker))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := wakes.Load()
+	for heartbeats := 0; heartbeats < 3; {
+		n, err := listener.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatal("no heartbeat heard:", err)
+		}
+		b, err := decodeBroadcast(n.Payload, cur.logID)
+		if err != nil {
+			t.Fatalf("the idle waker said %.40q: not a sealed heartbeat (%v)", n.Payload, err)
+		}
+		if len(b.changes) > 0 {
+			t.Fatalf("the idle waker broadcast changes: %v", b.changes)
+		}
+		heartbeats++
+	}
+	if n := wakes.Load() - before; n != 0 {
+		t.Fatalf("three heartbeats woke the follower %d times", n)
 	}
 }
 

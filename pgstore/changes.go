@@ -54,6 +54,7 @@ func (s *Store) ChangeHead(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", feedError("change head", err)
 	}
+	s.heard.learn(h.logID)
 	return h.cursor(h.maxSeq).String(), nil
 }
 
@@ -73,6 +74,7 @@ func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (
 	if err != nil {
 		return repository.ChangeBatch{}, err
 	}
+	s.heard.learn(r.next.logID)
 	return r.batch(), nil
 }
 

@@ -30,7 +30,11 @@ import (
 // hears nothing for wakerTakeover tries the lock: when the waker's process
 // dies, its session ends, the lock is free, and another follower takes
 // over within about a second. Followers other than the waker send no query
-// while they hear heartbeats, so a follower needs no poll of its own.
+// while they hear heartbeats, so a follower needs no poll of its own. Any
+// role that can connect may take the lock or notify, so a heartbeat is
+// sealed like a broadcast and trusted only when it is new (broadcast.go):
+// a squatter's or an older version's plain "alive" wakes the follower
+// into a read, as a plain wake-up does.
 // While no waker can be heard (the lock is held by a session gone silent,
 // or the listening connection is down) WatchChanges stands in for one and
 // wakes its follower about once a second.
@@ -38,7 +42,8 @@ import (
 // ChangeChannel is the LISTEN/NOTIFY channel the waker notifies. After
 // commits added changes to the log the payload is a sealed broadcast of
 // them ("b1:…", broadcast.go), or WakePayload when they do not fit in a
-// notification; otherwise it is HeartbeatPayload. (Migration 00003's
+// notification; otherwise it is a heartbeat: a sealed broadcast of no
+// change, or HeartbeatPayload while the log has no log_id. (Migration 00003's
 // triggers notified from every writer with the entity as the payload;
 // migration 00005 removed that.)
 const ChangeChannel = "pgfallback_changes"
@@ -151,6 +156,12 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 	if _, err := conn.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
 		return false
 	}
+	// Payloads sealed before now were sent to others: one replayed to us
+	// is not trusted (broadcast.go, hear).
+	var floor time.Time
+	if err := conn.QueryRow(ctx, `SELECT statement_timestamp()`).Scan(&floor); err != nil {
+		return false
+	}
 	wake(true)
 	w := waker{conn: conn, self: conn.PgConn().PID(), every: s.wakeInterval, heard: s.heard, maxQueueUsage: s.maxQueueUsage}
 	if w.maxQueueUsage <= 0 {
@@ -192,10 +203,11 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 			if n.PID == w.self {
 				continue
 			}
+			// Whatever it says, a session is there; only a trusted
+			// heartbeat leaves the follower asleep (broadcast.go).
 			heard = time.Now()
-			if n.Payload != HeartbeatPayload {
-				s.heard.add(n.Payload, nil) // a broadcast is opened when a read needs it
-				wake(false)                 // a broadcast, WakePayload, or an older version's trigger
+			if s.heard.hear(n.Payload, &floor) {
+				wake(false)
 			}
 		case ctx.Err() != nil:
 			return true
@@ -333,14 +345,16 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
 	defer cancel()
 	changed := false
-	var bc *broadcast  // the changes, when they fit in a broadcast
-	var payload string // bc sealed
+	var bc *broadcast   // the changes, when they fit in a broadcast
+	var payload string  // bc sealed
+	var quiet broadcast // the read, when it found nothing: sealed, the heartbeat
 	fromHead := func() error {
 		h, err := readHead(ctx, w.conn)
 		if err != nil {
 			return err
 		}
 		w.from, w.looked, changed = h.cursor(h.maxSeq), true, true
+		w.heard.learn(h.logID)
 		return nil
 	}
 	if !w.looked {
@@ -353,6 +367,10 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 		// probes only" in changes.go): one for every follower.
 		var r logRead
 		r, err = readChanges(ctx, w.conn, w.from, broadcastMaxChanges)
+		if err == nil {
+			w.heard.learn(r.next.logID)
+			quiet = broadcast{from: w.from, next: r.next, asOf: r.asOf}
+		}
 		switch {
 		case errors.Is(err, repository.ErrCursorExpired):
 			// Pruned past us, the log reset, a promotion: each follower
@@ -395,7 +413,14 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 		w.heard.add(WakePayload, nil)
 		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, WakePayload)
 	case now.Sub(w.said) >= wakerHeartbeat:
-		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, HeartbeatPayload)
+		// Nothing changed, as a sealed statement (broadcast.go, on
+		// replays); HeartbeatPayload, which no listener trusts, while the
+		// log has no log_id to seal it with.
+		heartbeat, ok := encodeBroadcast(quiet)
+		if !ok {
+			heartbeat = HeartbeatPayload
+		}
+		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, heartbeat)
 	default:
 		return false, nil
 	}
