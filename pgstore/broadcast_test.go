@@ -564,6 +564,53 @@ func TestTrustedHeartbeatsWakeNoOne(t *testing.T) {
 	}
 }
 
+// A waker whose process is paused (or whose network is cut while the
+// server's end of the socket stays open) still holds the lock: its session
+// lives, and the server's TCP keepalive would take hours to notice. Its
+// session is let go once idle for wakerSilence, and another follower takes
+// over.
+func TestPausedWakerIsReplaced(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn := pgtest.NewDatabase(t)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	paused := waker{conn: conn}
+	if err := paused.tryElect(ctx); err != nil || !paused.elected {
+		t.Fatalf("the first connection is not elected: %v", err)
+	}
+	// From here on the paused waker sends nothing.
+	other, err := Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(other.Close)
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = other.WatchChanges(wctx, func(bool) {}) }()
+	defer func() { stop(); <-done }()
+	holder := func() uint32 {
+		var pid uint32
+		err := other.pool.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+			AND ((classid::bigint << 32) | objid::bigint) = $1`, ChangeWakerLockKey).Scan(&pid)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			t.Fatal(err)
+		}
+		return pid
+	}
+	start := time.Now()
+	for h := holder(); h == 0 || h == conn.PgConn().PID(); h = holder() {
+		if time.Since(start) > 3*wakerSilence {
+			t.Fatalf("the paused waker still holds the lock after %v", 3*wakerSilence)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("the paused waker was replaced after %v", time.Since(start).Round(time.Millisecond))
+}
+
 // The payload of a broadcast tells an eavesdropper nothing of the rows.
 func TestBroadcastIsSealed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

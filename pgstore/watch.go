@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -90,6 +91,9 @@ const (
 	// pings the server once per watchIdleCheck.
 	wakerHeartbeat = 500 * time.Millisecond
 	wakerTakeover  = time.Second
+	// wakerSilence: how long the waker's session may be idle before
+	// PostgreSQL ends it and frees the lock (tryElect).
+	wakerSilence = 5 * time.Second
 	// wakerQueryTimeout bounds the election's and the waker's queries: a
 	// connection that stopped answering is given up and made again.
 	wakerQueryTimeout = 2 * time.Second
@@ -323,6 +327,15 @@ func (w *waker) tryElect(ctx context.Context) error {
 		// so that followers resync once after a crash, not twice. A role
 		// without INSERT on it (docs/privileges.md) leaves it to pruning.
 		_, _ = w.conn.Exec(ctx, `INSERT INTO pgfallback_change_log DEFAULT VALUES ON CONFLICT DO NOTHING`)
+		// A waker that goes silent without its session ending (its process
+		// paused, its network cut while the server's end of the socket
+		// stays open, as behind a proxy) would keep the lock until TCP
+		// keepalive gives up, hours by default, and every follower would
+		// stand in for it meanwhile. It sends a query every few
+		// milliseconds: PostgreSQL ends its session once it has been idle
+		// for wakerSilence, and another follower takes over. (PostgreSQL
+		// 14 and later; before it, the lock waits for keepalive.)
+		_, _ = w.conn.Exec(ctx, "SET idle_session_timeout = "+strconv.FormatInt(wakerSilence.Milliseconds(), 10))
 	}
 	return nil
 }
