@@ -245,6 +245,21 @@ func execWoken(t *testing.T, ctx context.Context, waker *Store, wakes *atomic.In
 	eventually(t, "the follower woken by "+what, func() bool { return wakes.Load() > woken })
 }
 
+// eavesdrop is a connection of its own to s's database, listening on
+// ChangeChannel until the test ends.
+func eavesdrop(t *testing.T, ctx context.Context, s *Store) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, s.pool.Config().ConnConfig.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
 // lastHeard is the payload of the last notification s kept: "" for a plain
 // wake-up, "none" before the first. It locks as the listener does, which
 // the race detector checks.
@@ -530,16 +545,8 @@ func TestSquatterCannotHideWrites(t *testing.T) {
 func TestTrustedHeartbeatsWakeNoOne(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	waker, follower, wakes := broadcastStores(t, ctx)
-	headOf(t, ctx, follower) // a read: the follower knows the log's key, as after its first catch-up
-	listener, err := pgx.Connect(ctx, waker.pool.Config().ConnConfig.ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close(ctx)
-	if _, err := listener.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
-		t.Fatal(err)
-	}
+	waker, _, wakes := broadcastStores(t, ctx)
+	listener := eavesdrop(t, ctx, waker)
 	cur, err := parseCursor(headOf(t, ctx, waker))
 	if err != nil {
 		t.Fatal(err)
@@ -616,14 +623,7 @@ func TestBroadcastIsSealed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	waker, _, _ := broadcastStores(t, ctx)
-	eavesdropper, err := pgx.Connect(ctx, waker.pool.Config().ConnConfig.ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eavesdropper.Close(ctx)
-	if _, err := eavesdropper.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
-		t.Fatal(err)
-	}
+	eavesdropper := eavesdrop(t, ctx, waker)
 	insertVendor(t, ctx, waker, "secret-vendor")
 	for {
 		n, err := eavesdropper.WaitForNotification(ctx)
