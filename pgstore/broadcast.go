@@ -304,7 +304,7 @@ type heardBroadcast struct {
 
 // add keeps a notification that announced changes: payload is a broadcast
 // or WakePayload; b, when not nil, is the broadcast already decoded (the
-// waker's own).
+// waker's own, or one hear trusted).
 func (h *heardBroadcasts) add(payload string, b *broadcast) {
 	e := heardBroadcast{b: b}
 	if strings.HasPrefix(payload, broadcastPrefix) {
