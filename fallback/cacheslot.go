@@ -94,6 +94,9 @@ func (l *Layer) adoptCache(c *sqlitecache.Cache) {
 		l.log.Warn("pgfallback: the cache's background cleanup removes stale entries before StaleIfError runs out",
 			"stale_if_error", l.cfg.StaleIfError, "cache_retention", c.StaleRetention())
 	}
+	if l.feed != nil {
+		l.feed.adopt(c)
+	}
 	l.cache.Store(c)
 }
 

@@ -96,6 +96,9 @@ type follower struct {
 	state  atomic.Int32
 	asOf   atomic.Int64 // unix nanos; 0: unknown
 	mirror atomic.Bool
+	// resyncSince: unix nanos when a resync began that has not finished
+	// (0: none); entries written before it are served stale (see resync).
+	resyncSince atomic.Int64
 
 	applied, catchUps, heardCatchUps, resyncs, errs, pruned atomic.Uint64
 	lastErr                                                 atomic.Pointer[string]
@@ -107,6 +110,27 @@ func newFollower(l *Layer, feed repository.ChangeFeed) *follower {
 	f.state.Store(int32(FeedStarting))
 	f.heard, _ = feed.(repository.HeardChangeFeed)
 	return f
+}
+
+// adoptReadTimeout bounds adopt's read of the cache file, which New and
+// the cache's reopening wait for: one local SQLite query.
+const adoptReadTimeout = 5 * time.Second
+
+// adopt takes note of a cache file the layer is about to use: a resync
+// it records as unfinished (the process ended during one) makes its older
+// entries stale from the first read, before the follower gets to run,
+// which during an outage it may not for a while. The follower's baseline
+// reads the rest of the state.
+func (f *follower) adopt(c *sqlitecache.Cache) {
+	ctx, cancel := context.WithTimeout(f.l.ctx, adoptReadTimeout)
+	defer cancel()
+	st, err := c.FeedState(ctx)
+	if err != nil {
+		return // the baseline reads it again, and reports what fails
+	}
+	if st.Cursor == "" && !st.ResyncSince.IsZero() {
+		f.resyncSince.Store(st.ResyncSince.UnixNano())
+	}
 }
 
 // poke wakes the follower to read the log up to now.
@@ -299,9 +323,23 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 // then an authoritative warm. The caller then reads the log from the new
 // head, so the state moves on to following without waiting for another
 // wake-up.
+//
+// Until the warm has replaced them, the cached rows may not be the
+// primary's (missed changes, or another history's rows), and the layer may
+// have to serve them before then: the PostgreSQL that answered the expiry
+// may fail again, or this process die and restart during an outage. So
+// the resync's start is noted first, in memory and in the cache file in
+// place of the cursor, and an entry written before it is served stale
+// until the warm is done (Layer.fromCache).
 func (f *follower) resync(ctx context.Context, cache *sqlitecache.Cache) error {
 	f.inited = false
 	f.asOf.Store(0)
+	f.mirror.Store(false)
+	since := time.Now()
+	f.resyncSince.Store(since.UnixNano())
+	if err := cache.SetFeedState(ctx, sqlitecache.FeedState{ResyncSince: since}); err != nil {
+		return fmt.Errorf("fallback: change feed: store the resync's start: %w", err)
+	}
 	return f.baseline(ctx, cache)
 }
 
@@ -328,6 +366,9 @@ func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error
 			}
 			return nil
 		}
+		if !st.ResyncSince.IsZero() {
+			f.resyncSince.Store(st.ResyncSince.UnixNano()) // a resync this file began is not done
+		}
 	}
 	f.state.Store(int32(FeedResyncing))
 	hctx, cancel := context.WithTimeout(ctx, f.l.cfg.PrimaryTimeout)
@@ -350,6 +391,7 @@ func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error
 	}
 	f.cursor, f.inited = head, true
 	f.mirror.Store(mirror)
+	f.resyncSince.Store(0)
 	f.resyncs.Add(1)
 	return nil
 }
@@ -519,6 +561,18 @@ func (f *follower) asOfTime() time.Time {
 		return time.Time{}
 	}
 	if ns := f.asOf.Load(); ns != 0 {
+		return time.Unix(0, ns).UTC()
+	}
+	return time.Time{}
+}
+
+// resyncStart is when a resync that has not finished began; zero when
+// none is under way (or the feed is off).
+func (f *follower) resyncStart() time.Time {
+	if f == nil {
+		return time.Time{}
+	}
+	if ns := f.resyncSince.Load(); ns != 0 {
 		return time.Unix(0, ns).UTC()
 	}
 	return time.Time{}

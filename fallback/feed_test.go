@@ -693,3 +693,74 @@ func TestFeedToleratesUnknownLogValues(t *testing.T) {
 		t.Fatalf("feed stats %+v: want following, no errors", s)
 	}
 }
+
+// An expired cursor means the log can no longer say what changed: pruned
+// past, reset, or another history after a failover that lost
+// transactions. Until the resync has replaced them, entries cached before
+// it began may not be the primary's rows, and an outage in that window
+// serves them marked stale — also after a restart, since the resync's
+// start is kept in the cache file. Once the resync is done they are fresh
+// again.
+func TestEntriesBeforeAnUnfinishedResyncAreStale(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("a"))
+	path := t.TempDir() + "/cache.db"
+	// The primary goes away as soon as the follower finds its cursor
+	// expired: the resync cannot finish.
+	feed := g.feed()
+	read := feed.ReadChangesFn
+	feed.ReadChangesFn = func(ctx context.Context, cursor string, limit int) (repository.ChangeBatch, error) {
+		b, err := read(ctx, cursor, limit)
+		if errors.Is(err, repository.ErrCursorExpired) {
+			db.down(errRefused)
+		}
+		return b, err
+	}
+	l, cache := newFeedLayerWith(t, db, feed, path, Config{})
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	if _, err := l.Vendors().Get(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	servedStale := func(l *Layer) bool {
+		t.Helper()
+		pctx, prov := WithProvenance(ctx)
+		if _, err := l.Vendors().Get(pctx, "a"); err != nil {
+			t.Fatalf("a cached vendor during the outage: %v", err)
+		}
+		o := prov.Origin()
+		if o.Source != SourceCache {
+			t.Fatalf("origin %+v: want the cache", o)
+		}
+		return o.Stale
+	}
+
+	g.mu.Lock()
+	g.expiredBelow = len(g.changes) + 1 // pruned past every cursor, the next change's included
+	g.mu.Unlock()
+	g.update("b", 1)
+	eventually(t, 5*time.Second, "the expiry, and the primary gone", func() bool { return db.fail.Load() != nil })
+	tripBreaker(t, l, db)
+	if !servedStale(l) {
+		t.Fatal("during an unfinished resync, an entry cached before it was served as fresh")
+	}
+
+	// Killed mid-resync, restarted during the outage.
+	l.Close()
+	cache.Close()
+	l2, _ := newFeedLayerWith(t, db, feed, path, Config{OpenTimeout: 20 * time.Millisecond})
+	tripBreaker(t, l2, db)
+	if !servedStale(l2) {
+		t.Fatal("after a restart during an unfinished resync, an entry cached before it was served as fresh")
+	}
+
+	// The primary returns; the resync finishes; the next outage serves fresh.
+	db.up()
+	eventually(t, 5*time.Second, "the resync", func() bool { return l2.Stats().Feed.State == FeedFollowing })
+	tripBreaker(t, l2, db)
+	if servedStale(l2) {
+		t.Fatal("after the resync finished, the entry is still served as stale")
+	}
+}

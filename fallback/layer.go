@@ -204,11 +204,11 @@ func newLayer(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, er
 	}
 	l.recent = newRecentWrites(max(refresh, 0))
 	l.writer = newWriter(l, &l.stats, l.log, cfg.WriteQueue, cfg.WriteBatch)
-	if cache != nil {
-		l.adoptCache(cache)
-	}
 	if cf, ok := primary.(repository.ChangeFeed); ok && !cfg.DisableChangeFeed {
 		l.feed = newFollower(l, cf)
+	}
+	if cache != nil {
+		l.adoptCache(cache)
 	}
 	if wa, ok := primary.(repository.WriteApplier); ok {
 		l.queue = newWriteQueue(l, wa)

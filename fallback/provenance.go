@@ -41,7 +41,10 @@ type Origin struct {
 	CachedAt time.Time
 	Age      time.Duration
 	// Stale is true when a cached result was past its TTL (but within
-	// Config.StaleIfError).
+	// Config.StaleIfError), or was cached before a resync of the change
+	// feed that has not finished: the feed's cursor expired (the log was
+	// pruned past it or reset, or a failover lost transactions), so the log
+	// can no longer say whether the row changed since.
 	Stale bool
 	// Partial is true for a List served from the cache: it holds only the
 	// entities that happened to be cached, within StaleIfError. A complete

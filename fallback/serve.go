@@ -26,6 +26,11 @@ func (l *Layer) fromCache(ctx context.Context, e sqlitecache.Entry, ttl time.Dur
 		e.Age = max(time.Since(asOf), 0)
 		e.Stale = e.Age > ttl
 	}
+	if rs := l.feed.resyncStart(); !rs.IsZero() && e.CachedAt.Before(rs) {
+		// The change log lost track of it (an expired cursor) and the
+		// resync has not replaced it yet: it may not be the primary's row.
+		e.Stale = true
+	}
 	if e.Stale {
 		if e.Age > ttl+l.maxStale() {
 			return false

@@ -24,6 +24,11 @@ type FeedState struct {
 	// Mirror: the file holds every row of both tables (a complete WarmAll),
 	// kept complete by the feed since. Cleared by ClearAll.
 	Mirror bool
+	// ResyncSince: a resync began at this time and has not finished (zero
+	// when none is under way). The log could no longer say what changed
+	// (the cursor expired), so an entry written before it may not be the
+	// database's row until the resync replaces it.
+	ResyncSince time.Time
 }
 
 // The cache_metadata keys of FeedState. The table is the original layout's
@@ -32,6 +37,7 @@ const (
 	metaFeedCursor = "feed.cursor"
 	metaFeedAsOf   = "feed.as_of"
 	metaFeedMirror = "feed.mirror"
+	metaFeedResync = "feed.resync_since"
 )
 
 // FeedState returns the recorded feed position (the zero FeedState when
@@ -41,8 +47,8 @@ func (c *Cache) FeedState(ctx context.Context) (FeedState, error) {
 	if err := c.checkOpen(); err != nil {
 		return FeedState{}, err
 	}
-	rows, err := c.h.Load().r.QueryContext(ctx, `SELECT key, value FROM cache_metadata WHERE key IN (?, ?, ?)`,
-		metaFeedCursor, metaFeedAsOf, metaFeedMirror)
+	rows, err := c.h.Load().r.QueryContext(ctx, `SELECT key, value FROM cache_metadata WHERE key IN (?, ?, ?, ?)`,
+		metaFeedCursor, metaFeedAsOf, metaFeedMirror, metaFeedResync)
 	if err != nil {
 		return FeedState{}, c.wrapErr("feed state", err)
 	}
@@ -58,9 +64,9 @@ func (c *Cache) FeedState(ctx context.Context) (FeedState, error) {
 		case metaFeedCursor:
 			s.Cursor = v.String
 		case metaFeedAsOf:
-			if ns, err := strconv.ParseInt(v.String, 10, 64); err == nil && ns != 0 {
-				s.AsOf = time.Unix(0, ns).UTC()
-			}
+			s.AsOf = unixNanoTime(v.String)
+		case metaFeedResync:
+			s.ResyncSince = unixNanoTime(v.String)
 		case metaFeedMirror:
 			s.Mirror = v.String == "complete"
 		}
@@ -71,16 +77,14 @@ func (c *Cache) FeedState(ctx context.Context) (FeedState, error) {
 // SetFeedState records s in one transaction.
 // Errors: ErrClosed, ErrReadOnly or the wrapped SQLite error.
 func (c *Cache) SetFeedState(ctx context.Context, s FeedState) error {
-	asOf, mirror := "0", ""
-	if !s.AsOf.IsZero() {
-		asOf = strconv.FormatInt(s.AsOf.UnixNano(), 10)
-	}
+	mirror := ""
 	if s.Mirror {
 		mirror = "complete"
 	}
 	now := float64(c.cfg.clock().UnixNano()) / 1e9
 	return c.inTx(ctx, "set feed state", func(tx wtx) error {
-		for _, kv := range [][2]string{{metaFeedCursor, s.Cursor}, {metaFeedAsOf, asOf}, {metaFeedMirror, mirror}} {
+		for _, kv := range [][2]string{{metaFeedCursor, s.Cursor}, {metaFeedAsOf, unixNanoText(s.AsOf)},
+			{metaFeedMirror, mirror}, {metaFeedResync, unixNanoText(s.ResyncSince)}} {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO cache_metadata (key, value, updated_at) VALUES (?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`, kv[0], kv[1], now); err != nil {
 				return err
@@ -88,6 +92,23 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.up
 		}
 		return nil
 	})
+}
+
+// unixNanoText stores a FeedState time: "0" for the zero time.
+func unixNanoText(t time.Time) string {
+	if t.IsZero() {
+		return "0"
+	}
+	return strconv.FormatInt(t.UnixNano(), 10)
+}
+
+// unixNanoTime reads what unixNanoText stored; anything else is the zero
+// time.
+func unixNanoTime(s string) time.Time {
+	if ns, err := strconv.ParseInt(s, 10, 64); err == nil && ns != 0 {
+		return time.Unix(0, ns).UTC()
+	}
+	return time.Time{}
 }
 
 // CachedVendorNames returns those of names that the cache holds, in any

@@ -55,6 +55,36 @@ func TestFeedStateSurvivesReopen(t *testing.T) {
 	}
 }
 
+// A resync under way is recorded in place of the cursor, and read back
+// after a reopen; the state that ends it clears it.
+func TestFeedStateRecordsAnUnfinishedResync(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "cache.db")
+	c, err := Open(path, WithCleanupInterval(0), WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := time.Date(2026, 12, 3, 4, 0, 0, 123, time.UTC)
+	if err := c.SetFeedState(ctx, FeedState{ResyncSince: since}); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if c, err = Open(path, WithCleanupInterval(0), WithLogger(nil)); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, err := c.FeedState(ctx); err != nil || got != (FeedState{ResyncSince: since}) {
+		t.Fatalf("after a reopen: %+v, %v; want the resync's start alone", got, err)
+	}
+	done := FeedState{Cursor: "c1:42:100:105:101"}
+	if err := c.SetFeedState(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.FeedState(ctx); err != nil || got != done {
+		t.Fatalf("after the resync: %+v, %v; want %+v", got, err, done)
+	}
+}
+
 func TestCachedKeys(t *testing.T) {
 	ctx := context.Background()
 	c, _ := openTest(t)
