@@ -265,7 +265,7 @@ func (l *Layer) Stats() Stats {
 	s.WriteQueueDepth = l.writer.depth()
 	if f := l.feed; f != nil {
 		s.Feed = FeedStats{
-			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), Mirror: f.mirror.Load(),
+			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), ResyncSince: f.resyncStart(), Mirror: f.mirror.Load(),
 			ChangesApplied: f.applied.Load(), CatchUps: f.catchUps.Load(), HeardCatchUps: f.heardCatchUps.Load(), Resyncs: f.resyncs.Load(),
 			Errors: f.errs.Load(), Pruned: f.pruned.Load(),
 		}

@@ -102,6 +102,10 @@ type FeedStats struct {
 	// Lag: how long ago AsOf was; 0 when AsOf is zero. In JSON, integer
 	// nanoseconds.
 	Lag time.Duration `json:"lag_ns"`
+	// ResyncSince: a resync (the cursor expired) under way since then, or
+	// recorded in the cache file as unfinished; zero when none is. Entries
+	// cached before it are served stale until it is done.
+	ResyncSince time.Time `json:"resync_since"`
 	// Mirror: the cache holds every row (WarmAll), kept complete by the feed.
 	Mirror         bool   `json:"mirror"`
 	ChangesApplied uint64 `json:"changes_applied"` // changes read from the log and applied

@@ -81,7 +81,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descSlowCalls, descServedSlow, descAbandoned, descAbandonedPeak,
 		descWriteQueued, descWriteQueueDepth, descWriteWritten, descWriteDropped, descWriteFailed, descWriteOverflowed, descEvictionsLost,
 		descWarmRuns, descWarmDuration, descWarmRows, descWarmSuccess, descWarmTimestamp,
-		descFeedState, descFeedLag, descFeedApplied, descFeedCatchUps, descFeedHeardCatchUps, descFeedResyncs, descFeedErrors,
+		descFeedState, descFeedLag, descFeedResyncSince, descFeedApplied, descFeedCatchUps, descFeedHeardCatchUps, descFeedResyncs, descFeedErrors,
 		descQueuedPending, descQueuedStalled, descQueuedEvents,
 		descScrapeErrors,
 	} {
@@ -247,6 +247,9 @@ func collectStats(ch chan<- prometheus.Metric, s fallback.Stats) {
 	// absence with absent() or on pgfallback_feed_state.
 	if !f.AsOf.IsZero() {
 		gauge(ch, descFeedLag, f.Lag.Seconds())
+	}
+	if !f.ResyncSince.IsZero() {
+		gauge(ch, descFeedResyncSince, seconds(f.ResyncSince))
 	}
 	counter(ch, descFeedApplied, f.ChangesApplied)
 	counter(ch, descFeedCatchUps, f.CatchUps)

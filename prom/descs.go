@@ -67,6 +67,8 @@ var (
 		"The change feed's state: 1 for the current one (off, starting, following, behind, resyncing), 0 for the others.", "state")
 	descFeedLag = desc("pgfallback_feed_lag_seconds",
 		"How long ago the cache was last known to reflect every committed change (the feed's AsOf); absent while AsOf is unknown.")
+	descFeedResyncSince = desc("pgfallback_feed_resync_started_timestamp_seconds",
+		"When the change feed's unfinished resync began (its cursor expired); entries cached before it are served stale until it is done. Absent when no resync is under way.")
 	descFeedApplied = desc("pgfallback_feed_changes_applied_total",
 		"Changes read from the change log and applied to the cache.")
 	descFeedCatchUps = desc("pgfallback_feed_catchups_total",

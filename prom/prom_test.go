@@ -119,6 +119,9 @@ pgfallback_cache_served_total{entity="work_item",freshness="stale"} 0
 	if find(after, "pgfallback_feed_lag_seconds") != nil {
 		t.Error("feed lag exported without a feed")
 	}
+	if find(after, "pgfallback_feed_resync_started_timestamp_seconds") != nil {
+		t.Error("a resync's start exported without a feed")
+	}
 
 	// The age histogram moved: three Gets from entries cached moments ago.
 	age := find(after, "pgfallback_cache_served_age_seconds", "entity=vendor").GetHistogram()
@@ -366,7 +369,7 @@ func TestLint(t *testing.T) {
 	for range described {
 		n++
 	}
-	if got := len(scrape(t, mustRegistry(t, col))); got != n-1 { // all but the feed lag: no feed here
+	if got := len(scrape(t, mustRegistry(t, col))); got != n-2 { // all but the feed lag and resync: no feed here
 		t.Errorf("%d metric families collected, %d described", got, n)
 	}
 }
