@@ -560,10 +560,7 @@ func (f *follower) asOfTime() time.Time {
 	if f == nil {
 		return time.Time{}
 	}
-	if ns := f.asOf.Load(); ns != 0 {
-		return time.Unix(0, ns).UTC()
-	}
-	return time.Time{}
+	return nanosTime(f.asOf.Load())
 }
 
 // resyncStart is when a resync that has not finished began; zero when
@@ -572,10 +569,16 @@ func (f *follower) resyncStart() time.Time {
 	if f == nil {
 		return time.Time{}
 	}
-	if ns := f.resyncSince.Load(); ns != 0 {
-		return time.Unix(0, ns).UTC()
+	return nanosTime(f.resyncSince.Load())
+}
+
+// nanosTime is the time of unix nanos ns, as the follower keeps times in
+// atomics; 0 is the zero time.
+func nanosTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
 	}
-	return time.Time{}
+	return time.Unix(0, ns).UTC()
 }
 
 // logLimiter runs a logging function at most once per interval: a broken
