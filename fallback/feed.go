@@ -112,9 +112,10 @@ func newFollower(l *Layer, feed repository.ChangeFeed) *follower {
 	return f
 }
 
-// adoptReadTimeout bounds adopt's read of the cache file, which New and
-// the cache's reopening wait for: one local SQLite query.
-const adoptReadTimeout = 5 * time.Second
+// feedStateTimeout bounds adopt's read of the cache file's FeedState,
+// which New and the cache's reopening wait for, and resync's record of its
+// start, which Close waits for: one local SQLite statement each.
+const feedStateTimeout = 5 * time.Second
 
 // adopt takes note of a cache file the layer is about to use: a resync
 // it records as unfinished (the process ended during one) makes its older
@@ -122,7 +123,7 @@ const adoptReadTimeout = 5 * time.Second
 // which during an outage it may not for a while. The follower's baseline
 // reads the rest of the state.
 func (f *follower) adopt(c *sqlitecache.Cache) {
-	ctx, cancel := context.WithTimeout(f.l.ctx, adoptReadTimeout)
+	ctx, cancel := context.WithTimeout(f.l.ctx, feedStateTimeout)
 	defer cancel()
 	st, err := c.FeedState(ctx)
 	if err != nil {
@@ -337,7 +338,12 @@ func (f *follower) resync(ctx context.Context, cache *sqlitecache.Cache) error {
 	f.mirror.Store(false)
 	since := time.Now()
 	f.resyncSince.Store(since.UnixNano())
-	if err := cache.SetFeedState(ctx, sqlitecache.FeedState{ResyncSince: since}); err != nil {
+	// Not cancelled by Close: a process that stops now must find the
+	// resync unfinished when it starts again, not the expired cursor.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), feedStateTimeout)
+	err := cache.SetFeedState(sctx, sqlitecache.FeedState{ResyncSince: since})
+	cancel()
+	if err != nil {
 		return fmt.Errorf("fallback: change feed: store the resync's start: %w", err)
 	}
 	return f.baseline(ctx, cache)

@@ -741,7 +741,7 @@ func TestEntriesBeforeAnUnfinishedResyncAreStale(t *testing.T) {
 	g.expiredBelow = len(g.changes) + 1 // pruned past every cursor, the next change's included
 	g.mu.Unlock()
 	g.update("b", 1)
-	eventually(t, 5*time.Second, "the expiry, and the primary gone", func() bool { return db.fail.Load() != nil })
+	eventually(t, 5*time.Second, "the expiry, the resync begun", func() bool { return !l.Stats().Feed.ResyncSince.IsZero() })
 	tripBreaker(t, l, db)
 	if !servedStale(l) {
 		t.Fatal("during an unfinished resync, an entry cached before it was served as fresh")
