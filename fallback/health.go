@@ -26,6 +26,9 @@ type Health struct {
 		State string     `json:"state"`
 		AsOf  *time.Time `json:"as_of,omitempty"` // every change committed before it is in the cache
 		LagMs float64    `json:"lag_ms"`
+		// ResyncSince: an unfinished resync began then; entries cached
+		// before it are served stale until it is done.
+		ResyncSince *time.Time `json:"resync_since,omitempty"`
 	} `json:"feed"`
 	LastTrip *time.Time `json:"last_trip,omitempty"`
 	// LastTripCause: "failures" or "slow calls" (PostgreSQL answered, but
@@ -90,6 +93,10 @@ func (l *Layer) CheckHealth() Health {
 		asOf := s.Feed.AsOf
 		h.Feed.AsOf = &asOf
 		h.Feed.LagMs = float64(s.Feed.Lag) / float64(time.Millisecond)
+	}
+	if !s.Feed.ResyncSince.IsZero() {
+		since := s.Feed.ResyncSince
+		h.Feed.ResyncSince = &since
 	}
 	if !s.LastTrip.IsZero() {
 		t := s.LastTrip
