@@ -90,8 +90,8 @@ func TestFailoverThatLosesTransactions(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if s := a.layer.Stats().Feed; s.Resyncs < 2 {
-		t.Fatalf("feed resyncs %d: the new timeline should have caused one", s.Resyncs)
+	if s := a.layer.Stats().Feed; s.Resyncs < 2 || !s.ResyncSince.IsZero() {
+		t.Fatalf("feed resyncs %d, one unfinished since %v: the new timeline should have caused one, finished", s.Resyncs, s.ResyncSince)
 	}
 
 	// The next outage: A answers from its cache what the new primary holds.
@@ -100,9 +100,13 @@ func TestFailoverThatLosesTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range names {
-		got, err := a.layer.Vendors().Get(ctx, n)
+		pctx, prov := fallback.WithProvenance(ctx)
+		got, err := a.layer.Vendors().Get(pctx, n)
 		if err != nil {
 			t.Fatalf("Get %s during the outage: %v", n, err)
+		}
+		if o := prov.Origin(); o.Source != fallback.SourceCache || o.Stale {
+			t.Fatalf("Get %s during the outage: origin %+v, want fresh from the cache (the resync finished)", n, o)
 		}
 		if w := want[n]; got.Version != w.Version || got.Status != w.Status || got.ExtractorVersion != w.ExtractorVersion {
 			t.Fatalf("served %s at version %d %s %q, the new primary held %d %s %q",
