@@ -618,6 +618,65 @@ func TestPausedWakerIsReplaced(t *testing.T) {
 	t.Logf("the paused waker was replaced after %v", time.Since(start).Round(time.Millisecond))
 }
 
+// A listener waits for notifications without sending a query for up to
+// watchIdleCheck: a database whose idle_session_timeout is shorter (a
+// DBA's guard against leaked sessions) must not end it again and again,
+// each time costing a reconnect and a read of the log.
+func TestListenerOutlivesAShortIdleSessionTimeout(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn := pgtest.NewDatabase(t)
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	var alter string
+	if err := admin.QueryRow(ctx, `SELECT format('ALTER DATABASE %I SET idle_session_timeout = 1000', current_database())`).Scan(&alter); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, alter); err != nil {
+		t.Fatal(err)
+	}
+	var connects [2]atomic.Int64
+	stores := make([]*Store, 2)
+	for i := range stores {
+		if stores[i], err = Open(ctx, dsn); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stores[i].Close)
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = stores[i].WatchChanges(wctx, func(reconnected bool) {
+				if reconnected {
+					connects[i].Add(1)
+				}
+			})
+		}()
+		defer func() { stop(); <-done }()
+		eventually(t, fmt.Sprintf("listener %d connects", i), func() bool { return connects[i].Load() == 1 })
+	}
+	// Six heartbeats: three seconds, three times the database's timeout.
+	if _, err := admin.Exec(ctx, `SET idle_session_timeout = 0`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
+		t.Fatal(err)
+	}
+	for beats := 0; beats < 6; beats++ {
+		if _, err := admin.WaitForNotification(ctx); err != nil {
+			t.Fatal("no heartbeat:", err)
+		}
+	}
+	for i := range connects {
+		if n := connects[i].Load(); n != 1 {
+			t.Fatalf("listener %d connected %d times in three seconds: the database's idle_session_timeout ended it", i, n)
+		}
+	}
+}
+
 // The payload of a broadcast tells an eavesdropper nothing of the rows.
 func TestBroadcastIsSealed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

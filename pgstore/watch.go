@@ -160,6 +160,12 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 	if _, err := conn.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
 		return false
 	}
+	// A listener sends no query while it hears the waker, for up to
+	// watchIdleCheck: a shorter idle_session_timeout set for the database
+	// or the role (a guard against leaked sessions) would end it again
+	// and again, each time a reconnect and a read of the log. The waker
+	// sets its own (tryElect). PostgreSQL 13 has no such setting: ignored.
+	_, _ = conn.Exec(ctx, "SET idle_session_timeout = 0")
 	// Payloads sealed before now were sent to others: one replayed to us
 	// is not trusted (broadcast.go, hear).
 	var floor time.Time
