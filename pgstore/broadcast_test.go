@@ -201,26 +201,15 @@ func broadcastStores(t *testing.T, ctx context.Context, wakerOpts ...Option) (wa
 		t.Fatal(err)
 	}
 	t.Cleanup(follower.Close)
-	watchUntilCleanup := func(s *Store, wake func(bool)) {
-		wctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); _ = s.WatchChanges(wctx, wake) }()
-		t.Cleanup(func() { stop(); <-done })
-	}
-	watchUntilCleanup(waker, func(bool) {})
-	eventually(t, "the first store is the waker", func() bool {
-		var n int
-		err := waker.pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
-			AND ((classid::bigint << 32) | objid::bigint) = $1`, ChangeWakerLockKey).Scan(&n)
-		return err == nil && n == 1
-	})
+	watchUntilCleanup(t, ctx, waker, func(bool) {})
+	eventually(t, "the first store is the waker", func() bool { return len(wakerHolders(t, ctx, waker)) == 1 })
 	// The waker's first look reads the head and sends a plain wake-up; a
 	// write the test makes before that look would be in it, not broadcast.
 	// Holding the lock comes before the look: wait for the look too.
 	eventually(t, "the waker's first look", func() bool { return lastHeard(waker) != "none" })
 	wakes = new(atomic.Int64)
 	connected := make(chan struct{}, 1)
-	watchUntilCleanup(follower, func(reconnected bool) {
+	watchUntilCleanup(t, ctx, follower, func(reconnected bool) {
 		if reconnected {
 			connected <- struct{}{}
 		} else {
@@ -232,6 +221,27 @@ func broadcastStores(t *testing.T, ctx context.Context, wakerOpts ...Option) (wa
 	// key, and trusts what opens under it (hear).
 	headOf(t, ctx, follower)
 	return waker, follower, wakes
+}
+
+// watchUntilCleanup runs s.WatchChanges with wake until the test ends.
+func watchUntilCleanup(t *testing.T, ctx context.Context, s *Store, wake func(bool)) {
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.WatchChanges(wctx, wake) }()
+	t.Cleanup(func() { stop(); <-done })
+}
+
+// wakerHolders lists the backends that hold the waker's lock in s's
+// database.
+func wakerHolders(t *testing.T, ctx context.Context, s *Store) []uint32 {
+	t.Helper()
+	rows, _ := s.pool.Query(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+		AND ((classid::bigint << 32) | objid::bigint) = $1`, ChangeWakerLockKey)
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pids
 }
 
 // execWoken runs sql on the waker's pool and waits until the follower
@@ -495,13 +505,7 @@ func TestSquatterCannotHideWrites(t *testing.T) {
 	}
 
 	wakes := new(atomic.Int64)
-	wctx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		_ = follower.WatchChanges(wctx, func(bool) { wakes.Add(1) })
-	}()
-	defer func() { stopWatch(); <-watched }()
+	watchUntilCleanup(t, ctx, follower, func(bool) { wakes.Add(1) })
 	sctx, stopSaying := context.WithCancel(ctx)
 	said := make(chan struct{})
 	go func() {
@@ -595,21 +599,13 @@ func TestPausedWakerIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(other.Close)
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = other.WatchChanges(wctx, func(bool) {}) }()
-	defer func() { stop(); <-done }()
-	holder := func() uint32 {
-		var pid uint32
-		err := other.pool.QueryRow(ctx, `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
-			AND ((classid::bigint << 32) | objid::bigint) = $1`, ChangeWakerLockKey).Scan(&pid)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			t.Fatal(err)
-		}
-		return pid
+	watchUntilCleanup(t, ctx, other, func(bool) {})
+	replaced := func() bool {
+		h := wakerHolders(t, ctx, other)
+		return len(h) == 1 && h[0] != conn.PgConn().PID()
 	}
 	start := time.Now()
-	for h := holder(); h == 0 || h == conn.PgConn().PID(); h = holder() {
+	for !replaced() {
 		if time.Since(start) > 3*wakerSilence {
 			t.Fatalf("the paused waker still holds the lock after %v", 3*wakerSilence)
 		}
@@ -645,17 +641,11 @@ func TestListenerOutlivesAShortIdleSessionTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(stores[i].Close)
-		wctx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = stores[i].WatchChanges(wctx, func(reconnected bool) {
-				if reconnected {
-					connects[i].Add(1)
-				}
-			})
-		}()
-		defer func() { stop(); <-done }()
+		watchUntilCleanup(t, ctx, stores[i], func(reconnected bool) {
+			if reconnected {
+				connects[i].Add(1)
+			}
+		})
 		eventually(t, fmt.Sprintf("listener %d connects", i), func() bool { return connects[i].Load() == 1 })
 	}
 	// Six heartbeats: three seconds, three times the database's timeout.
