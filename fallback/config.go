@@ -107,7 +107,9 @@ type Config struct {
 	// WarmLimit caps the rows per table that WarmAll mirrors. Default 100 000.
 	WarmLimit int
 	// WarmTimeout bounds one warm run after recovery; the breaker closes
-	// when it ends, warmed or not. Default 60 s.
+	// when it ends, warmed or not. It also bounds each attempt of the
+	// change feed's resync, which goes on where the last one stopped.
+	// Default 60 s.
 	WarmTimeout time.Duration
 
 	// WriteQueue is the capacity of the write-through queue. When it is

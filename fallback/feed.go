@@ -89,6 +89,9 @@ type follower struct {
 	run    sync.Mutex // one catch-up at a time (the follower, recovery)
 	cursor string     // under run
 	inited bool       // under run: the baseline (cursor and warm) is set
+	// pending: under run, the baseline whose warm has not finished: the
+	// next attempt goes on from it.
+	pending *pendingBaseline
 	// Under run: when the file was last checked for a lost cursor, and
 	// when the cursor was last stored (see storeEvery).
 	checked, stored time.Time
@@ -333,7 +336,7 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 // place of the cursor, and an entry written before it is served stale
 // until the warm is done (Layer.fromCache).
 func (f *follower) resync(ctx context.Context, cache *sqlitecache.Cache) error {
-	f.inited = false
+	f.inited, f.pending = false, nil
 	f.asOf.Store(0)
 	f.mirror.Store(false)
 	since := time.Now()
@@ -377,29 +380,49 @@ func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error
 		}
 	}
 	f.state.Store(int32(FeedResyncing))
-	hctx, cancel := context.WithTimeout(ctx, f.l.cfg.PrimaryTimeout)
-	head, err := f.feed.ChangeHead(hctx)
-	cancel()
-	if err != nil {
-		f.state.Store(int32(FeedStarting))
-		return fmt.Errorf("fallback: change feed: head: %w", err)
+	p := f.pending
+	if p != nil && (p.cache != cache || p.lost != cache.FileLost()) {
+		p = nil // another file: what the warm did is not in it
 	}
+	if p == nil {
+		hctx, cancel := context.WithTimeout(ctx, f.l.cfg.PrimaryTimeout)
+		head, err := f.feed.ChangeHead(hctx)
+		cancel()
+		if err != nil {
+			f.state.Store(int32(FeedStarting))
+			return fmt.Errorf("fallback: change feed: head: %w", err)
+		}
+		p = &pendingBaseline{cache: cache, lost: cache.FileLost(), head: head}
+		f.pending = p
+	}
+	// Each attempt is bounded; the next goes on from where it stopped.
 	wctx, cancel := context.WithTimeout(ctx, f.l.cfg.WarmTimeout)
-	rep, err := f.l.resyncWarm(wctx)
+	rep, err := f.l.resyncWarm(wctx, &p.warm)
 	cancel()
 	if err != nil {
 		f.state.Store(int32(FeedStarting))
 		return err
 	}
 	mirror := rep.Strategy == WarmAll && !rep.Truncated
-	if err := cache.SetFeedState(ctx, sqlitecache.FeedState{Cursor: head, Mirror: mirror}); err != nil {
+	if err := cache.SetFeedState(ctx, sqlitecache.FeedState{Cursor: p.head, Mirror: mirror}); err != nil {
 		return err
 	}
-	f.cursor, f.inited = head, true
+	f.cursor, f.inited, f.pending = p.head, true, nil
 	f.mirror.Store(mirror)
 	f.resyncSince.Store(0)
 	f.resyncs.Add(1)
 	return nil
+}
+
+// pendingBaseline is a baseline whose warm did not finish: the head it
+// follows the log from once the warm is done, taken before the warm began
+// so that nothing committed during it is missed, and how far the warm got
+// in the cache file it was warming.
+type pendingBaseline struct {
+	cache *sqlitecache.Cache
+	lost  int64 // the file's FileLost count: a lost file is replaced by an empty one
+	head  string
+	warm  warmProgress
 }
 
 // apply refreshes the changed keys. It reports resync for a change it
@@ -553,8 +576,10 @@ func (f *follower) prune(ctx context.Context) {
 // recover catches the cache up after an outage, before the breaker
 // closes: O(changes) instead of re-reading every cached key. It reports
 // false when the feed cannot (never caught up, no cache): the caller warms.
+// A resync under way is gone on with, where it stopped: a warm would redo
+// its work from the start.
 func (f *follower) recover(ctx context.Context) (bool, error) {
-	if FeedState(f.state.Load()) == FeedStarting && !f.inited {
+	if FeedState(f.state.Load()) == FeedStarting && !f.inited && f.resyncStart().IsZero() {
 		return false, nil
 	}
 	return true, f.catchUp(ctx, false)

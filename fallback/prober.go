@@ -52,21 +52,32 @@ func (l *Layer) tryRecover() bool {
 		ctx, cancel := context.WithTimeout(l.ctx, l.cfg.WarmTimeout)
 		var err error
 		how, err = l.recoverCache(ctx)
+		outlasted := ctx.Err() != nil
 		cancel()
 		if err != nil {
 			if l.ctx.Err() != nil {
 				return true // closing
 			}
-			if class, kind := Classify(l.ctx, err); class == Outage {
+			if class, kind := Classify(l.ctx, err); class == Outage && !outlasted {
 				l.stats.failure(kind)
 				l.lastErr.Store(&err)
 				l.setState(Open)
 				return false
 			}
 			// The primary is up but the cache could not take everything:
-			// traffic goes back to PostgreSQL all the same.
-			l.log.Error("pgfallback: the "+how+" of the cache failed; closing the breaker anyway", "err", err)
-			how += " (failed)"
+			// traffic goes back to PostgreSQL all the same. So when the
+			// work outlasted WarmTimeout (a large resync, a slow server):
+			// an outage would keep the breaker open while PostgreSQL
+			// answers; the closing ping below tells if it is one. The
+			// follower goes on with a catch-up or resync where it stopped.
+			if outlasted {
+				l.log.Warn("pgfallback: the "+how+" of the cache outlasted WarmTimeout; closing the breaker, it goes on in the background",
+					"warm_timeout", l.cfg.WarmTimeout, "err", err)
+				how += " (unfinished)"
+			} else {
+				l.log.Error("pgfallback: the "+how+" of the cache failed; closing the breaker anyway", "err", err)
+				how += " (failed)"
+			}
 		}
 	}
 	var replayed, deadLettered uint64
@@ -162,7 +173,7 @@ func (l *Layer) recoverCache(ctx context.Context) (how string, err error) {
 	if f := l.feed; f != nil {
 		resyncs := f.resyncs.Load()
 		if ok, err := f.recover(ctx); ok {
-			if f.resyncs.Load() != resyncs {
+			if f.resyncs.Load() != resyncs || !f.resyncStart().IsZero() {
 				return "resync", err
 			}
 			return "catch-up", err

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/integration/chaos"
 	"github.com/pgfallback/pgfallback/integration/pgtest"
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -86,6 +89,109 @@ func TestResyncAfterAResetLogIsAuthoritative(t *testing.T) {
 				v, _, err := a.cache.GetVendor(ctx, names[0])
 				return err == nil && v.Version == 3
 			})
+		})
+	}
+}
+
+// A resync on a server that answers, but too slowly for the whole warm to
+// fit in WarmTimeout (a large cache; a server just restarted, its buffers
+// cold; fifty followers resyncing at once after a crash emptied the
+// unlogged log). Each attempt is bounded by WarmTimeout; the next one must
+// continue where it stopped, or no attempt ever finishes: the cache stays
+// marked stale and the feed never follows again. And when the resync comes
+// with recovery from an outage, the breaker closes once WarmTimeout has
+// passed, as Config.WarmTimeout promises, the resync going on behind it;
+// before, the unfinished warm counted as an outage and kept the breaker
+// open while PostgreSQL answered every call.
+func TestSlowResyncFinishes(t *testing.T) {
+	const batch = 10
+	for _, tc := range []struct {
+		name     string
+		recovery bool
+		keys     int // in batches of at least 20 ms: 0.6 s or more, WarmTimeout 0.4 s
+		warm     fallback.WarmStrategy
+	}{
+		{"following", false, 300, fallback.WarmCached},
+		{"following/all", false, 300, fallback.WarmAll},
+		{"recovery", true, 600, fallback.WarmCached},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			direct := pgtest.NewDatabase(t)
+			proxy, proxied := chaos.TestProxy(t, direct, "postgres")
+			a := openStack(t, proxied, filepath.Join(t.TempDir(), "a.db"), fallback.Config{
+				Warm: tc.warm, WarmBatch: batch, WarmTimeout: 400 * time.Millisecond, ChangeFeedPoll: 200 * time.Millisecond,
+				PrimaryTimeout: 2 * time.Second, SlowCallDuration: time.Second, ConsecutiveFailures: 1,
+				OpenTimeout: 200 * time.Millisecond,
+			})
+			seed(t, a, tc.keys)
+			waitFor(t, 10*time.Second, "A's feed to follow", func() bool {
+				return a.layer.Stats().Feed.State == fallback.FeedFollowing
+			})
+			resyncs := a.layer.Stats().Feed.Resyncs
+
+			if tc.recovery {
+				if err := proxy.Down(); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, 10*time.Second, "the breaker to open", func() bool {
+					_, _ = a.layer.Vendors().Get(ctx, "vendor-000")
+					return a.layer.State() == fallback.Open
+				})
+			}
+			// The server turns slow, then the log can no longer say what
+			// changed (as after a crash of PostgreSQL, which empties it):
+			// every cursor expires.
+			if err := proxy.Latency(20*time.Millisecond, 0); err != nil {
+				t.Fatal(err)
+			}
+			dconn, err := pgx.Connect(ctx, direct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dconn.Close(ctx)
+			for _, sql := range []string{
+				`DELETE FROM pgfallback_change_log`,
+				`UPDATE vendors SET version = version + 1, status = 'broken' WHERE name = 'vendor-007'`,
+				`DELETE FROM vendors WHERE name = 'vendor-011'`,
+			} {
+				if _, err := dconn.Exec(ctx, sql); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.recovery {
+				if err := proxy.Up(); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, 20*time.Second, "the breaker to close while the resync goes on", func() bool {
+					return a.layer.State() == fallback.Closed
+				})
+				if a.layer.Stats().Feed.ResyncSince.IsZero() {
+					t.Error("the breaker closed only once the resync was done: recovery waited past WarmTimeout for it")
+				}
+			}
+			waitFor(t, 30*time.Second, "the resync to finish", func() bool {
+				st := a.layer.Stats().Feed
+				return st.Resyncs > resyncs && st.ResyncSince.IsZero() && st.State == fallback.FeedFollowing
+			})
+			// 30 batches of at least 20 ms each way do not fit in one
+			// WarmTimeout: more than one attempt did the work.
+			if st := a.layer.Stats(); st.Feed.Errors == 0 && !tc.recovery {
+				t.Errorf("the resync finished in one attempt (%+v): the test did not test resuming", st.LastWarm)
+			}
+			v, _, err := a.cache.GetVendor(ctx, "vendor-007")
+			if err != nil || v.Version != 2 || v.Status != repository.VendorBroken {
+				t.Fatalf("cached vendor-007 after the resync: version %d %s (%v), want the primary's version 2 broken", v.Version, v.Status, err)
+			}
+			if _, _, err := a.cache.GetVendor(ctx, "vendor-011"); err == nil {
+				t.Fatal("vendor-011, gone from the primary, is still cached")
+			}
+			if mirror := a.layer.Stats().Feed.Mirror; mirror != (tc.warm == fallback.WarmAll) {
+				t.Errorf("after a resumed %s resync the feed says mirror %v", tc.warm, mirror)
+			}
+			if n, err := a.cache.VendorNames(ctx); err != nil || len(n) != tc.keys-1 {
+				t.Fatalf("%d vendors cached after the resync (%v), want %d", len(n), err, tc.keys-1)
+			}
 		})
 	}
 }

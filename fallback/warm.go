@@ -1,9 +1,12 @@
 package fallback
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,14 +52,15 @@ func (l *Layer) Warm(ctx context.Context) (WarmReport, error) {
 	if l.closed.Load() {
 		return WarmReport{}, ErrClosed
 	}
-	return l.warmShared(ctx, false)
+	return l.warmShared(ctx, nil)
 }
 
 // resyncWarm is Warm with the primary's rows taken as authoritative:
 // every cached row is replaced by the primary's whatever its version (see
 // sqlitecache.ReplaceVendors), for a follower whose history ended. It is
-// never merged with an ordinary warm in flight.
-func (l *Layer) resyncWarm(ctx context.Context) (WarmReport, error) {
+// never merged with an ordinary warm in flight. It goes on from progress,
+// and records there how far it got.
+func (l *Layer) resyncWarm(ctx context.Context, progress *warmProgress) (WarmReport, error) {
 	if l.closed.Load() {
 		return WarmReport{}, ErrClosed
 	}
@@ -65,19 +69,21 @@ func (l *Layer) resyncWarm(ctx context.Context) (WarmReport, error) {
 	if err := l.writer.flush(ctx); err != nil {
 		return WarmReport{}, fmt.Errorf("fallback: resync: %w", err)
 	}
-	return l.warmShared(ctx, true)
+	return l.warmShared(ctx, progress)
 }
 
-func (l *Layer) warmShared(ctx context.Context, authoritative bool) (WarmReport, error) {
+// warmShared runs one warm for concurrent callers: an authoritative one
+// (a resync) when progress is not nil.
+func (l *Layer) warmShared(ctx context.Context, progress *warmProgress) (WarmReport, error) {
 	key := "warm"
-	if authoritative {
+	if progress != nil {
 		key = "resync"
 	}
 	v, err, _ := l.warms.Do(key, func() (any, error) {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		defer context.AfterFunc(l.ctx, cancel)()
-		return l.warm(ctx, authoritative)
+		return l.warm(ctx, progress)
 	})
 	return v.(WarmReport), err
 }
@@ -88,7 +94,40 @@ type cacheWrites struct {
 	workItems func(context.Context, []repository.WorkItem) error
 }
 
-func (l *Layer) warm(ctx context.Context, authoritative bool) (WarmReport, error) {
+// warmProgress is how far a warm got. A resync's warm that stops before
+// the end (WarmTimeout, a failed batch, Close) goes on from there at its
+// next attempt instead of starting over: on a large cache or a slow server
+// — one just restarted, its buffers cold, every follower resyncing at once
+// because the crash emptied the log — a warm that had to fit in one
+// WarmTimeout would never finish, and the cache would stay marked stale.
+// What a finished part replaced stays right: the resync follows the log
+// from the head it took before its first attempt, which holds every change
+// made since.
+type warmProgress struct {
+	vendors tableProgress[string, repository.Vendor]
+	items   tableProgress[uuid.UUID, repository.WorkItem]
+}
+
+// tableProgress is how far a warm got through one table.
+type tableProgress[K comparable, T any] struct {
+	done bool
+	// WarmCached: the keys up to after, in key order, are done.
+	after   K
+	started bool
+	// WarmAll: where the next page starts (the last row stored, and how
+	// many were), every key the primary had, for the removal at the end,
+	// and whether WarmLimit cut the table short.
+	last      *T
+	offset    int
+	seen      map[K]bool
+	truncated bool
+}
+
+func (l *Layer) warm(ctx context.Context, progress *warmProgress) (WarmReport, error) {
+	authoritative := progress != nil
+	if progress == nil {
+		progress = &warmProgress{}
+	}
 	rep := WarmReport{Strategy: l.cfg.Warm, Started: time.Now(), Authoritative: authoritative}
 	cache := l.cacheNow()
 	if cache == nil {
@@ -100,10 +139,11 @@ func (l *Layer) warm(ctx context.Context, authoritative bool) (WarmReport, error
 	}
 	var err error
 	if rep.Strategy == WarmAll {
-		err = l.warmAll(ctx, cache, set, &rep)
+		err = l.warmAll(ctx, cache, set, &rep, progress)
+		rep.Truncated = progress.vendors.truncated || progress.items.truncated
 	} else {
 		rep.Strategy = WarmCached
-		err = l.warmCached(ctx, cache, set, &rep)
+		err = l.warmCached(ctx, cache, set, &rep, progress)
 	}
 	rep.Duration = time.Since(rep.Started)
 	if err != nil {
@@ -120,63 +160,68 @@ func (l *Layer) warm(ctx context.Context, authoritative bool) (WarmReport, error
 }
 
 // warmCached re-reads every cached key from the primary, a batch at a time.
-func (l *Layer) warmCached(ctx context.Context, cache *sqlitecache.Cache, set cacheWrites, rep *WarmReport) error {
-	names, err := cache.VendorNames(ctx)
+func (l *Layer) warmCached(ctx context.Context, cache *sqlitecache.Cache, set cacheWrites, rep *WarmReport, p *warmProgress) error {
+	if err := warmKeys(ctx, l, rep, &p.vendors, cache.VendorNames, strings.Compare, l.vendorBatch,
+		func(v repository.Vendor) string { return v.Name }, set.vendors, cache.DeleteVendor); err != nil {
+		return err
+	}
+	return warmKeys(ctx, l, rep, &p.items, cache.WorkItemIDs, compareUUIDs, l.workItemBatch,
+		func(w repository.WorkItem) uuid.UUID { return w.ID }, set.workItems, cache.DeleteWorkItem)
+}
+
+// warmKeys re-reads one table's cached keys from the primary in key order,
+// from where p says the last warm stopped, and removes those it no longer
+// has.
+func warmKeys[K comparable, T any](ctx context.Context, l *Layer, rep *WarmReport, p *tableProgress[K, T],
+	cached func(context.Context) ([]K, error), compare func(K, K) int,
+	get func(context.Context, []K) ([]T, error), key func(T) K,
+	set func(context.Context, []T) error, remove func(context.Context, K) error) error {
+	if p.done {
+		return nil
+	}
+	keys, err := cached(ctx)
 	if err != nil {
 		return err
 	}
-	for batch := range chunks(names, l.cfg.WarmBatch) {
-		found, err := l.vendorBatch(ctx, batch)
+	// Sorted here, not trusted to the cache's collation: a key skipped
+	// by mistake would stay as the other history left it.
+	slices.SortFunc(keys, compare)
+	if p.started {
+		i, found := slices.BinarySearchFunc(keys, p.after, compare)
+		if found {
+			i++
+		}
+		keys = keys[i:]
+	}
+	for batch := range chunks(keys, l.cfg.WarmBatch) {
+		found, err := get(ctx, batch)
 		if err != nil {
 			return err
 		}
-		if err := set.vendors(ctx, found); err != nil {
+		if err := set(ctx, found); err != nil {
 			return err
 		}
 		rep.Refreshed += len(found)
 		reportProgress(ctx, len(batch))
-		present := make(map[string]bool, len(found))
+		present := make(map[K]bool, len(found))
 		for _, v := range found {
-			present[v.Name] = true
+			present[key(v)] = true
 		}
-		for _, name := range batch {
-			if !present[name] {
-				if err := cache.DeleteVendor(ctx, name); err != nil {
+		for _, k := range batch {
+			if !present[k] {
+				if err := remove(ctx, k); err != nil {
 					return err
 				}
 				rep.Removed++
 			}
 		}
+		p.after, p.started = batch[len(batch)-1], true
 	}
-	ids, err := cache.WorkItemIDs(ctx)
-	if err != nil {
-		return err
-	}
-	for batch := range chunks(ids, l.cfg.WarmBatch) {
-		found, err := l.workItemBatch(ctx, batch)
-		if err != nil {
-			return err
-		}
-		if err := set.workItems(ctx, found); err != nil {
-			return err
-		}
-		rep.Refreshed += len(found)
-		reportProgress(ctx, len(batch))
-		present := make(map[uuid.UUID]bool, len(found))
-		for _, w := range found {
-			present[w.ID] = true
-		}
-		for _, id := range batch {
-			if !present[id] {
-				if err := cache.DeleteWorkItem(ctx, id); err != nil {
-					return err
-				}
-				rep.Removed++
-			}
-		}
-	}
+	p.done = true
 	return nil
 }
+
+func compareUUIDs(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) }
 
 // VendorPager is implemented by primaries (pgstore) that page vendors by
 // key: ListAfter returns up to limit vendors whose Name sorts after after,
@@ -218,53 +263,51 @@ func (l *Layer) workItemPage(ctx context.Context, last *repository.WorkItem, lim
 
 // warmAll mirrors both tables page by page, then drops cached entries the
 // primary no longer has (unless WarmLimit cut the mirror short).
-func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, set cacheWrites, rep *WarmReport) error {
-	seenVendors := map[string]bool{}
-	complete, err := mirror(ctx, l, rep, l.vendorPage, func(ctx context.Context, page []repository.Vendor) error {
+func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, set cacheWrites, rep *WarmReport, p *warmProgress) error {
+	if err := mirrorTable(ctx, l, rep, &p.vendors, l.vendorPage, func(v repository.Vendor) string { return v.Name },
+		set.vendors, cache.VendorNames, cache.DeleteVendor); err != nil {
+		return err
+	}
+	return mirrorTable(ctx, l, rep, &p.items, l.workItemPage, func(w repository.WorkItem) uuid.UUID { return w.ID },
+		set.workItems, cache.WorkItemIDs, cache.DeleteWorkItem)
+}
+
+// mirrorTable mirrors one table from where p says the last warm stopped
+// and, when it saw the whole table, drops the cached keys the primary no
+// longer has.
+func mirrorTable[K comparable, T any](ctx context.Context, l *Layer, rep *WarmReport, p *tableProgress[K, T],
+	fetch func(ctx context.Context, last *T, limit, offset int) ([]T, error), key func(T) K,
+	set func(context.Context, []T) error, cached func(context.Context) ([]K, error), remove func(context.Context, K) error) error {
+	if p.done {
+		return nil
+	}
+	if p.seen == nil {
+		p.seen = map[K]bool{}
+	}
+	complete, err := mirror(ctx, l, rep, p, fetch, func(ctx context.Context, page []T) error {
 		for _, v := range page {
-			seenVendors[v.Name] = true
+			p.seen[key(v)] = true
 		}
-		return set.vendors(ctx, page)
+		return set(ctx, page)
 	})
 	if err != nil {
 		return err
 	}
 	if complete {
-		names, err := cache.VendorNames(ctx)
+		keys, err := cached(ctx)
 		if err != nil {
 			return err
 		}
-		for _, name := range names {
-			if !seenVendors[name] {
-				if err := cache.DeleteVendor(ctx, name); err != nil {
+		for _, k := range keys {
+			if !p.seen[k] {
+				if err := remove(ctx, k); err != nil {
 					return err
 				}
 				rep.Removed++
 			}
 		}
 	}
-	seenItems := map[uuid.UUID]bool{}
-	complete, err = mirror(ctx, l, rep, l.workItemPage, func(ctx context.Context, page []repository.WorkItem) error {
-		for _, w := range page {
-			seenItems[w.ID] = true
-		}
-		return set.workItems(ctx, page)
-	})
-	if err != nil || !complete {
-		return err
-	}
-	ids, err := cache.WorkItemIDs(ctx)
-	if err != nil {
-		return err
-	}
-	for _, id := range ids {
-		if !seenItems[id] {
-			if err := cache.DeleteWorkItem(ctx, id); err != nil {
-				return err
-			}
-			rep.Removed++
-		}
-	}
+	p.done, p.seen = true, nil
 	return nil
 }
 
@@ -272,7 +315,7 @@ func (l *Layer) warmAll(ctx context.Context, cache *sqlitecache.Cache, set cache
 // and reports whether it saw the whole table. The next page is read from
 // the primary while the last one is written to the cache: a full copy
 // costs the slower of the two, not their sum.
-func mirror[T any](ctx context.Context, l *Layer, rep *WarmReport,
+func mirror[K comparable, T any](ctx context.Context, l *Layer, rep *WarmReport, p *tableProgress[K, T],
 	fetch func(ctx context.Context, last *T, limit, offset int) ([]T, error),
 	store func(ctx context.Context, page []T) error) (complete bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
@@ -284,10 +327,10 @@ func mirror[T any](ctx context.Context, l *Layer, rep *WarmReport,
 		truncate bool
 	}
 	pages := make(chan result, 1)
+	last, offset := p.last, p.offset // the reader's own: p moves as pages are stored
 	go func() {
 		defer close(pages)
-		var last *T
-		for offset := 0; ; {
+		for {
 			limit := min(l.cfg.WarmBatch, l.cfg.WarmLimit-offset)
 			if limit <= 0 {
 				pages <- result{truncate: true}
@@ -319,13 +362,14 @@ func mirror[T any](ctx context.Context, l *Layer, rep *WarmReport,
 		case r.err != nil:
 			return false, r.err
 		case r.truncate:
-			rep.Truncated = true
+			p.truncated = true
 			return false, nil
 		}
 		if len(r.page) > 0 {
 			if err := store(ctx, r.page); err != nil {
 				return false, err
 			}
+			p.last, p.offset = &r.page[len(r.page)-1], p.offset+len(r.page)
 		}
 		rep.Refreshed += len(r.page)
 		reportProgress(ctx, len(r.page))

@@ -27,6 +27,11 @@ type Stats struct {
 	Reopens  int64
 }
 
+// FileLost is Stats.FileLost without reading the file: how many times the
+// file was found lost under this Cache, and replaced by an empty one once
+// reopened.
+func (c *Cache) FileLost() int64 { return c.fileLost.Load() }
+
 // Stats counts the entries in one read transaction (a consistent snapshot)
 // using the cached_at indexes, so it stays fast on large caches.
 // Errors: ErrClosed or the wrapped SQLite error; with the latter, the
