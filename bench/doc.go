@@ -22,4 +22,11 @@
 // -benchtime, and -v for each run's waits and load average.
 //
 //	go test -run '^$' -bench FeedWriterThroughput -benchtime=1x -count 3 -v ./bench/
+//
+// BenchmarkFeedCrashResync kills and restarts a server of its own under 1,
+// 4 and 16 followers each caching 20,000 vendors, and times until every
+// one has resynced (a crash empties the unlogged log);
+// PGFALLBACK_BENCH_WARM_TIMEOUT sets their WarmTimeout.
+//
+//	go test -run '^$' -bench FeedCrashResync -benchtime=1x ./bench/
 package bench
