@@ -579,7 +579,10 @@ func (f *follower) prune(ctx context.Context) {
 // A resync under way is gone on with, where it stopped: a warm would redo
 // its work from the start.
 func (f *follower) recover(ctx context.Context) (bool, error) {
-	if FeedState(f.state.Load()) == FeedStarting && !f.inited && f.resyncStart().IsZero() {
+	f.run.Lock() // inited: a catch-up that began before the outage may still be running
+	never := FeedState(f.state.Load()) == FeedStarting && !f.inited && f.resyncStart().IsZero()
+	f.run.Unlock()
+	if never {
 		return false, nil
 	}
 	return true, f.catchUp(ctx, false)

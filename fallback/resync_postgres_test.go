@@ -195,3 +195,38 @@ func TestSlowResyncFinishes(t *testing.T) {
 		})
 	}
 }
+
+// Without the change feed, recovery warms the cache; a warm that outlasts
+// WarmTimeout closes the breaker all the same, as Config.WarmTimeout says.
+// (It counted as an outage: with a cache too large to warm in 60 s, the
+// breaker never closed again after the first outage.)
+func TestRecoveryWarmOutlastingWarmTimeoutClosesTheBreaker(t *testing.T) {
+	ctx := context.Background()
+	direct := pgtest.NewDatabase(t)
+	proxy, proxied := chaos.TestProxy(t, direct, "postgres")
+	a := openStack(t, proxied, filepath.Join(t.TempDir(), "a.db"), fallback.Config{
+		DisableChangeFeed: true, WarmBatch: 10, WarmTimeout: 400 * time.Millisecond,
+		PrimaryTimeout: 2 * time.Second, SlowCallDuration: time.Second, ConsecutiveFailures: 1,
+		OpenTimeout: 200 * time.Millisecond,
+	})
+	seed(t, a, 300) // 30 batches of at least 20 ms: 0.6 s or more
+	if err := proxy.Down(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the breaker to open", func() bool {
+		_, _ = a.layer.Vendors().Get(ctx, "vendor-000")
+		return a.layer.State() == fallback.Open
+	})
+	if err := proxy.Latency(20*time.Millisecond, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := proxy.Up(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the breaker to close after a warm that outlasted WarmTimeout", func() bool {
+		return a.layer.State() == fallback.Closed
+	})
+	if w := a.layer.Stats().LastWarm; w.Err == "" || w.Refreshed >= 300 {
+		t.Errorf("the last warm refreshed %d of 300 (%q): it should have been cut by WarmTimeout", w.Refreshed, w.Err)
+	}
+}
