@@ -54,13 +54,7 @@ func benchCrashResync(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	defer seeder.Close()
-	if _, err := seeder.Pool().Exec(ctx, `
-		INSERT INTO vendors (id, name, status, extractor_version, metadata, created_by)
-		SELECT gen_random_uuid(), 'crash-' || lpad(g::text, 6, '0'), 'operational', '1.0.0',
-		       jsonb_build_object('i', g, 'region', 'eu-west-1'), 'bench'
-		FROM generate_series(1, $1) g`, crashResyncVendors); err != nil {
-		b.Fatal(err)
-	}
+	insertVendors(b, seeder, "crash-", 6, crashResyncVendors)
 	fs := make([]followerInstance, n)
 	for i := range fs {
 		s, c, l := instance(b, poolDSN, fallback.Config{WarmTimeout: envDuration(b, warmTimeoutEnv)}, nil)

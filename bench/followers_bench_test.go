@@ -85,13 +85,7 @@ func benchFollowers(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	b.Cleanup(writer.Close)
-	if _, err := writer.Pool().Exec(ctx, `
-		INSERT INTO vendors (id, name, status, extractor_version, metadata, created_by)
-		SELECT gen_random_uuid(), 'follow-' || lpad(g::text, 3, '0'), 'operational', '1.0.0',
-		       jsonb_build_object('i', g, 'region', 'eu-west-1'), 'bench'
-		FROM generate_series(1, $1) g`, followerVendors); err != nil {
-		b.Fatal(err)
-	}
+	insertVendors(b, writer, "follow-", 3, followerVendors)
 	vs, err := writer.Vendors().List(ctx, repository.VendorFilter{})
 	if err != nil || len(vs) != followerVendors {
 		b.Fatalf("list vendors: %d, %v", len(vs), err)
@@ -427,4 +421,17 @@ func withPoolMaxConns(b *testing.B, dsn string, n int) string {
 		return u.String()
 	}
 	return fmt.Sprintf("%s pool_max_conns=%d", strings.TrimSpace(dsn), n)
+}
+
+// insertVendors inserts n vendors named prefix and a number of width
+// digits, in one statement.
+func insertVendors(b *testing.B, s *pgstore.Store, prefix string, width, n int) {
+	b.Helper()
+	if _, err := s.Pool().Exec(context.Background(), `
+		INSERT INTO vendors (id, name, status, extractor_version, metadata, created_by)
+		SELECT gen_random_uuid(), $1 || lpad(g::text, $2, '0'), 'operational', '1.0.0',
+		       jsonb_build_object('i', g, 'region', 'eu-west-1'), 'bench'
+		FROM generate_series(1, $3) g`, prefix, width, n); err != nil {
+		b.Fatal(err)
+	}
 }

@@ -131,13 +131,7 @@ func TestSlowResyncFinishes(t *testing.T) {
 			resyncs := a.layer.Stats().Feed.Resyncs
 
 			if tc.recovery {
-				if err := proxy.Down(); err != nil {
-					t.Fatal(err)
-				}
-				waitFor(t, 10*time.Second, "the breaker to open", func() bool {
-					_, _ = a.layer.Vendors().Get(ctx, "vendor-000")
-					return a.layer.State() == fallback.Open
-				})
+				cutUntilOpen(t, proxy, a)
 			}
 			// The server turns slow, then the log can no longer say what
 			// changed (as after a crash of PostgreSQL, which empties it):
@@ -201,7 +195,6 @@ func TestSlowResyncFinishes(t *testing.T) {
 // (It counted as an outage: with a cache too large to warm in 60 s, the
 // breaker never closed again after the first outage.)
 func TestRecoveryWarmOutlastingWarmTimeoutClosesTheBreaker(t *testing.T) {
-	ctx := context.Background()
 	direct := pgtest.NewDatabase(t)
 	proxy, proxied := chaos.TestProxy(t, direct, "postgres")
 	a := openStack(t, proxied, filepath.Join(t.TempDir(), "a.db"), fallback.Config{
@@ -210,13 +203,7 @@ func TestRecoveryWarmOutlastingWarmTimeoutClosesTheBreaker(t *testing.T) {
 		OpenTimeout: 200 * time.Millisecond,
 	})
 	seed(t, a, 300) // 30 batches of at least 20 ms: 0.6 s or more
-	if err := proxy.Down(); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "the breaker to open", func() bool {
-		_, _ = a.layer.Vendors().Get(ctx, "vendor-000")
-		return a.layer.State() == fallback.Open
-	})
+	cutUntilOpen(t, proxy, a)
 	if err := proxy.Latency(20*time.Millisecond, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -229,4 +216,17 @@ func TestRecoveryWarmOutlastingWarmTimeoutClosesTheBreaker(t *testing.T) {
 	if w := a.layer.Stats().LastWarm; w.Err == "" || w.Refreshed >= 300 {
 		t.Errorf("the last warm refreshed %d of 300 (%q): it should have been cut by WarmTimeout", w.Refreshed, w.Err)
 	}
+}
+
+// cutUntilOpen takes the proxy down and calls through s until its breaker
+// opens.
+func cutUntilOpen(t *testing.T, proxy *chaos.Proxy, s *stack) {
+	t.Helper()
+	if err := proxy.Down(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the breaker to open", func() bool {
+		_, _ = s.layer.Vendors().Get(context.Background(), "vendor-000")
+		return s.layer.State() == fallback.Open
+	})
 }
