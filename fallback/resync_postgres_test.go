@@ -2,11 +2,13 @@ package fallback_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgfallback/pgfallback/fallback"
 	"github.com/pgfallback/pgfallback/integration/chaos"
@@ -153,6 +155,12 @@ func TestSlowResyncFinishes(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// Another instance keeps writing while the resync runs: what an
+			// attempt replaced must still get every change made after it
+			// (the resync reads the log from the head its first attempt took).
+			stopWriting := make(chan struct{})
+			wrote := make(chan error, 1)
+			go func() { wrote <- writeUntil(ctx, direct, 100, 200, stopWriting) }()
 			if tc.recovery {
 				if err := proxy.Up(); err != nil {
 					t.Fatal(err)
@@ -168,6 +176,26 @@ func TestSlowResyncFinishes(t *testing.T) {
 				st := a.layer.Stats().Feed
 				return st.Resyncs > resyncs && st.ResyncSince.IsZero() && st.State == fallback.FeedFollowing
 			})
+			close(stopWriting)
+			if err := <-wrote; err != nil {
+				t.Fatal(err)
+			}
+			dpool, err := pgxpool.New(ctx, direct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dpool.Close()
+			var written []string
+			for i := 100; i < 200; i++ {
+				written = append(written, fmt.Sprintf("vendor-%03d", i))
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for differs := cacheMatches(t, ctx, a, dpool, written); differs != ""; differs = cacheMatches(t, ctx, a, dpool, written) {
+				if time.Now().After(deadline) {
+					t.Fatalf("10 s after the resync, a change made during it has not reached the cache: %s", differs)
+				}
+				time.Sleep(10 * time.Millisecond) // polling the cache, with a deadline
+			}
 			// 30 batches of at least 20 ms each way do not fit in one
 			// WarmTimeout: more than one attempt did the work.
 			if st := a.layer.Stats(); st.Feed.Errors == 0 && !tc.recovery {
@@ -229,4 +257,29 @@ func cutUntilOpen(t *testing.T, proxy *chaos.Proxy, s *stack) {
 		_, _ = s.layer.Vendors().Get(context.Background(), "vendor-000")
 		return s.layer.State() == fallback.Open
 	})
+}
+
+// writeUntil updates vendor-<from> … vendor-<to-1> in turn, straight to
+// PostgreSQL, one every 5 ms (a pace the follower keeps up with behind the
+// tests' latency), until stop is closed.
+func writeUntil(ctx context.Context, dsn string, from, to int, stop <-chan struct{}) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return nil
+		case <-tick.C:
+		}
+		name := fmt.Sprintf("vendor-%03d", from+i%(to-from))
+		if _, err := conn.Exec(ctx, `UPDATE vendors SET version = version + 1,
+			status = CASE status WHEN 'broken' THEN 'operational' ELSE 'broken' END WHERE name = $1`, name); err != nil {
+			return err
+		}
+	}
 }
