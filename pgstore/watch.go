@@ -102,7 +102,12 @@ const (
 	// seconds rather than when TCP keepalive gives up.
 	watchIdleCheck   = 30 * time.Second
 	watchPingTimeout = 5 * time.Second
-	watchAppName     = "pgfallback-feed"
+	// listenConnectTimeout bounds the listener's connect when its
+	// configuration sets no shorter ConnectTimeout (most DSNs set none): a
+	// server that accepts the connection and never answers would otherwise
+	// hold it forever. WatchChanges stands in for the waker meanwhile.
+	listenConnectTimeout = 10 * time.Second
+	watchAppName         = "pgfallback-feed"
 )
 
 // WatchChanges listens for change notifications on a dedicated connection
@@ -145,7 +150,7 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 // and a follower that needs to know the database is unreachable learns it
 // from ReadChanges.
 func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
-	conn, err := s.connectListener(ctx)
+	conn, err := s.connectStandingIn(ctx, wake)
 	if err != nil {
 		return false
 	}
@@ -157,7 +162,11 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 		defer cancel()
 		conn.Close(cctx) // the socket is closed whatever this returns
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+ChangeChannel); err != nil {
+	// Bounded like the waker's queries: a connection that stops answering
+	// now is given up and made again.
+	sctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
+	defer cancel()
+	if _, err := conn.Exec(sctx, "LISTEN "+ChangeChannel); err != nil {
 		return false
 	}
 	// A listener sends no query while it hears the waker, for up to
@@ -165,13 +174,14 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 	// or the role (a guard against leaked sessions) would end it again
 	// and again, each time a reconnect and a read of the log. The waker
 	// sets its own (tryElect). PostgreSQL 13 has no such setting: ignored.
-	_, _ = conn.Exec(ctx, "SET idle_session_timeout = 0")
+	_, _ = conn.Exec(sctx, "SET idle_session_timeout = 0")
 	// Payloads sealed before now were sent to others: one replayed to us
 	// is not trusted (broadcast.go, hear).
 	var floor time.Time
-	if err := conn.QueryRow(ctx, `SELECT statement_timestamp()`).Scan(&floor); err != nil {
+	if err := conn.QueryRow(sctx, `SELECT statement_timestamp()`).Scan(&floor); err != nil {
 		return false
 	}
+	cancel()
 	wake(true)
 	w := waker{conn: conn, self: conn.PgConn().PID(), every: s.wakeInterval, heard: s.heard, maxQueueUsage: s.maxQueueUsage}
 	if w.maxQueueUsage <= 0 {
@@ -230,6 +240,35 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 			}
 		default:
 			return true
+		}
+	}
+}
+
+// connectStandingIn opens the listener's connection, bounded by
+// listenConnectTimeout, and wakes the follower every wakerTakeover while it
+// waits: with no connection, no waker can be heard, so it stands in for one.
+// wake is only ever called from the caller's goroutine.
+func (s *Store) connectStandingIn(ctx context.Context, wake func(bool)) (*pgx.Conn, error) {
+	cctx, cancel := context.WithTimeout(ctx, listenConnectTimeout)
+	defer cancel()
+	type connected struct {
+		conn *pgx.Conn
+		err  error
+	}
+	done := make(chan connected, 1)
+	go func() {
+		conn, err := s.connectListener(cctx)
+		done <- connected{conn, err}
+	}()
+	standIn := time.NewTicker(wakerTakeover)
+	defer standIn.Stop()
+	for {
+		select {
+		case c := <-done: // cctx ends with ctx: the connect returns, and so does this
+			return c.conn, c.err
+		case <-standIn.C:
+			s.heard.add(WakePayload, nil)
+			wake(false)
 		}
 	}
 }
