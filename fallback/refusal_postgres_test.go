@@ -117,6 +117,33 @@ func TestServerRefusalsPassThrough(t *testing.T) {
 	}
 	passedThrough("Update under REPEATABLE READ after a concurrent update", <-done, "40001")
 
+	// A row locked by a long transaction: with the role's lock_timeout
+	// below PrimaryTimeout, the wait ends as PostgreSQL's answer (55P03),
+	// not as a timeout counted toward the breaker (docs/layer.md).
+	if _, err := admin.Exec(ctx, "ALTER ROLE "+role+" SET lock_timeout = '200ms'"); err != nil {
+		t.Fatal(err)
+	}
+	s.store.Pool().Reset() // the setting applies to new sessions
+	lock, err := admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(context.Background())
+	if _, err := lock.Exec(ctx, `SELECT FROM vendors WHERE name = 'refused' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := vendors.Get(ctx, "refused")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Metadata = map[string]any{"by": "layer"}
+	_, err = vendors.Update(ctx, cur)
+	passedThrough("Update of a row another transaction holds locked", err, "55P03")
+
+	if err := lock.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+
 	// The cache was not told the refused writes happened: a read goes to
 	// PostgreSQL and caches its row.
 	got, err := vendors.Get(ctx, "refused")
