@@ -396,7 +396,10 @@ func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error
 		f.pending = p
 	}
 	// Each attempt is bounded; the next goes on from where it stopped.
-	wctx, cancel := context.WithTimeout(ctx, f.l.cfg.WarmTimeout)
+	// Long enough for a batch and its write to the cache, whatever
+	// WarmTimeout says, or a resync with a WarmTimeout below one batch's
+	// time would never move.
+	wctx, cancel := context.WithTimeout(ctx, max(f.l.cfg.WarmTimeout, 2*f.l.cfg.PrimaryTimeout))
 	rep, err := f.l.resyncWarm(wctx, &p.warm)
 	cancel()
 	if err != nil {

@@ -108,22 +108,26 @@ func TestResyncAfterAResetLogIsAuthoritative(t *testing.T) {
 func TestSlowResyncFinishes(t *testing.T) {
 	const batch = 10
 	for _, tc := range []struct {
-		name     string
-		recovery bool
-		keys     int // in batches of at least 20 ms: 0.6 s or more, WarmTimeout 0.4 s
-		warm     fallback.WarmStrategy
+		name        string
+		recovery    bool
+		keys        int // in batches of at least 20 ms: 2 s for 1000, two attempts at least
+		warm        fallback.WarmStrategy
+		warmTimeout time.Duration
 	}{
-		{"following", false, 300, fallback.WarmCached},
-		{"following/all", false, 300, fallback.WarmAll},
-		{"recovery", true, 600, fallback.WarmCached},
+		{"following", false, 1000, fallback.WarmCached, 400 * time.Millisecond},
+		{"following/all", false, 1000, fallback.WarmAll, 400 * time.Millisecond},
+		{"recovery", true, 1000, fallback.WarmCached, 400 * time.Millisecond},
+		// Shorter than one batch: each attempt still gets time for one
+		// (2 × PrimaryTimeout, here 1 s), or none would ever move.
+		{"following/tiny-warm-timeout", false, 1000, fallback.WarmCached, time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			direct := pgtest.NewDatabase(t)
 			proxy, proxied := chaos.TestProxy(t, direct, "postgres")
 			a := openStack(t, proxied, filepath.Join(t.TempDir(), "a.db"), fallback.Config{
-				Warm: tc.warm, WarmBatch: batch, WarmTimeout: 400 * time.Millisecond, ChangeFeedPoll: 200 * time.Millisecond,
-				PrimaryTimeout: 2 * time.Second, SlowCallDuration: time.Second, ConsecutiveFailures: 1,
+				Warm: tc.warm, WarmBatch: batch, WarmTimeout: tc.warmTimeout, ChangeFeedPoll: 200 * time.Millisecond,
+				PrimaryTimeout: 500 * time.Millisecond, SlowCallDuration: 400 * time.Millisecond, ConsecutiveFailures: 1,
 				OpenTimeout: 200 * time.Millisecond,
 			})
 			seed(t, a, tc.keys)
@@ -196,8 +200,8 @@ func TestSlowResyncFinishes(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond) // polling the cache, with a deadline
 			}
-			// 30 batches of at least 20 ms each way do not fit in one
-			// WarmTimeout: more than one attempt did the work.
+			// 100 batches of at least 20 ms do not fit in one attempt
+			// (WarmTimeout, or 2 × PrimaryTimeout): more than one did the work.
 			if st := a.layer.Stats(); st.Feed.Errors == 0 && !tc.recovery {
 				t.Errorf("the resync finished in one attempt (%+v): the test did not test resuming", st.LastWarm)
 			}
