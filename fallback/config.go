@@ -108,8 +108,8 @@ type Config struct {
 	WarmLimit int
 	// WarmTimeout bounds one warm run after recovery; the breaker closes
 	// when it ends, warmed or not. It also bounds each attempt of the
-	// change feed's resync, which goes on where the last one stopped.
-	// Default 60 s.
+	// change feed's resync (at least 2 × PrimaryTimeout, time for a
+	// batch), which goes on where the last one stopped. Default 60 s.
 	WarmTimeout time.Duration
 
 	// WriteQueue is the capacity of the write-through queue. When it is
