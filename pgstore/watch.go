@@ -128,8 +128,7 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 			backoff = watchMinBackoff
 			lastWake = time.Now()
 		} else if time.Since(lastWake) >= wakerTakeover {
-			s.heard.add(WakePayload, nil) // whatever committed is the log's to say
-			wake(false)                   // no connection, so no waker: stand in for one
+			s.standIn(wake) // no connection, so no waker
 			lastWake = time.Now()
 		}
 		t := time.NewTimer(backoff)
@@ -199,8 +198,7 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 			if !w.elected && !heard.IsZero() {
 				// Held by a session we cannot hear: wake our follower as
 				// the waker would have, and try again as long after.
-				s.heard.add(WakePayload, nil)
-				wake(false)
+				s.standIn(wake)
 			}
 			heard = time.Now()
 		}
@@ -244,6 +242,13 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 	}
 }
 
+// standIn wakes the follower as a waker would have, when none can be
+// heard: whatever committed is the log's to say.
+func (s *Store) standIn(wake func(bool)) {
+	s.heard.add(WakePayload, nil)
+	wake(false)
+}
+
 // connectStandingIn opens the listener's connection, bounded by
 // listenConnectTimeout, and wakes the follower every wakerTakeover while it
 // waits: with no connection, no waker can be heard, so it stands in for one.
@@ -267,8 +272,7 @@ func (s *Store) connectStandingIn(ctx context.Context, wake func(bool)) (*pgx.Co
 		case c := <-done: // cctx ends with ctx: the connect returns, and so does this
 			return c.conn, c.err
 		case <-standIn.C:
-			s.heard.add(WakePayload, nil)
-			wake(false)
+			s.standIn(wake)
 		}
 	}
 }
