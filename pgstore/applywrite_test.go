@@ -574,7 +574,7 @@ func TestPruneAppliedWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := s.Pool().Exec(ctx, `UPDATE pgfallback_applied_writes SET applied_at = now() - interval '8 days'
-		WHERE id = ANY($1)`, []uuid.UUID{w1.ID, w2.ID}); err != nil {
+		WHERE id = ANY($1::uuid[])`, []string{w1.ID.String(), w2.ID.String()}); err != nil {
 		t.Fatal(err)
 	}
 	total := count(t, s, `SELECT count(*) FROM pgfallback_applied_writes`)

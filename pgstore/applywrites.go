@@ -80,9 +80,9 @@ var errCareful = errors.New("pgstore: apply writes: the batch needs the careful 
 // reach the server or to finish in time is returned as it is.
 func (s *Store) pipelined(ctx context.Context, ws []repository.Write) ([]repository.AppliedWrite, error) {
 	b := &pgx.Batch{}
-	ids, entities, keys, ops := make([]uuid.UUID, len(ws)), make([]string, len(ws)), make([]string, len(ws)), make([]string, len(ws))
+	ids, entities, keys, ops := make([]string, len(ws)), make([]string, len(ws)), make([]string, len(ws)), make([]string, len(ws))
 	for i, w := range ws {
-		ids[i], entities[i], keys[i], ops[i] = w.ID, string(w.Entity), w.Key(), string(w.Op)
+		ids[i], entities[i], keys[i], ops[i] = w.ID.String(), string(w.Entity), w.Key(), string(w.Op)
 	}
 	b.Queue(recordWritesSQL, ids, entities, keys, ops)
 	for _, w := range ws {

@@ -23,10 +23,22 @@ func (r vendorRepo) GetMany(ctx context.Context, names []string) ([]repository.V
 // GetMany returns the work items among ids that exist (deleted ones
 // included), ordered by CreatedAt then ID, in one query.
 func (r workItemRepo) GetMany(ctx context.Context, ids []uuid.UUID) ([]repository.WorkItem, error) {
-	rows, err := r.pool.Query(ctx, `SELECT `+workItemColumns+` FROM work_items WHERE id = ANY($1) ORDER BY created_at, id`, ids)
+	rows, err := r.pool.Query(ctx, `SELECT `+workItemColumns+` FROM work_items WHERE id = ANY($1::uuid[]) ORDER BY created_at, id`, uuidTexts(ids))
 	if err != nil {
 		return nil, mapError("get work items", err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.WorkItem, error) { return scanWorkItem(row) })
 	return out, mapError("get work items", err)
+}
+
+// uuidTexts is ids as text, for a $n::uuid[] parameter: pgx encodes
+// []uuid.UUID only for a parameter whose type the server described, which
+// its exec and simple-protocol modes (those transaction poolers need) never
+// ask for; a []string is a text[] in every mode.
+func uuidTexts(ids []uuid.UUID) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = id.String()
+	}
+	return out
 }

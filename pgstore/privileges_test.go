@@ -196,21 +196,94 @@ func TestRuntimeRoleNeedsOnlyDocumentedPrivileges(t *testing.T) {
 		t.Fatalf("the store connects as %s (superuser %v), want %s, not superuser", who, super, app)
 	}
 
+	exerciseStore(ctx, t, s)
+
+	// And what the documentation says the role cannot do.
+	for _, stmt := range []string{
+		`INSERT INTO pgfallback_changes (entity, key, op, version) VALUES ('vendor', 'forged', 'insert', 1)`,
+		`UPDATE pgfallback_changes SET key = 'other'`,
+		`TRUNCATE vendors`,
+		`CREATE TABLE pgfallback_shadow (id int)`,
+		`CREATE TEMP TABLE pgfallback_changes (entity text, key text, op text, version bigint)`,
+		`ALTER TABLE vendors DISABLE TRIGGER pgfallback_vendors_change`,
+	} {
+		_, err := s.Pool().Exec(ctx, stmt)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+			t.Errorf("as the runtime role: %s: %v, want SQLSTATE 42501 (insufficient privilege)", stmt, err)
+		}
+	}
+	var execute bool
+	if err := s.Pool().QueryRow(ctx, `SELECT bool_or(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_proc p
+		WHERE pronamespace = 'public'::regnamespace AND proname LIKE 'pgfallback_log_%'`).Scan(&execute); err != nil || execute {
+		t.Errorf("the runtime role may execute a pgfallback_log_* function (%v, %v)", execute, err)
+	}
+
+	// The role without PruneChanges' grants: everything else works, and
+	// it can neither prune nor remove log rows.
+	f, err := pgstore.Open(ctx, privDSN(t, admin, db, feedOnly, feedOnlyPassword))
+	if err != nil {
+		t.Fatalf("open the store as the role without pruning: %v", pgdsn.Error(err))
+	}
+	defer f.Close()
+	fhead, err := f.ChangeHead(ctx)
+	if err != nil {
+		t.Fatalf("without pruning: ChangeHead: %v", err)
+	}
+	fv, err := f.Vendors().Create(ctx, repository.Vendor{Name: "feedonly", Status: repository.VendorOperational})
+	if err != nil {
+		t.Fatalf("without pruning: vendor Create: %v", err)
+	}
+	fv.Status = repository.VendorBroken
+	if _, err := f.Vendors().Update(ctx, fv); err != nil {
+		t.Fatalf("without pruning: vendor Update: %v", err)
+	}
+	if _, err := f.ApplyWrite(ctx, repository.Write{ID: uuid.New(), Op: repository.WriteDelete, Entity: repository.EntityVendor,
+		Vendor: repository.Vendor{Name: "feedonly"}}); err != nil {
+		t.Fatalf("without pruning: ApplyWrite: %v", err)
+	}
+	if _, err := f.PruneAppliedWrites(ctx, 0); err != nil {
+		t.Fatalf("without pruning: PruneAppliedWrites: %v", err)
+	}
+	if b, err := f.ReadChanges(ctx, fhead, 10); err != nil || len(b.Changes) != 3 {
+		t.Fatalf("without pruning: ReadChanges: %+v, %v; want the insert, update and delete of feedonly", b.Changes, err)
+	}
+	var pgErr *pgconn.PgError
+	if _, err := f.PruneChanges(ctx, 0); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+		t.Errorf("without pruning: PruneChanges: %v, want SQLSTATE 42501", err)
+	}
+	for _, stmt := range []string{
+		`DELETE FROM pgfallback_changes`,
+		`UPDATE pgfallback_change_log SET pruned_seq = pruned_seq + 1`,
+	} {
+		if _, err := f.Pool().Exec(ctx, stmt); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+			t.Errorf("without pruning: %s: %v, want SQLSTATE 42501", stmt, err)
+		}
+	}
+}
+
+// exerciseStore calls every method of s that sends SQL (the repositories,
+// GetMany, ListAfter, ApplyWrite and ApplyWrites, the change feed and its
+// waker, both prunings) at least once on an empty database, and checks
+// each answer.
+func exerciseStore(ctx context.Context, t *testing.T, s *pgstore.Store) {
+	t.Helper()
 	head0, err := s.ChangeHead(ctx)
 	if err != nil {
 		t.Fatalf("ChangeHead: %v", err)
 	}
 
-	// Vendors.
+	// Vendors. The metadata survives the simple protocol's quoting.
+	const quoted = `it's "quoted" \ $1 ü`
 	vendors := s.Vendors()
-	a, err := vendors.Create(ctx, repository.Vendor{Name: "acme", Status: repository.VendorOperational, Metadata: map[string]any{"k": "v"}})
+	a, err := vendors.Create(ctx, repository.Vendor{Name: "acme", Status: repository.VendorOperational, Metadata: map[string]any{"k": quoted}})
 	if err != nil {
 		t.Fatalf("vendor Create: %v", err)
 	}
 	if _, err := vendors.Create(ctx, repository.Vendor{Name: "bolt", Status: repository.VendorOperational}); err != nil {
 		t.Fatalf("vendor Create: %v", err)
 	}
-	if got, err := vendors.Get(ctx, "acme"); err != nil || got.ID != a.ID {
+	if got, err := vendors.Get(ctx, "acme"); err != nil || got.ID != a.ID || got.Metadata["k"] != quoted {
 		t.Fatalf("vendor Get: %+v, %v", got, err)
 	}
 	a.Status = repository.VendorBroken
@@ -328,6 +401,18 @@ func TestRuntimeRoleNeedsOnlyDocumentedPrivileges(t *testing.T) {
 			t.Fatalf("ApplyWrite %s %s: %v", w.Op, w.Entity, err)
 		}
 	}
+	// ApplyWrites: a batch that goes through in one pipelined transaction.
+	batch := []repository.Write{
+		{ID: uuid.New(), Op: repository.WriteCreate, Entity: repository.EntityVendor, Vendor: repository.Vendor{
+			ID: uuid.New(), Name: "batched", Status: repository.VendorOperational, Metadata: map[string]any{"n": 1.0}}},
+		{ID: uuid.New(), Op: repository.WriteUpdate, Entity: repository.EntityWorkItem, BaseVersion: root.Version,
+			WorkItem: repository.WorkItem{ID: root.ID, Type: repository.WorkItemTask, Title: "root, batched",
+				Status: repository.WorkItemActive, Metadata: map[string]any{"batched": true}}},
+	}
+	if got, err := s.ApplyWrites(ctx, batch); err != nil || len(got) != 2 || got[0].Vendor == nil || got[1].WorkItem == nil ||
+		got[1].WorkItem.Metadata["batched"] != true {
+		t.Fatalf("ApplyWrites: %+v, %v", got, err)
+	}
 
 	// The change feed saw the runtime role's writes: the triggers log them
 	// though it has no privilege on the log.
@@ -348,6 +433,7 @@ func TestRuntimeRoleNeedsOnlyDocumentedPrivileges(t *testing.T) {
 	}
 	for _, want := range []string{
 		"vendor acme insert", "vendor acme update", "vendor bolt delete", "vendor queued insert", "vendor queued delete",
+		"vendor batched insert",
 		"work_item " + root.ID.String() + " insert", "work_item " + grandchild.ID.String() + " update",
 		"work_item " + out.WorkItem.ID.String() + " update",
 	} {
@@ -424,68 +510,5 @@ func TestRuntimeRoleNeedsOnlyDocumentedPrivileges(t *testing.T) {
 	b, err := s.ReadChanges(ctx, head1, 10)
 	if err != nil || len(b.Changes) != 1 || b.Changes[0].Key != "late" {
 		t.Fatalf("ReadChanges after pruning: %+v, %v; want the one insert of late", b.Changes, err)
-	}
-
-	// And what the documentation says the role cannot do.
-	for _, stmt := range []string{
-		`INSERT INTO pgfallback_changes (entity, key, op, version) VALUES ('vendor', 'forged', 'insert', 1)`,
-		`UPDATE pgfallback_changes SET key = 'other'`,
-		`TRUNCATE vendors`,
-		`CREATE TABLE pgfallback_shadow (id int)`,
-		`CREATE TEMP TABLE pgfallback_changes (entity text, key text, op text, version bigint)`,
-		`ALTER TABLE vendors DISABLE TRIGGER pgfallback_vendors_change`,
-	} {
-		_, err := s.Pool().Exec(ctx, stmt)
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) || pgErr.Code != "42501" {
-			t.Errorf("as the runtime role: %s: %v, want SQLSTATE 42501 (insufficient privilege)", stmt, err)
-		}
-	}
-	var execute bool
-	if err := s.Pool().QueryRow(ctx, `SELECT bool_or(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_proc p
-		WHERE pronamespace = 'public'::regnamespace AND proname LIKE 'pgfallback_log_%'`).Scan(&execute); err != nil || execute {
-		t.Errorf("the runtime role may execute a pgfallback_log_* function (%v, %v)", execute, err)
-	}
-
-	// The role without PruneChanges' grants: everything else works, and
-	// it can neither prune nor remove log rows.
-	f, err := pgstore.Open(ctx, privDSN(t, admin, db, feedOnly, feedOnlyPassword))
-	if err != nil {
-		t.Fatalf("open the store as the role without pruning: %v", pgdsn.Error(err))
-	}
-	defer f.Close()
-	fhead, err := f.ChangeHead(ctx)
-	if err != nil {
-		t.Fatalf("without pruning: ChangeHead: %v", err)
-	}
-	fv, err := f.Vendors().Create(ctx, repository.Vendor{Name: "feedonly", Status: repository.VendorOperational})
-	if err != nil {
-		t.Fatalf("without pruning: vendor Create: %v", err)
-	}
-	fv.Status = repository.VendorBroken
-	if _, err := f.Vendors().Update(ctx, fv); err != nil {
-		t.Fatalf("without pruning: vendor Update: %v", err)
-	}
-	if _, err := f.ApplyWrite(ctx, repository.Write{ID: uuid.New(), Op: repository.WriteDelete, Entity: repository.EntityVendor,
-		Vendor: repository.Vendor{Name: "feedonly"}}); err != nil {
-		t.Fatalf("without pruning: ApplyWrite: %v", err)
-	}
-	if _, err := f.PruneAppliedWrites(ctx, 0); err != nil {
-		t.Fatalf("without pruning: PruneAppliedWrites: %v", err)
-	}
-	if b, err := f.ReadChanges(ctx, fhead, 10); err != nil || len(b.Changes) != 3 {
-		t.Fatalf("without pruning: ReadChanges: %+v, %v; want the insert, update and delete of feedonly", b.Changes, err)
-	}
-	var pgErr *pgconn.PgError
-	if _, err := f.PruneChanges(ctx, 0); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
-		t.Errorf("without pruning: PruneChanges: %v, want SQLSTATE 42501", err)
-	}
-	for _, stmt := range []string{
-		`DELETE FROM pgfallback_changes`,
-		`UPDATE pgfallback_change_log SET pruned_seq = pruned_seq + 1`,
-	} {
-		if _, err := f.Pool().Exec(ctx, stmt); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
-			t.Errorf("without pruning: %s: %v, want SQLSTATE 42501", stmt, err)
-		}
 	}
 }

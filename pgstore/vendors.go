@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -176,10 +177,18 @@ func deleteVendor(ctx context.Context, db dbtx, name string) (found bool, err er
 // deleteVendorSQL removes the vendor named $1.
 const deleteVendorSQL = `DELETE FROM vendors WHERE name = $1`
 
-// metadataArg stores a nil map as an empty JSON object, never as null.
-func metadataArg(m map[string]any) map[string]any {
+// metadataArg is the metadata as JSON text, a nil map as an empty object
+// (never null). Text rather than the map: pgx encodes a map only for a
+// parameter whose type the server described, which the exec and
+// simple-protocol modes — those a transaction pooler such as PgBouncer
+// needs — never ask for; JSON text is read as jsonb in every mode.
+func metadataArg(m map[string]any) any {
 	if m == nil {
-		return map[string]any{}
+		return "{}"
 	}
-	return m
+	b, err := json.Marshal(m)
+	if err != nil {
+		return m // validation refuses it first; pgx then reports the same error
+	}
+	return string(b)
 }
