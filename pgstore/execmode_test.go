@@ -2,7 +2,6 @@ package pgstore_test
 
 import (
 	"context"
-	"net/url"
 	"testing"
 	"time"
 
@@ -23,14 +22,7 @@ func TestEveryQueryExecMode(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			u, err := url.Parse(pgtest.NewDatabase(t))
-			if err != nil {
-				t.Fatalf("the test DSN is not a URL: %v", pgdsn.Error(err))
-			}
-			q := u.Query()
-			q.Set("default_query_exec_mode", mode)
-			u.RawQuery = q.Encode()
-			s, err := pgstore.Open(ctx, u.String())
+			s, err := pgstore.Open(ctx, withExecMode(t, pgtest.NewDatabase(t), mode))
 			if err != nil {
 				t.Fatalf("open: %v", pgdsn.Error(err))
 			}

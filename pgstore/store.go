@@ -12,6 +12,8 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -30,8 +32,12 @@ type Store struct {
 	heard        *heardBroadcasts // the waker's reads, as its notifications carried them (broadcast.go)
 	// maxQueueUsage: 0 for broadcastMaxQueueUsage; tests lower it.
 	maxQueueUsage float64
-	vendors       vendorRepo
-	workItems     workItemRepo
+	log           *slog.Logger // WithLogger; slog.Default() if not set
+	// pooledSaid: the listener found a pooler in its way and said so; a
+	// direct connection clears it (watch.go, pooled).
+	pooledSaid atomic.Bool
+	vendors    vendorRepo
+	workItems  workItemRepo
 }
 
 // Open creates a connection pool from dsn (a URL or key=value string that
@@ -62,6 +68,9 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	for _, o := range opts {
 		o(s)
 	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
 	return s
 }
 
@@ -70,10 +79,18 @@ type Option func(*Store)
 
 // WithListenConfig sets the connection the change feed listens on
 // (WatchChanges). By default it is the pool's. Set it when the pool goes
-// through a pooler that cannot hold a LISTEN (PgBouncer in transaction
-// mode): point this one at PostgreSQL itself.
+// through a connection pooler (PgBouncer, say): point this one at
+// PostgreSQL itself. A listener that finds a pooler in its way does not
+// listen (docs/poolers.md).
 func WithListenConfig(cfg *pgx.ConnConfig) Option {
 	return func(s *Store) { s.listenConfig = cfg }
+}
+
+// WithLogger sets the logger for what the Store does on its own, away from
+// any call: today, a change feed listener that cannot listen where it is
+// pointed. By default slog.Default(), so it is not lost.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Store) { s.log = l }
 }
 
 // Vendors returns the vendor repository.

@@ -37,8 +37,9 @@ import (
 // a squatter's or an older version's plain "alive" wakes the follower
 // into a read, as a plain wake-up does.
 // While no waker can be heard (the lock is held by a session gone silent,
-// or the listening connection is down) WatchChanges stands in for one and
-// wakes its follower about once a second.
+// the listening connection is down, or it would go through a connection
+// pooler, where a session is not its own) WatchChanges stands in for one
+// and wakes its follower about once a second.
 
 // ChangeChannel is the LISTEN/NOTIFY channel the waker notifies. After
 // commits added changes to the log the payload is a sealed broadcast of
@@ -108,6 +109,9 @@ const (
 	// hold it forever. WatchChanges stands in for the waker meanwhile.
 	listenConnectTimeout = 10 * time.Second
 	watchAppName         = "pgfallback-feed"
+	// pooledRecheck: how often a listener that found a connection pooler
+	// in its way connects again to look.
+	pooledRecheck = time.Minute
 )
 
 // WatchChanges listens for change notifications on a dedicated connection
@@ -120,9 +124,17 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 	backoff := watchMinBackoff
 	lastWake := time.Now()
 	for {
-		listened := s.listen(ctx, wake)
+		listened, pooled := s.listen(ctx, wake)
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if pooled {
+			// Nowhere to listen: stand in until it is time to look again.
+			if err := s.standInFor(ctx, wake, pooledRecheck); err != nil {
+				return err
+			}
+			lastWake = time.Now()
+			continue
 		}
 		if listened {
 			backoff = watchMinBackoff
@@ -144,14 +156,15 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 
 // listen runs one connection: connect, LISTEN, wake(true), then wake(false)
 // per wake-up until the connection fails or ctx ends, acting as the waker
-// while it holds the lock. It reports whether it got as far as listening.
-// Its errors are not returned: the caller reconnects whatever they were,
-// and a follower that needs to know the database is unreachable learns it
-// from ReadChanges.
-func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
+// while it holds the lock. It reports whether it got as far as listening,
+// and pooled when a connection pooler stood in its way (it then did
+// nothing there). Its errors are not returned: the caller reconnects
+// whatever they were, and a follower that needs to know the database is
+// unreachable learns it from ReadChanges.
+func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, pooled bool) {
 	conn, err := s.connectStandingIn(ctx, wake)
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer func() {
 		// Close tells the server goodbye, so the backend ends (and the
@@ -165,8 +178,26 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 	// now is given up and made again.
 	sctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
 	defer cancel()
+	// A connection pooler (PgBouncer, say) answers the connect itself, with
+	// a process ID of its own making, and in transaction mode runs each
+	// transaction on whichever server session is free: a LISTEN, the
+	// waker's session lock and its settings would land on sessions that
+	// other clients then use, and notifications on one nobody reads. So
+	// before anything else the listener checks that the server session is
+	// the one the connect reported, and does nothing where it is not. (In
+	// the simple protocol: one message, which no pooler splits across
+	// sessions, whatever query exec mode the DSN chose.)
+	var backend uint32
+	if err := conn.QueryRow(sctx, `SELECT pg_backend_pid()`, pgx.QueryExecModeSimpleProtocol).Scan(&backend); err != nil {
+		return false, false
+	}
+	if backend != conn.PgConn().PID() {
+		s.pooled(conn.Config())
+		return false, true
+	}
+	s.pooledSaid.Store(false)
 	if _, err := conn.Exec(sctx, "LISTEN "+ChangeChannel); err != nil {
-		return false
+		return false, false
 	}
 	// A listener sends no query while it hears the waker, for up to
 	// watchIdleCheck: a shorter idle_session_timeout set for the database
@@ -176,9 +207,17 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 	_, _ = conn.Exec(sctx, "SET idle_session_timeout = 0")
 	// Payloads sealed before now were sent to others: one replayed to us
 	// is not trusted (broadcast.go, hear).
+	//
+	// A NOTIFY assigns its transaction an xid, so its commit waits for a
+	// WAL flush like a writer's: the waker's notifications, up to 200 a
+	// second, would each queue for the disk among the writers' commits.
+	// Nothing in them needs to survive a crash. (Set here rather than in
+	// the startup packet, which a pooler may refuse for an unknown
+	// parameter before the check above could say why.)
 	var floor time.Time
-	if err := conn.QueryRow(sctx, `SELECT statement_timestamp()`).Scan(&floor); err != nil {
-		return false
+	if err := conn.QueryRow(sctx, `SELECT statement_timestamp(), set_config('synchronous_commit', 'off', false)`).
+		Scan(&floor, nil); err != nil {
+		return false, false
 	}
 	cancel()
 	wake(true)
@@ -193,7 +232,7 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 	for {
 		if !w.elected && time.Since(heard) >= wakerTakeover {
 			if err := w.tryElect(ctx); err != nil {
-				return true
+				return true, false
 			}
 			if !w.elected && !heard.IsZero() {
 				// Held by a session we cannot hear: wake our follower as
@@ -205,7 +244,7 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 		if w.elected {
 			woke, err := w.look(ctx)
 			if err != nil {
-				return true
+				return true, false
 			}
 			if woke {
 				wake(false) // our own notification is skipped below
@@ -228,16 +267,16 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 				wake(false)
 			}
 		case ctx.Err() != nil:
-			return true
+			return true, false
 		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
 			// Only our timer: a timeout leaves the connection usable.
 			if !w.elected && time.Since(w.pinged) >= watchIdleCheck {
 				if err := w.ping(ctx); err != nil {
-					return true
+					return true, false
 				}
 			}
 		default:
-			return true
+			return true, false
 		}
 	}
 }
@@ -247,6 +286,38 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool) {
 func (s *Store) standIn(wake func(bool)) {
 	s.heard.add(WakePayload, nil)
 	wake(false)
+}
+
+// standInFor stands in for the waker now and every wakerTakeover, for d or
+// until ctx ends.
+func (s *Store) standInFor(ctx context.Context, wake func(bool), d time.Duration) error {
+	end := time.NewTimer(d)
+	defer end.Stop()
+	tick := time.NewTicker(wakerTakeover)
+	defer tick.Stop()
+	for {
+		s.standIn(wake)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-end.C:
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// pooled says, once until a listener connects directly again, that the
+// listener's connection goes through a pooler.
+func (s *Store) pooled(cfg *pgx.ConnConfig) {
+	if s.pooledSaid.Swap(true) {
+		return
+	}
+	s.log.Error("pgfallback: the change feed's listening connection goes through a connection pooler "+
+		"(its server session is not the one the connect reported), where it cannot LISTEN or hold the waker's lock; "+
+		"it does nothing there, and followers read the change log once a second instead of being woken. "+
+		"Point pgstore.WithListenConfig at PostgreSQL itself (docs/poolers.md)",
+		"host", cfg.Host, "port", cfg.Port, "recheck_every", pooledRecheck)
 }
 
 // connectStandingIn opens the listener's connection, bounded by
@@ -287,11 +358,6 @@ func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = watchAppName
 	}
-	// A NOTIFY assigns its transaction an xid, so its commit waits for a
-	// WAL flush like a writer's: the waker's notifications, up to 200 a
-	// second, would each queue for the disk among the writers' commits.
-	// Nothing in them needs to survive a crash.
-	cfg.RuntimeParams["synchronous_commit"] = "off"
 	// The pool's hooks may supply what a connection needs (a rotated
 	// password in BeforeConnect, a role or type registrations in
 	// AfterConnect): this connection gets them too.

@@ -52,6 +52,11 @@
 //	srv.Kill()             // SIGKILL to every server process; it stays down
 //	sb.Promote(ctx)        // a primary on timeline 2; clients on multi land on it
 //
+// Tests of what a connection pooler changes put a real PgBouncer in front
+// of a database:
+//
+//	pooled := pgtest.NewPgBouncer(t, dsn, "transaction", 2) // skipped (or failed) without a pgbouncer binary
+//
 // Outside tests (the CLI's drill), StartServer picks a mode the same way and
 // returns a running server that the caller must Close.
 //

@@ -1,0 +1,164 @@
+package pgtest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// EnvRequirePgBouncer, set to 1, makes a test that needs PgBouncer fail
+// instead of skipping when no pgbouncer binary is installed (CI sets it).
+const EnvRequirePgBouncer = "PGFALLBACK_REQUIRE_PGBOUNCER"
+
+// pgbouncerPaths: where NewPgBouncer looks for the binary after PATH
+// (Debian's package installs it in /usr/sbin, often not in a user's PATH).
+var pgbouncerPaths = []string{"/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer", "/usr/local/bin/pgbouncer"}
+
+// NewPgBouncer starts PgBouncer in front of the database of dsn (a URL, as
+// NewDatabase returns), in pool mode mode ("session", "transaction" or
+// "statement") with a pool of poolSize server connections, and returns dsn
+// with PgBouncer's address: what an application behind a pooler is given.
+// PgBouncer is stopped when the test ends. Without a pgbouncer binary the
+// test skips, or fails when PGFALLBACK_REQUIRE_PGBOUNCER=1.
+func NewPgBouncer(t testing.TB, dsn, mode string, poolSize int) string {
+	t.Helper()
+	bin, err := findPgBouncer()
+	if err != nil {
+		if requireSet(os.Getenv(EnvRequirePgBouncer)) {
+			t.Fatalf("pgtest: %v\n%s=1 is set, so this is a failure, not a skip", err, EnvRequirePgBouncer)
+		}
+		t.Skipf("pgtest: %v (skipped; set %s=1 to make this a failure)", err, EnvRequirePgBouncer)
+	}
+	out, stop, err := startPgBouncer(bin, dsn, mode, poolSize)
+	if err != nil {
+		t.Fatalf("pgtest: pgbouncer: %v", err)
+	}
+	t.Cleanup(stop)
+	return out
+}
+
+func findPgBouncer() (string, error) {
+	if p, err := exec.LookPath("pgbouncer"); err == nil {
+		return p, nil
+	}
+	for _, p := range pgbouncerPaths {
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p, nil
+		}
+	}
+	return "", errors.New("no pgbouncer binary in PATH or " + strings.Join(pgbouncerPaths, ", ") +
+		" (install it, e.g. `apt-get install -y pgbouncer`)")
+}
+
+// startPgBouncer runs bin with a configuration of its own, in a temporary
+// directory, as the server's user when we are root (PgBouncer refuses to
+// run as root, as PostgreSQL does).
+func startPgBouncer(bin, dsn, mode string, poolSize int) (out string, stop func(), err error) {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Host == "" {
+		return "", nil, errors.New("the database's DSN is not a URL with a host")
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "5432"
+	}
+	db := strings.TrimPrefix(u.Path, "/")
+	password, _ := u.User.Password()
+	cred, _, err := serverCredential()
+	if err != nil {
+		return "", nil, err
+	}
+	base, err := tempBase(cred)
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := os.MkdirTemp(base, "pgtest-pgbouncer-")
+	if err != nil {
+		return "", nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(dir)
+		}
+	}()
+	listen, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	// auth_type any: clients are not asked for a password; PgBouncer logs
+	// in as the database's own user. The file holds that password: 0600.
+	target := fmt.Sprintf("host=%s port=%s dbname=%s user=%s", host, port, db, u.User.Username())
+	if password != "" {
+		target += " password=" + password
+	}
+	ini := fmt.Sprintf(`[databases]
+%s = %s
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = any
+pool_mode = %s
+default_pool_size = %d
+max_client_conn = 500
+logfile = %s
+`, db, target, listen, mode, poolSize, filepath.Join(dir, "pgbouncer.log"))
+	conf := filepath.Join(dir, "pgbouncer.ini")
+	if err := os.WriteFile(conf, []byte(ini), 0o600); err != nil {
+		return "", nil, err
+	}
+	if cred != nil {
+		for _, p := range []string{dir, conf} {
+			if err := os.Chown(p, int(cred.Uid), int(cred.Gid)); err != nil {
+				return "", nil, err
+			}
+		}
+	}
+	var output bytes.Buffer
+	cmd := exec.Command(bin, conf)
+	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, serverEnv(), &output, &output
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := spawn(cmd); err != nil {
+		return "", nil, err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	stop = func() {
+		cmd.Process.Kill()
+		<-exited
+		os.RemoveAll(dir)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(listen))
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
+			stop()
+			return "", nil, fmt.Errorf("exited at start: %s%s", tail(output.String(), 1000), tail(string(log), 1000))
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("not listening on %s after 10 s", addr)
+		}
+	}
+	ok = true
+	u.Host = addr
+	return u.String(), stop, nil
+}

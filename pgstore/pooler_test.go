@@ -1,0 +1,162 @@
+package pgstore_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgfallback/pgfallback/integration/pgtest"
+	pgdsn "github.com/pgfallback/pgfallback/internal/dsn"
+	"github.com/pgfallback/pgfallback/pgstore"
+)
+
+// withExecMode returns dsn choosing pgx's query exec mode mode.
+func withExecMode(t *testing.T, dsn, mode string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("the test DSN is not a URL: %v", pgdsn.Error(err))
+	}
+	q := u.Query()
+	q.Set("default_query_exec_mode", mode)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// Behind PgBouncer in transaction mode, as docs/poolers.md says to set it
+// up: the pool through PgBouncer with pgx's exec mode, the listener
+// pointed at PostgreSQL itself. Every statement works, and the change feed
+// is woken by notifications. Two server connections serve the pool's many,
+// so consecutive transactions of one client land on different sessions.
+func TestBehindPgBouncerInTransactionMode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	direct := pgtest.NewDatabase(t)
+	pooled := withExecMode(t, pgtest.NewPgBouncer(t, direct, "transaction", 2), "exec")
+	listen, err := pgx.ParseConfig(direct)
+	if err != nil {
+		t.Fatalf("parse: %v", pgdsn.Error(err))
+	}
+	s, err := pgstore.Open(ctx, pooled, pgstore.WithListenConfig(listen))
+	if err != nil {
+		t.Fatalf("open through PgBouncer: %v", pgdsn.Error(err))
+	}
+	defer s.Close()
+	// Really through the pooler: it makes up the process ID it reports.
+	c, err := s.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var backend uint32
+	err = c.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend)
+	reported := c.Conn().PgConn().PID()
+	c.Release()
+	if err != nil || backend == reported {
+		t.Fatalf("the pool's connection reports process %d, its session is %d (%v): not through PgBouncer", reported, backend, err)
+	}
+	exerciseStore(ctx, t, s)
+}
+
+// A listener pointed at a pooler (the pool's configuration, when no
+// WithListenConfig is given) finds it out before doing anything there: no
+// LISTEN, no waker's lock, no setting left on a server session that other
+// clients then use. It says so once, with the remedy, and the follower is
+// still woken about once a second.
+func TestListenerRefusesAPooler(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	direct := pgtest.NewDatabase(t)
+	pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2)
+	var logged lockedBuffer
+	s, err := pgstore.Open(ctx, pooled, pgstore.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
+	if err != nil {
+		t.Fatalf("open through PgBouncer: %v", pgdsn.Error(err))
+	}
+	defer s.Close()
+
+	var mu sync.Mutex
+	var listening, woken int
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.WatchChanges(wctx, func(reconnected bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if reconnected {
+				listening++
+			} else {
+				woken++
+			}
+		})
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := woken
+		mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("woken %d times in 10 s, want 3: a follower behind a pooler must still be woken about once a second", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if listening != 0 {
+		t.Errorf("wake(true) %d times: the listener said it was listening through a pooler", listening)
+	}
+
+	// Nothing of the listener's on any server session PgBouncer keeps.
+	admin, err := pgx.Connect(ctx, direct)
+	if err != nil {
+		t.Fatal(pgdsn.Error(err))
+	}
+	defer admin.Close(ctx)
+	var listened, locked int
+	if err := admin.QueryRow(ctx, `
+		SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'),
+		       (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+		          AND ((classid::bigint << 32) | objid::bigint) = $1)`, pgstore.ChangeWakerLockKey).Scan(&listened, &locked); err != nil {
+		t.Fatal(err)
+	}
+	if listened != 0 || locked != 0 {
+		t.Errorf("through the pooler: %d server sessions ran LISTEN, %d hold the waker's lock; want none", listened, locked)
+	}
+
+	out := logged.String()
+	if n := strings.Count(out, "goes through a connection pooler"); n != 1 {
+		t.Errorf("the pooler was reported %d times, want once:\n%s", n, out)
+	}
+	if !strings.Contains(out, "WithListenConfig") {
+		t.Errorf("the report does not name the remedy (WithListenConfig):\n%s", out)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer a logger may write from any goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
