@@ -154,8 +154,15 @@ func (l *Layer) warm(ctx context.Context, progress *warmProgress) (WarmReport, e
 	l.stats.mu.Lock()
 	l.stats.lastWarm = rep
 	l.stats.mu.Unlock()
-	l.log.Info("pgfallback: cache warmed", "strategy", rep.Strategy.String(), "authoritative", authoritative, "refreshed", rep.Refreshed,
-		"removed", rep.Removed, "duration", rep.Duration, "err", err)
+	attrs := []any{"strategy", rep.Strategy.String(), "authoritative", authoritative, "refreshed", rep.Refreshed,
+		"removed", rep.Removed, "duration", rep.Duration}
+	if err != nil {
+		// Not "warmed": a reader of the log must not take a failed warm
+		// for a done one.
+		l.log.Warn("pgfallback: cache warm did not finish", append(attrs, "err", err)...)
+	} else {
+		l.log.Info("pgfallback: cache warmed", attrs...)
+	}
 	return rep, err
 }
 

@@ -1,7 +1,6 @@
 package pgstore_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/url"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/pgfallback/pgfallback/integration/pgtest"
 	pgdsn "github.com/pgfallback/pgfallback/internal/dsn"
+	"github.com/pgfallback/pgfallback/internal/testutil"
 	"github.com/pgfallback/pgfallback/pgstore"
 )
 
@@ -74,7 +74,7 @@ func TestListenerRefusesAPooler(t *testing.T) {
 	defer cancel()
 	direct := pgtest.NewDatabase(t)
 	pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2)
-	var logged lockedBuffer
+	var logged testutil.Buffer
 	s, err := pgstore.Open(ctx, pooled, pgstore.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
 	if err != nil {
 		t.Fatalf("open through PgBouncer: %v", pgdsn.Error(err))
@@ -141,22 +141,4 @@ func TestListenerRefusesAPooler(t *testing.T) {
 	if !strings.Contains(out, "WithListenConfig") {
 		t.Errorf("the report does not name the remedy (WithListenConfig):\n%s", out)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer a logger may write from any goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

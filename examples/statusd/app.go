@@ -56,7 +56,18 @@ func newApp(ctx context.Context, o options, logger *slog.Logger, traceOut io.Wri
 	if err != nil {
 		return nil, fmt.Errorf("connection pool: %w", dsn.Error(err))
 	}
-	a.store = pgstore.New(pool)
+	storeOpts := []pgstore.Option{pgstore.WithLogger(logger)}
+	if o.directDSN != "" {
+		lcfg, err := dsn.ConnConfig(o.directDSN)
+		if err != nil {
+			return nil, fmt.Errorf("%w: DATABASE_DIRECT_URL: %v", errUsage, err)
+		}
+		if lcfg.ConnectTimeout == 0 {
+			lcfg.ConnectTimeout = pcfg.ConnConfig.ConnectTimeout
+		}
+		storeOpts = append(storeOpts, pgstore.WithListenConfig(lcfg))
+	}
+	a.store = pgstore.New(pool, storeOpts...)
 
 	if a.tracing, err = newTracing(o.trace, traceOut); err != nil {
 		return nil, err

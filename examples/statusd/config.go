@@ -14,8 +14,11 @@ import (
 
 // options is the service's configuration, from flags and the environment.
 type options struct {
-	addr            string
-	dsn             string // DATABASE_URL: never logged, never printed (it may hold a password)
+	addr string
+	dsn  string // DATABASE_URL: never logged, never printed (it may hold a password)
+	// directDSN: DATABASE_DIRECT_URL, PostgreSQL itself when DATABASE_URL
+	// is a connection pooler, for the change feed's listener; optional.
+	directDSN       string
 	cachePath       string
 	primaryTimeout  time.Duration
 	softTimeout     time.Duration // fallback.Config.SoftTimeout: 0 is off
@@ -37,13 +40,17 @@ var errUsage = errors.New("usage")
 // from DATABASE_URL only, never from a flag: a flag's value is visible to
 // every user of the machine in the process list.
 func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
-	o := options{dsn: getenv("DATABASE_URL")}
+	o := options{dsn: getenv("DATABASE_URL"), directDSN: getenv("DATABASE_DIRECT_URL")}
 	fs := flag.NewFlagSet("statusd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `statusd: the project-status HTTP API, answering from a cache when PostgreSQL is down
 
 Usage: DATABASE_URL=postgres://... statusd [flags]
+
+Behind a connection pooler (PgBouncer in transaction mode), add
+default_query_exec_mode=exec to DATABASE_URL and set DATABASE_DIRECT_URL to
+PostgreSQL itself: the change feed listens there (docs/poolers.md).
 
 `)
 		fs.PrintDefaults()

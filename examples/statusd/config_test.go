@@ -127,3 +127,46 @@ func TestTTLFlag(t *testing.T) {
 		t.Fatalf("the cache's TTLs are %v and %v, want --ttl's 10s", c.VendorTTL(), c.WorkItemTTL())
 	}
 }
+
+// DATABASE_DIRECT_URL, optional, is where the change feed listens when
+// DATABASE_URL is a connection pooler; a bad one is a usage error that
+// never prints its password.
+func TestDirectURL(t *testing.T) {
+	const secret = "hunter2-direct"
+	for _, c := range []struct {
+		direct string
+		bad    bool
+	}{
+		{"", false},
+		{"postgres://app:" + secret + "@127.0.0.1:2/x?sslmode=disable", false},
+		{"postgres://app:" + secret + "@127.0.0.1:2/x?sslmode=nonsense", true},
+	} {
+		getenv := func(k string) string {
+			switch k {
+			case "DATABASE_URL":
+				return "postgres://app@127.0.0.1:1/x?sslmode=disable&default_query_exec_mode=exec"
+			case "DATABASE_DIRECT_URL":
+				return c.direct
+			}
+			return ""
+		}
+		o, err := parseOptions([]string{"--cache", filepath.Join(t.TempDir(), "c.db")}, getenv, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := newApp(context.Background(), o, slog.New(slog.DiscardHandler), io.Discard)
+		if c.bad {
+			if !errors.Is(err, errUsage) || !strings.Contains(errString(err), "DATABASE_DIRECT_URL") {
+				t.Errorf("%q: err %v, want a usage error naming DATABASE_DIRECT_URL", c.direct, err)
+			}
+			if strings.Contains(errString(err), secret) {
+				t.Errorf("the password is printed: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q: %v", c.direct, err)
+		}
+		a.shutdown(context.Background())
+	}
+}
