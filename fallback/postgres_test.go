@@ -44,6 +44,12 @@ func (s *stack) close() {
 // lazily, so the application starts even when the server is down.
 func openStack(t *testing.T, dsn, cachePath string, cfg fallback.Config, copts ...sqlitecache.Option) *stack {
 	t.Helper()
+	return openStackWith(t, dsn, nil, cachePath, cfg, copts...)
+}
+
+// openStackWith is openStack with options for the store.
+func openStackWith(t *testing.T, dsn string, sopts []pgstore.Option, cachePath string, cfg fallback.Config, copts ...sqlitecache.Option) *stack {
+	t.Helper()
 	pcfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +59,7 @@ func openStack(t *testing.T, dsn, cachePath string, cfg fallback.Config, copts .
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := pgstore.New(pool)
+	store := pgstore.New(pool, sopts...)
 	cache, err := sqlitecache.Open(cachePath, append([]sqlitecache.Option{sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil)}, copts...)...)
 	if err != nil {
 		t.Fatal(err)

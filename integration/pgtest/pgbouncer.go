@@ -28,9 +28,10 @@ var pgbouncerPaths = []string{"/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer"
 // NewDatabase returns), in pool mode mode ("session", "transaction" or
 // "statement") with a pool of poolSize server connections, and returns dsn
 // with PgBouncer's address: what an application behind a pooler is given.
-// PgBouncer is stopped when the test ends. Without a pgbouncer binary the
-// test skips, or fails when PGFALLBACK_REQUIRE_PGBOUNCER=1.
-func NewPgBouncer(t testing.TB, dsn, mode string, poolSize int) string {
+// settings are more lines of its [pgbouncer] section ("server_login_retry
+// = 1"). PgBouncer is stopped when the test ends. Without a pgbouncer
+// binary the test skips, or fails when PGFALLBACK_REQUIRE_PGBOUNCER=1.
+func NewPgBouncer(t testing.TB, dsn, mode string, poolSize int, settings ...string) string {
 	t.Helper()
 	bin, err := findPgBouncer()
 	if err != nil {
@@ -39,7 +40,7 @@ func NewPgBouncer(t testing.TB, dsn, mode string, poolSize int) string {
 		}
 		t.Skipf("pgtest: %v (skipped; set %s=1 to make this a failure)", err, EnvRequirePgBouncer)
 	}
-	out, stop, err := startPgBouncer(bin, dsn, mode, poolSize)
+	out, stop, err := startPgBouncer(bin, dsn, mode, poolSize, settings)
 	if err != nil {
 		t.Fatalf("pgtest: pgbouncer: %v", err)
 	}
@@ -63,7 +64,7 @@ func findPgBouncer() (string, error) {
 // startPgBouncer runs bin with a configuration of its own, in a temporary
 // directory, as the server's user when we are root (PgBouncer refuses to
 // run as root, as PostgreSQL does).
-func startPgBouncer(bin, dsn, mode string, poolSize int) (out string, stop func(), err error) {
+func startPgBouncer(bin, dsn, mode string, poolSize int, settings []string) (out string, stop func(), err error) {
 	u, err := url.Parse(dsn)
 	if err != nil || u.Host == "" {
 		return "", nil, errors.New("the database's DSN is not a URL with a host")
@@ -113,7 +114,8 @@ pool_mode = %s
 default_pool_size = %d
 max_client_conn = 500
 logfile = %s
-`, db, target, listen, mode, poolSize, filepath.Join(dir, "pgbouncer.log"))
+%s
+`, db, target, listen, mode, poolSize, filepath.Join(dir, "pgbouncer.log"), strings.Join(settings, "\n"))
 	conf := filepath.Join(dir, "pgbouncer.ini")
 	if err := os.WriteFile(conf, []byte(ini), 0o600); err != nil {
 		return "", nil, err
