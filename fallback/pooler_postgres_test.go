@@ -3,11 +3,8 @@ package fallback_test
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net/url"
 	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,43 +48,15 @@ func TestServerStoppedBehindPgBouncer(t *testing.T) {
 		fallback.Config{PrimaryTimeout: primaryTimeout, OpenTimeout: 200 * time.Millisecond})
 	names := seed(t, s, 20)
 
-	var failed, reads, maxLatency atomic.Int64
-	var firstErr atomic.Pointer[error]
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				start := time.Now()
-				_, err := s.layer.Vendors().Get(ctx, names[rand.IntN(len(names))])
-				took := int64(time.Since(start))
-				for cur := maxLatency.Load(); took > cur && !maxLatency.CompareAndSwap(cur, took); cur = maxLatency.Load() {
-				}
-				reads.Add(1)
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, &err)
-				}
-			}
-		}()
-	}
-	var once sync.Once
-	stopReaders := func() { once.Do(func() { close(stop); wg.Wait() }) }
-	defer stopReaders()
+	readers := readCachedKeys(ctx, s, names, 8)
+	defer readers.stop()
 
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the breaker to open", func() bool { return s.layer.State() == fallback.Open })
-	atOpen := reads.Load()
-	waitFor(t, 10*time.Second, "reads served while open", func() bool { return reads.Load() > atOpen+200 })
+	atOpen := readers.reads.Load()
+	waitFor(t, 10*time.Second, "reads served while open", func() bool { return readers.reads.Load() > atOpen+200 })
 	if _, err := s.layer.Vendors().Create(ctx, repository.Vendor{Name: "during-outage", Status: repository.VendorOperational}); !errors.Is(err, repository.ErrUnavailable) {
 		t.Errorf("write during the outage: %v, want ErrUnavailable", err)
 	}
@@ -98,18 +67,12 @@ func TestServerStoppedBehindPgBouncer(t *testing.T) {
 	started := time.Now()
 	waitFor(t, 20*time.Second, "the breaker to close", func() bool { return s.layer.State() == fallback.Closed })
 	closedAfter := time.Since(started)
-	stopReaders()
-
-	if n := failed.Load(); n > 0 {
-		t.Errorf("%d of %d reads of cached keys failed; first: %v", n, reads.Load(), *firstErr.Load())
-	}
-	if max := time.Duration(maxLatency.Load()); max > primaryTimeout+300*time.Millisecond {
-		t.Errorf("slowest read took %s; PrimaryTimeout is %s", max, primaryTimeout)
-	}
+	readers.stop()
+	readers.check(t, primaryTimeout)
 	if _, err := s.store.Vendors().Get(ctx, "during-outage"); !errors.Is(err, repository.ErrNotFound) {
 		t.Errorf("a write reported failed is in PostgreSQL: %v", err)
 	}
 	st := s.layer.Stats()
 	t.Logf("reads %d, max latency %s, breaker closed %s after PostgreSQL started; failures %v",
-		reads.Load(), time.Duration(maxLatency.Load()).Round(time.Millisecond), closedAfter.Round(time.Millisecond), st.PrimaryFailures)
+		readers.reads.Load(), time.Duration(readers.maxLatency.Load()).Round(time.Millisecond), closedAfter.Round(time.Millisecond), st.PrimaryFailures)
 }

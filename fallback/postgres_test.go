@@ -125,46 +125,15 @@ func TestServerKilledUnderConcurrentReaders(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var failed, reads atomic.Int64
-	var maxLatency atomic.Int64
-	var firstErr atomic.Pointer[error]
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				start := time.Now()
-				_, err := s.layer.Vendors().Get(ctx, names[rand.IntN(len(names))])
-				took := time.Since(start)
-				for cur := maxLatency.Load(); int64(took) > cur && !maxLatency.CompareAndSwap(cur, int64(took)); cur = maxLatency.Load() {
-				}
-				reads.Add(1)
-				if err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, &err)
-				}
-			}
-		}()
-	}
-	stopReaders := func() {
-		close(stop)
-		wg.Wait()
-	}
+	readers := readCachedKeys(ctx, s, names, 8)
+	defer readers.stop()
 
 	if err := srv.Stop(); err != nil {
-		stopReaders()
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the breaker to open", func() bool { return s.layer.State() == fallback.Open })
-	readsAtOpen := reads.Load()
-	waitFor(t, 10*time.Second, "reads served while open", func() bool { return reads.Load() > readsAtOpen+200 })
+	readsAtOpen := readers.reads.Load()
+	waitFor(t, 10*time.Second, "reads served while open", func() bool { return readers.reads.Load() > readsAtOpen+200 })
 
 	_, werr := s.layer.Vendors().Create(ctx, repository.Vendor{Name: "during-outage", Status: repository.VendorOperational})
 	if !errors.Is(werr, repository.ErrUnavailable) {
@@ -172,18 +141,12 @@ func TestServerKilledUnderConcurrentReaders(t *testing.T) {
 	}
 
 	if err := srv.Start(); err != nil {
-		stopReaders()
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, "the breaker to close", func() bool { return s.layer.State() == fallback.Closed })
-	stopReaders()
+	readers.stop()
 
-	if n := failed.Load(); n > 0 {
-		t.Errorf("%d of %d reads of cached keys failed; first: %v", n, reads.Load(), *firstErr.Load())
-	}
-	if max := time.Duration(maxLatency.Load()); max > primaryTimeout+300*time.Millisecond {
-		t.Errorf("slowest read took %s; PrimaryTimeout is %s", max, primaryTimeout)
-	}
+	readers.check(t, primaryTimeout)
 	for _, name := range names[:5] {
 		v, _, err := s.cache.GetVendor(ctx, name)
 		if err != nil || v.Version != 2 || v.Status != repository.VendorBroken {
@@ -195,7 +158,7 @@ func TestServerKilledUnderConcurrentReaders(t *testing.T) {
 	}
 	st := s.layer.Stats()
 	t.Logf("reads %d, max latency %s, stats: fresh %d stale %d failures %v warm %+v",
-		reads.Load(), time.Duration(maxLatency.Load()), st.ServedFresh, st.ServedStale, st.PrimaryFailures, st.LastWarm)
+		readers.reads.Load(), time.Duration(readers.maxLatency.Load()), st.ServedFresh, st.ServedStale, st.PrimaryFailures, st.LastWarm)
 }
 
 func TestApplicationRestartWhileServerDown(t *testing.T) {
@@ -226,5 +189,62 @@ func TestApplicationRestartWhileServerDown(t *testing.T) {
 	}
 	if _, err := second.layer.Vendors().Get(ctx, "never-cached"); !errors.Is(err, repository.ErrUnavailable) || errors.Is(err, repository.ErrNotFound) {
 		t.Fatalf("uncached key during outage: %v, want ErrUnavailable", err)
+	}
+}
+
+// readLoad is n goroutines reading random keys of names through the layer
+// until stop.
+type readLoad struct {
+	reads, failed, maxLatency atomic.Int64
+	firstErr                  atomic.Pointer[error]
+	quit                      chan struct{}
+	once                      sync.Once
+	wg                        sync.WaitGroup
+}
+
+func readCachedKeys(ctx context.Context, s *stack, names []string, n int) *readLoad {
+	r := &readLoad{quit: make(chan struct{})}
+	for range n {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			for {
+				select {
+				case <-r.quit:
+					return
+				default:
+				}
+				start := time.Now()
+				_, err := s.layer.Vendors().Get(ctx, names[rand.IntN(len(names))])
+				took := int64(time.Since(start))
+				for cur := r.maxLatency.Load(); took > cur && !r.maxLatency.CompareAndSwap(cur, took); cur = r.maxLatency.Load() {
+				}
+				r.reads.Add(1)
+				if err != nil {
+					r.failed.Add(1)
+					r.firstErr.CompareAndSwap(nil, &err)
+				}
+			}
+		}()
+	}
+	return r
+}
+
+// stop ends the reads and waits for them; it may be called again.
+func (r *readLoad) stop() {
+	r.once.Do(func() {
+		close(r.quit)
+		r.wg.Wait()
+	})
+}
+
+// check fails t if a read failed or took longer than primaryTimeout allows.
+func (r *readLoad) check(t *testing.T, primaryTimeout time.Duration) {
+	t.Helper()
+	if n := r.failed.Load(); n > 0 {
+		t.Errorf("%d of %d reads of cached keys failed; first: %v", n, r.reads.Load(), *r.firstErr.Load())
+	}
+	if max := time.Duration(r.maxLatency.Load()); max > primaryTimeout+300*time.Millisecond {
+		t.Errorf("slowest read took %s; PrimaryTimeout is %s", max, primaryTimeout)
 	}
 }
