@@ -7,6 +7,11 @@
 // unchanged in kind, so callers (and the fallback package) can inspect it
 // with errors.As for *pgconn.PgError, *pgconn.ConnectError, net.Error, or
 // pgconn.Timeout.
+//
+// Every statement works in each of pgx's query exec modes, so a pool
+// behind a transaction pooler (PgBouncer) works with
+// default_query_exec_mode=exec in its DSN; the change feed's listener
+// needs a session of its own: WithListenConfig (docs/poolers.md).
 package pgstore
 
 import (
