@@ -93,6 +93,11 @@ func startPgBouncer(bin, dsn, mode string, poolSize int, settings []string) (out
 			os.RemoveAll(dir)
 		}
 	}()
+	// Like a cluster dir: a later run removes it if this process dies
+	// without cleaning up (removeStale).
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return "", nil, err
+	}
 	listen, err := freePort()
 	if err != nil {
 		return "", nil, err
