@@ -29,4 +29,10 @@
 // PGFALLBACK_BENCH_WARM_TIMEOUT sets their WarmTimeout.
 //
 //	go test -run '^$' -bench FeedCrashResync -benchtime=1x ./bench/
+//
+// BenchmarkStoreGetVendorPooled is a pgstore Get direct with pgx's
+// default mode, direct in exec mode, and through PgBouncer in transaction
+// mode (skipped without a pgbouncer binary).
+//
+//	go test -run '^$' -bench StoreGetVendorPooled -benchmem -count 4 ./bench/
 package bench

@@ -3,7 +3,6 @@ package fallback_test
 import (
 	"context"
 	"errors"
-	"net/url"
 	"path/filepath"
 	"testing"
 	"time"
@@ -32,19 +31,13 @@ func TestServerStoppedBehindPgBouncer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, err := url.Parse(pgtest.NewPgBouncer(t, direct, "transaction", 2, "server_login_retry = 1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("default_query_exec_mode", "exec")
-	u.RawQuery = q.Encode()
+	pooled := pgtest.WithParam(pgtest.NewPgBouncer(t, direct, "transaction", 2, "server_login_retry = 1"), "default_query_exec_mode", "exec")
 	listen, err := pgx.ParseConfig(direct)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const primaryTimeout = 500 * time.Millisecond
-	s := openStackWith(t, u.String(), []pgstore.Option{pgstore.WithListenConfig(listen)}, filepath.Join(t.TempDir(), "cache.db"),
+	s := openStackWith(t, pooled, []pgstore.Option{pgstore.WithListenConfig(listen)}, filepath.Join(t.TempDir(), "cache.db"),
 		fallback.Config{PrimaryTimeout: primaryTimeout, OpenTimeout: 200 * time.Millisecond})
 	names := seed(t, s, 20)
 

@@ -22,7 +22,7 @@ func TestEveryQueryExecMode(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			s, err := pgstore.Open(ctx, withExecMode(t, pgtest.NewDatabase(t), mode))
+			s, err := pgstore.Open(ctx, pgtest.WithParam(pgtest.NewDatabase(t), "default_query_exec_mode", mode))
 			if err != nil {
 				t.Fatalf("open: %v", pgdsn.Error(err))
 			}

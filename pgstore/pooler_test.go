@@ -3,7 +3,6 @@ package pgstore_test
 import (
 	"context"
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -17,19 +16,6 @@ import (
 	"github.com/pgfallback/pgfallback/pgstore"
 )
 
-// withExecMode returns dsn choosing pgx's query exec mode mode.
-func withExecMode(t *testing.T, dsn, mode string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatalf("the test DSN is not a URL: %v", pgdsn.Error(err))
-	}
-	q := u.Query()
-	q.Set("default_query_exec_mode", mode)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
 // Behind PgBouncer in transaction mode, as docs/poolers.md says to set it
 // up: the pool through PgBouncer with pgx's exec mode, the listener
 // pointed at PostgreSQL itself. Every statement works, and the change feed
@@ -39,7 +25,7 @@ func TestBehindPgBouncerInTransactionMode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	direct := pgtest.NewDatabase(t)
-	pooled := withExecMode(t, pgtest.NewPgBouncer(t, direct, "transaction", 2), "exec")
+	pooled := pgtest.WithParam(pgtest.NewPgBouncer(t, direct, "transaction", 2), "default_query_exec_mode", "exec")
 	listen, err := pgx.ParseConfig(direct)
 	if err != nil {
 		t.Fatalf("parse: %v", pgdsn.Error(err))

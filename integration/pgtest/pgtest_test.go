@@ -167,6 +167,23 @@ func TestWithDatabase(t *testing.T) {
 	}
 }
 
+func TestWithParam(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"postgres://u:p@h:5432/db?sslmode=disable", "postgres://u:p@h:5432/db?default_query_exec_mode=exec&sslmode=disable"},
+		{"postgres://u@h/db?default_query_exec_mode=simple_protocol", "postgres://u@h/db?default_query_exec_mode=exec"},
+		{"host=h user=u dbname=db", "host=h user=u dbname=db default_query_exec_mode='exec'"},
+	} {
+		if got := WithParam(tc.in, "default_query_exec_mode", "exec"); got != tc.want {
+			t.Errorf("WithParam(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	// A keyword/value string quotes the value, and pgx reads it back.
+	cfg, err := pgx.ParseConfig(WithParam("host=h user=u", "application_name", `it's a \ test`))
+	if err != nil || cfg.RuntimeParams["application_name"] != `it's a \ test` {
+		t.Errorf("keyword/value quoting: %v %v", cfg.RuntimeParams, err)
+	}
+}
+
 func TestModeString(t *testing.T) {
 	for m, want := range map[Mode]string{ModeAuto: "auto", ModeExternal: "external", ModeLocal: "local", ModeDocker: "docker", Mode(9): "Mode(9)"} {
 		if m.String() != want {

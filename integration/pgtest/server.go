@@ -407,6 +407,21 @@ func withDatabase(dsn, db string) string {
 	return dsn + " dbname=" + db
 }
 
+// WithParam returns dsn with the connection parameter key set to value, in
+// the URL's query or as a trailing keyword: a DSN choosing pgx's
+// default_query_exec_mode, say.
+func WithParam(dsn, key, value string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if u, err := url.Parse(dsn); err == nil {
+			q := u.Query()
+			q.Set(key, value)
+			u.RawQuery = q.Encode()
+			return u.String()
+		}
+	}
+	return strings.TrimSpace(dsn) + " " + key + "='" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(value) + "'"
+}
+
 // hostPort is the address of the first host of a parsed config.
 func hostPort(cfg *pgconn.Config) string {
 	return net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port))
