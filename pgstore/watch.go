@@ -352,6 +352,11 @@ func (s *Store) connectStandingIn(ctx context.Context, wake func(bool)) (*pgx.Co
 func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
 	pc := s.pool.Config()
 	cfg := pc.ConnConfig.Copy()
+	// The pool's query tracer (otelpgx, tracelog) is for the application's
+	// queries: the elected waker reads the log 50 to 200 times a second,
+	// which would be as many spans or log lines. A WithListenConfig keeps
+	// its own.
+	cfg.Tracer = nil
 	if s.listenConfig != nil {
 		cfg = s.listenConfig.Copy()
 	}
