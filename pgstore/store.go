@@ -96,9 +96,15 @@ func WithListenConfig(cfg *pgx.ConnConfig) Option {
 
 // WithLogger sets the logger for what the Store does on its own, away from
 // any call: today, a change feed listener that cannot listen where it is
-// pointed. By default slog.Default(), so it is not lost.
+// pointed. The default is slog.Default(), so it is not lost; nil discards
+// (as sqlitecache.WithLogger).
 func WithLogger(l *slog.Logger) Option {
-	return func(s *Store) { s.log = l }
+	return func(s *Store) {
+		if l == nil {
+			l = slog.New(slog.DiscardHandler)
+		}
+		s.log = l
+	}
 }
 
 // Vendors returns the vendor repository.
