@@ -128,3 +128,60 @@ func TestListenerRefusesAPooler(t *testing.T) {
 		t.Errorf("the report does not name the remedy (WithListenConfig):\n%s", out)
 	}
 }
+
+// A listener pointed at another database than the pool's (a second DSN
+// with a typo, a staging database on the same server) would hear that
+// database's waker, or elect itself there, and its follower would never be
+// woken for the pool's commits. It does nothing there, says so, and
+// stands in for the waker.
+func TestListenerRefusesAnotherDatabase(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	mine, other := pgtest.NewDatabase(t), pgtest.NewDatabase(t)
+	listen, err := pgx.ParseConfig(other)
+	if err != nil {
+		t.Fatal(pgdsn.Error(err))
+	}
+	var logged testutil.Buffer
+	s, err := pgstore.Open(ctx, mine, pgstore.WithListenConfig(listen),
+		pgstore.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
+	if err != nil {
+		t.Fatal(pgdsn.Error(err))
+	}
+	defer s.Close()
+	var mu sync.Mutex
+	var listening, woken int
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- s.WatchChanges(wctx, func(reconnected bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if reconnected {
+				listening++
+			} else {
+				woken++
+			}
+		})
+	}()
+	defer func() { stop(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n, l := woken, listening
+		mu.Unlock()
+		if n >= 3 {
+			if l != 0 {
+				t.Errorf("wake(true) %d times: the listener listened in another database", l)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("woken %d times in 10 s (listening %d), want 3: a follower whose listener is in another database must still be woken", n, l)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := logged.String(); !strings.Contains(out, "not the pool's") {
+		t.Errorf("the wrong database is not reported:\n%s", out)
+	}
+}

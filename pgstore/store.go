@@ -38,11 +38,11 @@ type Store struct {
 	// maxQueueUsage: 0 for broadcastMaxQueueUsage; tests lower it.
 	maxQueueUsage float64
 	log           *slog.Logger // WithLogger; slog.Default() if not set
-	// pooledSaid: the listener found a pooler in its way and said so; a
-	// direct connection clears it (watch.go, pooled).
-	pooledSaid atomic.Bool
-	vendors    vendorRepo
-	workItems  workItemRepo
+	// refusedSaid: why the listener last refused to listen, said in the
+	// log; nil once it listens (watch.go, refuse).
+	refusedSaid atomic.Pointer[string]
+	vendors     vendorRepo
+	workItems   workItemRepo
 }
 
 // Open creates a connection pool from dsn (a URL or key=value string that

@@ -14,11 +14,14 @@ import (
 	"github.com/pgfallback/pgfallback/pgstore"
 )
 
-// countingTracer counts the queries it is told of.
+// countingTracer counts the queries it is told of on the listener's
+// connection (the pool's own, one per listener connect, are the pool's).
 type countingTracer struct{ n atomic.Int64 }
 
-func (c *countingTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
+func (c *countingTracer) TraceQueryStart(ctx context.Context, conn *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	if conn.Config().RuntimeParams["application_name"] == "pgfallback-feed" {
+		c.n.Add(1)
+	}
 	return ctx
 }
 

@@ -38,8 +38,9 @@ import (
 // into a read, as a plain wake-up does.
 // While no waker can be heard (the lock is held by a session gone silent,
 // the listening connection is down, or it would go through a connection
-// pooler, where a session is not its own) WatchChanges stands in for one
-// and wakes its follower about once a second.
+// pooler, where a session is not its own, or reach another database than
+// the pool's) WatchChanges stands in for one and wakes its follower about
+// once a second.
 
 // ChangeChannel is the LISTEN/NOTIFY channel the waker notifies. After
 // commits added changes to the log the payload is a sealed broadcast of
@@ -109,9 +110,9 @@ const (
 	// hold it forever. WatchChanges stands in for the waker meanwhile.
 	listenConnectTimeout = 10 * time.Second
 	watchAppName         = "pgfallback-feed"
-	// pooledRecheck: how often a listener that found a connection pooler
-	// in its way connects again to look.
-	pooledRecheck = time.Minute
+	// refusedRecheck: how often a listener that must not listen where it
+	// connects (checkListener) connects again to look.
+	refusedRecheck = time.Minute
 )
 
 // WatchChanges listens for change notifications on a dedicated connection
@@ -124,13 +125,13 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 	backoff := watchMinBackoff
 	lastWake := time.Now()
 	for {
-		listened, pooled := s.listen(ctx, wake)
+		listened, refused := s.listen(ctx, wake)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if pooled {
+		if refused {
 			// Nowhere to listen: stand in until it is time to look again.
-			if err := s.standInFor(ctx, wake, pooledRecheck); err != nil {
+			if err := s.standInFor(ctx, wake, refusedRecheck); err != nil {
 				return err
 			}
 			lastWake = time.Now()
@@ -157,11 +158,11 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 // listen runs one connection: connect, LISTEN, wake(true), then wake(false)
 // per wake-up until the connection fails or ctx ends, acting as the waker
 // while it holds the lock. It reports whether it got as far as listening,
-// and pooled when a connection pooler stood in its way (it then did
-// nothing there). Its errors are not returned: the caller reconnects
+// and refused when it found it must not listen there (checkListener) and
+// did nothing. Its errors are not returned: the caller reconnects
 // whatever they were, and a follower that needs to know the database is
 // unreachable learns it from ReadChanges.
-func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, pooled bool) {
+func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused bool) {
 	conn, err := s.connectStandingIn(ctx, wake)
 	if err != nil {
 		return false, false
@@ -178,24 +179,13 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, pooled b
 	// now is given up and made again.
 	sctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
 	defer cancel()
-	// A connection pooler (PgBouncer, say) answers the connect itself, with
-	// a process ID of its own making, and in transaction mode runs each
-	// transaction on whichever server session is free: a LISTEN, the
-	// waker's session lock and its settings would land on sessions that
-	// other clients then use, and notifications on one nobody reads. So
-	// before anything else the listener checks that the server session is
-	// the one the connect reported, and does nothing where it is not. (In
-	// the simple protocol: one message, which no pooler splits across
-	// sessions, whatever query exec mode the DSN chose.)
-	var backend uint32
-	if err := conn.QueryRow(sctx, `SELECT pg_backend_pid()`, pgx.QueryExecModeSimpleProtocol).Scan(&backend); err != nil {
+	if why, err := s.checkListener(sctx, conn); err != nil {
 		return false, false
-	}
-	if backend != conn.PgConn().PID() {
-		s.pooled(conn.Config())
+	} else if why != "" {
+		s.refuse(why, conn.Config())
 		return false, true
 	}
-	s.pooledSaid.Store(false)
+	s.refusedSaid.Store(nil)
 	if _, err := conn.Exec(sctx, "LISTEN "+ChangeChannel); err != nil {
 		return false, false
 	}
@@ -307,17 +297,54 @@ func (s *Store) standInFor(ctx context.Context, wake func(bool), d time.Duration
 	}
 }
 
-// pooled says, once until a listener connects directly again, that the
-// listener's connection goes through a pooler.
-func (s *Store) pooled(cfg *pgx.ConnConfig) {
-	if s.pooledSaid.Swap(true) {
+// listenerIdentitySQL says where a connection is: its server session, its
+// database, its cluster. In the simple protocol: one message, which no
+// pooler splits across sessions, whatever query exec mode the DSN chose.
+const listenerIdentitySQL = `SELECT pg_backend_pid(), current_database(),
+	(SELECT system_identifier FROM pg_control_system())::text`
+
+// checkListener says why the listener must do nothing on conn, or "" when
+// it may listen there. Before anything else:
+//
+//   - A connection pooler (PgBouncer, say) answers the connect itself,
+//     with a process ID of its own making, and in transaction mode runs
+//     each transaction on whichever server session is free: a LISTEN, the
+//     waker's session lock and its settings would land on sessions that
+//     other clients then use, and notifications on one nobody reads.
+//   - A WithListenConfig pointing elsewhere than the pool (another
+//     database, another server: a second DSN with a typo) would hear that
+//     database's waker, or elect itself there, and never wake its
+//     follower for the pool's commits.
+func (s *Store) checkListener(ctx context.Context, conn *pgx.Conn) (why string, err error) {
+	var backend uint32
+	var db, system string
+	if err := conn.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).Scan(&backend, &db, &system); err != nil {
+		return "", err
+	}
+	if backend != conn.PgConn().PID() {
+		return "the change feed's listening connection goes through a connection pooler (its server session is not the one " +
+			"the connect reported), where it cannot LISTEN or hold the waker's lock. Point pgstore.WithListenConfig at " +
+			"PostgreSQL itself (docs/poolers.md)", nil
+	}
+	var poolDB, poolSystem string
+	if err := s.pool.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).Scan(nil, &poolDB, &poolSystem); err != nil {
+		return "", err
+	}
+	if db != poolDB || system != poolSystem {
+		return fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) reaches database %q of cluster %s, "+
+			"not the pool's database %q of cluster %s, where the pool's commits are", db, system, poolDB, poolSystem), nil
+	}
+	return "", nil
+}
+
+// refuse says why the listener does nothing where it connected, once for
+// each reason until it listens again.
+func (s *Store) refuse(why string, cfg *pgx.ConnConfig) {
+	if last := s.refusedSaid.Swap(&why); last != nil && *last == why {
 		return
 	}
-	s.log.Error("pgfallback: the change feed's listening connection goes through a connection pooler "+
-		"(its server session is not the one the connect reported), where it cannot LISTEN or hold the waker's lock; "+
-		"it does nothing there, and followers read the change log once a second instead of being woken. "+
-		"Point pgstore.WithListenConfig at PostgreSQL itself (docs/poolers.md)",
-		"host", cfg.Host, "port", cfg.Port, "recheck_every", pooledRecheck)
+	s.log.Error("pgfallback: "+why+"; it does nothing there, and followers read the change log once a second "+
+		"instead of being woken", "host", cfg.Host, "port", cfg.Port, "recheck_every", refusedRecheck)
 }
 
 // connectStandingIn opens the listener's connection, bounded by
