@@ -17,8 +17,11 @@ import (
 // ~1 KB of metadata, side by side, over loopback TCP:
 //
 //   - path=direct,mode=cache_statement: pgx's default, a prepared statement;
-//   - path=direct,mode=exec: parsed and planned by the server every time;
-//   - path=pgbouncer,mode=exec: the same through PgBouncer in transaction
+//   - path=direct,mode=cache_describe: the unnamed statement, parsed and
+//     planned by the server every time, its description cached by pgx
+//     (binary results);
+//   - path=direct,mode=exec: parsed and planned every time, text results;
+//   - path=pgbouncer,mode=…: those two through PgBouncer in transaction
 //     mode (one more hop), as docs/poolers.md sets it up.
 //
 // Skipped without a pgbouncer binary (unless PGFALLBACK_REQUIRE_PGBOUNCER=1).
@@ -48,7 +51,9 @@ func BenchmarkStoreGetVendorPooled(b *testing.B) {
 	}
 	for _, c := range []struct{ path, dsn, mode string }{
 		{"direct", direct, "cache_statement"},
+		{"direct", direct, "cache_describe"},
 		{"direct", direct, "exec"},
+		{"pgbouncer", pooled, "cache_describe"},
 		{"pgbouncer", pooled, "exec"},
 	} {
 		b.Run("path="+c.path+",mode="+c.mode, func(b *testing.B) {

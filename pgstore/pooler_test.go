@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgfallback/pgfallback/integration/pgtest"
 	pgdsn "github.com/pgfallback/pgfallback/internal/dsn"
@@ -17,37 +20,82 @@ import (
 )
 
 // Behind PgBouncer in transaction mode, as docs/poolers.md says to set it
-// up: the pool through PgBouncer with pgx's exec mode, the listener
-// pointed at PostgreSQL itself. Every statement works, and the change feed
-// is woken by notifications. Two server connections serve the pool's many,
-// so consecutive transactions of one client land on different sessions.
+// up: the pool through PgBouncer in one of the query exec modes that need
+// no prepared statement, the listener pointed at PostgreSQL itself. Every
+// statement works, and the change feed is woken by notifications. Other
+// clients share the pooler's two server connections, so that the store's
+// transactions land on whichever session is free, as in production (a
+// client alone is handed the session it last used): pgx's default mode
+// fails there, which the test checks first, or it would prove nothing.
 func TestBehindPgBouncerInTransactionMode(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	direct := pgtest.NewDatabase(t)
-	pooled := pgtest.WithParam(pgtest.NewPgBouncer(t, direct, "transaction", 2), "default_query_exec_mode", "exec")
+	pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2)
+	others, err := pgxpool.New(ctx, pgtest.WithParam(pooled, "pool_max_conns", "4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer others.Close()
+	octx, stopOthers := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() { stopOthers(); wg.Wait() }()
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for octx.Err() == nil {
+				others.Exec(octx, `SELECT pg_sleep(0.001)`)
+			}
+		}()
+	}
 	listen, err := pgx.ParseConfig(direct)
 	if err != nil {
 		t.Fatalf("parse: %v", pgdsn.Error(err))
 	}
-	s, err := pgstore.Open(ctx, pooled, pgstore.WithListenConfig(listen))
-	if err != nil {
-		t.Fatalf("open through PgBouncer: %v", pgdsn.Error(err))
+	open := func(t *testing.T, mode string) *pgstore.Store {
+		s, err := pgstore.Open(ctx, pgtest.WithParam(pooled, "default_query_exec_mode", mode), pgstore.WithListenConfig(listen))
+		if err != nil {
+			t.Fatalf("open through PgBouncer: %v", pgdsn.Error(err))
+		}
+		t.Cleanup(s.Close)
+		return s
 	}
-	defer s.Close()
-	// Really through the pooler: it makes up the process ID it reports.
-	c, err := s.Pool().Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
+
+	// The control: prepared statements do not survive the pooler.
+	prepared := open(t, "cache_statement")
+	var pgErr *pgconn.PgError
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, err := prepared.Vendors().Get(ctx, "nobody")
+		if errors.As(err, &pgErr) && (pgErr.Code == "26000" || pgErr.Code == "42P05") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prepared statements survived PgBouncer for 10 s (last: %v): the store is not moved between sessions", err)
+		}
 	}
-	var backend uint32
-	err = c.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend)
-	reported := c.Conn().PgConn().PID()
-	c.Release()
-	if err != nil || backend == reported {
-		t.Fatalf("the pool's connection reports process %d, its session is %d (%v): not through PgBouncer", reported, backend, err)
+
+	for _, mode := range []string{"exec", "simple_protocol", "cache_describe"} {
+		t.Run(mode, func(t *testing.T) {
+			s := open(t, mode)
+			// Really through the pooler: it makes up the process ID it reports.
+			c, err := s.Pool().Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var backend uint32
+			err = c.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&backend)
+			reported := c.Conn().PgConn().PID()
+			c.Release()
+			if err != nil || backend == reported {
+				t.Fatalf("the pool's connection reports process %d, its session is %d (%v): not through PgBouncer", reported, backend, err)
+			}
+			if _, err := s.Pool().Exec(ctx, `TRUNCATE vendors, work_items, pgfallback_applied_writes`); err != nil {
+				t.Fatal(err)
+			}
+			exerciseStore(ctx, t, s)
+		})
 	}
-	exerciseStore(ctx, t, s)
 }
 
 // A listener pointed at a pooler (the pool's configuration, when no
