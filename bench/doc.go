@@ -31,8 +31,9 @@
 //	go test -run '^$' -bench FeedCrashResync -benchtime=1x ./bench/
 //
 // BenchmarkStoreGetVendorPooled is a pgstore Get direct with pgx's
-// default mode, direct in exec mode, and through PgBouncer in transaction
-// mode (skipped without a pgbouncer binary).
+// default mode, direct in the cache_describe and exec modes, and in those
+// two through PgBouncer in transaction mode (skipped without a pgbouncer
+// binary).
 //
-//	go test -run '^$' -bench StoreGetVendorPooled -benchmem -count 4 ./bench/
+//	go test -run '^$' -bench StoreGetVendorPooled -benchmem -count 6 ./bench/
 package bench
