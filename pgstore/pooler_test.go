@@ -115,39 +115,7 @@ func TestListenerRefusesAPooler(t *testing.T) {
 	}
 	defer s.Close()
 
-	var mu sync.Mutex
-	var listening, woken int
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- s.WatchChanges(wctx, func(reconnected bool) {
-			mu.Lock()
-			defer mu.Unlock()
-			if reconnected {
-				listening++
-			} else {
-				woken++
-			}
-		})
-	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		n := woken
-		mu.Unlock()
-		if n >= 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("woken %d times in 10 s, want 3: a follower behind a pooler must still be woken about once a second", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	stop()
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if listening != 0 {
+	if listening := refusedListenerWakes(ctx, t, s, "behind a pooler"); listening != 0 {
 		t.Errorf("wake(true) %d times: the listener said it was listening through a pooler", listening)
 	}
 
@@ -197,6 +165,19 @@ func TestListenerRefusesAnotherDatabase(t *testing.T) {
 		t.Fatal(pgdsn.Error(err))
 	}
 	defer s.Close()
+	if listening := refusedListenerWakes(ctx, t, s, "whose listener is in another database"); listening != 0 {
+		t.Errorf("wake(true) %d times: the listener listened in another database", listening)
+	}
+	if out := logged.String(); !strings.Contains(out, "not the pool's") {
+		t.Errorf("the wrong database is not reported:\n%s", out)
+	}
+}
+
+// refusedListenerWakes runs s.WatchChanges until it has woken its follower
+// three times, as a listener that refuses to listen must about once a
+// second, and returns how many times it said it was listening.
+func refusedListenerWakes(ctx context.Context, t *testing.T, s *pgstore.Store, follower string) int {
+	t.Helper()
 	var mu sync.Mutex
 	var listening, woken int
 	wctx, stop := context.WithCancel(ctx)
@@ -213,23 +194,15 @@ func TestListenerRefusesAnotherDatabase(t *testing.T) {
 		})
 	}()
 	defer func() { stop(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		mu.Lock()
 		n, l := woken, listening
 		mu.Unlock()
 		if n >= 3 {
-			if l != 0 {
-				t.Errorf("wake(true) %d times: the listener listened in another database", l)
-			}
-			break
+			return l
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("woken %d times in 10 s (listening %d), want 3: a follower whose listener is in another database must still be woken", n, l)
+			t.Fatalf("woken %d times in 10 s (listening %d), want 3: a follower %s must still be woken about once a second", n, l, follower)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if out := logged.String(); !strings.Contains(out, "not the pool's") {
-		t.Errorf("the wrong database is not reported:\n%s", out)
 	}
 }
