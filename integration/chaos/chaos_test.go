@@ -875,7 +875,7 @@ func captureFD(t *testing.T, fd int) func() string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Dup3(int(w.Fd()), fd, 0); err != nil {
+	if err := dupTo(int(w.Fd()), fd); err != nil {
 		t.Fatal(err)
 	}
 	var got bytes.Buffer
@@ -885,7 +885,7 @@ func captureFD(t *testing.T, fd int) func() string {
 		_, _ = io.Copy(&got, r)
 	}()
 	return func() string {
-		_ = syscall.Dup3(saved, fd, 0)
+		_ = dupTo(saved, fd)
 		_ = syscall.Close(saved)
 		_ = w.Close()
 		<-done

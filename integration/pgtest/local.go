@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -149,11 +148,7 @@ func (b *localBackend) initdb(ctx context.Context) error {
 func (b *localBackend) setup(cmd *exec.Cmd) {
 	cmd.Dir = b.base
 	cmd.Env = serverEnv()
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Credential: b.cred,
-		Setpgid:    true, // a terminal's ^C goes to the test binary, not to the server
-		Pdeathsig:  syscall.SIGKILL,
-	}
+	cmd.SysProcAttr = childAttr(b.cred)
 }
 
 var errPortTaken = errors.New("port already in use")
@@ -607,15 +602,7 @@ func processAlive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return !errors.Is(err, fs.ErrNotExist)
-	}
-	// Field 3, after "(comm)", is the state.
-	if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
-		return stat[i+2] != 'Z' && stat[i+2] != 'X'
-	}
-	return true
+	return !exited(pid)
 }
 
 func postmasterPID(data string) int {

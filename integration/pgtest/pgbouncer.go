@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -135,7 +134,7 @@ logfile = %s
 	var output bytes.Buffer
 	cmd := exec.Command(bin, conf)
 	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, serverEnv(), &output, &output
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr(cred)
 	if err := spawn(cmd); err != nil {
 		return "", nil, err
 	}
