@@ -53,8 +53,10 @@ func TestBehindPgBouncerInTransactionMode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parse: %v", pgdsn.Error(err))
 	}
+	var logged testutil.Buffer
 	open := func(t *testing.T, mode string) *pgstore.Store {
-		s, err := pgstore.Open(ctx, pgtest.WithParam(pooled, "default_query_exec_mode", mode), pgstore.WithListenConfig(listen))
+		s, err := pgstore.Open(ctx, pgtest.WithParam(pooled, "default_query_exec_mode", mode), pgstore.WithListenConfig(listen),
+			pgstore.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
 		if err != nil {
 			t.Fatalf("open through PgBouncer: %v", pgdsn.Error(err))
 		}
@@ -94,6 +96,9 @@ func TestBehindPgBouncerInTransactionMode(t *testing.T) {
 				t.Fatal(err)
 			}
 			exerciseStore(ctx, t, s)
+			if out := logged.String(); out != "" {
+				t.Errorf("logged, set up as docs/poolers.md says:\n%s", out)
+			}
 		})
 	}
 }
@@ -142,6 +147,11 @@ func TestListenerRefusesAPooler(t *testing.T) {
 	}
 	if !strings.Contains(out, "WithListenConfig") {
 		t.Errorf("the report does not name the remedy (WithListenConfig):\n%s", out)
+	}
+	// The pool, through the pooler with pgx's prepared statements, is
+	// warned of too, with its remedy.
+	if n := strings.Count(out, "pgx prepares their statements"); n != 1 || !strings.Contains(out, "default_query_exec_mode=exec") {
+		t.Errorf("the pool's prepared statements behind a pooler were warned of %d times, want once with the remedy:\n%s", n, out)
 	}
 }
 

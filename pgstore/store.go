@@ -41,8 +41,11 @@ type Store struct {
 	// refusedSaid: why the listener last refused to listen, said in the
 	// log; nil once it listens (watch.go, refuse).
 	refusedSaid atomic.Pointer[string]
-	vendors     vendorRepo
-	workItems   workItemRepo
+	// preparedSaid: the pool's prepared statements behind a pooler were
+	// warned of (watch.go, checkPool).
+	preparedSaid atomic.Bool
+	vendors      vendorRepo
+	workItems    workItemRepo
 }
 
 // Open creates a connection pool from dsn (a URL or key=value string that

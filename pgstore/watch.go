@@ -321,20 +321,46 @@ func (s *Store) checkListener(ctx context.Context, conn *pgx.Conn) (why string, 
 	if err := conn.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).Scan(&backend, &db, &system); err != nil {
 		return "", err
 	}
-	if backend != conn.PgConn().PID() {
+	poolDB, poolSystem, err := s.checkPool(ctx)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case backend != conn.PgConn().PID():
 		return "the change feed's listening connection goes through a connection pooler (its server session is not the one " +
 			"the connect reported), where it cannot LISTEN or hold the waker's lock. Point pgstore.WithListenConfig at " +
 			"PostgreSQL itself (docs/poolers.md)", nil
-	}
-	var poolDB, poolSystem string
-	if err := s.pool.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).Scan(nil, &poolDB, &poolSystem); err != nil {
-		return "", err
-	}
-	if db != poolDB || system != poolSystem {
+	case db != poolDB || system != poolSystem:
 		return fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) reaches database %q of cluster %s, "+
 			"not the pool's database %q of cluster %s, where the pool's commits are", db, system, poolDB, poolSystem), nil
 	}
 	return "", nil
+}
+
+// checkPool says where the pool's connections are. When they go through a
+// pooler while pgx prepares their statements (its default), it warns once:
+// behind a transaction pooler, calls then fail now and then with SQLSTATE
+// 26000 or 42P05, which the application sees before it reads any doc.
+func (s *Store) checkPool(ctx context.Context) (db, system string, err error) {
+	c, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	var backend uint32
+	err = c.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).Scan(&backend, &db, &system)
+	pooled := err == nil && backend != c.Conn().PgConn().PID()
+	c.Release()
+	if err != nil {
+		return "", "", err
+	}
+	mode := s.pool.Config().ConnConfig.DefaultQueryExecMode
+	if pooled && (mode == pgx.QueryExecModeCacheStatement || mode == pgx.QueryExecModeDescribeExec) && !s.preparedSaid.Swap(true) {
+		s.log.Warn("pgfallback: the pool's connections go through a connection pooler and pgx prepares their statements " +
+			"(query exec mode \"" + mode.String() + "\"): in transaction mode, calls fail now and then with SQLSTATE 26000 or 42P05, " +
+			"unless the pooler keeps prepared statements (PgBouncer 1.21+ with max_prepared_statements). " +
+			"Add default_query_exec_mode=exec to the DSN (docs/poolers.md)")
+	}
+	return db, system, nil
 }
 
 // refuse says why the listener does nothing where it connected, once for
