@@ -51,12 +51,25 @@ func (s *Store) ChangeHead(ctx context.Context) (string, error) {
 	// One statement sees one snapshot, even in READ COMMITTED: the snapshot
 	// it reports and the seq it reads are consistent without a transaction.
 	h, err := readHead(ctx, s.pool)
+	if err == nil && h.logID == "" {
+		// A crash, or a promoted standby, empties the unlogged log and its
+		// one-row table. A cursor taken without a log_id expires as soon
+		// as the waker or pruning writes one, and the follower resyncs a
+		// second time: give the log its id now, if this role may
+		// (docs/privileges.md), and read the head again.
+		if _, ierr := s.pool.Exec(ctx, insertLogIDSQL); ierr == nil {
+			h, err = readHead(ctx, s.pool)
+		}
+	}
 	if err != nil {
 		return "", feedError("change head", err)
 	}
 	s.heard.learn(h.logID)
 	return h.cursor(h.maxSeq).String(), nil
 }
+
+// insertLogIDSQL gives the log a new log_id if it has none (after a crash).
+const insertLogIDSQL = `INSERT INTO pgfallback_change_log DEFAULT VALUES ON CONFLICT DO NOTHING`
 
 // ReadChanges returns up to limit changes committed after cursor.
 func (s *Store) ReadChanges(ctx context.Context, cursorText string, limit int) (repository.ChangeBatch, error) {

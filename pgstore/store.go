@@ -42,8 +42,10 @@ type Store struct {
 	// log; nil once it listens (watch.go, refuse).
 	refusedSaid atomic.Pointer[string]
 	// preparedSaid: the pool's prepared statements behind a pooler were
-	// warned of (watch.go, checkPool).
+	// warned of; poolIdent: where the pool's connections are, once read
+	// (watch.go, checkPool).
 	preparedSaid atomic.Bool
+	poolIdent    atomic.Pointer[poolIdentity]
 	vendors      vendorRepo
 	workItems    workItemRepo
 }

@@ -321,38 +321,51 @@ func (s *Store) checkListener(ctx context.Context, conn *pgx.Conn) (why string, 
 	if err := conn.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).Scan(&backend, &db, &system); err != nil {
 		return "", err
 	}
-	poolDB, poolSystem, err := s.checkPool(ctx)
-	if err != nil {
-		return "", err
+	// The pool's database and cluster stay what they are through a
+	// failover (a promoted standby keeps the system identifier), so they
+	// are read once, and again only when the listener finds others: a
+	// reconnecting listener adds no query on the pool to the failover's
+	// path, where the waker's election should come first.
+	pool := s.poolIdent.Load()
+	if pool == nil || pool.db != db || pool.system != system {
+		if pool, err = s.checkPool(ctx); err != nil {
+			return "", err
+		}
 	}
 	switch {
 	case backend != conn.PgConn().PID():
 		return "the change feed's listening connection goes through a connection pooler (its server session is not the one " +
 			"the connect reported), where it cannot LISTEN or hold the waker's lock. Point pgstore.WithListenConfig at " +
 			"PostgreSQL itself (docs/poolers.md)", nil
-	case db != poolDB || system != poolSystem:
+	case db != pool.db || system != pool.system:
 		return fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) reaches database %q of cluster %s, "+
-			"not the pool's database %q of cluster %s, where the pool's commits are", db, system, poolDB, poolSystem), nil
+			"not the pool's database %q of cluster %s, where the pool's commits are", db, system, pool.db, pool.system), nil
 	}
 	return "", nil
 }
 
-// checkPool says where the pool's connections are. When they go through a
-// pooler while pgx prepares their statements (its default), it warns once:
-// behind a transaction pooler, calls then fail now and then with SQLSTATE
-// 26000 or 42P05, which the application sees before it reads any doc.
-func (s *Store) checkPool(ctx context.Context) (db, system string, err error) {
+// poolIdentity is where the pool's connections are.
+type poolIdentity struct{ db, system string }
+
+// checkPool says, and records, where the pool's connections are. When they
+// go through a pooler while pgx prepares their statements (its default),
+// it warns once: behind a transaction pooler, calls then fail now and then
+// with SQLSTATE 26000 or 42P05, which the application sees before it reads
+// any doc.
+func (s *Store) checkPool(ctx context.Context) (*poolIdentity, error) {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
 	var backend uint32
-	err = c.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).Scan(&backend, &db, &system)
+	var id poolIdentity
+	err = c.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).Scan(&backend, &id.db, &id.system)
 	pooled := err == nil && backend != c.Conn().PgConn().PID()
 	c.Release()
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
+	s.poolIdent.Store(&id)
 	mode := s.pool.Config().ConnConfig.DefaultQueryExecMode
 	if pooled && (mode == pgx.QueryExecModeCacheStatement || mode == pgx.QueryExecModeDescribeExec) && !s.preparedSaid.Swap(true) {
 		s.log.Warn("pgfallback: the pool's connections go through a connection pooler and pgx prepares their statements " +
@@ -360,7 +373,7 @@ func (s *Store) checkPool(ctx context.Context) (db, system string, err error) {
 			"unless the pooler keeps prepared statements (PgBouncer 1.21+ with max_prepared_statements). " +
 			"Add default_query_exec_mode=exec to the DSN (docs/poolers.md)")
 	}
-	return db, system, nil
+	return &id, nil
 }
 
 // refuse says why the listener does nothing where it connected, once for
@@ -499,7 +512,7 @@ func (w *waker) tryElect(ctx context.Context) error {
 		// a new log_id now, rather than when pruning next writes the row,
 		// so that followers resync once after a crash, not twice. A role
 		// without INSERT on it (docs/privileges.md) leaves it to pruning.
-		_, _ = w.conn.Exec(ctx, `INSERT INTO pgfallback_change_log DEFAULT VALUES ON CONFLICT DO NOTHING`)
+		_, _ = w.conn.Exec(ctx, insertLogIDSQL)
 		// A waker that goes silent without its session ending (its process
 		// paused, its network cut while the server's end of the socket
 		// stays open, as behind a proxy) would keep the lock until TCP
