@@ -3,6 +3,7 @@ package pgstore
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -76,6 +77,10 @@ func unreadable(err error, kind, key string) error {
 	var scanErr pgx.ScanArgError
 	if !errors.As(err, &scanErr) {
 		return err
+	}
+	if strings.Contains(scanErr.Err.Error(), "date/time value") {
+		// pgx reads text results (exec, simple_protocol) only in ISO style.
+		err = fmt.Errorf("%w (the session's DateStyle is not ISO: add DateStyle=ISO to the DSN, docs/poolers.md)", err)
 	}
 	if key == "" || key == "00000000-0000-0000-0000-000000000000" {
 		return fmt.Errorf("%w: a %s row: %w", repository.ErrUnreadable, kind, err)

@@ -31,6 +31,9 @@ func TestBehindPgBouncerInTransactionMode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	direct := pgtest.NewDatabase(t)
+	// A DBA's DateStyle, which pgx cannot read in the text modes: the
+	// store's own (ISO, a startup parameter) must reach the server sessions.
+	alterDatabase(ctx, t, direct, `DateStyle = 'SQL, DMY'`)
 	pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2)
 	others, err := pgxpool.New(ctx, pgtest.WithParam(pooled, "pool_max_conns", "4"))
 	if err != nil {

@@ -85,7 +85,8 @@ func (e *redactedError) Unwrap() error { return e.err }
 // ParseConfig is pgxpool.ParseConfig with an error that shows no password:
 // pgx masks the password of a connection string it cannot parse only on a
 // best-effort basis (v5.12 shows "password = secret", and half of a
-// password holding an '@').
+// password holding an '@'). Its sessions write dates in ISO style
+// (ISODateStyle).
 func ParseConfig(s string) (*pgxpool.Config, error) {
 	if err := checkUserInfo(s); err != nil {
 		return nil, err
@@ -98,7 +99,25 @@ func ParseConfig(s string) (*pgxpool.Config, error) {
 		}
 		return nil, Error(err)
 	}
+	ISODateStyle(cfg.ConnConfig)
 	return cfg, nil
+}
+
+// ISODateStyle has the sessions of cfg write dates and times in ISO style,
+// whatever the DSN, the server, the database or the role sets (a DBA's
+// 'SQL, DMY', say): in the exec and simple_protocol query modes pgx reads
+// results as text and parses only ISO dates, so every timestamp would fail
+// to decode. A startup parameter, which PgBouncer passes on.
+func ISODateStyle(cfg *pgx.ConnConfig) {
+	if cfg.RuntimeParams == nil {
+		cfg.RuntimeParams = map[string]string{}
+	}
+	for k := range cfg.RuntimeParams {
+		if strings.EqualFold(k, "DateStyle") {
+			delete(cfg.RuntimeParams, k)
+		}
+	}
+	cfg.RuntimeParams["DateStyle"] = "ISO"
 }
 
 // parseError quotes the connection string as Redact masks it rather than

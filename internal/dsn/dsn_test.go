@@ -114,6 +114,30 @@ func TestConnConfigDropsPoolSettings(t *testing.T) {
 	}
 }
 
+// Whatever the DSN says of DateStyle, in any case of the name, the sessions
+// get ISO, once: two spellings would both reach the server, in no set order.
+func TestParseConfigPinsISODateStyle(t *testing.T) {
+	for _, s := range []string{
+		"postgres://u@host/db",
+		"postgres://u@host/db?datestyle=German",
+		"host=h user=u DateStyle='SQL, DMY' application_name=x",
+	} {
+		cfg, err := ParseConfig(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var styles []string
+		for k, v := range cfg.ConnConfig.RuntimeParams {
+			if strings.EqualFold(k, "DateStyle") {
+				styles = append(styles, k+"="+v)
+			}
+		}
+		if len(styles) != 1 || styles[0] != "DateStyle=ISO" {
+			t.Errorf("ParseConfig(%q): %v, want DateStyle=ISO alone", s, styles)
+		}
+	}
+}
+
 func TestConnectErrorShowsNoPassword(t *testing.T) {
 	// Port 1 refuses at once: the connect error, not the parse, is checked.
 	_, err := Connect(context.Background(), "postgres://u:s3cretpw@127.0.0.1:1/db?connect_timeout=1&pool_max_conns=5")
