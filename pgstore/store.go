@@ -45,12 +45,12 @@ type Store struct {
 	// warned of; poolIdent: where the pool's connections are, once read
 	// (watch.go, checkPool).
 	preparedSaid atomic.Bool
-	// dateStyleSaid: a DateStyle the pool's text-mode reads cannot
-	// decode was said (watch.go, checkPool).
-	dateStyleSaid atomic.Bool
-	poolIdent     atomic.Pointer[poolIdentity]
-	vendors       vendorRepo
-	workItems     workItemRepo
+	poolIdent    atomic.Pointer[poolIdentity]
+	// sessionSaid: settings of the pool's sessions that pgx cannot work
+	// with were said (session.go).
+	sessionSaid atomic.Bool
+	vendors     vendorRepo
+	workItems   workItemRepo
 }
 
 // Open creates a connection pool from dsn (a URL or key=value string that
@@ -75,9 +75,10 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 }
 
 // New wraps an existing pool. The Store does not own the pool's
-// configuration, but Close closes it. In the exec and simple_protocol query
-// modes, the pool's DSN should say DateStyle=ISO (docs/poolers.md); Open
-// sees to it, whatever the DSN says.
+// configuration, but Close closes it. Where a DBA's defaults differ, its
+// DSN should pin client_encoding=UTF8, and in the exec and simple_protocol
+// query modes DateStyle=ISO (docs/poolers.md); Open sees to it, whatever
+// the DSN says.
 func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	s := &Store{pool: pool, heard: &heardBroadcasts{}, vendors: vendorRepo{pool}, workItems: workItemRepo{pool}}
 	for _, o := range opts {

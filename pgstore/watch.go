@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -346,9 +345,11 @@ func (s *Store) checkListener(ctx context.Context, conn *pgx.Conn) (why string, 
 	return "", nil
 }
 
-// poolIdentitySQL is listenerIdentitySQL, and the session's DateStyle.
+// poolIdentitySQL is listenerIdentitySQL, and the session's settings that
+// pgx needs pinned (sessionFaults).
 const poolIdentitySQL = `SELECT pg_backend_pid(), current_database(),
-	(SELECT system_identifier FROM pg_control_system())::text, current_setting('DateStyle')`
+	(SELECT system_identifier FROM pg_control_system())::text,
+	current_setting('client_encoding'), current_setting('DateStyle'), current_setting('standard_conforming_strings')`
 
 // poolIdentity is where the pool's connections are.
 type poolIdentity struct{ db, system string }
@@ -357,9 +358,8 @@ type poolIdentity struct{ db, system string }
 // go through a pooler while pgx prepares their statements (its default),
 // it warns once: behind a transaction pooler, calls then fail now and then
 // with SQLSTATE 26000 or 42P05, which the application sees before it reads
-// any doc. When pgx reads their results as text (exec, simple_protocol)
-// in a DateStyle other than ISO, which it cannot parse, it says so once
-// too: a pool given to New keeps its own configuration (pgdsn.ISODateStyle).
+// any doc. Settings of the pool's sessions that pgx cannot work with (a
+// DBA's, which a pool given to New keeps) are said once too.
 func (s *Store) checkPool(ctx context.Context) (*poolIdentity, error) {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -367,8 +367,12 @@ func (s *Store) checkPool(ctx context.Context) (*poolIdentity, error) {
 	}
 	var backend uint32
 	var id poolIdentity
-	var dateStyle string
-	err = c.QueryRow(ctx, poolIdentitySQL, pgx.QueryExecModeSimpleProtocol).Scan(&backend, &id.db, &id.system, &dateStyle)
+	var encoding, dateStyle, conforming string
+	// Not in the simple protocol, which pgx refuses under some of the
+	// settings looked at; exec mode's messages reach the server session
+	// as one too, up to their Sync.
+	err = c.QueryRow(ctx, poolIdentitySQL, pgx.QueryExecModeExec).
+		Scan(&backend, &id.db, &id.system, &encoding, &dateStyle, &conforming)
 	pooled := err == nil && backend != c.Conn().PgConn().PID()
 	c.Release()
 	if err != nil {
@@ -376,12 +380,7 @@ func (s *Store) checkPool(ctx context.Context) (*poolIdentity, error) {
 	}
 	s.poolIdent.Store(&id)
 	mode := s.pool.Config().ConnConfig.DefaultQueryExecMode
-	if (mode == pgx.QueryExecModeExec || mode == pgx.QueryExecModeSimpleProtocol) && !strings.HasPrefix(dateStyle, "ISO") &&
-		!s.dateStyleSaid.Swap(true) {
-		s.log.Error("pgfallback: the pool's sessions write dates in DateStyle \"" + dateStyle + "\", which pgx cannot read in " +
-			"query exec mode \"" + mode.String() + "\": every row read fails as unreadable, and the change feed cannot follow. " +
-			"Add DateStyle=ISO to the DSN, or build the store with pgstore.Open (docs/poolers.md)")
-	}
+	s.sayFaults(sessionFaults(mode, encoding, dateStyle, conforming))
 	if pooled && (mode == pgx.QueryExecModeCacheStatement || mode == pgx.QueryExecModeDescribeExec) && !s.preparedSaid.Swap(true) {
 		s.log.Warn("pgfallback: the pool's connections go through a connection pooler and pgx prepares their statements " +
 			"(query exec mode \"" + mode.String() + "\"): in transaction mode, calls fail now and then with SQLSTATE 26000 or 42P05, " +
@@ -444,7 +443,7 @@ func (s *Store) connectListener(ctx context.Context) (*pgx.Conn, error) {
 	if cfg.RuntimeParams["application_name"] == "" {
 		cfg.RuntimeParams["application_name"] = watchAppName
 	}
-	pgdsn.ISODateStyle(cfg)
+	pgdsn.PinSessionSettings(cfg)
 	// The pool's hooks may supply what a connection needs (a rotated
 	// password in BeforeConnect, a role or type registrations in
 	// AfterConnect): this connection gets them too.

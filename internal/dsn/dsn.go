@@ -85,8 +85,8 @@ func (e *redactedError) Unwrap() error { return e.err }
 // ParseConfig is pgxpool.ParseConfig with an error that shows no password:
 // pgx masks the password of a connection string it cannot parse only on a
 // best-effort basis (v5.12 shows "password = secret", and half of a
-// password holding an '@'). Its sessions write dates in ISO style
-// (ISODateStyle).
+// password holding an '@'). It pins what pgx needs of a session
+// (PinSessionSettings).
 func ParseConfig(s string) (*pgxpool.Config, error) {
 	if err := checkUserInfo(s); err != nil {
 		return nil, err
@@ -99,25 +99,42 @@ func ParseConfig(s string) (*pgxpool.Config, error) {
 		}
 		return nil, Error(err)
 	}
-	ISODateStyle(cfg.ConnConfig)
+	PinSessionSettings(cfg.ConnConfig)
 	return cfg, nil
 }
 
-// ISODateStyle has the sessions of cfg write dates and times in ISO style,
-// whatever the DSN, the server, the database or the role sets (a DBA's
-// 'SQL, DMY', say): in the exec and simple_protocol query modes pgx reads
-// results as text and parses only ISO dates, so every timestamp would fail
-// to decode. A startup parameter, which PgBouncer passes on.
-func ISODateStyle(cfg *pgx.ConnConfig) {
+// PinnedSettings are what pgx needs of a session, whatever the DSN, the
+// server, the database or the role sets (a DBA's defaults, say, for an
+// older application sharing the database):
+//
+//   - client_encoding UTF8: pgx sends and reads Go strings as UTF-8 and
+//     never says so. Under a LATIN1 client encoding (a LATIN1 database's
+//     default) the server took the bytes of "Zürich€" for ten LATIN1
+//     characters and stored them so; pgx read them back as sent, so only
+//     every other client saw the corruption.
+//   - DateStyle ISO: in the exec and simple_protocol query modes pgx reads
+//     results as text and parses only ISO dates; under 'SQL, DMY' every
+//     timestamp failed to decode.
+//   - standard_conforming_strings on: pgx refuses to build a
+//     simple_protocol query without it.
+//
+// Startup parameters, which PgBouncer passes on.
+var PinnedSettings = [][2]string{{"client_encoding", "UTF8"}, {"DateStyle", "ISO"}, {"standard_conforming_strings", "on"}}
+
+// PinSessionSettings sets PinnedSettings in cfg, replacing any spelling
+// of their names (two would both reach the server, in no set order).
+func PinSessionSettings(cfg *pgx.ConnConfig) {
 	if cfg.RuntimeParams == nil {
 		cfg.RuntimeParams = map[string]string{}
 	}
-	for k := range cfg.RuntimeParams {
-		if strings.EqualFold(k, "DateStyle") {
-			delete(cfg.RuntimeParams, k)
+	for _, kv := range PinnedSettings {
+		for k := range cfg.RuntimeParams {
+			if strings.EqualFold(k, kv[0]) {
+				delete(cfg.RuntimeParams, k)
+			}
 		}
+		cfg.RuntimeParams[kv[0]] = kv[1]
 	}
-	cfg.RuntimeParams["DateStyle"] = "ISO"
 }
 
 // parseError quotes the connection string as Redact masks it rather than

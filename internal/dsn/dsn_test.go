@@ -114,26 +114,29 @@ func TestConnConfigDropsPoolSettings(t *testing.T) {
 	}
 }
 
-// Whatever the DSN says of DateStyle, in any case of the name, the sessions
-// get ISO, once: two spellings would both reach the server, in no set order.
-func TestParseConfigPinsISODateStyle(t *testing.T) {
+// Whatever the DSN says of the pinned settings, in any case of their names,
+// the sessions get pgx's values, once: two spellings would both reach the
+// server, in no set order.
+func TestParseConfigPinsSessionSettings(t *testing.T) {
 	for _, s := range []string{
 		"postgres://u@host/db",
-		"postgres://u@host/db?datestyle=German",
-		"host=h user=u DateStyle='SQL, DMY' application_name=x",
+		"postgres://u@host/db?datestyle=German&CLIENT_ENCODING=LATIN1&standard_conforming_strings=off",
+		"host=h user=u DateStyle='SQL, DMY' client_encoding=SQL_ASCII application_name=x",
 	} {
 		cfg, err := ParseConfig(s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var styles []string
-		for k, v := range cfg.ConnConfig.RuntimeParams {
-			if strings.EqualFold(k, "DateStyle") {
-				styles = append(styles, k+"="+v)
+		for _, kv := range PinnedSettings {
+			var got []string
+			for k, v := range cfg.ConnConfig.RuntimeParams {
+				if strings.EqualFold(k, kv[0]) {
+					got = append(got, k+"="+v)
+				}
 			}
-		}
-		if len(styles) != 1 || styles[0] != "DateStyle=ISO" {
-			t.Errorf("ParseConfig(%q): %v, want DateStyle=ISO alone", s, styles)
+			if len(got) != 1 || got[0] != kv[0]+"="+kv[1] {
+				t.Errorf("ParseConfig(%q): %v, want %s=%s alone", s, got, kv[0], kv[1])
+			}
 		}
 	}
 }
