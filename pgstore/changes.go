@@ -33,7 +33,8 @@ const DefaultChangeRetention = 7 * 24 * time.Hour
 // ChangePruneLockKey is the advisory lock PruneChanges takes
 // (pg_try_advisory_xact_lock) so that one instance prunes at a time: a
 // session that holds it keeps pruning off. "pgfchlog" in ASCII; goose's
-// migration lock is another key.
+// migration lock is another key. Another installation's than schema
+// public's has its log's OID xor'ed into the low bits (installation.go).
 const ChangePruneLockKey int64 = 0x7067_6663_686c_6f67
 
 const (
@@ -225,7 +226,7 @@ func (s *Store) pruneBatch(ctx context.Context, p *pruneState) (n int64, more bo
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var locked bool
 		var at time.Time
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1), now() - $2::bigint * interval '1 microsecond'`,
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1 # `+installationSQL+`), now() - $2::bigint * interval '1 microsecond'`,
 			ChangePruneLockKey, p.olderThan.Microseconds()).Scan(&locked, &at); err != nil || !locked {
 			return err // not locked: another instance is pruning, and more stays false
 		}

@@ -18,8 +18,8 @@ import (
 //
 // Writers do not notify: a transaction that has issued NOTIFY takes a lock
 // on the whole instance at commit (PostgreSQL's async.c, PreCommit_Notify),
-// so that every writer commits one at a time. Instead, each database has
-// one waker, elected among the listening connections with a session
+// so that every writer commits one at a time. Instead, each database (each
+// installation, when it holds several: installation.go) has one waker, elected among the listening connections with a session
 // advisory lock. The waker reads the log every ChangeWakeInterval from
 // where its last notification ended and, when commits added rows, sends
 // one NOTIFY on ChangeChannel that carries them (broadcast.go): one
@@ -49,7 +49,9 @@ import (
 // notification; otherwise it is a heartbeat: a sealed broadcast of no
 // change, or HeartbeatPayload while the log has no log_id. (Migration 00003's
 // triggers notified from every writer with the entity as the payload;
-// migration 00005 removed that.)
+// migration 00005 removed that.) It is the channel of the installation in
+// schema public; another installation in the database has its own
+// (installation.go).
 const ChangeChannel = "pgfallback_changes"
 
 // Payloads of notifications on ChangeChannel.
@@ -59,7 +61,8 @@ const (
 )
 
 // ChangeWakerLockKey is the session advisory lock the waker holds:
-// "pgfwaker" in ASCII.
+// "pgfwaker" in ASCII. Another installation's than schema public's has its
+// log's OID xor'ed into the low bits (installation.go).
 const ChangeWakerLockKey int64 = 0x7067_6677_616b_6572
 
 // DefaultChangeWakeInterval is how often the waker reads the log while
@@ -180,14 +183,15 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused 
 	// now is given up and made again.
 	sctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
 	defer cancel()
-	if why, err := s.checkListener(sctx, conn); err != nil {
+	why, inst, err := s.checkListener(sctx, conn)
+	if err != nil {
 		return false, false
 	} else if why != "" {
 		s.refuse(why, conn.Config())
 		return false, true
 	}
 	s.refusedSaid.Store(nil)
-	if _, err := conn.Exec(sctx, "LISTEN "+ChangeChannel); err != nil {
+	if _, err := conn.Exec(sctx, "LISTEN "+pgx.Identifier{inst.channel()}.Sanitize()); err != nil {
 		return false, false
 	}
 	// A listener sends no query while it hears the waker, for up to
@@ -212,7 +216,7 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused 
 	}
 	cancel()
 	wake(true)
-	w := waker{conn: conn, self: conn.PgConn().PID(), every: s.wakeInterval, heard: s.heard, maxQueueUsage: s.maxQueueUsage}
+	w := waker{conn: conn, self: conn.PgConn().PID(), inst: inst, every: s.wakeInterval, heard: s.heard, maxQueueUsage: s.maxQueueUsage}
 	if w.maxQueueUsage <= 0 {
 		w.maxQueueUsage = broadcastMaxQueueUsage
 	}
@@ -299,10 +303,11 @@ func (s *Store) standInFor(ctx context.Context, wake func(bool), d time.Duration
 }
 
 // listenerIdentitySQL says where a connection is: its server session, its
-// database, its cluster. In the simple protocol: one message, which no
-// pooler splits across sessions, whatever query exec mode the DSN chose.
+// database, its cluster, its installation (installation.go). In the simple
+// protocol: one message, which no pooler splits across sessions, whatever
+// query exec mode the DSN chose.
 const listenerIdentitySQL = `SELECT pg_backend_pid(), current_database(),
-	(SELECT system_identifier FROM pg_control_system())::text`
+	(SELECT system_identifier FROM pg_control_system())::text, ` + logSchemaSQL + `, ` + installationSQL
 
 // checkListener says why the listener must do nothing on conn, or "" when
 // it may listen there. Before anything else:
@@ -315,44 +320,53 @@ const listenerIdentitySQL = `SELECT pg_backend_pid(), current_database(),
 //   - A WithListenConfig pointing elsewhere than the pool (another
 //     database, another server: a second DSN with a typo) would hear that
 //     database's waker, or elect itself there, and never wake its
-//     follower for the pool's commits.
-func (s *Store) checkListener(ctx context.Context, conn *pgx.Conn) (why string, err error) {
+//     follower for the pool's commits. So would one whose search_path
+//     finds another installation's change log in the same database.
+//
+// When it may listen, it returns the installation to listen for.
+func (s *Store) checkListener(ctx context.Context, conn *pgx.Conn) (why string, inst installation, err error) {
 	var backend uint32
-	var db, system string
-	if err := conn.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).Scan(&backend, &db, &system); err != nil {
-		return "", err
+	var id poolIdentity
+	if err := conn.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).
+		Scan(&backend, &id.db, &id.system, &id.logSchema, &id.inst); err != nil {
+		return "", 0, err
 	}
-	// The pool's database and cluster stay what they are through a
-	// failover (a promoted standby keeps the system identifier), so they
-	// are read once, and again only when the listener finds others: a
+	// Where the pool's connections are stays so through a failover (a
+	// promoted standby keeps the system identifier), so it is read once,
+	// and again only when the listener finds another place: a
 	// reconnecting listener adds no query on the pool to the failover's
 	// path, where the waker's election should come first.
 	pool := s.poolIdent.Load()
-	if pool == nil || pool.db != db || pool.system != system {
+	if pool == nil || *pool != id {
 		if pool, err = s.checkPool(ctx); err != nil {
-			return "", err
+			return "", 0, err
 		}
 	}
 	switch {
 	case backend != conn.PgConn().PID():
 		return "the change feed's listening connection goes through a connection pooler (its server session is not the one " +
 			"the connect reported), where it cannot LISTEN or hold the waker's lock. Point pgstore.WithListenConfig at " +
-			"PostgreSQL itself (docs/poolers.md)", nil
-	case db != pool.db || system != pool.system:
+			"PostgreSQL itself (docs/poolers.md)", 0, nil
+	case id.db != pool.db || id.system != pool.system:
 		return fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) reaches database %q of cluster %s, "+
-			"not the pool's database %q of cluster %s, where the pool's commits are", db, system, pool.db, pool.system), nil
+			"not the pool's database %q of cluster %s, where the pool's commits are", id.db, id.system, pool.db, pool.system), 0, nil
+	case id.inst != pool.inst:
+		return fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) finds the change log of schema %q, "+
+			"not the pool's, in schema %q: set the same search_path on both", id.logSchema, pool.logSchema), 0, nil
 	}
-	return "", nil
+	return "", id.inst, nil
 }
 
 // poolIdentitySQL is listenerIdentitySQL, and the session's settings that
 // pgx needs pinned (sessionFaults).
-const poolIdentitySQL = `SELECT pg_backend_pid(), current_database(),
-	(SELECT system_identifier FROM pg_control_system())::text,
+const poolIdentitySQL = listenerIdentitySQL + `,
 	current_setting('client_encoding'), current_setting('DateStyle'), current_setting('standard_conforming_strings')`
 
 // poolIdentity is where the pool's connections are.
-type poolIdentity struct{ db, system string }
+type poolIdentity struct {
+	db, system, logSchema string
+	inst                  installation
+}
 
 // checkPool says, and records, where the pool's connections are. When they
 // go through a pooler while pgx prepares their statements (its default),
@@ -372,7 +386,7 @@ func (s *Store) checkPool(ctx context.Context) (*poolIdentity, error) {
 	// settings looked at; exec mode's messages reach the server session
 	// as one too, up to their Sync.
 	err = c.QueryRow(ctx, poolIdentitySQL, pgx.QueryExecModeExec).
-		Scan(&backend, &id.db, &id.system, &encoding, &dateStyle, &conforming)
+		Scan(&backend, &id.db, &id.system, &id.logSchema, &id.inst, &encoding, &dateStyle, &conforming)
 	pooled := err == nil && backend != c.Conn().PgConn().PID()
 	c.Release()
 	if err != nil {
@@ -476,7 +490,8 @@ func waitNotification(ctx context.Context, conn *pgx.Conn, d time.Duration) (*pg
 // waker is the state of one listening connection's part in the election.
 type waker struct {
 	conn  *pgx.Conn
-	self  uint32 // the backend's pid: our own notifications come back to us
+	self  uint32       // the backend's pid: our own notifications come back to us
+	inst  installation // whose waker it may be, and on which channel
 	every time.Duration
 	heard *heardBroadcasts // the Store's: the waker keeps what it sends
 	// maxQueueUsage: broadcastMaxQueueUsage, or a test's.
@@ -517,7 +532,7 @@ const broadcastMaxQueueUsage = 0.001
 func (w *waker) tryElect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, wakerQueryTimeout)
 	defer cancel()
-	if err := w.conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, ChangeWakerLockKey).Scan(&w.elected); err != nil {
+	if err := w.conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, w.inst.wakerKey()).Scan(&w.elected); err != nil {
 		return err
 	}
 	w.pinged = time.Now() // the query proved the connection
@@ -616,7 +631,7 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 	case changed && bc != nil:
 		// A broadcast, unless the notification queue is backing up.
 		var sealed bool
-		err = w.conn.QueryRow(ctx, notifyBroadcastSQL, ChangeChannel, payload, WakePayload, w.maxQueueUsage).
+		err = w.conn.QueryRow(ctx, notifyBroadcastSQL, w.inst.channel(), payload, WakePayload, w.maxQueueUsage).
 			Scan(nil, &sealed)
 		if err == nil && sealed {
 			w.heard.add(payload, bc)
@@ -625,7 +640,7 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 		}
 	case changed:
 		w.heard.add(WakePayload, nil)
-		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, WakePayload)
+		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, w.inst.channel(), WakePayload)
 	case now.Sub(w.said) >= wakerHeartbeat:
 		// Nothing changed, as a sealed statement (broadcast.go, on
 		// replays); HeartbeatPayload, which no listener trusts, while the
@@ -634,7 +649,7 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 		if !ok {
 			heartbeat = HeartbeatPayload
 		}
-		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, ChangeChannel, heartbeat)
+		_, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, w.inst.channel(), heartbeat)
 	default:
 		return false, nil
 	}
