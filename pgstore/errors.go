@@ -58,7 +58,8 @@ func mapError(op string, err error) error {
 			return fmt.Errorf("pgstore: %s: %w: %w", op,
 				&repository.ValidationError{Field: pgErr.ColumnName, Reason: pgErr.Message}, err)
 		case pgErr.Code == "42P01": // undefined_table: the schema was never migrated here
-			return fmt.Errorf("pgstore: %s: %s (run migrations.Up, or `pgfallback migrate up`, against this database first): %w",
+			return fmt.Errorf("pgstore: %s: %s (run migrations.Up, or `pgfallback migrate up`, against this database first; "+
+				"if it installed in another schema than public, put that schema in this role's search_path): %w",
 				op, pgErr.Message, err)
 		case len(pgErr.Code) == 5 && pgErr.Code[:2] == "54": // program limit exceeded: a value too complex or too large
 			return fmt.Errorf("pgstore: %s: %w: %w", op,

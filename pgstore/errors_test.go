@@ -47,12 +47,15 @@ func TestConnectionFailureKeepsItsKind(t *testing.T) {
 }
 
 // A database that was never migrated answers every call with PostgreSQL's
-// `relation "vendors" does not exist`; the error says what to do.
+// `relation "vendors" does not exist`; the error says what to do, and what
+// else it may be: a role whose search_path misses the schema the owner
+// migrated into.
 func TestUnmigratedDatabaseSaysRunMigrations(t *testing.T) {
 	ctx := context.Background()
 	s := storeWithout(t, ctx, 6) // every migration
 	_, err := s.Vendors().Get(ctx, "acme")
-	if err == nil || !strings.Contains(err.Error(), "migrations.Up") || !strings.Contains(err.Error(), `"vendors" does not exist`) {
+	if err == nil || !strings.Contains(err.Error(), "migrations.Up") || !strings.Contains(err.Error(), `"vendors" does not exist`) ||
+		!strings.Contains(err.Error(), "search_path") {
 		t.Fatalf("Get on an unmigrated database: %v, want the cause and the fix", err)
 	}
 	var pgErr *pgconn.PgError
