@@ -28,8 +28,10 @@ var pgbouncerPaths = []string{"/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer"
 // "statement") with a pool of poolSize server connections, and returns dsn
 // with PgBouncer's address: what an application behind a pooler is given.
 // settings are more lines of its [pgbouncer] section ("server_login_retry
-// = 1"). PgBouncer is stopped when the test ends. Without a pgbouncer
-// binary the test skips, or fails when PGFALLBACK_REQUIRE_PGBOUNCER=1.
+// = 1"). PgBouncer reaches the server with the DSN's TLS settings; the DSN
+// returned has sslmode=disable where dsn sets one. PgBouncer is stopped
+// when the test ends. Without a pgbouncer binary the test skips, or fails
+// when PGFALLBACK_REQUIRE_PGBOUNCER=1.
 func NewPgBouncer(t testing.TB, dsn, mode string, poolSize int, settings ...string) string {
 	t.Helper()
 	bin, err := findPgBouncer()
@@ -107,6 +109,7 @@ func startPgBouncer(bin, dsn, mode string, poolSize int, settings []string) (out
 	if password != "" {
 		target += " password=" + password
 	}
+	settings = append(serverTLS(u), settings...)
 	ini := fmt.Sprintf(`[databases]
 %s = %s
 [pgbouncer]
@@ -166,5 +169,34 @@ logfile = %s
 	}
 	ok = true
 	u.Host = addr
+	q := u.Query()
+	for _, k := range tlsParams {
+		q.Del(k)
+	}
+	if q.Has("sslmode") {
+		q.Set("sslmode", "disable") // loopback to PgBouncer, which takes no TLS here
+	}
+	u.RawQuery = q.Encode()
 	return u.String(), stop, nil
+}
+
+// tlsParams are the DSN's TLS settings, which serverTLS hands to PgBouncer.
+var tlsParams = []string{"sslrootcert", "sslcert", "sslkey", "sslpassword"}
+
+// serverTLS is what PgBouncer needs to reach the server as the DSN of u
+// does: an external server that takes only TLS (sslmode=verify-full, say)
+// refuses PgBouncer's plain connections.
+func serverTLS(u *url.URL) []string {
+	q := u.Query()
+	mode := q.Get("sslmode")
+	if mode != "require" && mode != "verify-ca" && mode != "verify-full" {
+		return nil
+	}
+	out := []string{"server_tls_sslmode = " + mode}
+	for _, ps := range [][2]string{{"sslrootcert", "server_tls_ca_file"}, {"sslcert", "server_tls_cert_file"}, {"sslkey", "server_tls_key_file"}} {
+		if v := q.Get(ps[0]); v != "" {
+			out = append(out, ps[1]+" = "+v)
+		}
+	}
+	return out
 }

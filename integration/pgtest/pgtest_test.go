@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -181,6 +182,26 @@ func TestWithParam(t *testing.T) {
 	cfg, err := pgx.ParseConfig(WithParam("host=h user=u", "application_name", `it's a \ test`))
 	if err != nil || cfg.RuntimeParams["application_name"] != `it's a \ test` {
 		t.Errorf("keyword/value quoting: %v %v", cfg.RuntimeParams, err)
+	}
+}
+
+// PgBouncer reaches a server that takes only TLS with the DSN's TLS
+// settings (found with an external server behind verify-full).
+func TestServerTLSForPgBouncer(t *testing.T) {
+	for _, tc := range []struct{ dsn, want string }{
+		{"postgres://u@h/db", ""},
+		{"postgres://u@h/db?sslmode=prefer", ""},
+		{"postgres://u@h/db?sslmode=require", "server_tls_sslmode = require"},
+		{"postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.crt&sslcert=/c.crt&sslkey=/c.key",
+			"server_tls_sslmode = verify-full|server_tls_ca_file = /ca.crt|server_tls_cert_file = /c.crt|server_tls_key_file = /c.key"},
+	} {
+		u, err := url.Parse(tc.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(serverTLS(u), "|"); got != tc.want {
+			t.Errorf("serverTLS(%s) = %q, want %q", tc.dsn, got, tc.want)
+		}
 	}
 }
 
