@@ -29,18 +29,12 @@ func TestTwoInstallationsInOneDatabase(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dsnA := pgtest.NewDatabase(t) // migrated in schema public
+	dsnB := installInSchemaB(ctx, t, dsnA)
 	admin, err := pgx.Connect(ctx, dsnA)
 	if err != nil {
 		t.Fatal(pgdsn.Error(err))
 	}
 	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, `CREATE SCHEMA b`); err != nil {
-		t.Fatal(err)
-	}
-	dsnB := pgtest.WithParam(dsnA, "search_path", "b")
-	if err := migrations.Up(ctx, dsnB); err != nil {
-		t.Fatal(err)
-	}
 	open := func(dsn string, opts ...pgstore.Option) *pgstore.Store {
 		s, err := pgstore.Open(ctx, dsn, opts...)
 		if err != nil {
@@ -184,18 +178,7 @@ func TestListenerRefusesAnotherInstallation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dsn := pgtest.NewDatabase(t)
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(pgdsn.Error(err))
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, `CREATE SCHEMA b`); err != nil {
-		t.Fatal(err)
-	}
-	dsnB := pgtest.WithParam(dsn, "search_path", "b")
-	if err := migrations.Up(ctx, dsnB); err != nil {
-		t.Fatal(err)
-	}
+	dsnB := installInSchemaB(ctx, t, dsn)
 	listen, err := pgx.ParseConfig(dsn) // schema public's installation
 	if err != nil {
 		t.Fatal(pgdsn.Error(err))
@@ -212,4 +195,23 @@ func TestListenerRefusesAnotherInstallation(t *testing.T) {
 	if out := logged.String(); !strings.Contains(out, `schema \"public\", not the pool's, in schema \"b\"`) {
 		t.Errorf("the other installation is not reported:\n%s", out)
 	}
+}
+
+// installInSchemaB migrates a second installation into schema b of the
+// database of dsn, and returns dsn with search_path=b.
+func installInSchemaB(ctx context.Context, t *testing.T, dsn string) string {
+	t.Helper()
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(pgdsn.Error(err))
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, `CREATE SCHEMA b`); err != nil {
+		t.Fatal(err)
+	}
+	dsnB := pgtest.WithParam(dsn, "search_path", "b")
+	if err := migrations.Up(ctx, dsnB); err != nil {
+		t.Fatal(err)
+	}
+	return dsnB
 }
