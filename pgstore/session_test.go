@@ -58,7 +58,7 @@ func TestDatabaseSessionDefaults(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			// Open pins them: everything works, and a name is stored as
+			// Open pins them: everything works, and a title is stored as
 			// the characters it has.
 			s, err := pgstore.Open(ctx, modeDSN)
 			if err != nil {

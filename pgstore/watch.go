@@ -19,10 +19,11 @@ import (
 // Writers do not notify: a transaction that has issued NOTIFY takes a lock
 // on the whole instance at commit (PostgreSQL's async.c, PreCommit_Notify),
 // so that every writer commits one at a time. Instead, each database (each
-// installation, when it holds several: installation.go) has one waker, elected among the listening connections with a session
-// advisory lock. The waker reads the log every ChangeWakeInterval from
-// where its last notification ended and, when commits added rows, sends
-// one NOTIFY on ChangeChannel that carries them (broadcast.go): one
+// installation, when it holds several: installation.go) has one waker,
+// elected among the listening connections with a session advisory lock.
+// The waker reads the log every ChangeWakeInterval from where its last
+// notification ended and, when commits added rows, sends one NOTIFY on
+// ChangeChannel that carries them (broadcast.go): one
 // notification per batch of commits, however many writers, and one read
 // of the log for every follower. What the feed costs PostgreSQL is then
 // one listening connection per follower and one waker's polling, whatever
