@@ -6,6 +6,13 @@ BENCHTIME ?= 1s
 
 .PHONY: test fuzz vet fmt fmt-check cover bench demo tidy
 
+# libpq's environment variables apply to every connection pgx makes, the
+# tests' too: a developer's PGOPTIONS ('-c DateStyle=German'), PGAPPNAME or
+# PGTARGETSESSIONATTRS, set for other work, failed tests that check the
+# session they get. Not passed to the commands below. PGPASSWORD and the
+# TLS ones stay: an external PGFALLBACK_TEST_DSN may need them.
+unexport PGOPTIONS PGAPPNAME PGTARGETSESSIONATTRS PGTZ PGSERVICE PGSERVICEFILE
+
 # A count, not a duration: with a duration, Go 1.26's fuzz coordinator can
 # fail at the deadline with "context deadline exceeded" while a worker is
 # busy, no failing input found (golang/go#75804, fixed in Go 1.27); a busy
