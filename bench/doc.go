@@ -20,6 +20,8 @@
 // (PGFALLBACK_BENCH_PGBENCH_SECONDS), and reports their tps and the ratios
 // on/off-% and notify/off-%; take -count repetitions, not a longer
 // -benchtime, and -v for each run's waits and load average.
+// PGFALLBACK_BENCH_ISOLATION=serializable runs it all under that default
+// isolation and reports the transactions pgbench retried.
 //
 //	go test -run '^$' -bench FeedWriterThroughput -benchtime=1x -count 3 -v ./bench/
 //

@@ -43,6 +43,11 @@ const (
 	// pgbench's sessions as synchronous_commit; otherwise they run with
 	// the server's setting (pgtest's shared local server: off).
 	writerSyncCommitEnv = "PGFALLBACK_BENCH_SYNCHRONOUS_COMMIT"
+	// writerIsolationEnv, when set (serializable, repeatable read), is the
+	// database's default_transaction_isolation, for pgbench's sessions and
+	// the followers' alike; pgbench then retries serialization failures
+	// (--max-tries) and the runs report how many transactions it retried.
+	writerIsolationEnv = "PGFALLBACK_BENCH_ISOLATION"
 	// writerCatchUp bounds the followers' catch-up after a run.
 	writerCatchUp = 30 * time.Second
 	// writerAppName names pgbench's sessions in pg_stat_activity.
@@ -139,7 +144,10 @@ const writerLogicalEnv = "PGFALLBACK_BENCH_LOGICAL"
 // 2 minutes later. -T is PGFALLBACK_BENCH_PGBENCH_SECONDS (default 5);
 // PGFALLBACK_BENCH_SYNCHRONOUS_COMMIT sets pgbench's sessions'
 // synchronous_commit (pgtest's shared local server runs with it off, and
-// with fsync off). A repetition of the three sub-benchmarks takes about
+// with fsync off). PGFALLBACK_BENCH_ISOLATION (serializable, repeatable
+// read) sets the database's default_transaction_isolation, for pgbench and
+// the followers; pgbench retries serialization failures, and each mode
+// reports the share of transactions it retried (off-retried-%, …). A repetition of the three sub-benchmarks takes about
 // 3 × 3 × (-T + 1.5 s): raise go test's -timeout (10 minutes by default)
 // for many repetitions or longer runs.
 //
@@ -213,7 +221,18 @@ func BenchmarkFeedWriterThroughput(b *testing.B) {
 	}
 
 	w := &writerBench{ctl: ctl, sampler: connect(), pgbench: pgbench, env: env, seconds: seconds, notifying: notifying,
-		modes: modes, recvlogical: recvlogical}
+		modes: modes, recvlogical: recvlogical, isolation: strings.TrimSpace(os.Getenv(writerIsolationEnv))}
+	if w.isolation != "" {
+		// Before the followers connect: their sessions take it too.
+		var alter string
+		if err := ctl.QueryRow(ctx, `SELECT format('ALTER DATABASE %I SET default_transaction_isolation = %L', current_database(), $1::text)`,
+			w.isolation).Scan(&alter); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ctl.Exec(ctx, alter); err != nil {
+			b.Fatalf("%s=%q: %v", writerIsolationEnv, w.isolation, err)
+		}
+	}
 	if recvlogical != "" {
 		if _, err := ctl.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, logicalSlot); err != nil {
 			b.Fatal(err)
@@ -304,6 +323,7 @@ UPDATE vendors SET version = version + 1, updated_at = now() WHERE name = 'w' ||
 					r := w.run(b, m, clients)
 					sum[m].tps += r.tps
 					sum[m].tx += r.tx
+					sum[m].retried += r.retried
 					sum[m].wal += r.wal
 					sum[m].catchUp += r.catchUp
 				}
@@ -315,6 +335,9 @@ UPDATE vendors SET version = version + 1, updated_at = now() WHERE name = 'w' ||
 				b.ReportMetric(sum[m].tps/n, m.unit()+"-tps")
 				if sum[m].tx > 0 {
 					b.ReportMetric(float64(sum[m].wal)/float64(sum[m].tx), m.unit()+"-wal-B/tx")
+					if w.isolation != "" {
+						b.ReportMetric(100*float64(sum[m].retried)/float64(sum[m].tx), m.unit()+"-retried-%")
+					}
 				}
 				if m != writerOff {
 					b.ReportMetric(100*sum[m].tps/sum[writerOff].tps, m.unit()+"/off-%")
@@ -345,11 +368,14 @@ type writerBench struct {
 	// feed=logical: pg_recvlogical, and the decoder's connection.
 	recvlogical string
 	decoderConn *pgx.Conn
+	// isolation: writerIsolationEnv's, or "".
+	isolation string
 }
 
 type writerRun struct {
 	tps     float64
 	tx      int64
+	retried int64 // transactions pgbench retried after a serialization failure
 	wal     int64 // bytes
 	catchUp time.Duration
 }
@@ -424,8 +450,8 @@ func (w *writerBench) run(b *testing.B, m writerMode, clients int) writerRun {
 			b.Fatalf("%s, clients=%d: follower %d's feed is %v after the run: %+v", m, clients, i, s.State, s)
 		}
 	}
-	b.Logf("%-14s clients=%-2d %8.0f tps, %7d tx, latency %6.2f ms, %4.0f WAL B/tx; load average %s → %s; pgbench's sessions: %s",
-		m, clients, r.tps, r.tx, latency, float64(r.wal)/float64(max(r.tx, 1)), load0, load1, waited)
+	b.Logf("%-14s clients=%-2d %8.0f tps, %7d tx (%d retried), latency %6.2f ms, %4.0f WAL B/tx; load average %s → %s; pgbench's sessions: %s",
+		m, clients, r.tps, r.tx, r.retried, latency, float64(r.wal)/float64(max(r.tx, 1)), load0, load1, waited)
 	b.Logf("%-14s clients=%-2d this process (the followers) %.2f CPU-s; feeds: %s%s%s",
 		m, clients, cpu1-cpu0, strings.Join(feed, " | "), lagged, decoded)
 	return r
@@ -792,8 +818,11 @@ func (w *writerBench) pgbench1(b *testing.B, clients int) string {
 	// 64 sessions on a loaded machine.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(w.seconds)*time.Second+2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, w.pgbench, "-n", "-M", "prepared", "-c", strconv.Itoa(clients), "-j", "2",
-		"-T", strconv.Itoa(w.seconds), "-f", w.script)
+	args := []string{"-n", "-M", "prepared", "-c", strconv.Itoa(clients), "-j", "2", "-T", strconv.Itoa(w.seconds), "-f", w.script}
+	if w.isolation != "" {
+		args = append(args, "--max-tries=1000") // a serialization failure is retried, and counted
+	}
+	cmd := exec.CommandContext(ctx, w.pgbench, args...)
 	cmd.Env = w.env
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
@@ -807,6 +836,7 @@ var (
 	pgbenchTPS     = regexp.MustCompile(`(?m)^tps = ([0-9.]+) \(without initial connection time\)`)
 	pgbenchTx      = regexp.MustCompile(`(?m)^number of transactions actually processed: ([0-9]+)`)
 	pgbenchFailed  = regexp.MustCompile(`(?m)^number of failed transactions: ([0-9]+)`)
+	pgbenchRetried = regexp.MustCompile(`(?m)^number of transactions retried: ([0-9]+)`)
 	pgbenchLatency = regexp.MustCompile(`(?m)^latency average = ([0-9.]+) ms`)
 )
 
@@ -831,6 +861,9 @@ func parsePgbench(out string) (writerRun, float64, error) {
 	}
 	if m := pgbenchFailed.FindStringSubmatch(out); m != nil && m[1] != "0" {
 		return r, 0, fmt.Errorf("%s failed transactions", m[1])
+	}
+	if m := pgbenchRetried.FindStringSubmatch(out); m != nil {
+		r.retried, _ = strconv.ParseInt(m[1], 10, 64)
 	}
 	var latency float64
 	if m := pgbenchLatency.FindStringSubmatch(out); m != nil {
