@@ -81,7 +81,8 @@ func unreadable(err error, kind, key string) error {
 	}
 	if strings.Contains(scanErr.Err.Error(), "date/time value") {
 		// pgx reads text results (exec, simple_protocol) only in ISO style.
-		err = fmt.Errorf("%w (the session's DateStyle is not ISO: add DateStyle=ISO to the DSN, docs/poolers.md)", err)
+		err = fmt.Errorf("%w (the session's DateStyle is not ISO: build the pool from pgstore.ParseConfig, "+
+			"or add DateStyle=ISO to the DSN; docs/poolers.md)", err)
 	}
 	if key == "" || key == "00000000-0000-0000-0000-000000000000" {
 		return fmt.Errorf("%w: a %s row: %w", repository.ErrUnreadable, kind, err)

@@ -45,5 +45,5 @@ func (s *Store) sayFaults(faults []sessionFault) {
 		whats[i], params[i] = f.what, f.param
 	}
 	s.log.Error("pgfallback: the pool's sessions have " + strings.Join(whats, "; and ") + ". Add " +
-		strings.Join(params, "&") + " to the DSN, or build the store with pgstore.Open, which sets them (docs/poolers.md)")
+		strings.Join(params, "&") + " to the DSN, or build the pool from pgstore.ParseConfig, which sets them (docs/poolers.md)")
 }

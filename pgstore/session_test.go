@@ -75,9 +75,31 @@ func TestDatabaseSessionDefaults(t *testing.T) {
 				t.Fatalf("%q stored as %d characters (%v), want 7", zurich, n, err)
 			}
 
-			// A pool of the application's making keeps the database's
-			// defaults: in the text modes its reads fail, saying why, and
-			// the first listener says so in the log, in every mode.
+			// So does a pool the application builds from ParseConfig.
+			pcfg, err := pgstore.ParseConfig(modeDSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pinnedPool, err := pgxpool.NewWithConfig(ctx, pcfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pinned := pgstore.New(pinnedPool)
+			defer pinned.Close()
+			if _, err := pinned.Vendors().Get(ctx, "acme"); err != nil {
+				t.Fatalf("Get through a pool from ParseConfig: %v", err)
+			}
+			w, err = pinned.WorkItems().Create(ctx, repository.WorkItem{Type: repository.WorkItemProject, Title: zurich, Status: repository.WorkItemActive})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Pool().QueryRow(ctx, `SELECT char_length(title) FROM work_items WHERE id = $1`, w.ID).Scan(&n); err != nil || n != 7 {
+				t.Fatalf("%q stored through a pool from ParseConfig as %d characters (%v), want 7", zurich, n, err)
+			}
+
+			// A pool of the application's making otherwise keeps the
+			// database's defaults: in the text modes its reads fail, saying
+			// why, and the first listener says so in the log, in every mode.
 			var logged testutil.Buffer
 			own := pgstore.New(pool, pgstore.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
 			_, err = own.Vendors().Get(ctx, "acme")

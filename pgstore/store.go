@@ -59,9 +59,9 @@ type Store struct {
 // during an outage builds its pool with pgxpool.New, which connects lazily,
 // and passes it to New. opts are New's.
 func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
-	cfg, err := pgdsn.ParseConfig(dsn) // pgx's own error can show part of a password
+	cfg, err := ParseConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: parse dsn: %w", err)
+		return nil, err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -74,11 +74,26 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	return New(pool, opts...), nil
 }
 
+// ParseConfig parses dsn as pgxpool.ParseConfig does (a URL or key=value
+// string, pool settings included), for a pool the application builds with
+// pgxpool.NewWithConfig, which connects lazily: a service can start during
+// an outage. Unlike pgx's, its error shows no password, and the pool's
+// sessions get what pgx needs of them whatever a DBA's defaults say:
+// client_encoding UTF8 (under another, text was stored garbled without an
+// error), DateStyle ISO and standard_conforming_strings on
+// (docs/poolers.md). Open uses it.
+func ParseConfig(dsn string) (*pgxpool.Config, error) {
+	cfg, err := pgdsn.ParseConfig(dsn) // pgx's own error can show part of a password
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: parse dsn: %w", err)
+	}
+	return cfg, nil
+}
+
 // New wraps an existing pool. The Store does not own the pool's
-// configuration, but Close closes it. Where a DBA's defaults differ, its
-// DSN should pin client_encoding=UTF8, and in the exec and simple_protocol
-// query modes DateStyle=ISO (docs/poolers.md); Open sees to it, whatever
-// the DSN says.
+// configuration, but Close closes it. Build the pool from ParseConfig,
+// which pins the session settings pgx needs; a pool from pgxpool.New or
+// pgxpool.ParseConfig takes a DBA's defaults as they are (docs/poolers.md).
 func New(pool *pgxpool.Pool, opts ...Option) *Store {
 	s := &Store{pool: pool, heard: &heardBroadcasts{}, vendors: vendorRepo{pool}, workItems: workItemRepo{pool}}
 	for _, o := range opts {

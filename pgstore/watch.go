@@ -400,7 +400,7 @@ func (s *Store) checkPool(ctx context.Context) (*poolIdentity, error) {
 		s.log.Warn("pgfallback: the pool's connections go through a connection pooler and pgx prepares their statements " +
 			"(query exec mode \"" + mode.String() + "\"): in transaction mode, calls fail now and then with SQLSTATE 26000 or 42P05, " +
 			"unless the pooler keeps prepared statements (PgBouncer 1.21+ with max_prepared_statements). " +
-			"Add default_query_exec_mode=exec&DateStyle=ISO to the DSN (docs/poolers.md)")
+			"Add default_query_exec_mode=exec to the DSN (docs/poolers.md)")
 	}
 	return &id, nil
 }

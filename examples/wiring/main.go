@@ -59,9 +59,13 @@ func run(ctx context.Context, logger *slog.Logger, dsn, cachePath, name string) 
 		return err // PostgreSQL answered: a real problem (privileges, a failed migration)
 	}
 
-	pool, err := pgxpool.New(ctx, dsn) // connects lazily, so the start does not need PostgreSQL
+	cfg, err := pgstore.ParseConfig(dsn) // its error shows no password (pgx's may)
 	if err != nil {
-		return errors.New("bad DSN") // pgx's error may quote the password
+		return err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg) // connects lazily: the start does not need PostgreSQL
+	if err != nil {
+		return err
 	}
 	store := pgstore.New(pool)
 	defer store.Close() // third: the pool
