@@ -56,8 +56,9 @@ type Store struct {
 // Open creates a connection pool from dsn (a URL or key=value string that
 // pgxpool.ParseConfig accepts, pool settings included) and pings the server.
 // It fails if the server cannot be reached; an application that must start
-// during an outage builds its pool with pgxpool.New, which connects lazily,
-// and passes it to New. opts are New's.
+// during an outage builds its pool from ParseConfig with
+// pgxpool.NewWithConfig, which connects lazily, and passes it to New. opts
+// are New's.
 func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	cfg, err := ParseConfig(dsn)
 	if err != nil {
