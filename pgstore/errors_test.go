@@ -44,6 +44,10 @@ func TestConnectionFailureKeepsItsKind(t *testing.T) {
 	if _, err := pgstore.Open(ctx, "postgres://%zz"); err == nil {
 		t.Fatal("Open of a malformed DSN succeeded")
 	}
+	// pgx's own parse error quotes part of this password ("retpw").
+	if _, err := pgstore.ParseConfig("host=h port=notaport password = s3cretpw"); err == nil || strings.Contains(err.Error(), "retpw") {
+		t.Fatalf("ParseConfig of a malformed DSN: %v, want an error without the password", err)
+	}
 }
 
 // A database that was never migrated answers every call with PostgreSQL's
