@@ -275,6 +275,9 @@ func (l *Layer) Stats() Stats {
 		if p := f.lastErr.Load(); p != nil {
 			s.Feed.LastError = dsn.RedactDetails(*p)
 		}
+		if r, ok := l.primary.(repository.RefusableChangeFeed); ok {
+			s.Feed.ListenerRefused = r.ListenerRefused()
+		}
 	}
 	if q := l.queue; q != nil {
 		s.Queued = QueuedStats{

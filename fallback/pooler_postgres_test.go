@@ -69,3 +69,28 @@ func TestServerStoppedBehindPgBouncer(t *testing.T) {
 	t.Logf("reads %d, max latency %s, breaker closed %s after PostgreSQL started; failures %v",
 		readers.reads.Load(), time.Duration(readers.maxLatency.Load()).Round(time.Millisecond), closedAfter.Round(time.Millisecond), st.PrimaryFailures)
 }
+
+// A listener that refuses to listen where it is pointed (here another
+// database than the pool's: a second DSN with a typo) is correct but slow,
+// waking its follower once a second; the log says so once, and Stats say
+// it for as long as it lasts, where health checks and metrics look.
+func TestStatsSayTheListenerIsRefused(t *testing.T) {
+	mine, other := pgtest.NewDatabase(t), pgtest.NewDatabase(t)
+	listen, err := pgx.ParseConfig(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := openStackWith(t, mine, []pgstore.Option{pgstore.WithListenConfig(listen), pgstore.WithLogger(nil)},
+		filepath.Join(t.TempDir(), "refused.db"), fallback.Config{})
+	defer refused.close()
+	waitFor(t, 10*time.Second, "Stats to say the listener is refused", func() bool {
+		return refused.layer.Stats().Feed.ListenerRefused == pgstore.RefusedOtherDatabase
+	})
+
+	fine := openStack(t, mine, filepath.Join(t.TempDir(), "fine.db"), fallback.Config{})
+	defer fine.close()
+	waitFor(t, 10*time.Second, "the feed to follow", func() bool { return fine.layer.Stats().Feed.State == fallback.FeedFollowing })
+	if why := fine.layer.Stats().Feed.ListenerRefused; why != "" {
+		t.Errorf("a listener pointed where the pool is: ListenerRefused %q, want none", why)
+	}
+}

@@ -50,7 +50,7 @@ func openStack(t *testing.T, dsn, cachePath string, cfg fallback.Config, copts .
 // openStackWith is openStack with options for the store.
 func openStackWith(t *testing.T, dsn string, sopts []pgstore.Option, cachePath string, cfg fallback.Config, copts ...sqlitecache.Option) *stack {
 	t.Helper()
-	pcfg, err := pgxpool.ParseConfig(dsn)
+	pcfg, err := pgstore.ParseConfig(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,6 +117,12 @@ type FeedStats struct {
 	Errors        uint64 `json:"errors"`  // catch-ups that failed (logged at most once a minute)
 	LastError     string `json:"last_error"`
 	Pruned        uint64 `json:"pruned"` // log entries this instance pruned
+	// ListenerRefused: why the feed's listener does not listen where it is
+	// pointed, in a word (pgstore: "pooler", "other_database",
+	// "other_installation"; docs/poolers.md, feed.md); "" when it listens.
+	// Meanwhile the follower reads the log about once a second instead of
+	// at each commit. The log says more, once.
+	ListenerRefused string `json:"listener_refused,omitempty"`
 }
 
 // Transition is a change of the layer's state.

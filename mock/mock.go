@@ -120,3 +120,14 @@ var _ repository.HeardChangeFeed = (*HeardChangeFeed)(nil)
 func (f *HeardChangeFeed) ReadHeardChanges(cursor string, limit int) (repository.ChangeBatch, bool) {
 	return f.ReadHeardChangesFn(cursor, limit)
 }
+
+// RefusableChangeFeed is a repository.RefusableChangeFeed: a ChangeFeed,
+// and ListenerRefused calling ListenerRefusedFn.
+type RefusableChangeFeed struct {
+	ChangeFeed
+	ListenerRefusedFn func() string
+}
+
+var _ repository.RefusableChangeFeed = (*RefusableChangeFeed)(nil)
+
+func (f *RefusableChangeFeed) ListenerRefused() string { return f.ListenerRefusedFn() }

@@ -39,8 +39,8 @@ type Store struct {
 	maxQueueUsage float64
 	log           *slog.Logger // WithLogger; slog.Default() if not set
 	// refusedSaid: why the listener last refused to listen, said in the
-	// log; nil once it listens (watch.go, refuse).
-	refusedSaid atomic.Pointer[string]
+	// log; nil once it listens (watch.go, refuse). ListenerRefused.
+	refusedSaid atomic.Pointer[refusal]
 	// preparedSaid: the pool's prepared statements behind a pooler were
 	// warned of; poolIdent: where the pool's connections are, once read
 	// (watch.go, checkPool).

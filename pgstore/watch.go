@@ -187,7 +187,7 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused 
 	why, inst, err := s.checkListener(sctx, conn)
 	if err != nil {
 		return false, false
-	} else if why != "" {
+	} else if why.reason != "" {
 		s.refuse(why, conn.Config())
 		return false, true
 	}
@@ -310,8 +310,19 @@ func (s *Store) standInFor(ctx context.Context, wake func(bool), d time.Duration
 const listenerIdentitySQL = `SELECT pg_backend_pid(), current_database(),
 	(SELECT system_identifier FROM pg_control_system())::text, ` + logSchemaSQL + `, ` + installationSQL
 
-// checkListener says why the listener must do nothing on conn, or "" when
-// it may listen there. Before anything else:
+// Why a listener refuses to listen where it connected (ListenerRefused).
+const (
+	RefusedPooler            = "pooler"             // a connection pooler
+	RefusedOtherDatabase     = "other_database"     // another database or cluster than the pool's
+	RefusedOtherInstallation = "other_installation" // another installation's change log than the pool's
+)
+
+// refusal is why a listener does nothing where it connected: one of the
+// Refused reasons, and the text the log says. Zero: it may listen.
+type refusal struct{ reason, text string }
+
+// checkListener says why the listener must do nothing on conn, or nothing
+// when it may listen there. Before anything else:
 //
 //   - A connection pooler (PgBouncer, say) answers the connect itself,
 //     with a process ID of its own making, and in transaction mode runs
@@ -325,12 +336,12 @@ const listenerIdentitySQL = `SELECT pg_backend_pid(), current_database(),
 //     finds another installation's change log in the same database.
 //
 // When it may listen, it returns the installation to listen for.
-func (s *Store) checkListener(ctx context.Context, conn *pgx.Conn) (why string, inst installation, err error) {
+func (s *Store) checkListener(ctx context.Context, conn *pgx.Conn) (why refusal, inst installation, err error) {
 	var backend uint32
 	var id poolIdentity
 	if err := conn.QueryRow(ctx, listenerIdentitySQL, pgx.QueryExecModeSimpleProtocol).
 		Scan(&backend, &id.db, &id.system, &id.logSchema, &id.inst); err != nil {
-		return "", 0, err
+		return refusal{}, 0, err
 	}
 	// Where the pool's connections are stays so through a failover (a
 	// promoted standby keeps the system identifier), so it is read once,
@@ -340,22 +351,24 @@ func (s *Store) checkListener(ctx context.Context, conn *pgx.Conn) (why string, 
 	pool := s.poolIdent.Load()
 	if pool == nil || *pool != id {
 		if pool, err = s.checkPool(ctx); err != nil {
-			return "", 0, err
+			return refusal{}, 0, err
 		}
 	}
 	switch {
 	case backend != conn.PgConn().PID():
-		return "the change feed's listening connection goes through a connection pooler (its server session is not the one " +
-			"the connect reported), where it cannot LISTEN or hold the waker's lock. Point pgstore.WithListenConfig at " +
-			"PostgreSQL itself (docs/poolers.md)", 0, nil
+		return refusal{RefusedPooler, "the change feed's listening connection goes through a connection pooler (its server " +
+			"session is not the one the connect reported), where it cannot LISTEN or hold the waker's lock. Point " +
+			"pgstore.WithListenConfig at PostgreSQL itself (docs/poolers.md)"}, 0, nil
 	case id.db != pool.db || id.system != pool.system:
-		return fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) reaches database %q of cluster %s, "+
-			"not the pool's database %q of cluster %s, where the pool's commits are", id.db, id.system, pool.db, pool.system), 0, nil
+		return refusal{RefusedOtherDatabase, fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) "+
+			"reaches database %q of cluster %s, not the pool's database %q of cluster %s, where the pool's commits are",
+			id.db, id.system, pool.db, pool.system)}, 0, nil
 	case id.inst != pool.inst:
-		return fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) finds the change log of schema %q, "+
-			"not the pool's, in schema %q: set the same search_path on both", id.logSchema, pool.logSchema), 0, nil
+		return refusal{RefusedOtherInstallation, fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) "+
+			"finds the change log of schema %q, not the pool's, in schema %q: set the same search_path on both",
+			id.logSchema, pool.logSchema)}, 0, nil
 	}
-	return "", id.inst, nil
+	return refusal{}, id.inst, nil
 }
 
 // poolIdentitySQL is listenerIdentitySQL, and the session's settings that
@@ -405,13 +418,24 @@ func (s *Store) checkPool(ctx context.Context) (*poolIdentity, error) {
 	return &id, nil
 }
 
+// ListenerRefused says why the change feed's listener does nothing where it
+// connected (checkListener): RefusedPooler, RefusedOtherDatabase or
+// RefusedOtherInstallation, or "" while it listens or has not yet looked.
+// The log says more, once. See repository.RefusableChangeFeed.
+func (s *Store) ListenerRefused() string {
+	if why := s.refusedSaid.Load(); why != nil {
+		return why.reason
+	}
+	return ""
+}
+
 // refuse says why the listener does nothing where it connected, once for
 // each reason until it listens again.
-func (s *Store) refuse(why string, cfg *pgx.ConnConfig) {
+func (s *Store) refuse(why refusal, cfg *pgx.ConnConfig) {
 	if last := s.refusedSaid.Swap(&why); last != nil && *last == why {
 		return
 	}
-	s.log.Error("pgfallback: "+why+"; it does nothing there, and followers read the change log once a second "+
+	s.log.Error("pgfallback: "+why.text+"; it does nothing there, and followers read the change log once a second "+
 		"instead of being woken", "host", cfg.Host, "port", cfg.Port, "recheck_every", refusedRecheck)
 }
 

@@ -82,6 +82,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descWriteQueued, descWriteQueueDepth, descWriteWritten, descWriteDropped, descWriteFailed, descWriteOverflowed, descEvictionsLost,
 		descWarmRuns, descWarmDuration, descWarmRows, descWarmSuccess, descWarmTimestamp,
 		descFeedState, descFeedLag, descFeedResyncSince, descFeedApplied, descFeedCatchUps, descFeedHeardCatchUps, descFeedResyncs, descFeedErrors,
+		descFeedListenerRefused,
 		descQueuedPending, descQueuedStalled, descQueuedEvents,
 		descScrapeErrors,
 	} {
@@ -256,6 +257,9 @@ func collectStats(ch chan<- prometheus.Metric, s fallback.Stats) {
 	counter(ch, descFeedHeardCatchUps, f.HeardCatchUps)
 	counter(ch, descFeedResyncs, f.Resyncs)
 	counter(ch, descFeedErrors, f.Errors)
+	if f.ListenerRefused != "" {
+		gauge(ch, descFeedListenerRefused, 1, f.ListenerRefused)
+	}
 
 	q := s.Queued
 	gauge(ch, descQueuedPending, float64(q.Pending))

@@ -102,3 +102,16 @@ type HeardChangeFeed interface {
 	// now" is meant (a poll, an explicit catch-up, a reconnect).
 	ReadHeardChanges(cursor string, limit int) (batch ChangeBatch, ok bool)
 }
+
+// RefusableChangeFeed is a ChangeFeed whose listener may find that it must
+// not listen where it connected (pgstore's: through a connection pooler, in
+// another database than the store's, or on another installation's log).
+// It then stands in, waking its follower about once a second, which is
+// correct but slow; ListenerRefused says why in a word (pgstore's
+// Refused… constants), for health checks and metrics, and "" while it
+// listens or has not yet looked.
+type RefusableChangeFeed interface {
+	ChangeFeed
+
+	ListenerRefused() string
+}
