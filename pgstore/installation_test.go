@@ -192,6 +192,9 @@ func TestListenerRefusesAnotherInstallation(t *testing.T) {
 	if listening := refusedListenerWakes(ctx, t, s, "whose listener finds another installation"); listening != 0 {
 		t.Errorf("wake(true) %d times: the listener listened for another installation", listening)
 	}
+	if why := s.ListenerRefused(); why != pgstore.RefusedOtherInstallation {
+		t.Errorf("ListenerRefused() = %q, want %q", why, pgstore.RefusedOtherInstallation)
+	}
 	if out := logged.String(); !strings.Contains(out, `schema \"public\", not the pool's, in schema \"b\"`) {
 		t.Errorf("the other installation is not reported:\n%s", out)
 	}

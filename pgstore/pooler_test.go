@@ -126,6 +126,9 @@ func TestListenerRefusesAPooler(t *testing.T) {
 	if listening := refusedListenerWakes(ctx, t, s, "behind a pooler"); listening != 0 {
 		t.Errorf("wake(true) %d times: the listener said it was listening through a pooler", listening)
 	}
+	if why := s.ListenerRefused(); why != pgstore.RefusedPooler {
+		t.Errorf("ListenerRefused() = %q, want %q", why, pgstore.RefusedPooler)
+	}
 
 	// Nothing of the listener's on any server session PgBouncer keeps.
 	admin, err := pgx.Connect(ctx, direct)
@@ -180,6 +183,9 @@ func TestListenerRefusesAnotherDatabase(t *testing.T) {
 	defer s.Close()
 	if listening := refusedListenerWakes(ctx, t, s, "whose listener is in another database"); listening != 0 {
 		t.Errorf("wake(true) %d times: the listener listened in another database", listening)
+	}
+	if why := s.ListenerRefused(); why != pgstore.RefusedOtherDatabase {
+		t.Errorf("ListenerRefused() = %q, want %q", why, pgstore.RefusedOtherDatabase)
 	}
 	if out := logged.String(); !strings.Contains(out, "not the pool's") {
 		t.Errorf("the wrong database is not reported:\n%s", out)
