@@ -2,8 +2,6 @@ package pgstore_test
 
 import (
 	"context"
-	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +10,6 @@ import (
 
 	"github.com/pgfallback/pgfallback/integration/pgtest"
 	pgdsn "github.com/pgfallback/pgfallback/internal/dsn"
-	"github.com/pgfallback/pgfallback/internal/testutil"
 	"github.com/pgfallback/pgfallback/migrations"
 	"github.com/pgfallback/pgfallback/pgstore"
 	"github.com/pgfallback/pgfallback/repository"
@@ -186,25 +183,8 @@ func TestListenerRefusesAnotherInstallation(t *testing.T) {
 	defer cancel()
 	dsn := pgtest.NewDatabase(t)
 	dsnB := installInSchemaB(ctx, t, dsn)
-	listen, err := pgx.ParseConfig(dsn) // schema public's installation
-	if err != nil {
-		t.Fatal(pgdsn.Error(err))
-	}
-	var logged testutil.Buffer
-	s, err := pgstore.Open(ctx, dsnB, pgstore.WithListenConfig(listen), pgstore.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
-	if err != nil {
-		t.Fatal(pgdsn.Error(err))
-	}
-	defer s.Close()
-	if listening := refusedListenerWakes(ctx, t, s, "whose listener finds another installation"); listening != 0 {
-		t.Errorf("wake(true) %d times: the listener listened for another installation", listening)
-	}
-	if why := s.ListenerRefused(); why != pgstore.RefusedOtherInstallation {
-		t.Errorf("ListenerRefused() = %q, want %q", why, pgstore.RefusedOtherInstallation)
-	}
-	if out := logged.String(); !strings.Contains(out, `schema \"public\", not the pool's, in schema \"b\"`) {
-		t.Errorf("the other installation is not reported:\n%s", out)
-	}
+	// The listener on schema public's installation.
+	listenElsewhere(ctx, t, dsnB, dsn, pgstore.RefusedOtherInstallation, `schema \"public\", not the pool's, in schema \"b\"`)
 }
 
 // installInSchemaB migrates a second installation into schema b of the

@@ -170,25 +170,33 @@ func TestListenerRefusesAnotherDatabase(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	mine, other := pgtest.NewDatabase(t), pgtest.NewDatabase(t)
-	listen, err := pgx.ParseConfig(other)
+	listenElsewhere(ctx, t, mine, other, pgstore.RefusedOtherDatabase, "not the pool's")
+}
+
+// listenElsewhere opens a store on poolDSN whose listener is pointed at
+// listenDSN, and checks that the listener refuses to listen there for
+// reason, saying said in the log, and still wakes its follower.
+func listenElsewhere(ctx context.Context, t *testing.T, poolDSN, listenDSN, reason, said string) {
+	t.Helper()
+	listen, err := pgx.ParseConfig(listenDSN)
 	if err != nil {
 		t.Fatal(pgdsn.Error(err))
 	}
 	var logged testutil.Buffer
-	s, err := pgstore.Open(ctx, mine, pgstore.WithListenConfig(listen),
+	s, err := pgstore.Open(ctx, poolDSN, pgstore.WithListenConfig(listen),
 		pgstore.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
 	if err != nil {
 		t.Fatal(pgdsn.Error(err))
 	}
 	defer s.Close()
-	if listening := refusedListenerWakes(ctx, t, s, "whose listener is in another database"); listening != 0 {
-		t.Errorf("wake(true) %d times: the listener listened in another database", listening)
+	if listening := refusedListenerWakes(ctx, t, s, "whose listener is pointed elsewhere ("+reason+")"); listening != 0 {
+		t.Errorf("wake(true) %d times: the listener listened elsewhere (%s)", listening, reason)
 	}
-	if why := s.ListenerRefused(); why != pgstore.RefusedOtherDatabase {
-		t.Errorf("ListenerRefused() = %q, want %q", why, pgstore.RefusedOtherDatabase)
+	if why := s.ListenerRefused(); why != reason {
+		t.Errorf("ListenerRefused() = %q, want %q", why, reason)
 	}
-	if out := logged.String(); !strings.Contains(out, "not the pool's") {
-		t.Errorf("the wrong database is not reported:\n%s", out)
+	if out := logged.String(); !strings.Contains(out, said) {
+		t.Errorf("the log does not say %q:\n%s", said, out)
 	}
 }
 
