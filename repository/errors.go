@@ -69,6 +69,11 @@ type ValidationError struct {
 }
 
 func (e *ValidationError) Error() string {
+	if e.Field == "" {
+		// PostgreSQL names no column for some refusals of a value (an
+		// encoding it cannot convert, SQLSTATE 22P05).
+		return "invalid value: " + e.Reason
+	}
 	return fmt.Sprintf("invalid %s: %s", e.Field, e.Reason)
 }
 

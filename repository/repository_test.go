@@ -98,6 +98,9 @@ func TestValidationErrorWrapsAsInvalid(t *testing.T) {
 	if got := err.Error(); got != "outer: invalid Name: too long" {
 		t.Fatalf("message = %q", got)
 	}
+	if got := (&repository.ValidationError{Reason: "no equivalent in LATIN1"}).Error(); got != "invalid value: no equivalent in LATIN1" {
+		t.Fatalf("message without a field = %q", got)
+	}
 }
 
 func TestChildPath(t *testing.T) {
