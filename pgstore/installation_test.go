@@ -54,8 +54,7 @@ func TestTwoInstallationsInOneDatabase(t *testing.T) {
 	defer func() { stop(); watchers.Wait() }()
 
 	// A's listener first: it is A's waker.
-	watchers.Add(1)
-	go func() { defer watchers.Done(); a.WatchChanges(wctx, func(bool) {}) }()
+	watch(t, ctx, a)
 	feedEventually(t, 10*time.Second, "A's waker", func() bool { return holdsWakerLock(pgstore.ChangeWakerLockKey) })
 
 	// B's follower: it reads what its wake-ups announce, from the

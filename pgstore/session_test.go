@@ -119,26 +119,8 @@ func TestDatabaseSessionDefaults(t *testing.T) {
 			}
 			// Once listening, the listener has looked at one of the pool's
 			// connections.
-			wctx, stop := context.WithCancel(ctx)
-			listening := make(chan struct{}, 1)
-			done := make(chan error, 1)
-			go func() {
-				done <- own.WatchChanges(wctx, func(reconnected bool) {
-					if reconnected {
-						select {
-						case listening <- struct{}{}:
-						default:
-						}
-					}
-				})
-			}()
-			select {
-			case <-listening:
-			case <-time.After(10 * time.Second):
-				t.Error("not listening after 10 s")
-			}
-			stop()
-			<-done
+			wakes := watch(t, ctx, own)
+			feedEventually(t, 10*time.Second, "the listener listening", func() bool { connects, _ := wakes.counts(); return connects > 0 })
 			out := logged.String()
 			for _, want := range []struct {
 				text string
