@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,4 +82,78 @@ func TestFeedKeepsPeersCoherent(t *testing.T) {
 	if got, _, err := a2.cache.GetVendor(ctx, names[3]); err != nil || got.Version != updated.Version {
 		t.Fatalf("after a second catch-up: %+v, %v", got, err)
 	}
+}
+
+// A DBA disables the log's trigger for a bulk load: the changes made
+// meanwhile never reach the log. The follower must not go on calling its
+// cache current: while the trigger is off its feed is behind, saying why,
+// with AsOf from before; once the trigger is on again it resyncs, also when
+// it was off only inside the transaction that wrote.
+func TestFeedThroughATriggerDisabledForALoad(t *testing.T) {
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	a := openStack(t, dsn, filepath.Join(dir, "a.db"), fallback.Config{ChangeFeedPoll: time.Hour})
+	dba := openStack(t, dsn, filepath.Join(dir, "dba.db"), fallback.Config{DisableChangeFeed: true})
+	names := seed(t, dba, 2)
+	for _, n := range names {
+		if _, err := a.layer.Vendors().Get(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.layer.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "A's feed to follow", func() bool { return a.layer.Stats().Feed.State == fallback.FeedFollowing })
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := dba.store.Pool().Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	cachedVersion := func(name string) int64 {
+		v, _, err := a.cache.GetVendor(ctx, name)
+		if err != nil {
+			t.Fatalf("cached %s: %v", name, err)
+		}
+		return v.Version
+	}
+
+	exec(`ALTER TABLE vendors DISABLE TRIGGER pgfallback_vendors_change`)
+	var disabledBy time.Time
+	if err := dba.store.Pool().QueryRow(ctx, `SELECT clock_timestamp()`).Scan(&disabledBy); err != nil {
+		t.Fatal(err)
+	}
+	exec(`UPDATE vendors SET version = version + 1 WHERE name = $1`, names[0])
+	waitFor(t, 10*time.Second, "A's feed to say the log is incomplete", func() bool {
+		f := a.layer.Stats().Feed
+		return f.State == fallback.FeedBehind && strings.Contains(f.LastError, "pgfallback_vendors_change on vendors is disabled")
+	})
+	if asOf := a.layer.Stats().Feed.AsOf; !asOf.Before(disabledBy) {
+		t.Fatalf("A's AsOf %v while the trigger is off: it must stay before the trigger went off (%v)", asOf, disabledBy)
+	}
+	exec(`ALTER TABLE vendors ENABLE ALWAYS TRIGGER pgfallback_vendors_change`)
+	waitFor(t, 10*time.Second, "A to resync the update made while the trigger was off", func() bool {
+		return cachedVersion(names[0]) == 2 && a.layer.Stats().Feed.State == fallback.FeedFollowing
+	})
+
+	// Off only inside the transaction that wrote: no read saw it off.
+	resyncs := a.layer.Stats().Feed.Resyncs
+	tx, err := dba.store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{`ALTER TABLE vendors DISABLE TRIGGER pgfallback_vendors_change`,
+		`UPDATE vendors SET version = version + 1 WHERE name = '` + names[1] + `'`,
+		`ALTER TABLE vendors ENABLE ALWAYS TRIGGER pgfallback_vendors_change`} {
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "A to resync the update made with the trigger off in its own transaction", func() bool {
+		return cachedVersion(names[1]) == 2 && a.layer.Stats().Feed.Resyncs > resyncs
+	})
 }

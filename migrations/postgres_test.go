@@ -140,9 +140,11 @@ func TestDownThenUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Down the log's checks (00006), the secured change log (00005), the
-	// applied writes (00004), the change log (00003), then work_items (00002).
-	for i, want := range []string{"[vendors work_items]", "[vendors work_items]", "[vendors work_items]", "[vendors work_items]", "[vendors]"} {
+	// Down the triggers ALWAYS (00007), the log's checks (00006), the secured
+	// change log (00005), the applied writes (00004), the change log (00003),
+	// then work_items (00002).
+	for i, want := range []string{"[vendors work_items]", "[vendors work_items]", "[vendors work_items]", "[vendors work_items]",
+		"[vendors work_items]", "[vendors]"} {
 		if err := migrations.Down(ctx, dsn); err != nil {
 			t.Fatalf("Down #%d: %v", i+1, err)
 		}
@@ -211,9 +213,10 @@ func TestChangeLogDown(t *testing.T) {
 		t.Fatalf("after Up: %d change log objects, want 13: %v", len(objs), objs)
 	}
 
-	// 00006 (the log's checks), 00005 (the secured functions) and 00004
-	// (applied writes) come off first, then the change log.
-	for _, version := range []string{"00006", "00005", "00004"} {
+	// 00007 (the triggers ALWAYS), 00006 (the log's checks), 00005 (the
+	// secured functions) and 00004 (applied writes) come off first, then
+	// the change log.
+	for _, version := range []string{"00007", "00006", "00005", "00004"} {
 		if err := migrations.Down(ctx, dsn); err != nil {
 			t.Fatalf("Down %s: %v", version, err)
 		}
@@ -277,7 +280,7 @@ func TestAppliedWritesDown(t *testing.T) {
 	if got := fmt.Sprint(appliedWritesObjects(t, dsn)); got != want {
 		t.Fatalf("after Up: %s, want %s", got, want)
 	}
-	for _, version := range []string{"00006", "00005", "00004"} {
+	for _, version := range []string{"00007", "00006", "00005", "00004"} {
 		if err := migrations.Down(ctx, dsn); err != nil {
 			t.Fatalf("Down %s: %v", version, err)
 		}

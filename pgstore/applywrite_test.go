@@ -602,7 +602,7 @@ func TestPruneAppliedWrites(t *testing.T) {
 
 func TestAppliedWritesNotMigrated(t *testing.T) {
 	ctx := feedCtx(t)
-	s := storeWithout(t, ctx, 3) // 00006, 00005, then 00004
+	s := storeWithout(t, ctx, 4) // 00004 and every later one
 	if _, err := s.PruneAppliedWrites(ctx, 0); !errors.Is(err, repository.ErrNotFound) || !strings.Contains(err.Error(), "00004") {
 		t.Errorf("PruneAppliedWrites: %v, want ErrNotFound naming migration 00004", err)
 	}

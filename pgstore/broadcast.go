@@ -225,14 +225,14 @@ func uncode[T comparable](codes map[T]byte, b byte) T {
 }
 
 // covers reports whether c has delivered every change that b has: the
-// same log and history, a seq at least b's, and a snapshot that sees
-// committed every transaction b's sees committed. A batch read from b then
-// brings c to the batch's next cursor (see the cursor invariant in
+// same log, triggers and history, a seq at least b's, and a snapshot that
+// sees committed every transaction b's sees committed. A batch read from b
+// then brings c to the batch's next cursor (see the cursor invariant in
 // changes.go): what c delivered, plus the batch, includes all that next
 // claims.
 func (c cursor) covers(b cursor) bool {
 	if c.legacy || b.legacy || c.system != b.system || c.db != b.db || c.timeline != b.timeline ||
-		c.logID != b.logID || c.seq < b.seq || c.snap.xmax < b.snap.xmax {
+		c.logID != b.logID || c.triggers != b.triggers || c.seq < b.seq || c.snap.xmax < b.snap.xmax {
 		return false
 	}
 	// A transaction c saw in progress must be one b did not see end:

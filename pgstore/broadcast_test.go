@@ -211,7 +211,10 @@ func broadcastStores(t *testing.T, ctx context.Context, wakerOpts ...Option) (wa
 	connected := make(chan struct{}, 1)
 	watchUntilCleanup(t, ctx, follower, func(reconnected bool) {
 		if reconnected {
-			connected <- struct{}{}
+			select { // every reconnect after the first is the test's to see, not to block on
+			case connected <- struct{}{}:
+			default:
+			}
 		} else {
 			wakes.Add(1)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -322,6 +323,7 @@ type head struct {
 	db        uint32 // the database's oid
 	timeline  uint32 // the history the server is on; a promoted standby starts a new one
 	logID     string // pgfallback_change_log.log_id; "" when the row is gone
+	triggers  string // the fingerprint of the log's triggers (triggers.go)
 	maxSeq    int64  // the largest seq the log ever showed: max(seq), or more if pruning removed it
 	prunedSeq int64
 	prunedXid uint64
@@ -329,7 +331,7 @@ type head struct {
 
 // cursor is a cursor at seq in h's snapshot and history.
 func (h head) cursor(seq int64) cursor {
-	return cursor{system: h.system, db: h.db, timeline: h.timeline, logID: h.logID, seq: seq, snap: h.snap}
+	return cursor{system: h.system, db: h.db, timeline: h.timeline, logID: h.logID, triggers: h.triggers, seq: seq, snap: h.snap}
 }
 
 type queryRower interface {
@@ -344,31 +346,47 @@ type queryRower interface {
 // pg_control_checkpoint, lags until the next checkpoint). A standby cannot
 // call pg_current_wal_lsn; its replay position's timeline is its last
 // restartpoint's.
+//
+// The head's asOf is when the transaction began, not when the statement
+// did: in the extended protocol PostgreSQL takes the snapshot at Bind and
+// sets statement_timestamp() again at Execute, so a commit in between was
+// missing from the snapshot yet before the statement's time (seen under
+// load: an AsOf 0.4 ms past a trigger's disabling that the read did not
+// see). transaction_timestamp() is set when the transaction starts, before
+// any snapshot is taken in it.
 const headSQL = `
-		SELECT pg_current_snapshot()::text, statement_timestamp(),
+		SELECT pg_current_snapshot()::text, transaction_timestamp(),
 			(SELECT system_identifier FROM pg_control_system()),
 			(SELECT oid FROM pg_database WHERE datname = current_database()),
 			CASE WHEN pg_is_in_recovery() THEN (SELECT timeline_id FROM pg_control_checkpoint())
 				ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
 			coalesce(l.log_id::text, ''),
 			greatest((SELECT max(seq) FROM pgfallback_changes), l.pruned_seq, 0),
-			coalesce(l.pruned_seq, 0), coalesce(l.pruned_xid, '0')::text
+			coalesce(l.pruned_seq, 0), coalesce(l.pruned_xid, '0')::text,
+			` + logTriggersSQL + `
 		FROM (SELECT) AS one LEFT JOIN pgfallback_change_log l ON true`
 
 // headRow holds headSQL's columns as scanned.
 type headRow struct {
-	h                head
-	snap, prunedXid  string
-	system, timeline int64
+	h                         head
+	snap, prunedXid, triggers string
+	system, timeline          int64
 }
 
 func (r *headRow) dest() []any {
-	return []any{&r.snap, &r.h.asOf, &r.system, &r.h.db, &r.timeline, &r.h.logID, &r.h.maxSeq, &r.h.prunedSeq, &r.prunedXid}
+	return []any{&r.snap, &r.h.asOf, &r.system, &r.h.db, &r.timeline, &r.h.logID, &r.h.maxSeq, &r.h.prunedSeq, &r.prunedXid,
+		&r.triggers}
 }
 
+// head is the row's head; ErrChangeLogIncomplete when the log's triggers
+// let changes bypass it (triggers.go).
 func (r *headRow) head() (head, error) {
+	if why := triggerRows(r.triggers).incomplete(); why != "" {
+		return head{}, incompleteError(why)
+	}
 	h := r.h
 	h.system, h.timeline, h.asOf = uint64(r.system), uint32(r.timeline), h.asOf.UTC()
+	h.triggers = triggerRows(r.triggers).fingerprint()
 	var err error
 	if h.snap, err = parseSnapshot(r.snap); err != nil {
 		return head{}, fmt.Errorf("the server's snapshot %q: %w", r.snap, err)
@@ -404,25 +422,32 @@ func feedError(op string, err error) error {
 
 // cursor is the parsed form of a change cursor:
 //
-//	c2:<system identifier>:<database oid>:<timeline>:<log id>:<seq>:<pg_snapshot>
+//	c3:<system identifier>:<database oid>:<timeline>:<log id>:<triggers>:<seq>:<pg_snapshot>
 //
 // where a pg_snapshot's text is itself xmin:xmax:xip,xip,…. The system
 // identifier and the database oid tell a cursor from another database, the
 // timeline one from another history of this database (a standby promoted
 // after asynchronous replication lost transactions), the log id one from
-// another log (dropped and re-created): in each, its seq and snapshot
-// would mean nothing here.
+// another log (dropped and re-created), the triggers' fingerprint one read
+// before the log's triggers were altered (triggers.go): in each, its seq
+// and snapshot would mean nothing here, or changes may have bypassed the
+// log since.
 type cursor struct {
 	system   uint64
 	db       uint32
 	timeline uint32
 	logID    string
+	triggers string // "" in a c2 cursor, made before triggers were fingerprinted
 	seq      int64
 	snap     snapshot
 	legacy   bool // a c1 cursor, made before timelines and log ids were recorded
 }
 
-const cursorVersion = "c2"
+const cursorVersion = "c3"
+
+// c2CursorVersion cursors have no triggers' fingerprint; they parse, and
+// take the log's triggers as they find them.
+const c2CursorVersion = "c2"
 
 // legacyCursorVersion cursors (system:db:seq:snapshot) parse, and expire:
 // they cannot tell which history they were read on.
@@ -430,7 +455,7 @@ const legacyCursorVersion = "c1"
 
 func (c cursor) String() string {
 	return cursorVersion + ":" + strconv.FormatUint(c.system, 10) + ":" + strconv.FormatUint(uint64(c.db), 10) +
-		":" + strconv.FormatUint(uint64(c.timeline), 10) + ":" + c.logID +
+		":" + strconv.FormatUint(uint64(c.timeline), 10) + ":" + c.logID + ":" + c.triggers +
 		":" + strconv.FormatInt(c.seq, 10) + ":" + c.snap.String()
 }
 
@@ -439,18 +464,25 @@ func parseCursor(s string) (cursor, error) {
 		return cursor{}, repository.Invalid("cursor", "not a change cursor (%s)", fmt.Sprintf(format, args...))
 	}
 	var c cursor
-	parts := strings.SplitN(s, ":", 7)
+	parts := strings.SplitN(s, ":", 8)
+	if c2 := strings.SplitN(s, ":", 7); len(c2) == 7 && c2[0] == c2CursorVersion {
+		// No triggers' field: read it as a c3 cursor with an empty one.
+		parts = slices.Insert(c2, 5, "")
+	}
 	switch {
-	case len(parts) == 7 && parts[0] == cursorVersion:
+	case len(parts) == 8 && (parts[0] == cursorVersion || parts[0] == c2CursorVersion):
 		tl, err := strconv.ParseUint(parts[3], 10, 32)
 		if err != nil {
 			return bad("timeline %q", parts[3])
 		}
-		c.timeline, c.logID = uint32(tl), parts[4]
+		c.timeline, c.logID, c.triggers = uint32(tl), parts[4], parts[5]
 		if c.logID != "" && !isUUID(c.logID) {
 			return bad("log id %q", c.logID)
 		}
-		parts = []string{parts[0], parts[1], parts[2], parts[5], strings.Join(parts[6:], ":")}
+		if _, err := strconv.ParseUint(c.triggers, 16, 64); c.triggers != "" && (err != nil || len(c.triggers) > 16) {
+			return bad("triggers %q", c.triggers)
+		}
+		parts = []string{parts[0], parts[1], parts[2], parts[6], parts[7]}
 	case strings.HasPrefix(s, legacyCursorVersion+":"):
 		parts = strings.SplitN(s, ":", 5)
 		if len(parts) != 5 {
@@ -515,6 +547,9 @@ func (c cursor) expiredBy(h head) string {
 			c.timeline, h.timeline)
 	case c.logID != h.logID:
 		return "the change log was reset (its log id changed)"
+	case c.triggers != "" && c.triggers != h.triggers:
+		return "the change log's triggers were altered since the cursor was read (disabled, dropped or re-enabled): " +
+			"changes may have bypassed the log"
 	case c.seq > h.maxSeq || c.snap.xmax > h.snap.xmax:
 		// Both only grow in one history: a cursor ahead of them was made
 		// elsewhere, or the log was emptied by hand.

@@ -670,7 +670,7 @@ func TestChangesPruneInBatches(t *testing.T) {
 func withCursorField(t *testing.T, cur string, i int, f func(string) string) string {
 	t.Helper()
 	parts := strings.Split(cur, ":")
-	if len(parts) < 9 {
+	if len(parts) < 10 {
 		t.Fatalf("cursor %q has %d fields", cur, len(parts))
 	}
 	parts[i] = f(parts[i])
@@ -695,19 +695,22 @@ func TestChangesErrors(t *testing.T) {
 		t.Fatalf("limit 0: %v, want ErrInvalid naming limit", err)
 	}
 	for _, bad := range []string{
-		"", "garbage", "c1", "c1:1:2:3", "c3" + h[2:], "c2:1:2:3",
+		"", "garbage", "c1", "c1:1:2:3", "c9" + h[2:], "c2:1:2:3", "c3:1:2:3",
 		withCursorField(t, h, 1, func(string) string { return "x" }),
 		withCursorField(t, h, 2, func(string) string { return "99999999999" }),
-		withCursorField(t, h, 3, func(string) string { return "-1" }),         // timeline
-		withCursorField(t, h, 4, func(string) string { return "not-a-uuid" }), // log id
-		withCursorField(t, h, 5, func(string) string { return "-1" }),
-		withCursorField(t, h, 6, func(string) string { return "0" }),
-		withCursorField(t, h, 7, func(string) string { return "1" }), // xmax below xmin
-		"c2:1:1:1::1:5:9:7,6", // xip out of order
-		"c2:1:1:1::1:5:9:9",   // xip at xmax
-		"c2:1:1:1::1:5:9:3",   // xip below xmin
-		"c2:1:1:1::1:5:9:6:7", // a field too many
-		"c1:1:1:1:5:9:7,6",    // an old cursor, ill-formed
+		withCursorField(t, h, 3, func(string) string { return "-1" }),                // timeline
+		withCursorField(t, h, 4, func(string) string { return "not-a-uuid" }),        // log id
+		withCursorField(t, h, 5, func(string) string { return "triggers" }),          // not hex
+		withCursorField(t, h, 5, func(string) string { return "10000000000000000" }), // 17 digits
+		withCursorField(t, h, 6, func(string) string { return "-1" }),
+		withCursorField(t, h, 7, func(string) string { return "0" }),
+		withCursorField(t, h, 8, func(string) string { return "1" }), // xmax below xmin
+		"c3:1:1:1:::1:5:9:7,6", // xip out of order
+		"c2:1:1:1::1:5:9:7,6",  // the same in a c2 cursor
+		"c2:1:1:1::1:5:9:9",    // xip at xmax
+		"c2:1:1:1::1:5:9:3",    // xip below xmin
+		"c2:1:1:1::1:5:9:6:7",  // a field too many
+		"c1:1:1:1:5:9:7,6",     // an old cursor, ill-formed
 	} {
 		_, err := s.ReadChanges(ctx, bad, 10)
 		if !errors.As(err, &verr) || verr.Field != "cursor" {
@@ -724,9 +727,10 @@ func TestChangesErrors(t *testing.T) {
 		"another cluster":            withCursorField(t, h, 1, plusN(1)),
 		"another timeline":           withCursorField(t, h, 3, plusN(1)),
 		"another log":                withCursorField(t, h, 4, func(string) string { return "00000000-0000-0000-0000-000000000000" }),
-		"a seq ahead of the log":     withCursorField(t, h, 5, plusN(1000)),
-		"a snapshot from the future": withCursorField(t, withCursorField(t, h, 7, plusN(1_000_000)), 6, plusN(1_000_000)),
-		"an earlier release":         "c1:" + strings.Join(strings.Split(h, ":")[1:3], ":") + ":" + strings.Join(strings.Split(h, ":")[5:], ":"),
+		"altered triggers":           withCursorField(t, h, 5, func(string) string { return "1" }),
+		"a seq ahead of the log":     withCursorField(t, h, 6, plusN(1000)),
+		"a snapshot from the future": withCursorField(t, withCursorField(t, h, 8, plusN(1_000_000)), 7, plusN(1_000_000)),
+		"an earlier release":         "c1:" + strings.Join(strings.Split(h, ":")[1:3], ":") + ":" + strings.Join(strings.Split(h, ":")[6:], ":"),
 	} {
 		if _, err := s.ReadChanges(ctx, cur, 10); !errors.Is(err, repository.ErrCursorExpired) {
 			t.Errorf("a cursor from %s: %v, want ErrCursorExpired", name, err)
@@ -735,11 +739,17 @@ func TestChangesErrors(t *testing.T) {
 	if b, err := s.ReadChanges(ctx, h, 10); err != nil || len(b.Changes) != 1 {
 		t.Fatalf("the real cursor: %v, %v", describeChanges(b.Changes), err)
 	}
+	// The release before fingerprinted no triggers: its c2 cursor reads on.
+	f := strings.Split(h, ":")
+	c2 := "c2:" + strings.Join(f[1:5], ":") + ":" + strings.Join(f[6:], ":")
+	if b, err := s.ReadChanges(ctx, c2, 10); err != nil || len(b.Changes) != 1 || !strings.HasPrefix(b.Next, "c3:") {
+		t.Fatalf("a c2 cursor: %v, next %q, %v", describeChanges(b.Changes), b.Next, err)
+	}
 }
 
 func TestChangesNotMigrated(t *testing.T) {
 	ctx := feedCtx(t)
-	s := storeWithout(t, ctx, 4) // the log's checks (00006), the secured log (00005), the applied writes (00004), then the change log (00003)
+	s := storeWithout(t, ctx, 3) // the change log (00003) and every later one
 	if _, err := s.ChangeHead(ctx); !errors.Is(err, repository.ErrNotFound) {
 		t.Errorf("ChangeHead: %v, want ErrNotFound", err)
 	}

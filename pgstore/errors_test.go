@@ -56,7 +56,7 @@ func TestConnectionFailureKeepsItsKind(t *testing.T) {
 // migrated into.
 func TestUnmigratedDatabaseSaysRunMigrations(t *testing.T) {
 	ctx := context.Background()
-	s := storeWithout(t, ctx, 6) // every migration
+	s := storeWithout(t, ctx, 1) // every migration
 	_, err := s.Vendors().Get(ctx, "acme")
 	if err == nil || !strings.Contains(err.Error(), "migrations.Up") || !strings.Contains(err.Error(), `"vendors" does not exist`) ||
 		!strings.Contains(err.Error(), "search_path") {

@@ -23,14 +23,20 @@ func openStore(t *testing.T) *pgstore.Store {
 	return s
 }
 
-// storeWithout opens a store on a fresh database with its newest n
-// migrations undone: a schema that was never migrated so far.
-func storeWithout(t *testing.T, ctx context.Context, n int) *pgstore.Store {
+// storeWithout opens a store on a fresh database with migration version
+// and every later one undone: a schema that was never migrated so far.
+func storeWithout(t *testing.T, ctx context.Context, version int64) *pgstore.Store {
 	t.Helper()
 	dsn := pgtest.NewDatabase(t)
-	for range n {
-		if err := migrations.Down(ctx, dsn); err != nil {
-			t.Fatal(err)
+	st, err := migrations.Status(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range st {
+		if m.Version >= version {
+			if err := migrations.Down(ctx, dsn); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	s, err := pgstore.Open(ctx, dsn)

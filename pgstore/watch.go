@@ -641,6 +641,20 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 			w.from = r.next
 		}
 	}
+	if errors.Is(err, repository.ErrChangeLogIncomplete) {
+		// Nothing the log says is complete (triggers.go), so nothing is
+		// sealed: a plain heartbeat keeps the followers from standing in
+		// and wakes each into a read that tells it why. Once the triggers
+		// are repaired, the look from the head wakes them all.
+		w.looked, w.next = false, now.Add(wakerIdleFactor*w.every)
+		if now.Sub(w.said) < wakerHeartbeat {
+			return false, nil
+		}
+		if _, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, w.inst.channel(), HeartbeatPayload); err == nil {
+			w.said = now
+		}
+		return false, err
+	}
 	if err != nil {
 		return false, err
 	}

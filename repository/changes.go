@@ -60,19 +60,29 @@ type ChangeBatch struct {
 // from ChangeFeed.ChangeHead. It is never answered by skipping changes.
 var ErrCursorExpired = errors.New("change cursor expired")
 
+// ErrChangeLogIncomplete means the change log cannot be trusted to hold
+// every committed change: a trigger that fills it is missing, disabled, or
+// does not fire for every session (logical replication's apply workers
+// included). The store answered; nothing is wrong with the caller's
+// cursor. A follower keeps its AsOf and reads again later: once the
+// triggers are repaired, every cursor read before the change expires
+// (ErrCursorExpired), so that it resyncs.
+var ErrChangeLogIncomplete = errors.New("change log incomplete")
+
 // ChangeFeed is what a store offers so that caches follow every committed
 // change. *pgstore.Store implements it once its schema is migrated.
 type ChangeFeed interface {
 	// ChangeHead returns a cursor at the end of the log: reading from it
 	// returns only changes committed after this call began.
 	// Errors: ErrUnavailable (or the raw connection error), ErrNotFound
-	// when the schema has no change log (not migrated).
+	// when the schema has no change log (not migrated),
+	// ErrChangeLogIncomplete.
 	ChangeHead(ctx context.Context) (string, error)
 
 	// ReadChanges returns up to limit changes committed after cursor.
 	// Errors: ErrInvalid for a malformed cursor or limit < 1,
 	// ErrCursorExpired, ErrNotFound when the schema has no change log,
-	// ErrUnavailable (or the raw connection error).
+	// ErrChangeLogIncomplete, ErrUnavailable (or the raw connection error).
 	ReadChanges(ctx context.Context, cursor string, limit int) (ChangeBatch, error)
 
 	// WatchChanges holds one dedicated connection that listens for change

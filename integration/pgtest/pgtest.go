@@ -416,15 +416,27 @@ func NewDatabase(t testing.TB) string {
 	return dsn
 }
 
-// NewServer starts a private server for a test that stops and starts it, and
-// closes it when the test ends. An external server (PGFALLBACK_TEST_DSN)
+// NewServer starts a private server for a test that stops and starts it, or
+// that needs settings of its own ("name=value", e.g. "wal_level=logical"),
+// and closes it when the test ends. An external server (PGFALLBACK_TEST_DSN)
 // cannot be controlled, so when it is the only way available the test skips
 // (fails under PGFALLBACK_REQUIRE_POSTGRES=1) with that reason.
-func NewServer(t testing.TB) *Server {
+func NewServer(t testing.TB, settings ...string) *Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	srv, err := StartServer(ctx, Options{Controllable: true, Logf: t.Logf})
+	opts := Options{Controllable: true, Logf: t.Logf}
+	for _, s := range settings {
+		name, value, ok := strings.Cut(s, "=")
+		if !ok {
+			t.Fatalf("pgtest: setting %q: want name=value", s)
+		}
+		if opts.Settings == nil {
+			opts.Settings = map[string]string{}
+		}
+		opts.Settings[name] = value
+	}
+	srv, err := StartServer(ctx, opts)
 	if err != nil {
 		giveUp(t, err)
 	}
