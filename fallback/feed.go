@@ -280,8 +280,8 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 			b, err = f.feed.ReadChanges(rctx, f.cursor, feedBatch)
 			cancel()
 		}
-		if errors.Is(err, repository.ErrCursorExpired) {
-			f.l.log.Warn("pgfallback: the change feed's cursor expired; resyncing: every cached row is replaced by the primary's",
+		if errors.Is(err, repository.ErrCursorExpired) || foreignCursor(err) {
+			f.l.log.Warn("pgfallback: the change feed's cursor expired or cannot be read; resyncing: every cached row is replaced by the primary's",
 				"err", err)
 			if err := f.resync(ctx, cache); err != nil {
 				return err
@@ -321,6 +321,15 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 			return nil
 		}
 	}
+}
+
+// foreignCursor reports whether the primary refused the stored cursor as
+// malformed: written by another release (rolled back to after a newer one
+// changed the format) or damaged. Like an expired one it is answered by a
+// resync; retried, it would keep the feed behind for good.
+func foreignCursor(err error) bool {
+	var v *repository.ValidationError
+	return errors.As(err, &v) && v.Field == "cursor"
 }
 
 // resync drops the cursor and AsOf and takes a new baseline: the head,

@@ -254,6 +254,40 @@ func TestFeedExpiredCursorResyncs(t *testing.T) {
 	}
 }
 
+// A stored cursor the primary cannot read (written by a newer release
+// before a rollback, or damaged) is answered by a resync, as an expired one
+// is: retried, it would keep the feed behind for good.
+func TestFeedForeignCursorResyncs(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("a"))
+	path := t.TempDir() + "/cache.db"
+	l, cache := newFeedLayer(t, db, g, path, Config{})
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	if _, err := l.Vendors().Get(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	l.Close()
+	st, err := cache.FeedState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Cursor = "c9:a cursor of a later release"
+	if err := cache.SetFeedState(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	cache.Close()
+
+	g.update("a", 4)
+	l2, cache2 := newFeedLayer(t, db, g, path, Config{})
+	eventually(t, 5*time.Second, "the resync", func() bool { return l2.Stats().Feed.Resyncs == 1 && l2.Stats().Feed.State == FeedFollowing })
+	if got, _, err := cache2.GetVendor(ctx, "a"); err != nil || got.Version != 4 {
+		t.Fatalf("after the resync the cache holds %+v, %v; want version 4", got, err)
+	}
+}
+
 // After an outage the layer catches up from its cursor before closing the
 // breaker: O(changes), not a re-read of every cached key.
 func TestRecoveryCatchesUpInsteadOfWarming(t *testing.T) {
