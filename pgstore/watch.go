@@ -644,16 +644,19 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 	if errors.Is(err, repository.ErrChangeLogIncomplete) {
 		// Nothing the log says is complete (triggers.go), so nothing is
 		// sealed: a plain heartbeat keeps the followers from standing in
-		// and wakes each into a read that tells it why. Once the triggers
-		// are repaired, the look from the head wakes them all.
+		// and wakes each (our own too, which does not hear us) into a read
+		// that tells it why. Once the triggers are repaired, the look from
+		// the head wakes them all.
 		w.looked, w.next = false, now.Add(wakerIdleFactor*w.every)
 		if now.Sub(w.said) < wakerHeartbeat {
 			return false, nil
 		}
-		if _, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, w.inst.channel(), HeartbeatPayload); err == nil {
-			w.said = now
+		if _, err = w.conn.Exec(ctx, `SELECT pg_notify($1, $2)`, w.inst.channel(), HeartbeatPayload); err != nil {
+			return false, err
 		}
-		return false, err
+		w.said = now
+		w.heard.add(WakePayload, nil)
+		return true, nil
 	}
 	if err != nil {
 		return false, err
