@@ -88,7 +88,11 @@ type follower struct {
 
 	run    sync.Mutex // one catch-up at a time (the follower, recovery)
 	cursor string     // under run
-	inited bool       // under run: the baseline (cursor and warm) is set
+	// fromFile: under run, cursor came from the cache file, written by an
+	// earlier run, maybe of another release; one the primary gave this
+	// process is never foreign (foreignCursor).
+	fromFile bool
+	inited   bool // under run: the baseline (cursor and warm) is set
 	// pending: under run, the baseline whose warm has not finished: the
 	// next attempt goes on from it.
 	pending *pendingBaseline
@@ -280,7 +284,7 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 			b, err = f.feed.ReadChanges(rctx, f.cursor, feedBatch)
 			cancel()
 		}
-		if errors.Is(err, repository.ErrCursorExpired) || foreignCursor(err) {
+		if errors.Is(err, repository.ErrCursorExpired) || foreignCursor(err) && f.fromFile {
 			f.l.log.Warn("pgfallback: the change feed's cursor expired or cannot be read; resyncing: every cached row is replaced by the primary's",
 				"err", err)
 			if err := f.resync(ctx, cache); err != nil {
@@ -313,7 +317,7 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 			}
 			f.stored = time.Now()
 		}
-		f.cursor = b.Next
+		f.cursor, f.fromFile = b.Next, false
 		f.applied.Add(uint64(len(b.Changes)))
 		if !b.More {
 			f.asOf.Store(b.AsOf.UnixNano())
@@ -323,10 +327,12 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 	}
 }
 
-// foreignCursor reports whether the primary refused the stored cursor as
-// malformed: written by another release (rolled back to after a newer one
-// changed the format) or damaged. Like an expired one it is answered by a
-// resync; retried, it would keep the feed behind for good.
+// foreignCursor reports whether the primary refused a cursor as malformed.
+// One read from the cache file was written by another release (rolled
+// back to after a newer one changed the format) or damaged: like an
+// expired one it is answered by a resync; retried, it would keep the feed
+// behind for good. One the primary gave this process is a broken feed, and
+// the catch-up fails (a resync would only make another).
 func foreignCursor(err error) bool {
 	var v *repository.ValidationError
 	return errors.As(err, &v) && v.Field == "cursor"
@@ -377,7 +383,7 @@ func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error
 			return err
 		}
 		if st.Cursor != "" {
-			f.cursor, f.inited = st.Cursor, true
+			f.cursor, f.fromFile, f.inited = st.Cursor, true, true
 			f.mirror.Store(st.Mirror && f.l.cfg.Warm == WarmAll)
 			if !st.AsOf.IsZero() {
 				f.asOf.Store(st.AsOf.UnixNano())
@@ -419,7 +425,7 @@ func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error
 	if err := cache.SetFeedState(ctx, sqlitecache.FeedState{Cursor: p.head, Mirror: mirror}); err != nil {
 		return err
 	}
-	f.cursor, f.inited, f.pending = p.head, true, nil
+	f.cursor, f.fromFile, f.inited, f.pending = p.head, false, true, nil
 	f.mirror.Store(mirror)
 	f.resyncSince.Store(0)
 	f.resyncs.Add(1)

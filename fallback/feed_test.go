@@ -286,6 +286,24 @@ func TestFeedForeignCursorResyncs(t *testing.T) {
 	if got, _, err := cache2.GetVendor(ctx, "a"); err != nil || got.Version != 4 {
 		t.Fatalf("after the resync the cache holds %+v, %v; want version 4", got, err)
 	}
+
+	// A feed that refuses even the cursors its own head gives is broken,
+	// not foreign: it fails the catch-up rather than warm again and again.
+	g.update("a", 5)
+	broken := g.feed()
+	read := broken.ReadChangesFn
+	broken.ReadChangesFn = func(ctx context.Context, cursor string, limit int) (repository.ChangeBatch, error) {
+		_, err := read(ctx, "x"+cursor, limit)
+		return repository.ChangeBatch{}, err
+	}
+	l3, _ := newFeedLayerWith(t, db, broken, t.TempDir()+"/cache.db", Config{})
+	eventually(t, 5*time.Second, "the broken feed to fail", func() bool { return l3.Stats().Feed.Errors > 0 })
+	if err := l3.CatchUp(ctx); err == nil {
+		t.Fatal("CatchUp over a feed that refuses its own cursors succeeded")
+	}
+	if s := l3.Stats().Feed; s.Resyncs > 2 {
+		t.Fatalf("%d resyncs over a feed that refuses its own cursors, want at most 2 (the first look, and a second)", s.Resyncs)
+	}
 }
 
 // After an outage the layer catches up from its cursor before closing the
