@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -12,22 +11,15 @@ import (
 // GetMany returns the vendors among names that exist, ordered by name, in
 // one query. Warming the fallback cache uses it (fallback.VendorBatchGetter).
 func (r vendorRepo) GetMany(ctx context.Context, names []string) ([]repository.Vendor, error) {
-	rows, err := r.pool.Query(ctx, `SELECT `+vendorColumns+` FROM vendors WHERE name = ANY($1) ORDER BY name`, names)
-	if err != nil {
-		return nil, mapError("get vendors", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.Vendor, error) { return scanVendor(row) })
+	out, err := collect(ctx, r.pool, scanVendor, `SELECT `+vendorColumns+` FROM vendors WHERE name = ANY($1) ORDER BY name`, names)
 	return out, mapError("get vendors", err)
 }
 
 // GetMany returns the work items among ids that exist (deleted ones
 // included), ordered by CreatedAt then ID, in one query.
 func (r workItemRepo) GetMany(ctx context.Context, ids []uuid.UUID) ([]repository.WorkItem, error) {
-	rows, err := r.pool.Query(ctx, `SELECT `+workItemColumns+` FROM work_items WHERE id = ANY($1::uuid[]) ORDER BY created_at, id`, uuidTexts(ids))
-	if err != nil {
-		return nil, mapError("get work items", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.WorkItem, error) { return scanWorkItem(row) })
+	out, err := collect(ctx, r.pool, scanWorkItem,
+		`SELECT `+workItemColumns+` FROM work_items WHERE id = ANY($1::uuid[]) ORDER BY created_at, id`, uuidTexts(ids))
 	return out, mapError("get work items", err)
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -14,21 +13,13 @@ import (
 // page is one index range scan, where LIMIT/OFFSET rescans every row before
 // the offset and makes a full copy quadratic.
 func (r vendorRepo) ListAfter(ctx context.Context, after string, limit int) ([]repository.Vendor, error) {
-	rows, err := r.pool.Query(ctx, `SELECT `+vendorColumns+` FROM vendors WHERE name > $1 ORDER BY name LIMIT $2`, after, limit)
-	if err != nil {
-		return nil, mapError("list vendors after", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.Vendor, error) { return scanVendor(row) })
+	out, err := collect(ctx, r.pool, scanVendor, `SELECT `+vendorColumns+` FROM vendors WHERE name > $1 ORDER BY name LIMIT $2`, after, limit)
 	return out, mapError("list vendors after", err)
 }
 
 // ListAfter returns up to limit work items, deleted ones included, whose id
 // sorts after after, in id order (fallback.WorkItemPager).
 func (r workItemRepo) ListAfter(ctx context.Context, after uuid.UUID, limit int) ([]repository.WorkItem, error) {
-	rows, err := r.pool.Query(ctx, `SELECT `+workItemColumns+` FROM work_items WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
-	if err != nil {
-		return nil, mapError("list work items after", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.WorkItem, error) { return scanWorkItem(row) })
+	out, err := collect(ctx, r.pool, scanWorkItem, `SELECT `+workItemColumns+` FROM work_items WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
 	return out, mapError("list work items after", err)
 }

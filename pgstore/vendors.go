@@ -31,7 +31,9 @@ func (r vendorRepo) Get(ctx context.Context, name string) (repository.Vendor, er
 	if err := repository.ValidateVendorName(name); err != nil {
 		return repository.Vendor{}, fmt.Errorf("pgstore: get vendor: %w", err)
 	}
-	v, err := scanVendor(r.pool.QueryRow(ctx, `SELECT `+vendorColumns+` FROM vendors WHERE name = $1`, name))
+	v, err := replanned(ctx, r.pool, func() (repository.Vendor, error) {
+		return scanVendor(r.pool.QueryRow(ctx, `SELECT `+vendorColumns+` FROM vendors WHERE name = $1`, name))
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return repository.Vendor{}, fmt.Errorf("pgstore: get vendor %q: %w", name, repository.ErrNotFound)
 	}
@@ -51,11 +53,7 @@ func (r vendorRepo) List(ctx context.Context, f repository.VendorFilter) ([]repo
 	}
 	q.WriteString(` ORDER BY name`)
 	writePage(&q, &args, f.Limit, f.Offset)
-	rows, err := r.pool.Query(ctx, q.String(), args...)
-	if err != nil {
-		return nil, mapError("list vendors", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.Vendor, error) { return scanVendor(row) })
+	out, err := collect(ctx, r.pool, scanVendor, q.String(), args...)
 	if err != nil {
 		return nil, mapError("list vendors", err)
 	}
@@ -78,7 +76,7 @@ func (r vendorRepo) Create(ctx context.Context, v repository.Vendor) (repository
 	if err := v.Validate(); err != nil {
 		return repository.Vendor{}, fmt.Errorf("pgstore: create vendor: %w", err)
 	}
-	out, err := createVendor(ctx, r.pool, v)
+	out, err := replanned(ctx, r.pool, func() (repository.Vendor, error) { return createVendor(ctx, r.pool, v) })
 	return out, mapError("create vendor", err)
 }
 
@@ -86,7 +84,7 @@ func (r vendorRepo) Update(ctx context.Context, v repository.Vendor) (repository
 	if err := v.ValidateUpdate(); err != nil {
 		return repository.Vendor{}, fmt.Errorf("pgstore: update vendor: %w", err)
 	}
-	out, err := updateVendor(ctx, r.pool, v, v.Version)
+	out, err := replanned(ctx, r.pool, func() (repository.Vendor, error) { return updateVendor(ctx, r.pool, v, v.Version) })
 	return out, mapError("update vendor", err)
 }
 
@@ -94,7 +92,7 @@ func (r vendorRepo) Delete(ctx context.Context, name string) error {
 	if err := repository.ValidateVendorName(name); err != nil {
 		return fmt.Errorf("pgstore: delete vendor: %w", err)
 	}
-	found, err := deleteVendor(ctx, r.pool, name)
+	found, err := replanned(ctx, r.pool, func() (bool, error) { return deleteVendor(ctx, r.pool, name) })
 	if err != nil {
 		return mapError("delete vendor", err)
 	}

@@ -41,7 +41,9 @@ func subtreeCond(n int) string {
 }
 
 func (r workItemRepo) Get(ctx context.Context, id uuid.UUID) (repository.WorkItem, error) {
-	w, err := scanWorkItem(r.pool.QueryRow(ctx, `SELECT `+workItemColumns+` FROM work_items WHERE id = $1`, id))
+	w, err := replanned(ctx, r.pool, func() (repository.WorkItem, error) {
+		return scanWorkItem(r.pool.QueryRow(ctx, `SELECT `+workItemColumns+` FROM work_items WHERE id = $1`, id))
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return repository.WorkItem{}, fmt.Errorf("pgstore: get work item %s: %w", id, repository.ErrNotFound)
 	}
@@ -77,11 +79,7 @@ func (r workItemRepo) List(ctx context.Context, f repository.WorkItemFilter) ([]
 	}
 	q.WriteString(` ORDER BY created_at, id`)
 	writePage(&q, &args, f.Limit, f.Offset)
-	rows, err := r.pool.Query(ctx, q.String(), args...)
-	if err != nil {
-		return nil, mapError("list work items", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (repository.WorkItem, error) { return scanWorkItem(row) })
+	out, err := collect(ctx, r.pool, scanWorkItem, q.String(), args...)
 	if err != nil {
 		return nil, mapError("list work items", err)
 	}
@@ -118,7 +116,7 @@ func (r workItemRepo) Create(ctx context.Context, w repository.WorkItem) (reposi
 	if err := w.Validate(); err != nil {
 		return repository.WorkItem{}, fmt.Errorf("pgstore: create work item: %w", err)
 	}
-	out, err := createWorkItem(ctx, r.pool, w)
+	out, err := replanned(ctx, r.pool, func() (repository.WorkItem, error) { return createWorkItem(ctx, r.pool, w) })
 	return out, mapError("create work item", err)
 }
 
@@ -126,12 +124,13 @@ func (r workItemRepo) Update(ctx context.Context, w repository.WorkItem) (reposi
 	if err := w.ValidateUpdate(); err != nil {
 		return repository.WorkItem{}, fmt.Errorf("pgstore: update work item: %w", err)
 	}
-	out, err := updateWorkItem(ctx, r.pool, w, w.Version)
+	out, err := replanned(ctx, r.pool, func() (repository.WorkItem, error) { return updateWorkItem(ctx, r.pool, w, w.Version) })
 	return out, mapError("update work item", err)
 }
 
 func (r workItemRepo) Delete(ctx context.Context, id uuid.UUID) error {
-	return mapError("delete work item", deleteWorkItem(ctx, r.pool, id))
+	_, err := replanned(ctx, r.pool, func() (struct{}, error) { return struct{}{}, deleteWorkItem(ctx, r.pool, id) })
+	return mapError("delete work item", err)
 }
 
 // dbtx is where a write runs: the pool, for the repositories' calls, whose
