@@ -443,7 +443,7 @@ func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, 
 		l.stats.rejected.Add(1)
 		return res, errBreakerOpen, false
 	}
-	done, err := l.cb.Allow()
+	call, err := l.cb.Allow()
 	if err != nil {
 		l.stats.rejected.Add(1)
 		return res, errBreakerOpen, false
@@ -459,20 +459,20 @@ func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, 
 		if took >= l.cfg.SlowCallDuration {
 			l.stats.slowCalls.Add(1)
 			if l.slowCall(took) {
-				done(errSlow) // a failure to gobreaker: readyToTrip decides
+				call.done(errSlow) // a failure to gobreaker: readyToTrip decides
 				l.settle()
 				return res, err, true
 			}
 		}
-		done(nil)
+		call.done(nil)
 		return res, err, true
 	case Canceled:
-		done(errExcluded)
+		call.done(errExcluded)
 		return res, err, true
 	default:
 		l.stats.failure(kind)
 		l.lastErr.Store(&err)
-		done(errOutage)
+		call.done(errOutage)
 		l.settle()
 		return res, err, false
 	}

@@ -94,7 +94,7 @@ func (l *Layer) tryRecover() bool {
 	}
 	// The breaker's own open timeout equals OpenTimeout, which has passed
 	// since the trip, so it is half-open and admits this one closing ping.
-	done, err := l.cb.Allow()
+	call, err := l.cb.Allow()
 	if err != nil {
 		l.setState(Open)
 		return false
@@ -102,15 +102,15 @@ func (l *Layer) tryRecover() bool {
 	err = l.ping()
 	if err != nil {
 		if errors.Is(err, errSlow) {
-			done(errSlow) // back to open
+			call.done(errSlow) // back to open
 		} else {
-			done(errOutage) // back to open
+			call.done(errOutage) // back to open
 		}
 		l.settle()
 		l.setState(Open)
 		return false
 	}
-	done(nil) // closes the breaker; onBreakerChange clears degraded
+	call.done(nil) // closes the breaker; onBreakerChange clears degraded
 	l.settle()
 	args := []any{"cache", how}
 	if q := l.queue; q != nil {

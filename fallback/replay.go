@@ -508,8 +508,8 @@ func (l *Layer) reportReplayOutage() {
 	if l.degraded.Load() {
 		return // the prober is recovering: it decides
 	}
-	if done, err := l.cb.Allow(); err == nil {
-		done(errOutage)
+	if call, err := l.cb.Allow(); err == nil {
+		call.done(errOutage)
 		l.settle()
 	}
 }

@@ -52,20 +52,30 @@ func newBreaker(st gobreaker.Settings) *breaker {
 	return b
 }
 
-// Allow is gobreaker's Allow, counting the request and then its outcome in
-// the window: done(nil) for an answer, errSlow for a slow answer,
-// errExcluded for a call that counts as nothing, anything else for an
-// outage.
-func (b *breaker) Allow() (done func(error), err error) {
+// Allow is gobreaker's Allow, counting the request in the window; the
+// call's done counts its outcome.
+func (b *breaker) Allow() (allowedCall, error) {
 	cbDone, err := b.cb.Allow()
 	if err != nil {
-		return nil, err
+		return allowedCall{}, err
 	}
-	tok := b.w.request(time.Now())
-	return func(err error) {
-		b.w.done(tok, err, time.Now())
-		cbDone(err)
-	}, nil
+	return allowedCall{b: b, tok: b.w.request(time.Now()), cbDone: cbDone}, nil
+}
+
+// allowedCall is a call the breaker let through. A value rather than a
+// closure over these, which cost every healthy call an allocation.
+type allowedCall struct {
+	b      *breaker
+	tok    callToken
+	cbDone func(error)
+}
+
+// done reports the call's outcome: nil for an answer, errSlow for a slow
+// answer, errExcluded for a call that counts as nothing, anything else for
+// an outage.
+func (c allowedCall) done(err error) {
+	c.b.w.done(c.tok, err, time.Now())
+	c.cbDone(err)
 }
 
 // readyToTrip is the breaker's ReadyToTrip: it runs under gobreaker's lock
