@@ -18,21 +18,7 @@ import (
 // a restart of A catches up from its stored cursor, without a full warm.
 func TestFeedKeepsPeersCoherent(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
-	dir := t.TempDir()
-	cfgA := fallback.Config{ChangeFeedPoll: time.Hour} // notifications, not the poll
-	a := openStack(t, dsn, filepath.Join(dir, "a.db"), cfgA)
-	b := openStack(t, dsn, filepath.Join(dir, "b.db"), fallback.Config{})
-	names := seed(t, b, 5)
-	for _, n := range names {
-		if _, err := a.layer.Vendors().Get(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := a.layer.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "A's feed to follow", func() bool { return a.layer.Stats().Feed.State == fallback.FeedFollowing })
+	a, b, names, restartA := cachingFollower(t, 5, fallback.Config{})
 
 	v, err := b.layer.Vendors().Get(ctx, names[0])
 	if err != nil {
@@ -67,7 +53,7 @@ func TestFeedKeepsPeersCoherent(t *testing.T) {
 	if updated, err = b.layer.Vendors().Update(ctx, v); err != nil {
 		t.Fatal(err)
 	}
-	a2 := openStack(t, dsn, filepath.Join(dir, "a.db"), cfgA)
+	a2 := restartA()
 	waitFor(t, 10*time.Second, "the restarted A to catch up", func() bool {
 		got, _, err := a2.cache.GetVendor(ctx, names[3])
 		return err == nil && got.Version == updated.Version
@@ -91,20 +77,7 @@ func TestFeedKeepsPeersCoherent(t *testing.T) {
 // it was off only inside the transaction that wrote.
 func TestFeedThroughATriggerDisabledForALoad(t *testing.T) {
 	ctx := context.Background()
-	dsn := pgtest.NewDatabase(t)
-	dir := t.TempDir()
-	a := openStack(t, dsn, filepath.Join(dir, "a.db"), fallback.Config{ChangeFeedPoll: time.Hour})
-	dba := openStack(t, dsn, filepath.Join(dir, "dba.db"), fallback.Config{DisableChangeFeed: true})
-	names := seed(t, dba, 2)
-	for _, n := range names {
-		if _, err := a.layer.Vendors().Get(ctx, n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := a.layer.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, "A's feed to follow", func() bool { return a.layer.Stats().Feed.State == fallback.FeedFollowing })
+	a, dba, names, _ := cachingFollower(t, 2, fallback.Config{DisableChangeFeed: true})
 	exec := func(sql string, args ...any) {
 		t.Helper()
 		if _, err := dba.store.Pool().Exec(ctx, sql, args...); err != nil {
@@ -156,4 +129,31 @@ func TestFeedThroughATriggerDisabledForALoad(t *testing.T) {
 	waitFor(t, 10*time.Second, "A to resync the update made with the trigger off in its own transaction", func() bool {
 		return cachedVersion(names[1]) == 2 && a.layer.Stats().Feed.Resyncs > resyncs
 	})
+}
+
+// cachingFollower opens two instances over one new database: A, which
+// follows the feed by notifications only (its poll an hour away), and a
+// writer B with writerCfg. B creates n vendors and A caches them; it
+// returns once A's feed follows, with a function that opens A again on its
+// cache file.
+func cachingFollower(t *testing.T, n int, writerCfg fallback.Config) (a, b *stack, names []string, restartA func() *stack) {
+	t.Helper()
+	ctx := context.Background()
+	dsn := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	cfgA := fallback.Config{ChangeFeedPoll: time.Hour}
+	restartA = func() *stack { return openStack(t, dsn, filepath.Join(dir, "a.db"), cfgA) }
+	a = restartA()
+	b = openStack(t, dsn, filepath.Join(dir, "b.db"), writerCfg)
+	names = seed(t, b, n)
+	for _, name := range names {
+		if _, err := a.layer.Vendors().Get(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.layer.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "A's feed to follow", func() bool { return a.layer.Stats().Feed.State == fallback.FeedFollowing })
+	return a, b, names, restartA
 }

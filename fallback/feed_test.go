@@ -200,17 +200,7 @@ func TestFeedAppliesChangesMadeElsewhere(t *testing.T) {
 // was down.
 func TestFeedCursorSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
-	db := newFakeDB()
-	g := newFakeLog(db)
-	db.put(vendor("a"))
-	path := t.TempDir() + "/cache.db"
-	l, cache := newFeedLayer(t, db, g, path, Config{})
-	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
-	if _, err := l.Vendors().Get(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	flush(t, l)
-	l.Close()
+	db, g, path, cache := followedOnce(t)
 	cache.Close()
 
 	g.update("a", 5)
@@ -229,17 +219,7 @@ func TestFeedCursorSurvivesRestart(t *testing.T) {
 // skipping; AsOf is zero until that is done.
 func TestFeedExpiredCursorResyncs(t *testing.T) {
 	ctx := context.Background()
-	db := newFakeDB()
-	g := newFakeLog(db)
-	db.put(vendor("a"))
-	path := t.TempDir() + "/cache.db"
-	l, cache := newFeedLayer(t, db, g, path, Config{})
-	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
-	if _, err := l.Vendors().Get(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	flush(t, l)
-	l.Close()
+	db, g, path, cache := followedOnce(t)
 	cache.Close()
 
 	g.update("a", 9)
@@ -254,22 +234,31 @@ func TestFeedExpiredCursorResyncs(t *testing.T) {
 	}
 }
 
-// A stored cursor the primary cannot read (written by a newer release
-// before a rollback, or damaged) is answered by a resync, as an expired one
-// is: retried, it would keep the feed behind for good.
-func TestFeedForeignCursorResyncs(t *testing.T) {
-	ctx := context.Background()
+// followedOnce runs an instance that caches vendor "a" while it follows
+// the feed, and closes it: what a restart finds. The cache is left open,
+// for the test to alter and close.
+func followedOnce(t *testing.T) (*fakeDB, *fakeLog, string, *sqlitecache.Cache) {
+	t.Helper()
 	db := newFakeDB()
 	g := newFakeLog(db)
 	db.put(vendor("a"))
 	path := t.TempDir() + "/cache.db"
 	l, cache := newFeedLayer(t, db, g, path, Config{})
 	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
-	if _, err := l.Vendors().Get(ctx, "a"); err != nil {
+	if _, err := l.Vendors().Get(context.Background(), "a"); err != nil {
 		t.Fatal(err)
 	}
 	flush(t, l)
 	l.Close()
+	return db, g, path, cache
+}
+
+// A stored cursor the primary cannot read (written by a newer release
+// before a rollback, or damaged) is answered by a resync, as an expired one
+// is: retried, it would keep the feed behind for good.
+func TestFeedForeignCursorResyncs(t *testing.T) {
+	ctx := context.Background()
+	db, g, path, cache := followedOnce(t)
 	st, err := cache.FeedState(ctx)
 	if err != nil {
 		t.Fatal(err)
