@@ -354,7 +354,7 @@ type queryRower interface {
 // load: an AsOf 0.4 ms past a trigger's disabling that the read did not
 // see). transaction_timestamp() is set when the transaction starts, before
 // any snapshot is taken in it.
-const headSQL = `
+var headSQL = `
 		SELECT pg_current_snapshot()::text, transaction_timestamp(),
 			(SELECT system_identifier FROM pg_control_system()),
 			(SELECT oid FROM pg_database WHERE datname = current_database()),

@@ -10,8 +10,8 @@
 -- update. ENABLE ALWAYS makes the triggers fire whatever the role.
 --
 -- A reader of the log checks that the four triggers are enabled ALWAYS and
--- have not been altered since its cursor was read (pgstore, "The log's
--- triggers" in changes.go): a trigger disabled, dropped, or put back to
+-- have not been altered since its cursor was read (pgstore/triggers.go,
+-- "The log's triggers"): a trigger disabled, dropped, or put back to
 -- ENABLE (as "ALTER TABLE ... ENABLE TRIGGER ALL" does after a bulk load)
 -- stops the feed with an error naming the statement that repairs it, and
 -- every cursor read before the change expires.
