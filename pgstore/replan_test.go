@@ -2,6 +2,7 @@ package pgstore_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/google/uuid"
@@ -49,7 +50,7 @@ func TestSchemaChangeWhileServing(t *testing.T) {
 			ListAfter(context.Context, string, int) ([]repository.Vendor, error)
 		}).ListAfter(ctx, "", 10)
 		check(err)
-		acme.ExtractorVersion = "1.0." + string(rune('0'+n))
+		acme.ExtractorVersion = "1.0." + strconv.Itoa(n)
 		acme, err = vendors.Update(ctx, acme)
 		check(err)
 		_, err = vendors.Create(ctx, repository.Vendor{Name: "temp", Status: repository.VendorOperational})
@@ -68,7 +69,7 @@ func TestSchemaChangeWhileServing(t *testing.T) {
 			ListAfter(context.Context, uuid.UUID, int) ([]repository.WorkItem, error)
 		}).ListAfter(ctx, uuid.Nil, 10)
 		check(err)
-		item.Title = "renamed " + string(rune('0'+n))
+		item.Title = "renamed " + strconv.Itoa(n)
 		item, err = items.Update(ctx, item)
 		check(err)
 		temp, err := items.Create(ctx, newItem("temp", nil))
