@@ -30,11 +30,16 @@ import (
 // each refusal makes that connection prepare the statement afresh.
 func replanned[T any](ctx context.Context, pool *pgxpool.Pool, op func() (T, error)) (T, error) {
 	v, err := op()
-	for range pool.Config().MaxConns {
-		if !stalePlan(err) || ctx.Err() != nil {
+	if !stalePlan(err) {
+		return v, err
+	}
+	for range pool.Config().MaxConns { // Config copies the pool's configuration: only here, after a refusal
+		if ctx.Err() != nil {
 			break
 		}
-		v, err = op()
+		if v, err = op(); !stalePlan(err) {
+			break
+		}
 	}
 	return v, err
 }
