@@ -66,6 +66,9 @@ const (
 //     ErrAlreadyExists, ErrConflict, ErrInvalid) are answers, and so is
 //     ErrUnreadable: a row that does not decode is an answer about that
 //     row, never a sign the server is down, as is a raw pgx.ScanArgError;
+//     so are the change feed's ErrChangeLogIncomplete and ErrCursorExpired
+//     (a recovery whose catch-up meets them closes the breaker all the
+//     same: PostgreSQL answered);
 //   - anything once the caller's context has ended is Canceled;
 //   - connection failures, timeouts (ours or the network's), SQLSTATE class
 //     08, 57P01-57P05, 57014 (statement timeout), 53300 and 25006 are
@@ -81,7 +84,8 @@ func Classify(callerCtx context.Context, err error) (Class, FailureKind) {
 	}
 	if errors.Is(err, repository.ErrNotFound) || errors.Is(err, repository.ErrAlreadyExists) ||
 		errors.Is(err, repository.ErrConflict) || errors.Is(err, repository.ErrInvalid) ||
-		errors.Is(err, repository.ErrUnreadable) {
+		errors.Is(err, repository.ErrUnreadable) ||
+		errors.Is(err, repository.ErrChangeLogIncomplete) || errors.Is(err, repository.ErrCursorExpired) {
 		return Answer, ""
 	}
 	// A value the client could not decode (pgx wraps every one in a

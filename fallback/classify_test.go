@@ -47,6 +47,8 @@ func TestClassify(t *testing.T) {
 		{"invalid", live, repository.Invalid("Name", "bad"), Answer, ""},
 		{"invalid wrapping a PgError", live, fmt.Errorf("%w: %w", repository.Invalid("Name", "bad"), &pgconn.PgError{Code: "23514"}), Answer, ""},
 		{"unreadable row", live, fmt.Errorf("get: %w", repository.ErrUnreadable), Answer, ""},
+		{"change log incomplete", live, fmt.Errorf("read changes: %w: trigger disabled", repository.ErrChangeLogIncomplete), Answer, ""},
+		{"cursor expired", live, fmt.Errorf("read changes: %w", repository.ErrCursorExpired), Answer, ""},
 		{"raw scan error that reads like EOF", live, fmt.Errorf("get: %w", pgx.ScanArgError{ColumnIndex: 5, Err: io.ErrUnexpectedEOF}), Answer, ""},
 		{"business error after caller canceled", canceled, repository.ErrNotFound, Answer, ""},
 		{"caller canceled", canceled, context.Canceled, Canceled, ""},

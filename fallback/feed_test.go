@@ -329,6 +329,32 @@ func TestRecoveryCatchesUpInsteadOfWarming(t *testing.T) {
 	}
 }
 
+// A log that says it is incomplete (a trigger a DBA disabled) is the
+// primary's answer, not an outage: recovery cannot catch up from it, and
+// closes the breaker all the same, since PostgreSQL answers.
+func TestRecoveryThroughAnIncompleteLog(t *testing.T) {
+	db := newFakeDB()
+	g := newFakeLog(db)
+	var incomplete atomic.Bool
+	feed := g.feed()
+	read := feed.ReadChangesFn
+	feed.ReadChangesFn = func(ctx context.Context, cursor string, limit int) (repository.ChangeBatch, error) {
+		if incomplete.Load() {
+			return repository.ChangeBatch{}, fmt.Errorf("pgstore: read changes: %w: trigger disabled", repository.ErrChangeLogIncomplete)
+		}
+		return read(ctx, cursor, limit)
+	}
+	l, _ := newFeedLayerWith(t, db, feed, t.TempDir()+"/cache.db", Config{OpenTimeout: 20 * time.Millisecond})
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	tripBreaker(t, l, db)
+	incomplete.Store(true)
+	db.up()
+	eventually(t, 5*time.Second, "recovery with the log incomplete", func() bool { return l.State() == Closed })
+	if s := l.Stats().Feed; s.State != FeedBehind || !strings.Contains(s.LastError, "change log incomplete") {
+		t.Fatalf("after recovery the feed is %v (%q), want behind, saying the log is incomplete", s.State, s.LastError)
+	}
+}
+
 // Close stops the follower and its watcher.
 func TestFeedStopsOnClose(t *testing.T) {
 	before := runtime.NumGoroutine()
