@@ -109,6 +109,7 @@ type follower struct {
 
 	applied, catchUps, heardCatchUps, resyncs, errs, pruned atomic.Uint64
 	lastErr                                                 atomic.Pointer[string]
+	incomplete                                              atomic.Bool // the last catch-up met ErrChangeLogIncomplete
 	logs                                                    logLimiter
 }
 
@@ -232,6 +233,7 @@ func (f *follower) failed(err error) {
 	f.errs.Add(1)
 	msg := err.Error()
 	f.lastErr.Store(&msg)
+	f.incomplete.Store(errors.Is(err, repository.ErrChangeLogIncomplete))
 	if FeedState(f.state.Load()) == FeedFollowing {
 		f.state.Store(int32(FeedBehind))
 	}
@@ -321,6 +323,7 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 		f.applied.Add(uint64(len(b.Changes)))
 		if !b.More {
 			f.asOf.Store(b.AsOf.UnixNano())
+			f.incomplete.Store(false)
 			f.state.Store(int32(FeedFollowing))
 			return nil
 		}

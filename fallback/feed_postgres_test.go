@@ -105,10 +105,17 @@ func TestFeedThroughATriggerDisabledForALoad(t *testing.T) {
 	if asOf := a.layer.Stats().Feed.AsOf; !asOf.Before(disabledBy) {
 		t.Fatalf("A's AsOf %v while the trigger is off: it must stay before the trigger went off (%v)", asOf, disabledBy)
 	}
+	if h := a.layer.CheckHealth(); h.Status != "degraded" || !h.Ready || !strings.Contains(h.Reason, "ENABLE ALWAYS TRIGGER pgfallback_vendors_change") ||
+		!h.Stats.Feed.Incomplete {
+		t.Fatalf("A's health while the trigger is off: %s (ready %v), %q; want degraded, ready, naming the repair", h.Status, h.Ready, h.Reason)
+	}
 	exec(`ALTER TABLE vendors ENABLE ALWAYS TRIGGER pgfallback_vendors_change`)
 	waitFor(t, 10*time.Second, "A to resync the update made while the trigger was off", func() bool {
 		return cachedVersion(names[0]) == 2 && a.layer.Stats().Feed.State == fallback.FeedFollowing
 	})
+	if h := a.layer.CheckHealth(); h.Status != "ok" || h.Stats.Feed.Incomplete {
+		t.Fatalf("A's health once the trigger is repaired: %s, %q", h.Status, h.Reason)
+	}
 
 	// Off only inside the transaction that wrote: no read saw it off.
 	resyncs := a.layer.Stats().Feed.Resyncs

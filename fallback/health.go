@@ -85,6 +85,9 @@ func (l *Layer) CheckHealth() Health {
 		h.Status, h.Ready, h.Reason = "degraded", true, "the cache is not open, so an outage of PostgreSQL would not be covered: "+s.CacheError
 	case s.Queued.Stalled:
 		h.Status, h.Ready, h.Reason = "degraded", true, "PostgreSQL answers, but queued writes are not replaying: "+s.Queued.LastError
+	case s.Feed.Incomplete:
+		h.Status, h.Ready, h.Reason = "degraded", true,
+			"the change log is incomplete, so the cache does not follow other writers: "+s.Feed.LastError
 	default:
 		h.Status, h.Ready = "ok", true
 	}

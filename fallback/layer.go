@@ -267,7 +267,7 @@ func (l *Layer) Stats() Stats {
 		s.Feed = FeedStats{
 			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), ResyncSince: f.resyncStart(), Mirror: f.mirror.Load(),
 			ChangesApplied: f.applied.Load(), CatchUps: f.catchUps.Load(), HeardCatchUps: f.heardCatchUps.Load(), Resyncs: f.resyncs.Load(),
-			Errors: f.errs.Load(), Pruned: f.pruned.Load(),
+			Errors: f.errs.Load(), Incomplete: f.incomplete.Load(), Pruned: f.pruned.Load(),
 		}
 		if !s.Feed.AsOf.IsZero() {
 			s.Feed.Lag = max(time.Since(s.Feed.AsOf), 0)

@@ -116,7 +116,12 @@ type FeedStats struct {
 	Resyncs       uint64 `json:"resyncs"` // full warms: no cursor yet, or it expired
 	Errors        uint64 `json:"errors"`  // catch-ups that failed (logged at most once a minute)
 	LastError     string `json:"last_error"`
-	Pruned        uint64 `json:"pruned"` // log entries this instance pruned
+	// Incomplete: the primary says its change log cannot be trusted to
+	// hold every change (repository.ErrChangeLogIncomplete: a trigger
+	// disabled or dropped); LastError names it and the statement that
+	// repairs it. Until then the cache does not follow other writers.
+	Incomplete bool   `json:"incomplete"`
+	Pruned     uint64 `json:"pruned"` // log entries this instance pruned
 	// ListenerRefused: why the feed's listener does not listen where it is
 	// pointed, in a word (pgstore: "pooler", "other_database",
 	// "other_installation"; docs/poolers.md, feed.md); "" when it listens.
