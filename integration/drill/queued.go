@@ -1027,7 +1027,16 @@ func checkChain(key string, v0, final int64, finalWid string, writes []versionWr
 			continue
 		}
 		if m := maybe[v]; len(m) > 0 {
-			step[v], maybe[v] = m[0], m[1:]
+			// Of several writes of unknown outcome on one version (two
+			// writers timed out on the same row), the one that landed
+			// is not known; for the last step the row says which.
+			pick := 0
+			for i, w := range m {
+				if v == final-1 && w.wid == finalWid {
+					pick = i
+				}
+			}
+			step[v] = m[pick]
 			continue
 		}
 		missing++
@@ -1038,7 +1047,11 @@ func checkChain(key string, v0, final int64, finalWid string, writes []versionWr
 	}
 	if final > v0 {
 		if last, ok := step[final-1]; ok && last.wid != finalWid {
-			out = append(out, fmt.Sprintf("%s: the row holds write %q, but the last write applied (on version %d) is %q", key, finalWid, final-1, last.wid))
+			told := "reported applied"
+			if !last.sure {
+				told = "of unknown outcome"
+			}
+			out = append(out, fmt.Sprintf("%s: the row holds write %q, but the last write applied (on version %d) is %q (%s)", key, finalWid, final-1, last.wid, told))
 		}
 	} else if finalWid != "" {
 		out = append(out, fmt.Sprintf("%s: the row holds write %q at the seeded version %d", key, finalWid, v0))
