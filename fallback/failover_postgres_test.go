@@ -25,7 +25,7 @@ import (
 func TestFailoverThatLosesTransactions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	srv := pgtest.NewServer(t)
+	srv := pgtest.NewPrimary(t)
 	dsn, _, err := srv.CreateDatabase(ctx) // dropped with the server
 	if err != nil {
 		t.Fatal(err)

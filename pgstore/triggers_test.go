@@ -181,8 +181,14 @@ func TestLogicalReplicationIsLogged(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
+	// The subscription connects from the server itself: to the port it
+	// listens on there, which in Docker mode is not the one the tests dial.
+	var port int
+	if err := pub.QueryRow(ctx, `SELECT inet_server_port()`).Scan(&port); err != nil {
+		t.Fatal(err)
+	}
 	cfg := pub.Config()
-	conninfo := fmt.Sprintf("host=%s port=%d user=%s dbname=%s", cfg.Host, cfg.Port, cfg.User, cfg.Database)
+	conninfo := fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s", port, cfg.User, cfg.Database)
 	if cfg.Password != "" {
 		conninfo += " password=" + cfg.Password
 	}

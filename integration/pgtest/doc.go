@@ -46,7 +46,8 @@
 // Failover tests give a private local server an asynchronous streaming
 // standby, and lose what replication had not carried when they promote it:
 //
-//	sb := pgtest.NewStandby(t, srv) // skipped (or failed) without local server binaries
+//	srv := pgtest.NewPrimary(t)     // local whatever the mode: skipped (or failed) without server binaries
+//	sb := pgtest.NewStandby(t, srv)
 //	multi, err := pgtest.MultiHostDSN(dsn, sb.DSN()) // target_session_attrs=read-write
 //	sb.CutReplication(ctx) // both servers run on; the primary's commits stop reaching the standby
 //	srv.Kill()             // SIGKILL to every server process; it stays down

@@ -2,9 +2,11 @@ package pgtest
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,11 +79,12 @@ func startDocker(ctx context.Context, opts Options) (*Server, error) {
 			return nil, fmt.Errorf("pgtest: docker: %w", err)
 		}
 		t1 := time.Now()
+		password := dockerPassword()
 		ctr, err := tcpostgres.Run(ctx, opts.DockerImage,
 			logger,
 			tcpostgres.WithDatabase("postgres"),
 			tcpostgres.WithUsername("postgres"),
-			tcpostgres.WithPassword("postgres"),
+			tcpostgres.WithPassword(password),
 			testcontainers.WithCmdArgs(dockerArgs(opts, syncCommit)...),
 			tcpostgres.BasicWaitStrategies(),
 			testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
@@ -107,7 +110,8 @@ func startDocker(ctx context.Context, opts Options) (*Server, error) {
 		}
 		addr := net.JoinHostPort(host, strconv.Itoa(port))
 		b := &dockerBackend{opts: opts, ctr: ctr,
-			dsn: fmt.Sprintf("postgres://postgres:postgres@%s/postgres?sslmode=disable", addr)}
+			dsn: (&url.URL{Scheme: "postgres", User: url.UserPassword("postgres", password), Host: addr,
+				Path: "/postgres", RawQuery: "sslmode=disable"}).String()}
 		if err := b.waitReady(ctx); err != nil {
 			_ = ctr.Terminate(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("pgtest: docker: %w", err)
@@ -116,6 +120,13 @@ func startDocker(ctx context.Context, opts Options) (*Server, error) {
 		return newServer(ModeDocker, b.dsn, addr, b, opts), nil
 	}
 	return nil, fmt.Errorf("pgtest: docker: %w", lastErr)
+}
+
+// dockerPassword is a new container's superuser password. Not
+// "postgres", the user's name: tests that check a password never shows
+// (logs, reports, errors) could not tell one from the other.
+func dockerPassword() string {
+	return "pgtest-" + rand.Text()[:16]
 }
 
 // imagePullTimeout bounds pulling the image when it is not present: an

@@ -98,7 +98,8 @@ type Options struct {
 	// DSN of an external server; empty means $PGFALLBACK_TEST_DSN unless
 	// IgnoreEnv.
 	DSN string
-	// IgnoreEnv ignores PGFALLBACK_TEST_DSN.
+	// IgnoreEnv ignores the environment: PGFALLBACK_TEST_DSN,
+	// PGFALLBACK_TEST_MODE and PGFALLBACK_TEST_IMAGE.
 	IgnoreEnv bool
 	// Controllable requires a server that can be stopped and started, so the
 	// external mode is not used. Such a server also keeps
@@ -161,7 +162,9 @@ func StartServer(ctx context.Context, opts Options) (*Server, error) {
 	if opts.DockerImage == "" {
 		opts.DockerImage = DefaultDockerImage
 	}
-	if opts.Mode == ModeAuto && !opts.IgnoreEnv {
+	// A DSN the caller gave is an explicit choice; the environment's mode
+	// is for the zero Options.
+	if opts.Mode == ModeAuto && !opts.IgnoreEnv && opts.DSN == "" {
 		m, err := ParseMode(os.Getenv(EnvMode))
 		if err != nil {
 			return nil, err
@@ -423,9 +426,23 @@ func NewDatabase(t testing.TB) string {
 // (fails under PGFALLBACK_REQUIRE_POSTGRES=1) with that reason.
 func NewServer(t testing.TB, settings ...string) *Server {
 	t.Helper()
+	return newPrivateServer(t, ModeAuto, settings)
+}
+
+// NewPrimary is NewServer for a test that gives its server a standby
+// (NewStandby): a local server, whatever PGFALLBACK_TEST_MODE says, since
+// only a server of this machine's binaries can have one. Without them the
+// test is skipped, or fails under PGFALLBACK_REQUIRE_POSTGRES=1.
+func NewPrimary(t testing.TB, settings ...string) *Server {
+	t.Helper()
+	return newPrivateServer(t, ModeLocal, settings)
+}
+
+func newPrivateServer(t testing.TB, mode Mode, settings []string) *Server {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	opts := Options{Controllable: true, Logf: t.Logf}
+	opts := Options{Mode: mode, Controllable: true, Logf: t.Logf}
 	for _, s := range settings {
 		name, value, ok := strings.Cut(s, "=")
 		if !ok {

@@ -67,7 +67,7 @@ type Standby struct {
 func (s *Server) StartStandby(ctx context.Context) (*Standby, error) {
 	b, ok := s.be.(*localBackend)
 	if !ok {
-		return nil, &noStandbyError{fmt.Sprintf("only a local server (PostgreSQL binaries on this machine) can have one; this one is %s", s.mode)}
+		return nil, &noStandbyError{fmt.Sprintf("only a local server (PostgreSQL binaries on this machine) can have one; this one is %s (a test that needs a standby starts its server with NewPrimary)", s.mode)}
 	}
 	basebackup := filepath.Join(b.bin, "pg_basebackup")
 	if fi, err := os.Stat(basebackup); err != nil || fi.IsDir() {

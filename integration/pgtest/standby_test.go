@@ -107,7 +107,7 @@ func countRows(t *testing.T, ctx context.Context, conn *pgx.Conn) int {
 // on timeline 2; a client on the multi-host DSN lands on it.
 func TestStandbyFailover(t *testing.T) {
 	ctx := testCtx(t)
-	srv := NewServer(t)
+	srv := NewPrimary(t)
 	dsn, _, err := srv.CreateDatabase(ctx) // dropped with the server: the primary will be dead
 	if err != nil {
 		t.Fatal(err)
