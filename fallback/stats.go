@@ -124,7 +124,9 @@ type FeedStats struct {
 	Pruned     uint64 `json:"pruned"` // log entries this instance pruned
 	// ListenerRefused: why the feed's listener does not listen where it is
 	// pointed, in a word (pgstore: "pooler", "other_database",
-	// "other_installation"; docs/poolers.md, feed.md); "" when it listens.
+	// "other_installation", or "cannot_connect" while the server turns it
+	// away and the pool's connections answer; docs/poolers.md, feed.md);
+	// "" when it listens.
 	// Meanwhile the follower reads the log about once a second instead of
 	// at each commit. The log says more, once.
 	ListenerRefused string `json:"listener_refused,omitempty"`

@@ -3,6 +3,8 @@ package pgstore
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/pgfallback/pgfallback/integration/chaos"
 	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/internal/testutil"
 )
 
 // The listener's own path goes silent while the pool's works (its own
@@ -64,4 +67,80 @@ func TestFollowerWokenWhileTheListenerPathIsSilent(t *testing.T) {
 	}
 	eventually(t, "the listener to reconnect", func() bool { return reconnects.Load() > r })
 	eventually(t, "the listener to be the waker again", func() bool { return len(wakerHolders(t, ctx, s)) == 1 })
+}
+
+// A listener the server turns away while the pool's connections answer (a
+// WithListenConfig with a role that does not exist, here; a wrong password,
+// a pg_hba.conf rule or a server out of connection slots alike) left its
+// follower woken once a second instead of at each commit, with nothing to
+// show for it but a feed slower than it should be. It is reported
+// (ListenerRefused: RefusedCannotConnect, once in the log, no password),
+// tried again less often than each second, and cleared when it listens.
+func TestListenerThatCannotConnectIsReported(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn := pgtest.NewDatabase(t)
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	role := fmt.Sprintf("pgfallback_listener_%d", time.Now().UnixNano())
+	t.Cleanup(func() { // after the store closed (cleanups run last first)
+		c, err := pgx.Connect(context.Background(), dsn)
+		if err == nil {
+			_, _ = c.Exec(context.Background(), `DROP ROLE IF EXISTS `+pgx.Identifier{role}.Sanitize())
+			c.Close(context.Background())
+		}
+	})
+	lcfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lcfg.User = role
+	const secret = "listener-secret-do-not-show"
+	lcfg.Password = secret
+	var logged testutil.Buffer
+	s, err := Open(ctx, dsn, WithListenConfig(lcfg), WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	s.cannotConnectRetry = 300 * time.Millisecond // before WatchChanges starts
+	var wakes, reconnects atomic.Int64
+	watchUntilCleanup(t, ctx, s, func(reconnected bool) {
+		wakes.Add(1)
+		if reconnected {
+			reconnects.Add(1)
+		}
+	})
+	eventually(t, "the listener reported as unable to connect", func() bool { return s.ListenerRefused() == RefusedCannotConnect },
+		func() string {
+			return fmt.Sprintf("ListenerRefused %q; log:\n%s", s.ListenerRefused(), logged.String())
+		})
+	before := wakes.Load()
+	eventually(t, "the follower woken three times while its listener cannot connect",
+		func() bool { return wakes.Load() >= before+3 },
+		func() string { return fmt.Sprintf("woken %d times", wakes.Load()-before) })
+	out := logged.String()
+	if n := strings.Count(out, "cannot connect where it is pointed"); n != 1 {
+		t.Errorf("reported %d times, want once:\n%s", n, out)
+	}
+	if !strings.Contains(out, role) {
+		t.Errorf("the report does not say why (the server's error naming the role):\n%s", out)
+	}
+	if strings.Contains(out, secret) {
+		t.Errorf("the report shows the listener's password:\n%s", out)
+	}
+	if reconnects.Load() != 0 {
+		t.Errorf("the listener said it listened (%d times) as a role that does not exist", reconnects.Load())
+	}
+
+	// The role is made: the listener connects at its next try, listens,
+	// and the report is cleared.
+	if _, err := admin.Exec(ctx, `CREATE ROLE `+pgx.Identifier{role}.Sanitize()+` LOGIN SUPERUSER PASSWORD '`+secret+`'`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the listener to listen once it can connect", func() bool { return reconnects.Load() > 0 })
+	eventually(t, "the report cleared", func() bool { return s.ListenerRefused() == "" })
 }

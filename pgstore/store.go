@@ -37,7 +37,9 @@ type Store struct {
 	heard        *heardBroadcasts // the waker's reads, as its notifications carried them (broadcast.go)
 	// maxQueueUsage: 0 for broadcastMaxQueueUsage; tests lower it.
 	maxQueueUsage float64
-	log           *slog.Logger // WithLogger; slog.Default() if not set
+	// cannotConnectRetry: 0 for the constant; tests shorten it.
+	cannotConnectRetry time.Duration
+	log                *slog.Logger // WithLogger; slog.Default() if not set
 	// refusedSaid: why the listener last refused to listen, said in the
 	// log; nil once it listens (watch.go, refuse). ListenerRefused.
 	refusedSaid atomic.Pointer[refusal]

@@ -118,6 +118,9 @@ const (
 	// refusedRecheck: how often a listener that must not listen where it
 	// connects (checkListener) connects again to look.
 	refusedRecheck = time.Minute
+	// cannotConnectRetry: how often a listener that the server refused
+	// while the pool's connections answer tries again (cannotConnect).
+	cannotConnectRetry = 10 * time.Second
 )
 
 // WatchChanges listens for change notifications on a dedicated connection
@@ -137,6 +140,13 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 		if refused {
 			// Nowhere to listen: stand in until it is time to look again.
 			if err := s.standInFor(ctx, wake, refusedRecheck); err != nil {
+				return err
+			}
+			lastWake = time.Now()
+			continue
+		}
+		if why := s.refusedSaid.Load(); !listened && why != nil && why.retry > 0 {
+			if err := s.standInFor(ctx, wake, why.retry); err != nil {
 				return err
 			}
 			lastWake = time.Now()
@@ -170,6 +180,9 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused bool) {
 	conn, err := s.connectStandingIn(ctx, wake)
 	if err != nil {
+		if ctx.Err() == nil {
+			s.cannotConnect(ctx, err)
+		}
 		return false, false
 	}
 	defer func() {
@@ -315,11 +328,16 @@ const (
 	RefusedPooler            = "pooler"             // a connection pooler
 	RefusedOtherDatabase     = "other_database"     // another database or cluster than the pool's
 	RefusedOtherInstallation = "other_installation" // another installation's change log than the pool's
+	RefusedCannotConnect     = "cannot_connect"     // no connection where it is pointed, while the pool's answer
 )
 
-// refusal is why a listener does nothing where it connected: one of the
-// Refused reasons, and the text the log says. Zero: it may listen.
-type refusal struct{ reason, text string }
+// refusal is why a listener does not listen where it is pointed: one of
+// the Refused reasons, the text the log says, and, when not zero, how long
+// to wait before trying again. Zero: it may listen.
+type refusal struct {
+	reason, text string
+	retry        time.Duration
+}
 
 // checkListener says why the listener must do nothing on conn, or nothing
 // when it may listen there. Before anything else:
@@ -356,15 +374,15 @@ func (s *Store) checkListener(ctx context.Context, conn *pgx.Conn) (why refusal,
 	}
 	switch {
 	case backend != conn.PgConn().PID():
-		return refusal{RefusedPooler, "the change feed's listening connection goes through a connection pooler (its server " +
+		return refusal{reason: RefusedPooler, text: "the change feed's listening connection goes through a connection pooler (its server " +
 			"session is not the one the connect reported), where it cannot LISTEN or hold the waker's lock. Point " +
 			"pgstore.WithListenConfig at PostgreSQL itself (docs/poolers.md)"}, 0, nil
 	case id.db != pool.db || id.system != pool.system:
-		return refusal{RefusedOtherDatabase, fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) "+
+		return refusal{reason: RefusedOtherDatabase, text: fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) "+
 			"reaches database %q of cluster %s, not the pool's database %q of cluster %s, where the pool's commits are",
 			id.db, id.system, pool.db, pool.system)}, 0, nil
 	case id.inst != pool.inst:
-		return refusal{RefusedOtherInstallation, fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) "+
+		return refusal{reason: RefusedOtherInstallation, text: fmt.Sprintf("the change feed's listening connection (pgstore.WithListenConfig) "+
 			"finds the change log of schema %q, not the pool's, in schema %q: set the same search_path on both",
 			id.logSchema, pool.logSchema)}, 0, nil
 	}
@@ -420,7 +438,9 @@ func (s *Store) checkPool(ctx context.Context) (*poolIdentity, error) {
 
 // ListenerRefused says why the change feed's listener does nothing where it
 // connected (checkListener): RefusedPooler, RefusedOtherDatabase or
-// RefusedOtherInstallation, or "" while it listens or has not yet looked.
+// RefusedOtherInstallation; or RefusedCannotConnect while it cannot connect
+// there though the pool's connections answer (cannotConnect); or "" while
+// it listens or has not yet looked.
 // The log says more, once. See repository.RefusableChangeFeed.
 func (s *Store) ListenerRefused() string {
 	if why := s.refusedSaid.Load(); why != nil {
@@ -429,14 +449,53 @@ func (s *Store) ListenerRefused() string {
 	return ""
 }
 
-// refuse says why the listener does nothing where it connected, once for
-// each reason until it listens again.
+// refuse says why the listener does not listen where it is pointed, once
+// for each reason until it listens again.
 func (s *Store) refuse(why refusal, cfg *pgx.ConnConfig) {
-	if last := s.refusedSaid.Swap(&why); last != nil && *last == why {
+	if last := s.refusedSaid.Swap(&why); last != nil && last.reason == why.reason {
 		return
 	}
-	s.log.Error("pgfallback: "+why.text+"; it does nothing there, and followers read the change log once a second "+
-		"instead of being woken", "host", cfg.Host, "port", cfg.Port, "recheck_every", refusedRecheck)
+	s.log.Error("pgfallback: "+why.text+"; meanwhile followers read the change log about once a second "+
+		"instead of being woken", "host", cfg.Host, "port", cfg.Port)
+}
+
+// cannotConnect reports a listener that cannot connect while the pool's
+// connections answer. An outage takes both, and says so where calls fail;
+// a listener whose own way in is broken (a WithListenConfig with a wrong
+// password or host, a pg_hba.conf rule, a server with no connection slot
+// left for a new session) leaves its follower woken about once a second
+// instead of at each commit, and no call shows it. It is reported as
+// RefusedCannotConnect, cleared when the listener listens. Once reported,
+// a connect the server refused is tried again every cannotConnectRetry
+// rather than each second: each try is a failed authentication in the
+// server's log, or a backend forked and turned away by a server out of
+// connection slots. One that met no server (a silent path) costs the
+// server nothing and keeps the usual backoff.
+func (s *Store) cannotConnect(ctx context.Context, err error) {
+	why := refusal{reason: RefusedCannotConnect, text: "the change feed's listener cannot connect where it is pointed, " +
+		"though the pool's connections answer: " + pgdsn.Redact(err.Error())}
+	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) {
+		why.retry = s.cannotConnectRetry
+		if why.retry <= 0 {
+			why.retry = cannotConnectRetry
+		}
+	}
+	if last := s.refusedSaid.Load(); last != nil {
+		if last.reason == RefusedCannotConnect {
+			s.refusedSaid.Store(&why) // said; the latest failure sets the retry
+		}
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if s.pool.Ping(pctx) != nil {
+		return // PostgreSQL is out of reach: not the listener's own failure
+	}
+	cfg := s.listenConfig
+	if cfg == nil {
+		cfg = s.pool.Config().ConnConfig
+	}
+	s.refuse(why, cfg)
 }
 
 // connectStandingIn opens the listener's connection, bounded by

@@ -80,7 +80,7 @@ var (
 	descFeedErrors = desc("pgfallback_feed_errors_total",
 		"Catch-ups of the change feed that failed.")
 	descFeedListenerRefused = desc("pgfallback_feed_listener_refused",
-		"1 while the change feed's listener refuses to listen where it is pointed (reason: pooler, other_database, other_installation); the follower then reads the change log about once a second instead of at each commit. Absent while it listens.", "reason")
+		"1 while the change feed's listener refuses to listen where it is pointed (reason: pooler, other_database, other_installation), or cannot connect there while the pool's connections answer (reason: cannot_connect); the follower then reads the change log about once a second instead of at each commit. Absent while it listens.", "reason")
 
 	descQueuedPending = desc("pgfallback_queued_writes",
 		"Writes in the durable write queue waiting to be replayed to PostgreSQL, as last counted by the layer.")

@@ -115,7 +115,8 @@ type HeardChangeFeed interface {
 
 // RefusableChangeFeed is a ChangeFeed whose listener may find that it must
 // not listen where it connected (pgstore's: through a connection pooler, in
-// another database than the store's, or on another installation's log).
+// another database than the store's, or on another installation's log), or
+// that it cannot connect there while the store's other connections can.
 // It then stands in, waking its follower about once a second, which is
 // correct but slow; ListenerRefused says why in a word (pgstore's
 // Refused… constants), for health checks and metrics, and "" while it
