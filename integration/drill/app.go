@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgfallback/pgfallback/fallback"
@@ -160,6 +161,13 @@ func (a *app) close() error {
 // the layer could time out and fail the drill before its fault began.
 const setupTimeout = 2 * time.Minute
 
+// connectFailed reports an error from making a connection: nothing was
+// sent on it.
+func connectFailed(err error) bool {
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce)
+}
+
 // seedVendors creates vs in PostgreSQL through the store, not the layer,
 // then caches the rows PostgreSQL returned in every cache given (the
 // instances that must hold them before the fault), as a read through the
@@ -170,6 +178,19 @@ func seedVendors(ctx context.Context, store *pgstore.Store, vs []repository.Vend
 	out := make([]repository.Vendor, 0, len(vs))
 	for _, v := range vs {
 		got, err := store.Vendors().Create(ctx, v)
+		for connectFailed(err) && ctx.Err() == nil {
+			// The pool's connect timeout is the application's
+			// (PrimaryTimeout): a password authentication (SCRAM costs
+			// both ends milliseconds of CPU) on a busy machine can
+			// outlast it. Nothing was sent; set-up tries again.
+			t := time.NewTimer(50 * time.Millisecond)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			got, err = store.Vendors().Create(ctx, v)
+		}
 		if err != nil {
 			return out, fmt.Errorf("create vendor %q: %w", v.Name, err)
 		}
