@@ -5,6 +5,7 @@ package migrations
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -28,17 +29,45 @@ var Postgres, _ = fs.Sub(postgresFiles, "postgres")
 // It is idempotent, and safe when several processes run it at once: a
 // PostgreSQL session advisory lock lets one apply while the others wait and
 // then find nothing pending.
+//
+// It refuses a server older than MinServerVersion, before changing
+// anything.
 func Up(ctx context.Context, dsn string) error {
-	return withPostgres(ctx, dsn, func(p *goose.Provider) error {
+	return withPostgres(ctx, dsn, func(p *goose.Provider, db *sql.DB) error {
+		var num int
+		var version string
+		if err := db.QueryRowContext(ctx, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`).
+			Scan(&num, &version); err != nil {
+			return err
+		}
+		if err := checkServerVersion(num, version); err != nil {
+			return err
+		}
 		_, err := p.Up(ctx)
 		return err
 	})
 }
 
+// MinServerVersion is the oldest PostgreSQL release pgfallback runs on
+// (server_version_num). Pruning the change log needs max(xid8), and the
+// feed's guard against a paused waker holding its lock for hours needs
+// idle_session_timeout: both came with PostgreSQL 14. (13 reached its end
+// of life in November 2025; on it the log was never pruned.) The whole
+// suite runs on 15 and 17.
+const MinServerVersion = 140000
+
+func checkServerVersion(num int, version string) error {
+	if num < MinServerVersion {
+		return fmt.Errorf("PostgreSQL %s is too old: pgfallback needs %d or later (the change log's pruning and the feed's waker use what %d added); nothing was changed",
+			version, MinServerVersion/10000, MinServerVersion/10000)
+	}
+	return nil
+}
+
 // Down rolls back the most recent PostgreSQL migration. Rolling back drops
 // tables and their data; it is meant for development and the CLI.
 func Down(ctx context.Context, dsn string) error {
-	return withPostgres(ctx, dsn, func(p *goose.Provider) error {
+	return withPostgres(ctx, dsn, func(p *goose.Provider, _ *sql.DB) error {
 		_, err := p.Down(ctx)
 		return err
 	})
@@ -55,7 +84,7 @@ type MigrationStatus struct {
 // Status reports every known PostgreSQL migration in version order.
 func Status(ctx context.Context, dsn string) ([]MigrationStatus, error) {
 	var out []MigrationStatus
-	err := withPostgres(ctx, dsn, func(p *goose.Provider) error {
+	err := withPostgres(ctx, dsn, func(p *goose.Provider, _ *sql.DB) error {
 		st, err := p.Status(ctx)
 		if err != nil {
 			return err
@@ -75,7 +104,7 @@ func Status(ctx context.Context, dsn string) ([]MigrationStatus, error) {
 
 // withPostgres runs run on a provider over connString. Its errors never
 // show the password: the CLI prints them.
-func withPostgres(ctx context.Context, connString string, run func(*goose.Provider) error) error {
+func withPostgres(ctx context.Context, connString string, run func(*goose.Provider, *sql.DB) error) error {
 	// Parsed as pgxpool does, so the application's DATABASE_URL works here
 	// too: sql.Open("pgx", …) would send pool_max_conns and the other pool
 	// settings to PostgreSQL, which refuses them.
@@ -96,7 +125,7 @@ func withPostgres(ctx context.Context, connString string, run func(*goose.Provid
 	if err != nil {
 		return fmt.Errorf("migrations: %w", dsn.Error(err))
 	}
-	if err := run(p); err != nil {
+	if err := run(p, db); err != nil {
 		return fmt.Errorf("migrations: postgres: %w", dsn.Error(err))
 	}
 	return nil

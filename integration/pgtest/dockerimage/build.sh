@@ -9,15 +9,24 @@
 #   PGFALLBACK_TEST_MODE=docker PGFALLBACK_TEST_IMAGE=pgfallback-local/postgres:15 go test ./...
 #
 # Needs root, a running Docker engine, and Debian's mirror. Environment:
-#   TAG     the image's name (default pgfallback-local/postgres:15)
-#   ROOTFS  where the root filesystem is built (default /var/tmp/pgtest-rootfs);
+#   SUITE   the Debian release, which decides PostgreSQL's major version:
+#           bullseye 13, bookworm 15 (the default), trixie 17
+#   TAG     the image's name (default pgfallback-local/postgres:<major>)
+#   ROOTFS  where the root filesystem is built (default /var/tmp/pgtest-rootfs-<suite>);
 #           an existing one is reused, FRESH=1 builds it again
 #   MIRROR  the Debian mirror (default http://deb.debian.org/debian)
 set -Eeuo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-tag="${TAG:-pgfallback-local/postgres:15}"
-rootfs="${ROOTFS:-/var/tmp/pgtest-rootfs}"
+suite="${SUITE:-bookworm}"
+case "$suite" in
+bullseye) major=13 ;;
+bookworm) major=15 ;;
+trixie) major=17 ;;
+*) echo "build.sh: SUITE=$suite: want bullseye, bookworm or trixie" >&2; exit 1 ;;
+esac
+tag="${TAG:-pgfallback-local/postgres:$major}"
+rootfs="${ROOTFS:-/var/tmp/pgtest-rootfs-$suite}"
 mirror="${MIRROR:-http://deb.debian.org/debian}"
 export DEBIAN_FRONTEND=noninteractive
 
@@ -25,13 +34,13 @@ export DEBIAN_FRONTEND=noninteractive
 docker info >/dev/null 2>&1 || { echo "build.sh: no Docker engine answers (start dockerd)" >&2; exit 1; }
 command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
 
-if [ "${FRESH:-0}" = 1 ] || [ ! -x "$rootfs/usr/lib/postgresql/15/bin/postgres" ]; then
+if [ "${FRESH:-0}" = 1 ] || [ ! -x "$rootfs/usr/lib/postgresql/$major/bin/postgres" ]; then
 	rm -rf "$rootfs"
-	debootstrap --variant=minbase --include=postgresql-15,netcat-openbsd,procps bookworm "$rootfs" "$mirror"
+	debootstrap --variant=minbase --include="postgresql-$major,netcat-openbsd,procps,locales" "$suite" "$rootfs" "$mirror"
 fi
 
 # The package's own cluster goes: the entrypoint makes one in $PGDATA.
-rm -rf "$rootfs/var/lib/postgresql/15" "$rootfs/etc/postgresql/15"
+rm -rf "$rootfs/var/lib/postgresql/$major" "$rootfs/etc/postgresql/$major"
 mkdir -p "$rootfs/var/lib/postgresql/data"
 chroot "$rootfs" chown postgres:postgres /var/lib/postgresql/data
 chmod 700 "$rootfs/var/lib/postgresql/data"
@@ -55,7 +64,8 @@ tar --numeric-owner -C "$rootfs" --exclude='./proc/*' --exclude='./sys/*' --excl
 		--change 'CMD ["postgres"]' \
 		--change 'ENV PGDATA=/var/lib/postgresql/data' \
 		--change 'ENV LANG=en_US.utf8' \
-		--change 'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+		--change "ENV PG_MAJOR=$major" \
+		--change "ENV PATH=/usr/lib/postgresql/$major/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
 		--change 'EXPOSE 5432/tcp' \
 		- "$tag-base"
 

@@ -11,7 +11,7 @@
 # *.sql.zst) are run once, on first initialisation.
 set -Eeo pipefail
 
-PG_BIN=/usr/lib/postgresql/15/bin
+PG_BIN=/usr/lib/postgresql/${PG_MAJOR:-15}/bin
 case ":$PATH:" in *":$PG_BIN:"*) ;; *) export PATH="$PG_BIN:$PATH" ;; esac
 export PGDATA="${PGDATA:-/var/lib/postgresql/data}"
 
@@ -63,6 +63,12 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 	file_env POSTGRES_USER 'postgres'
 	file_env POSTGRES_DB "$POSTGRES_USER"
 	file_env POSTGRES_INITDB_ARGS
+	# As the official image: md5 before PostgreSQL 14, whose initdb stores
+	# the password as md5 (password_encryption's default then), which a
+	# scram-sha-256 rule would refuse.
+	if [ -z "${POSTGRES_HOST_AUTH_METHOD:-}" ] && [ "${PG_MAJOR:-15}" -lt 14 ]; then
+		POSTGRES_HOST_AUTH_METHOD=md5
+	fi
 	: "${POSTGRES_HOST_AUTH_METHOD:=scram-sha-256}"
 
 	if [ -z "$POSTGRES_PASSWORD" ] && [ "$POSTGRES_HOST_AUTH_METHOD" != 'trust' ]; then
