@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/pgfallback/pgfallback/integration/chaos"
 	"github.com/pgfallback/pgfallback/integration/pgtest"
@@ -19,6 +20,7 @@ type env struct {
 	tp         *chaos.Toxiproxy
 	proxy      *chaos.Proxy
 	directDSN  string // to the database, around the proxy
+	version    string // the server's server_version; "" if it could not be read
 	proxiedDSN string // through the proxy: what the application uses
 	dir        string
 	ownDir     bool
@@ -56,6 +58,8 @@ func setupEnv(ctx context.Context, cfg Config, runID string) (_ *env, err error)
 			return nil, err
 		}
 	}
+
+	e.version = serverVersion(ctx, e.directDSN)
 
 	if cfg.ToxiproxyURL != "" {
 		e.tp, err = chaos.Connect(cfg.ToxiproxyURL)
@@ -122,6 +126,24 @@ func (e *env) close() error {
 
 // checkSchema refuses to drill a database that has not been migrated: the
 // drill never changes a schema it was pointed at.
+// serverVersion is what the report says the drill ran against: a drill's
+// results depend on the release (pruning, timeouts, shutdown). Best
+// effort: "" when it cannot be read, and the drill goes on.
+func serverVersion(ctx context.Context, connString string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := dsn.Connect(ctx, connString)
+	if err != nil {
+		return ""
+	}
+	defer conn.Close(ctx)
+	var v string
+	if err := conn.QueryRow(ctx, `SHOW server_version`).Scan(&v); err != nil {
+		return ""
+	}
+	return v
+}
+
 func checkSchema(ctx context.Context, connString string) error {
 	conn, err := dsn.Connect(ctx, connString)
 	if err != nil {

@@ -101,7 +101,7 @@ svg.chart{display:block;margin-top:6px}
 </style></head><body>
 <h1>pgfallback failover drill <span class="badge {{if .Passed}}pass">PASSED{{else}}fail">FAILED{{end}}</span></h1>
 <p class="sub">run {{.RunID}} · {{.Started.Format "2006-01-02 15:04:05 MST"}} · {{n .Readers "reader"}}, {{n .Writers "writer"}} ·
-PrimaryTimeout {{dur .PrimaryTimeoutMs}}, OpenTimeout {{dur .OpenTimeoutMs}} · {{if .Embedded}}embedded PostgreSQL{{else}}given PostgreSQL{{end}} · total {{dur .DurationMs}}</p>
+PrimaryTimeout {{dur .PrimaryTimeoutMs}}, OpenTimeout {{dur .OpenTimeoutMs}} · {{.Server}} · total {{dur .DurationMs}}</p>
 <div class="legend" id="legend"><span><i class="dot" style="background:#3b6fd8"></i>from PostgreSQL</span><span><i class="dot" style="background:#1f9d55"></i>from cache (fresh)</span><span><i class="dot" style="background:#e08a00"></i>from cache (stale)</span><span><i class="dot" style="background:#17a2b8"></i>from cache at the soft timeout (PostgreSQL slow)</span><span><i class="dot" style="background:#8e44ad"></i>read of a key with a queued write (pending)</span><span>▲ write</span><span style="color:#8e44ad">◆ queued write</span><span>{{icon "errRead"}}failed read</span><span>{{icon "errWrite"}}failed write <span style="color:#5b6477">(errors: the strip under each chart)</span></span><span><i class="dot" style="background:#f3d4d4;border-radius:0"></i>fault injected</span><span><i class="dot" style="background:#e6dcf2;border-radius:0"></i>replay of queued writes</span></div>
 {{range .Scenarios}}{{$s := .}}
 <h2 id="{{.Name}}">{{.Name}} <span class="badge {{if .Skipped}}skip">SKIPPED{{else if .Passed}}pass">PASS{{else}}fail">FAIL{{end}}</span></h2>

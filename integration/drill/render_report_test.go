@@ -62,7 +62,8 @@ func sampleReport() *Report {
 			PendingAfterReopen: 1751, KillAtMs: 4985, ReplayedBeforeKill: 3, InFlightAtKill: 2},
 		Passed: true,
 	}
-	return &Report{RunID: "abc123", Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Embedded: true, Readers: 8, Writers: 2,
+	return &Report{RunID: "abc123", Started: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Embedded: true,
+		ServerVersion: "17.7 (Debian 17.7-0+deb13u1)", ServerMode: "docker", Readers: 8, Writers: 2,
 		PrimaryTimeoutMs: 500, OpenTimeoutMs: 300, Scenarios: []ScenarioReport{down, stale, kill}, Passed: true}
 }
 
@@ -94,6 +95,23 @@ func scenarioText(t *testing.T, text, name string) string {
 		return rest[:j+3]
 	}
 	return rest
+}
+
+// The report says what the drill ran against: a drill's results depend on
+// PostgreSQL's release and on how the server was run.
+func TestReportNamesTheServer(t *testing.T) {
+	r := sampleReport()
+	const want = "embedded PostgreSQL 17.7, docker"
+	if text := renderText(t, r); !strings.Contains(strings.SplitN(text, "\n", 2)[0], "("+want+")") {
+		t.Errorf("the text's first line does not name the server (%s):\n%s", want, text)
+	}
+	if html := renderHTML(t, r); !strings.Contains(html, want) {
+		t.Errorf("the HTML report does not name the server (%s)", want)
+	}
+	r.Embedded, r.ServerVersion, r.ServerMode = false, "", ""
+	if got := r.Server(); got != "given PostgreSQL" {
+		t.Errorf("a given server whose version could not be read: %q", got)
+	}
 }
 
 func TestPlural(t *testing.T) {

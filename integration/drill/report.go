@@ -21,6 +21,8 @@ type Report struct {
 	Started          time.Time        `json:"started"`
 	DurationMs       float64          `json:"duration_ms"`
 	Embedded         bool             `json:"embedded_postgres"`
+	ServerVersion    string           `json:"server_version,omitempty"` // its server_version, e.g. "15.18 (Debian 15.18-0+deb12u1)"
+	ServerMode       string           `json:"server_mode,omitempty"`    // how an embedded one was started: pgtest's mode (local, docker)
 	Readers          int              `json:"readers"`
 	Writers          int              `json:"writers"`
 	PrimaryTimeoutMs float64          `json:"primary_timeout_ms"`
@@ -415,11 +417,24 @@ func (r *Report) WriteJSON(path string) error {
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
+// Server says what the drill ran against: "embedded PostgreSQL 15.18,
+// local", "given PostgreSQL 17.7".
+func (r *Report) Server() string {
+	s := map[bool]string{true: "embedded", false: "given"}[r.Embedded] + " PostgreSQL"
+	if v, _, _ := strings.Cut(r.ServerVersion, " "); v != "" {
+		s += " " + v
+	}
+	if r.ServerMode != "" {
+		s += ", " + r.ServerMode
+	}
+	return s
+}
+
 // WriteText writes the per-phase tables a person reads at the end of a run.
 func (r *Report) WriteText(w io.Writer) {
 	r.annotate()
-	fmt.Fprintf(w, "pgfallback drill %s: %s, %s, PrimaryTimeout %s, OpenTimeout %s (%s PostgreSQL)\n\n",
-		r.RunID, plural(r.Readers, "reader"), plural(r.Writers, "writer"), msDur(r.PrimaryTimeoutMs), msDur(r.OpenTimeoutMs), map[bool]string{true: "embedded", false: "given"}[r.Embedded])
+	fmt.Fprintf(w, "pgfallback drill %s: %s, %s, PrimaryTimeout %s, OpenTimeout %s (%s)\n\n",
+		r.RunID, plural(r.Readers, "reader"), plural(r.Writers, "writer"), msDur(r.PrimaryTimeoutMs), msDur(r.OpenTimeoutMs), r.Server())
 	for _, s := range r.Scenarios {
 		verdict := "PASS"
 		switch {

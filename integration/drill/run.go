@@ -45,9 +45,12 @@ func run(ctx context.Context, cfg Config) (*Report, error) {
 	defer e.close()
 
 	rep := &Report{
-		RunID: runID, Started: time.Now().UTC(), Embedded: e.srv != nil,
+		RunID: runID, Started: time.Now().UTC(), Embedded: e.srv != nil, ServerVersion: e.version,
 		Readers: cfg.Readers, Writers: cfg.Writers, PrimaryTimeoutMs: ms(cfg.PrimaryTimeout),
 		OpenTimeoutMs: ms(cfg.OpenTimeout), MarginMs: ms(cfg.Margin), Passed: true,
+	}
+	if e.srv != nil {
+		rep.ServerMode = e.srv.Mode().String()
 	}
 	for i, name := range cfg.Scenarios {
 		if err := ctx.Err(); err != nil {
