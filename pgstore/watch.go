@@ -212,7 +212,8 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused 
 	// watchIdleCheck: a shorter idle_session_timeout set for the database
 	// or the role (a guard against leaked sessions) would end it again
 	// and again, each time a reconnect and a read of the log. The waker
-	// sets its own (tryElect). PostgreSQL 13 has no such setting: ignored.
+	// sets its own (tryElect). PostgreSQL 13 (which migrations.Up refuses)
+	// has no such setting: ignored.
 	_, _ = conn.Exec(sctx, "SET idle_session_timeout = 0")
 	// Payloads sealed before now were sent to others: one replayed to us
 	// is not trusted (broadcast.go, hear).
