@@ -133,20 +133,14 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 	backoff := watchMinBackoff
 	lastWake := time.Now()
 	for {
-		listened, refused := s.listen(ctx, wake)
+		listened, recheck := s.listen(ctx, wake)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if refused {
-			// Nowhere to listen: stand in until it is time to look again.
-			if err := s.standInFor(ctx, wake, refusedRecheck); err != nil {
-				return err
-			}
-			lastWake = time.Now()
-			continue
-		}
-		if why := s.refusedSaid.Load(); !listened && why != nil && why.retry > 0 {
-			if err := s.standInFor(ctx, wake, why.retry); err != nil {
+		if recheck > 0 {
+			// Nowhere to listen, or turned away: stand in until it is time
+			// to look again.
+			if err := s.standInFor(ctx, wake, recheck); err != nil {
 				return err
 			}
 			lastWake = time.Now()
@@ -173,17 +167,19 @@ func (s *Store) WatchChanges(ctx context.Context, wake func(reconnected bool)) e
 // listen runs one connection: connect, LISTEN, wake(true), then wake(false)
 // per wake-up until the connection fails or ctx ends, acting as the waker
 // while it holds the lock. It reports whether it got as far as listening,
-// and refused when it found it must not listen there (checkListener) and
-// did nothing. Its errors are not returned: the caller reconnects
+// and, when it must not try again at once, how long to wait: refusedRecheck
+// when it found it must not listen there (checkListener) and did nothing,
+// cannotConnect's wait when the server turned it away. Its errors are not
+// returned: the caller reconnects
 // whatever they were, and a follower that needs to know the database is
 // unreachable learns it from ReadChanges.
-func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused bool) {
+func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool, recheck time.Duration) {
 	conn, err := s.connectStandingIn(ctx, wake)
 	if err != nil {
-		if ctx.Err() == nil {
-			s.cannotConnect(ctx, err)
+		if ctx.Err() != nil {
+			return false, 0
 		}
-		return false, false
+		return false, s.cannotConnect(ctx, err)
 	}
 	defer func() {
 		// Close tells the server goodbye, so the backend ends (and the
@@ -199,14 +195,14 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused 
 	defer cancel()
 	why, inst, err := s.checkListener(sctx, conn)
 	if err != nil {
-		return false, false
+		return false, 0
 	} else if why.reason != "" {
 		s.refuse(why, conn.Config())
-		return false, true
+		return false, refusedRecheck
 	}
 	s.refusedSaid.Store(nil)
 	if _, err := conn.Exec(sctx, "LISTEN "+pgx.Identifier{inst.channel()}.Sanitize()); err != nil {
-		return false, false
+		return false, 0
 	}
 	// A listener sends no query while it hears the waker, for up to
 	// watchIdleCheck: a shorter idle_session_timeout set for the database
@@ -227,7 +223,7 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused 
 	var floor time.Time
 	if err := conn.QueryRow(sctx, `SELECT statement_timestamp(), set_config('synchronous_commit', 'off', false)`).
 		Scan(&floor, nil); err != nil {
-		return false, false
+		return false, 0
 	}
 	cancel()
 	wake(true)
@@ -242,7 +238,7 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused 
 	for {
 		if !w.elected && time.Since(heard) >= wakerTakeover {
 			if err := w.tryElect(ctx); err != nil {
-				return true, false
+				return true, 0
 			}
 			if !w.elected && !heard.IsZero() {
 				// Held by a session we cannot hear: wake our follower as
@@ -254,7 +250,7 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused 
 		if w.elected {
 			woke, err := w.look(ctx)
 			if err != nil {
-				return true, false
+				return true, 0
 			}
 			if woke {
 				wake(false) // our own notification is skipped below
@@ -277,16 +273,16 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened, refused 
 				wake(false)
 			}
 		case ctx.Err() != nil:
-			return true, false
+			return true, 0
 		case errors.Is(err, context.DeadlineExceeded) && !conn.IsClosed():
 			// Only our timer: a timeout leaves the connection usable.
 			if !w.elected && time.Since(w.pinged) >= watchIdleCheck {
 				if err := w.ping(ctx); err != nil {
-					return true, false
+					return true, 0
 				}
 			}
 		default:
-			return true, false
+			return true, 0
 		}
 	}
 }
@@ -333,12 +329,8 @@ const (
 )
 
 // refusal is why a listener does not listen where it is pointed: one of
-// the Refused reasons, the text the log says, and, when not zero, how long
-// to wait before trying again. Zero: it may listen.
-type refusal struct {
-	reason, text string
-	retry        time.Duration
-}
+// the Refused reasons, and the text the log says. Zero: it may listen.
+type refusal struct{ reason, text string }
 
 // checkListener says why the listener must do nothing on conn, or nothing
 // when it may listen there. Before anything else:
@@ -471,32 +463,31 @@ func (s *Store) refuse(why refusal, cfg *pgx.ConnConfig) {
 // rather than each second: each try is a failed authentication in the
 // server's log, or a backend forked and turned away by a server out of
 // connection slots. One that met no server (a silent path) costs the
-// server nothing and keeps the usual backoff.
-func (s *Store) cannotConnect(ctx context.Context, err error) {
-	why := refusal{reason: RefusedCannotConnect, text: "the change feed's listener cannot connect where it is pointed, " +
-		"though the pool's connections answer: " + pgdsn.Redact(err.Error())}
-	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) {
-		why.retry = s.cannotConnectRetry
-		if why.retry <= 0 {
-			why.retry = cannotConnectRetry
+// server nothing and keeps the usual backoff. It returns how long to wait
+// before the next try; 0 for the usual backoff.
+func (s *Store) cannotConnect(ctx context.Context, err error) (recheck time.Duration) {
+	if last := s.refusedSaid.Load(); last == nil {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		if s.pool.Ping(pctx) != nil {
+			return 0 // PostgreSQL is out of reach: not the listener's own failure
 		}
-	}
-	if last := s.refusedSaid.Load(); last != nil {
-		if last.reason == RefusedCannotConnect {
-			s.refusedSaid.Store(&why) // said; the latest failure sets the retry
+		cfg := s.listenConfig
+		if cfg == nil {
+			cfg = s.pool.Config().ConnConfig
 		}
-		return
+		s.refuse(refusal{reason: RefusedCannotConnect, text: "the change feed's listener cannot connect where it is pointed, " +
+			"though the pool's connections answer: " + pgdsn.Redact(err.Error())}, cfg)
+	} else if last.reason != RefusedCannotConnect {
+		return 0 // said otherwise (a pooler, another database), which it still is as far as it knows
 	}
-	pctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	if s.pool.Ping(pctx) != nil {
-		return // PostgreSQL is out of reach: not the listener's own failure
+	if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) {
+		return 0
 	}
-	cfg := s.listenConfig
-	if cfg == nil {
-		cfg = s.pool.Config().ConnConfig
+	if s.cannotConnectRetry > 0 {
+		return s.cannotConnectRetry
 	}
-	s.refuse(why, cfg)
+	return cannotConnectRetry
 }
 
 // connectStandingIn opens the listener's connection, bounded by
