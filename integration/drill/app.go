@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/pgfallback/pgfallback/fallback"
@@ -161,11 +160,12 @@ func (a *app) close() error {
 // the layer could time out and fail the drill before its fault began.
 const setupTimeout = 2 * time.Minute
 
-// connectFailed reports an error from making a connection: nothing was
-// sent on it.
+// connectFailed reports an error from making a connection that the server
+// did not answer with a refusal (a timeout, a reset): nothing was sent,
+// and trying again may work. The layer's own classification says so.
 func connectFailed(err error) bool {
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ce)
+	class, kind := fallback.Classify(nil, err)
+	return class == fallback.Outage && kind == fallback.FailConnect
 }
 
 // seedVendors creates vs in PostgreSQL through the store, not the layer,

@@ -2,7 +2,6 @@ package pgtest
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -126,7 +125,7 @@ func startDocker(ctx context.Context, opts Options) (*Server, error) {
 // "postgres", the user's name: tests that check a password never shows
 // (logs, reports, errors) could not tell one from the other.
 func dockerPassword() string {
-	return "pgtest-" + rand.Text()[:16]
+	return "pgtest-" + randomHex(8)
 }
 
 // imagePullTimeout bounds pulling the image when it is not present: an
