@@ -82,9 +82,7 @@ func Classify(callerCtx context.Context, err error) (Class, FailureKind) {
 	if err == nil {
 		return Answer, ""
 	}
-	if errors.Is(err, repository.ErrNotFound) || errors.Is(err, repository.ErrAlreadyExists) ||
-		errors.Is(err, repository.ErrConflict) || errors.Is(err, repository.ErrInvalid) ||
-		errors.Is(err, repository.ErrUnreadable) ||
+	if repository.IsAnswer(err) ||
 		errors.Is(err, repository.ErrChangeLogIncomplete) || errors.Is(err, repository.ErrCursorExpired) {
 		return Answer, ""
 	}
