@@ -22,15 +22,22 @@ import (
 //     (binary results);
 //   - path=direct,mode=exec: parsed and planned every time, text results;
 //   - path=pgbouncer,mode=…: those two through PgBouncer in transaction
-//     mode (one more hop), as docs/poolers.md sets it up.
+//     mode (one more hop), as docs/poolers.md sets it up; and pgx's
+//     default through a PgBouncer that keeps prepared statements (1.21 and
+//     later, max_prepared_statements = 200, 1.24's default), only there.
 //
 // Skipped without a pgbouncer binary (unless PGFALLBACK_REQUIRE_PGBOUNCER=1).
 //
 //	go test -run '^$' -bench StoreGetVendorPooled -benchmem -count 6 ./bench/
+//	PGFALLBACK_TEST_PGBOUNCER=/opt/pgbouncer-trixie/pgbouncer go test -run '^$' -bench StoreGetVendorPooled -benchmem -count 6 ./bench/
 func BenchmarkStoreGetVendorPooled(b *testing.B) {
 	ctx := context.Background()
 	direct := pgtest.NewDatabase(b)
-	pooled := pgtest.NewPgBouncer(b, direct, "transaction", 2)
+	var keeps []string
+	if major, minor := pgtest.PgBouncerVersion(b); major > 1 || minor >= 21 {
+		keeps = []string{"max_prepared_statements = 200"}
+	}
+	pooled := pgtest.NewPgBouncer(b, direct, "transaction", 2, keeps...)
 	seeder, err := pgstore.Open(ctx, direct)
 	if err != nil {
 		b.Fatal(err)
@@ -49,13 +56,17 @@ func BenchmarkStoreGetVendorPooled(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, c := range []struct{ path, dsn, mode string }{
+	cases := []struct{ path, dsn, mode string }{
 		{"direct", direct, "cache_statement"},
 		{"direct", direct, "cache_describe"},
 		{"direct", direct, "exec"},
 		{"pgbouncer", pooled, "cache_describe"},
 		{"pgbouncer", pooled, "exec"},
-	} {
+	}
+	if keeps != nil {
+		cases = append(cases, struct{ path, dsn, mode string }{"pgbouncer", pooled, "cache_statement"})
+	}
+	for _, c := range cases {
 		b.Run("path="+c.path+",mode="+c.mode, func(b *testing.B) {
 			s, err := pgstore.Open(ctx, pgtest.WithParam(c.dsn, "default_query_exec_mode", c.mode), pgstore.WithListenConfig(listen))
 			if err != nil {

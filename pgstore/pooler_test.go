@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,24 +35,8 @@ func TestBehindPgBouncerInTransactionMode(t *testing.T) {
 	// A DBA's DateStyle, which pgx cannot read in the text modes: the
 	// store's own (ISO, a startup parameter) must reach the server sessions.
 	alterDatabase(ctx, t, direct, `DateStyle = 'SQL, DMY'`)
-	pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2)
-	others, err := pgxpool.New(ctx, pgtest.WithParam(pooled, "pool_max_conns", "4"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer others.Close()
-	octx, stopOthers := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { stopOthers(); wg.Wait() }()
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for octx.Err() == nil {
-				others.Exec(octx, `SELECT pg_sleep(0.001)`)
-			}
-		}()
-	}
+	pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2, preparedPassedThrough(t)...)
+	shareThePooler(ctx, t, pooled)
 	listen, err := pgx.ParseConfig(direct)
 	if err != nil {
 		t.Fatalf("parse: %v", pgdsn.Error(err))
@@ -106,6 +91,122 @@ func TestBehindPgBouncerInTransactionMode(t *testing.T) {
 	}
 }
 
+// Behind PgBouncer 1.21 or later with max_prepared_statements (on by
+// default from 1.24), which prepares its clients' statements again on
+// whichever server session they land: pgx's default mode works, as
+// docs/poolers.md says, and the pool is not warned of. The control, the
+// same pooler passing them through, fails and is warned of.
+func TestBehindPgBouncerThatKeepsPreparedStatements(t *testing.T) {
+	if major, minor := pgtest.PgBouncerVersion(t); major == 1 && minor < 21 {
+		t.Skipf("PgBouncer %d.%d keeps no prepared statements (1.21 and later do); "+
+			"integration/pgtest/pgbouncer/fetch.sh fetches 1.24, and %s names it", major, minor, pgtest.EnvPgBouncer)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	direct := pgtest.NewDatabase(t)
+	listen, err := pgx.ParseConfig(direct)
+	if err != nil {
+		t.Fatalf("parse: %v", pgdsn.Error(err))
+	}
+	open := func(t *testing.T, pooled string) (*pgstore.Store, *testutil.Buffer) {
+		var logged testutil.Buffer
+		s, err := pgstore.Open(ctx, pooled, pgstore.WithListenConfig(listen), pgstore.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
+		if err != nil {
+			t.Fatalf("open through PgBouncer: %v", pgdsn.Error(err))
+		}
+		t.Cleanup(s.Close)
+		// The pool is looked at when the listener first connects.
+		var listening atomic.Bool
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- s.WatchChanges(wctx, func(reconnected bool) { listening.CompareAndSwap(false, reconnected) })
+		}()
+		t.Cleanup(func() { stop(); <-done })
+		for deadline := time.Now().Add(10 * time.Second); !listening.Load(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the listener did not listen in 10 s:\n%s", logged.String())
+			}
+		}
+		return s, &logged
+	}
+	const warning = "pgx prepares their statements"
+
+	t.Run("passed through", func(t *testing.T) {
+		pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2, "max_prepared_statements = 0")
+		shareThePooler(ctx, t, pooled)
+		s, logged := open(t, pooled)
+		if n := strings.Count(logged.String(), warning); n != 1 || !strings.Contains(logged.String(), "which this one does not") {
+			t.Errorf("a pooler passing prepared statements through was warned of %d times, want once, saying it does not keep them:\n%s", n, logged)
+		}
+		var pgErr *pgconn.PgError
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			_, err := s.Vendors().Get(ctx, "nobody")
+			if errors.As(err, &pgErr) && (pgErr.Code == "26000" || pgErr.Code == "42P05") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("prepared statements survived PgBouncer for 10 s with max_prepared_statements = 0 (last: %v)", err)
+			}
+		}
+	})
+	t.Run("kept", func(t *testing.T) {
+		pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2, "max_prepared_statements = 200")
+		shareThePooler(ctx, t, pooled)
+		s, logged := open(t, pooled)
+		if _, err := s.Pool().Exec(ctx, `TRUNCATE vendors, work_items, pgfallback_applied_writes`); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 { // the store's statements on both server sessions, more than once
+			exerciseStore(ctx, t, s)
+			if _, err := s.Pool().Exec(ctx, `TRUNCATE vendors, work_items, pgfallback_applied_writes`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if out := logged.String(); out != "" {
+			t.Errorf("logged, behind a pooler that keeps prepared statements:\n%s", out)
+		}
+		// Nothing of the probe's left on a server session.
+		var left int
+		if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'pgfallback_probe%'`).Scan(&left); err != nil || left != 0 {
+			t.Errorf("%d of the probe's statements left on a server session (%v)", left, err)
+		}
+	})
+}
+
+// preparedPassedThrough is the setting that makes PgBouncer pass prepared
+// statements through to one server session, as 1.18 did: from 1.24 on it
+// keeps them by default.
+func preparedPassedThrough(t *testing.T) []string {
+	if major, minor := pgtest.PgBouncerVersion(t); major > 1 || minor >= 21 {
+		return []string{"max_prepared_statements = 0"}
+	}
+	return nil
+}
+
+// shareThePooler keeps other clients busy on the pooler at pooled until the
+// test ends, so that a client's transactions land on whichever server
+// session is free, as in production (a client alone is handed the session
+// it last used).
+func shareThePooler(ctx context.Context, t *testing.T, pooled string) {
+	others, err := pgxpool.New(ctx, pgtest.WithParam(pooled, "pool_max_conns", "4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	octx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stop(); wg.Wait(); others.Close() })
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for octx.Err() == nil {
+				others.Exec(octx, `SELECT pg_sleep(0.001)`)
+			}
+		}()
+	}
+}
+
 // A listener pointed at a pooler (the pool's configuration, when no
 // WithListenConfig is given) finds it out before doing anything there: no
 // LISTEN, no waker's lock, no setting left on a server session that other
@@ -115,7 +216,7 @@ func TestListenerRefusesAPooler(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	direct := pgtest.NewDatabase(t)
-	pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2)
+	pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2, preparedPassedThrough(t)...)
 	var logged testutil.Buffer
 	s, err := pgstore.Open(ctx, pooled, pgstore.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
 	if err != nil {

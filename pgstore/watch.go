@@ -394,37 +394,30 @@ type poolIdentity struct {
 }
 
 // checkPool says, and records, where the pool's connections are. When they
-// go through a pooler while pgx prepares their statements (its default),
-// it warns once: behind a transaction pooler, calls then fail now and then
-// with SQLSTATE 26000 or 42P05, which the application sees before it reads
-// any doc. Settings of the pool's sessions that pgx cannot work with (a
-// DBA's, which a pool given to New keeps) are said once too.
+// go through a pooler that does not keep pgx's prepared statements, it
+// warns once (checkPrepared). Settings of the pool's sessions that pgx
+// cannot work with (a DBA's, which a pool given to New keeps) are said
+// once too.
 func (s *Store) checkPool(ctx context.Context) (*poolIdentity, error) {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer c.Release()
 	var backend uint32
 	var id poolIdentity
 	var encoding, dateStyle, conforming string
 	// Not in the simple protocol, which pgx refuses under some of the
 	// settings looked at; exec mode's messages reach the server session
 	// as one too, up to their Sync.
-	err = c.QueryRow(ctx, poolIdentitySQL, pgx.QueryExecModeExec).
-		Scan(&backend, &id.db, &id.system, &id.logSchema, &id.inst, &encoding, &dateStyle, &conforming)
-	pooled := err == nil && backend != c.Conn().PgConn().PID()
-	c.Release()
-	if err != nil {
+	if err := c.QueryRow(ctx, poolIdentitySQL, pgx.QueryExecModeExec).
+		Scan(&backend, &id.db, &id.system, &id.logSchema, &id.inst, &encoding, &dateStyle, &conforming); err != nil {
 		return nil, err
 	}
 	s.poolIdent.Store(&id)
-	mode := s.pool.Config().ConnConfig.DefaultQueryExecMode
-	s.sayFaults(sessionFaults(mode, encoding, dateStyle, conforming))
-	if pooled && (mode == pgx.QueryExecModeCacheStatement || mode == pgx.QueryExecModeDescribeExec) && !s.preparedSaid.Swap(true) {
-		s.log.Warn("pgfallback: the pool's connections go through a connection pooler and pgx prepares their statements " +
-			"(query exec mode \"" + mode.String() + "\"): in transaction mode, calls fail now and then with SQLSTATE 26000 or 42P05, " +
-			"unless the pooler keeps prepared statements (PgBouncer 1.21+ with max_prepared_statements). " +
-			"Add default_query_exec_mode=exec to the DSN (docs/poolers.md)")
+	s.sayFaults(sessionFaults(s.pool.Config().ConnConfig.DefaultQueryExecMode, encoding, dateStyle, conforming))
+	if backend != c.Conn().PgConn().PID() {
+		s.checkPrepared(ctx, c.Conn())
 	}
 	return &id, nil
 }

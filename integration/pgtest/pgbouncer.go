@@ -19,6 +19,11 @@ import (
 // instead of skipping when no pgbouncer binary is installed (CI sets it).
 const EnvRequirePgBouncer = "PGFALLBACK_REQUIRE_PGBOUNCER"
 
+// EnvPgBouncer names the pgbouncer binary to run instead of the one in PATH:
+// another version than the system's (integration/pgtest/pgbouncer/fetch.sh
+// fetches Debian 13's 1.24 beside Debian 12's 1.18).
+const EnvPgBouncer = "PGFALLBACK_TEST_PGBOUNCER"
+
 // pgbouncerPaths: where NewPgBouncer looks for the binary after PATH
 // (Debian's package installs it in /usr/sbin, often not in a user's PATH).
 var pgbouncerPaths = []string{"/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer", "/usr/local/bin/pgbouncer"}
@@ -34,13 +39,7 @@ var pgbouncerPaths = []string{"/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer"
 // when PGFALLBACK_REQUIRE_PGBOUNCER=1.
 func NewPgBouncer(t testing.TB, dsn, mode string, poolSize int, settings ...string) string {
 	t.Helper()
-	bin, err := findPgBouncer()
-	if err != nil {
-		if requireSet(os.Getenv(EnvRequirePgBouncer)) {
-			t.Fatalf("pgtest: %v\n%s=1 is set, so this is a failure, not a skip", err, EnvRequirePgBouncer)
-		}
-		t.Skipf("pgtest: %v (skipped; set %s=1 to make this a failure)", err, EnvRequirePgBouncer)
-	}
+	bin := pgbouncerBinary(t)
 	out, stop, err := startPgBouncer(bin, dsn, mode, poolSize, settings)
 	if err != nil {
 		t.Fatalf("pgtest: pgbouncer: %v", err)
@@ -49,7 +48,64 @@ func NewPgBouncer(t testing.TB, dsn, mode string, poolSize int, settings ...stri
 	return out
 }
 
+// PgBouncerVersion is the major and minor version of the pgbouncer binary
+// NewPgBouncer runs (1, 24 for PgBouncer 1.24.1), for a test whose pooler
+// needs a setting only some versions know: PgBouncer refuses to start on a
+// setting it does not know (max_prepared_statements before 1.21). Without
+// a binary the test skips, or fails when PGFALLBACK_REQUIRE_PGBOUNCER=1.
+func PgBouncerVersion(t testing.TB) (major, minor int) {
+	t.Helper()
+	bin := pgbouncerBinary(t)
+	out, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pgtest: %s --version: %v: %s", bin, err, tail(string(out), 500))
+	}
+	major, minor, err = parsePgBouncerVersion(string(out))
+	if err != nil {
+		t.Fatalf("pgtest: %s --version: %v", bin, err)
+	}
+	return major, minor
+}
+
+// parsePgBouncerVersion reads "PgBouncer 1.24.1" from the first line of
+// pgbouncer --version.
+func parsePgBouncerVersion(out string) (major, minor int, err error) {
+	first, _, _ := strings.Cut(out, "\n")
+	v, ok := strings.CutPrefix(strings.TrimSpace(first), "PgBouncer ")
+	if ok {
+		parts := strings.SplitN(v, ".", 3)
+		if len(parts) >= 2 {
+			major, err1 := strconv.Atoi(parts[0])
+			minor, err2 := strconv.Atoi(parts[1])
+			if err1 == nil && err2 == nil {
+				return major, minor, nil
+			}
+		}
+	}
+	return 0, 0, fmt.Errorf("no version in %q", first)
+}
+
+// pgbouncerBinary is the pgbouncer to run; without one the test skips, or
+// fails when PGFALLBACK_REQUIRE_PGBOUNCER=1.
+func pgbouncerBinary(t testing.TB) string {
+	t.Helper()
+	bin, err := findPgBouncer()
+	if err != nil {
+		if requireSet(os.Getenv(EnvRequirePgBouncer)) {
+			t.Fatalf("pgtest: %v\n%s=1 is set, so this is a failure, not a skip", err, EnvRequirePgBouncer)
+		}
+		t.Skipf("pgtest: %v (skipped; set %s=1 to make this a failure)", err, EnvRequirePgBouncer)
+	}
+	return bin
+}
+
 func findPgBouncer() (string, error) {
+	if p := os.Getenv(EnvPgBouncer); p != "" {
+		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+			return "", fmt.Errorf("%s=%s is not an executable file", EnvPgBouncer, p)
+		}
+		return p, nil
+	}
 	if p, err := exec.LookPath("pgbouncer"); err == nil {
 		return p, nil
 	}

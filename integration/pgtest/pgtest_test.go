@@ -616,3 +616,20 @@ func TestDockerImageThatCannotBePulledIsUnavailable(t *testing.T) {
 		t.Fatalf("message does not say the image cannot be had, or how to name another: %s", msg)
 	}
 }
+
+func TestParsePgBouncerVersion(t *testing.T) {
+	for out, want := range map[string][2]int{
+		"PgBouncer 1.18.0\nlibevent 2.1.12-stable\n": {1, 18},
+		"PgBouncer 1.24.1\n":                         {1, 24},
+		"PgBouncer 2.0":                              {2, 0},
+	} {
+		if major, minor, err := parsePgBouncerVersion(out); err != nil || [2]int{major, minor} != want {
+			t.Errorf("parsePgBouncerVersion(%q) = %d, %d, %v; want %v", out, major, minor, err, want)
+		}
+	}
+	for _, out := range []string{"", "pgbouncer: unknown option", "PgBouncer x.y"} {
+		if _, _, err := parsePgBouncerVersion(out); err == nil {
+			t.Errorf("parsePgBouncerVersion(%q): no error", out)
+		}
+	}
+}
