@@ -46,10 +46,14 @@ func (s *Store) ApplyWrite(ctx context.Context, w repository.Write) (repository.
 	if err != nil {
 		return repository.AppliedWrite{}, err
 	}
-	var out repository.AppliedWrite
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		out, err = applyRecorded(ctx, tx, w, idGiven)
-		return err
+	// A plan PostgreSQL refuses after a schema change (replanned) rolls
+	// the transaction back, which is then run again.
+	out, err := replanned(ctx, s.pool, func() (out repository.AppliedWrite, err error) {
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			out, err = applyRecorded(ctx, tx, w, idGiven)
+			return err
+		})
+		return out, err
 	})
 	if err == nil {
 		return out, nil

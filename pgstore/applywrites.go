@@ -167,30 +167,39 @@ func oneStatement(w repository.Write) (q string, args []any, ok bool) {
 // applyBatch applies ws in one transaction, statement by statement. It
 // commits them all (out), or rolls back and returns the index of the first
 // write rejected and its error, or (at = -1) the raw error that stopped it.
+// A plan PostgreSQL refuses after a schema change (replanned) rolls the
+// whole transaction back, which is then run again.
 func (s *Store) applyBatch(ctx context.Context, ws []repository.Write, idGiven []bool) (out []repository.AppliedWrite, at int, err error) {
-	at = -1
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		out = make([]repository.AppliedWrite, 0, len(ws))
-		for i, w := range ws {
-			a, err := applyRecorded(ctx, tx, w, idGiven[i])
-			if err != nil && a.AlreadyApplied && errors.Is(err, repository.ErrUnreadable) {
-				// Applied earlier; only reading it back failed, and a scan
-				// error leaves the transaction usable.
-				a, err = repository.AppliedWrite{AlreadyApplied: true}, nil
-			}
-			if err != nil {
-				err = applyError(w, a.AlreadyApplied, err)
-				if repository.IsAnswer(err) {
-					at = i
+	type result struct {
+		out []repository.AppliedWrite
+		at  int
+	}
+	r, err := replanned(ctx, s.pool, func() (r result, err error) {
+		r.at = -1
+		err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			r.out = make([]repository.AppliedWrite, 0, len(ws))
+			for i, w := range ws {
+				a, err := applyRecorded(ctx, tx, w, idGiven[i])
+				if err != nil && a.AlreadyApplied && errors.Is(err, repository.ErrUnreadable) {
+					// Applied earlier; only reading it back failed, and a scan
+					// error leaves the transaction usable.
+					a, err = repository.AppliedWrite{AlreadyApplied: true}, nil
 				}
-				return err
+				if err != nil {
+					err = applyError(w, a.AlreadyApplied, err)
+					if repository.IsAnswer(err) {
+						r.at = i
+					}
+					return err
+				}
+				r.out = append(r.out, a)
 			}
-			out = append(out, a)
-		}
-		return nil
+			return nil
+		})
+		return r, err
 	})
 	if err != nil {
-		return nil, at, err
+		return nil, r.at, err
 	}
-	return out, -1, nil
+	return r.out, -1, nil
 }

@@ -27,7 +27,8 @@ import (
 // with it set to 0, and 300 of 300 in describe_exec mode either way. So
 // that a user whose pooler keeps them is not told to pay for parsing
 // every statement, the pooler is asked (preparedKept); a probe that fails
-// counts as not kept.
+// counts as not kept. (Behind such a pooler a schema change needs more
+// than pgx does by itself: forgetPlans.)
 func (s *Store) checkPrepared(ctx context.Context, conn *pgx.Conn) {
 	mode := conn.Config().DefaultQueryExecMode
 	if mode != pgx.QueryExecModeCacheStatement && mode != pgx.QueryExecModeDescribeExec || s.preparedSaid.Load() {
@@ -38,7 +39,7 @@ func (s *Store) checkPrepared(ctx context.Context, conn *pgx.Conn) {
 		if kept, err := preparedKept(ctx, conn); err == nil && kept {
 			return
 		}
-		unless = ", unless the pooler keeps prepared statements (PgBouncer 1.21+ with max_prepared_statements, which this one does not)"
+		unless = ", unless the pooler keeps prepared statements (PgBouncer 1.22+ with max_prepared_statements, which this one does not)"
 	}
 	if s.preparedSaid.Swap(true) {
 		return
