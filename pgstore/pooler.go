@@ -34,19 +34,22 @@ func (s *Store) checkPrepared(ctx context.Context, conn *pgx.Conn) {
 	if mode != pgx.QueryExecModeCacheStatement && mode != pgx.QueryExecModeDescribeExec || s.preparedSaid.Load() {
 		return
 	}
-	unless := ""
+	what := "pgx prepares their statements (query exec mode \"describe exec\") unnamed, between two round trips, which no pooler keeps"
 	if mode == pgx.QueryExecModeCacheStatement {
 		if kept, err := preparedKept(ctx, conn); err == nil && kept {
 			return
 		}
-		unless = ", unless the pooler keeps prepared statements (PgBouncer 1.22+ with max_prepared_statements, which this one does not)"
+		what = "pgx prepares their statements (query exec mode \"cache statement\"), and the pooler does not keep them"
 	}
 	if s.preparedSaid.Swap(true) {
 		return
 	}
-	s.log.Warn("pgfallback: the pool's connections go through a connection pooler and pgx prepares their statements " +
-		"(query exec mode \"" + mode.String() + "\"): in transaction mode, calls fail now and then with SQLSTATE 26000 or 42P05" +
-		unless + ". Add default_query_exec_mode=exec to the DSN (docs/poolers.md)")
+	// Whether it pools by transaction or by session, nothing a client sees
+	// tells: the warning says both.
+	s.log.Warn("pgfallback: the pool's connections go through a connection pooler, " + what + ": if it pools by " +
+		"transaction, calls fail now and then with SQLSTATE 26000 or 42P05. There, add default_query_exec_mode=exec " +
+		"to the DSN, or use a pooler that keeps prepared statements (PgBouncer 1.22+ with max_prepared_statements, " +
+		"and pgx's default mode); pooling by session needs nothing (docs/poolers.md)")
 }
 
 // preparedKept says whether the pooler conn goes through keeps the

@@ -136,7 +136,7 @@ func TestBehindPgBouncerThatKeepsPreparedStatements(t *testing.T) {
 		pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2, "max_prepared_statements = 0")
 		shareThePooler(ctx, t, pooled)
 		s, logged := open(t, pooled)
-		if n := strings.Count(logged.String(), warning); n != 1 || !strings.Contains(logged.String(), "which this one does not") {
+		if n := strings.Count(logged.String(), warning); n != 1 || !strings.Contains(logged.String(), "the pooler does not keep them") {
 			t.Errorf("a pooler passing prepared statements through was warned of %d times, want once, saying it does not keep them:\n%s", n, logged)
 		}
 		var pgErr *pgconn.PgError
