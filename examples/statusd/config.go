@@ -48,9 +48,10 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 
 Usage: DATABASE_URL=postgres://... statusd [flags]
 
-Behind a connection pooler (PgBouncer in transaction mode), add
-default_query_exec_mode=exec to DATABASE_URL and set DATABASE_DIRECT_URL to
-PostgreSQL itself: the change feed listens there (docs/poolers.md).
+Behind a connection pooler (PgBouncer in transaction mode), set
+DATABASE_DIRECT_URL to PostgreSQL itself: the change feed listens there. Add
+default_query_exec_mode=exec to DATABASE_URL unless the pooler keeps prepared
+statements (PgBouncer 1.22+ with max_prepared_statements) (docs/poolers.md).
 
 `)
 		fs.PrintDefaults()
