@@ -53,17 +53,7 @@ func TestBehindPgBouncerInTransactionMode(t *testing.T) {
 	}
 
 	// The control: prepared statements do not survive the pooler.
-	prepared := open(t, "cache_statement")
-	var pgErr *pgconn.PgError
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		_, err := prepared.Vendors().Get(ctx, "nobody")
-		if errors.As(err, &pgErr) && (pgErr.Code == "26000" || pgErr.Code == "42P05") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("prepared statements survived PgBouncer for 10 s (last: %v): the store is not moved between sessions", err)
-		}
-	}
+	preparedStatementsFail(ctx, t, open(t, "cache_statement"))
 
 	for _, mode := range []string{"exec", "simple_protocol", "cache_describe"} {
 		t.Run(mode, func(t *testing.T) {
@@ -139,16 +129,7 @@ func TestBehindPgBouncerThatKeepsPreparedStatements(t *testing.T) {
 		if n := strings.Count(logged.String(), warning); n != 1 || !strings.Contains(logged.String(), "the pooler does not keep them") {
 			t.Errorf("a pooler passing prepared statements through was warned of %d times, want once, saying it does not keep them:\n%s", n, logged)
 		}
-		var pgErr *pgconn.PgError
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			_, err := s.Vendors().Get(ctx, "nobody")
-			if errors.As(err, &pgErr) && (pgErr.Code == "26000" || pgErr.Code == "42P05") {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("prepared statements survived PgBouncer for 10 s with max_prepared_statements = 0 (last: %v)", err)
-			}
-		}
+		preparedStatementsFail(ctx, t, s)
 	})
 	t.Run("kept", func(t *testing.T) {
 		pooled := pgtest.NewPgBouncer(t, direct, "transaction", 2, "max_prepared_statements = 200")
@@ -172,6 +153,25 @@ func TestBehindPgBouncerThatKeepsPreparedStatements(t *testing.T) {
 			t.Errorf("%d of the probe's statements left on a server session (%v)", left, err)
 		}
 	})
+}
+
+// preparedStatementsFail waits until a Get through s, in pgx's default
+// mode behind a transaction pooler that does not keep prepared statements,
+// fails as it must there: a statement missing, or already there, on the
+// server session the call landed on. Without it the store was not moved
+// between sessions, and the test around it would prove nothing.
+func preparedStatementsFail(ctx context.Context, t *testing.T, s *pgstore.Store) {
+	t.Helper()
+	var pgErr *pgconn.PgError
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, err := s.Vendors().Get(ctx, "nobody")
+		if errors.As(err, &pgErr) && (pgErr.Code == "26000" || pgErr.Code == "42P05") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prepared statements survived PgBouncer for 10 s (last: %v): the store is not moved between sessions", err)
+		}
+	}
 }
 
 // preparedPassedThrough is the setting that makes PgBouncer pass prepared
