@@ -99,9 +99,14 @@ type follower struct {
 	// Under run: when the file was last checked for a lost cursor, and
 	// when the cursor was last stored (see storeEvery).
 	checked, stored time.Time
+	// skew: under run, the most the database's clock can be ahead of this
+	// host's, as the last read of the log bounds it (localAsOf); skewKnown:
+	// a read has.
+	skew      time.Duration
+	skewKnown bool
 
 	state  atomic.Int32
-	asOf   atomic.Int64 // unix nanos; 0: unknown
+	asOf   atomic.Int64 // unix nanos, this host's clock (localAsOf); 0: unknown
 	mirror atomic.Bool
 	// resyncSince: unix nanos when a resync began that has not finished
 	// (0: none); entries written before it are served stale (see resync).
@@ -273,7 +278,8 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 	f.catchUps.Add(1)
 	for {
 		b, ok := repository.ChangeBatch{}, false
-		if heard && f.heard != nil {
+		// A notification's AsOf needs a read's bound on the clocks' skew.
+		if heard && f.heard != nil && f.skewKnown {
 			b, ok = f.heard.ReadHeardChanges(f.cursor, feedBatch)
 			heard = false // the batch after it, if any, is the log's
 			if ok {
@@ -281,7 +287,9 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 			}
 		}
 		var err error
+		var sent time.Time // when the log was read; zero: the batch was heard
 		if !ok {
+			sent = time.Now()
 			rctx, cancel := context.WithTimeout(ctx, f.l.cfg.PrimaryTimeout)
 			b, err = f.feed.ReadChanges(rctx, f.cursor, feedBatch)
 			cancel()
@@ -311,7 +319,7 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 		// before now may still wait in the next one.
 		st := sqlitecache.FeedState{Cursor: b.Next, AsOf: f.asOfTime(), Mirror: f.mirror.Load()}
 		if !b.More {
-			st.AsOf = b.AsOf
+			st.AsOf = f.localAsOf(b.AsOf, sent)
 		}
 		if touched || b.More || time.Since(f.stored) >= storeEvery {
 			if err := cache.SetFeedState(ctx, st); err != nil {
@@ -322,7 +330,7 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 		f.cursor, f.fromFile = b.Next, false
 		f.applied.Add(uint64(len(b.Changes)))
 		if !b.More {
-			f.asOf.Store(b.AsOf.UnixNano())
+			f.asOf.Store(st.AsOf.UnixNano())
 			f.incomplete.Store(false)
 			f.state.Store(int32(FeedFollowing))
 			return nil
@@ -607,6 +615,36 @@ func (f *follower) recover(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	return true, f.catchUp(ctx, false)
+}
+
+// localAsOf is a batch's AsOf (the database's clock) in this host's clock,
+// which is what an entry's age is measured against (time.Since): a host
+// whose clock is behind the database's by ten minutes aged every entry ten
+// minutes too young, and served it as fresh that long past its TTL.
+//
+// A read of the log sent at sent (this host's clock) returns an AsOf that
+// the server took after it arrived, so every change committed before sent
+// is in the batch: sent is its AsOf here, exact enough (a round trip
+// early) and in this host's clock whatever the database's says. The read
+// also bounds the skew: the database's clock is at most AsOf − sent ahead
+// of this one. A heard batch (sent zero) carries the AsOf of another
+// instance's read in the database's clock: it is moved back by that bound,
+// and never later than now. Both err early, never late.
+func (f *follower) localAsOf(asOf, sent time.Time) time.Time {
+	if !sent.IsZero() {
+		if !asOf.IsZero() {
+			f.skew, f.skewKnown = asOf.Sub(sent), true
+		}
+		return sent
+	}
+	return minTime(asOf.Add(-f.skew), time.Now())
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // asOfTime is the feed's AsOf, zero when unknown or fallen behind a

@@ -52,8 +52,9 @@ type Origin struct {
 	Partial bool
 	// AsOf, for an answer from the cache: this instance's cache reflects
 	// every change committed before this moment (the change feed's last
-	// confirmed position), so a service can say "as of 12:03:41". Zero when
-	// the feed is off, never caught up, or fell behind a pruned log.
+	// confirmed position, in this host's clock), so a service can say "as
+	// of 12:03:41". Zero when the feed is off, never caught up, or fell
+	// behind a pruned log.
 	AsOf time.Time
 	// Pending is true when the answer holds a write that PostgreSQL does
 	// not have yet: a write just queued, a read of a key with a queued

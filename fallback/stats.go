@@ -95,9 +95,9 @@ type QueuedStats struct {
 // FeedStats describes the change feed.
 type FeedStats struct {
 	State FeedState `json:"state"`
-	// AsOf: the cache reflects every change committed before it; zero
-	// until the first catch-up, and after the cursor expired until the
-	// resync is done.
+	// AsOf: the cache reflects every change committed before it, in this
+	// host's clock (not the database's; docs/feed.md); zero until the first
+	// catch-up, and after the cursor expired until the resync is done.
 	AsOf time.Time `json:"as_of"`
 	// Lag: how long ago AsOf was; 0 when AsOf is zero. In JSON, integer
 	// nanoseconds.
