@@ -29,7 +29,7 @@ const (
 	FeedStarting                   // not yet caught up once (the log may be missing: not migrated)
 	FeedFollowing                  // caught up; AsOf moves with every catch-up
 	FeedBehind                     // the last catch-up failed; AsOf holds where it stopped
-	FeedResyncing                  // the cursor expired: a full warm is under way
+	FeedResyncing                  // the cursor expired: a full warm is under way, then the catch-up of what was committed during it (ResyncSince is zero once the warm is done)
 )
 
 func (s FeedState) String() string {
