@@ -79,7 +79,10 @@ type ChangeFeed interface {
 	// ErrChangeLogIncomplete.
 	ChangeHead(ctx context.Context) (string, error)
 
-	// ReadChanges returns up to limit changes committed after cursor.
+	// ReadChanges returns up to limit changes committed after cursor,
+	// read during the call: the batch's AsOf is no earlier than the call's
+	// start (a follower stamps the batch with that start, in its own
+	// clock, rather than compare the database's clock with its own).
 	// Errors: ErrInvalid for a malformed cursor or limit < 1,
 	// ErrCursorExpired, ErrNotFound when the schema has no change log,
 	// ErrChangeLogIncomplete, ErrUnavailable (or the raw connection error).
