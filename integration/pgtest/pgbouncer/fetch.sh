@@ -22,11 +22,11 @@ packages=(pgbouncer libc6 libgcc-s1 libcares2 libevent-2.1-7t64 libssl3t64 libsy
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/etc/preferences.d" "$work/etc/apt.conf.d"
+mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/etc/preferences.d"
 touch "$work/status"
 echo "deb $mirror $suite main" >"$work/sources.list"
 apt_opts=(-o "Dir::Etc::sourcelist=$work/sources.list" -o "Dir::Etc::sourceparts=-"
-	-o "Dir::Etc::preferencesparts=$work/etc/preferences.d" -o "Dir::Etc::parts=$work/etc/apt.conf.d"
+	-o "Dir::Etc::preferencesparts=$work/etc/preferences.d"
 	-o "Dir::State::lists=$work/lists" -o "Dir::State::status=$work/status"
 	-o "Dir::Cache::archives=$work/archives" -o "Dir::Cache=$work" -o "APT::Architecture=amd64"
 	-o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
