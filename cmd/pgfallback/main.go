@@ -184,18 +184,27 @@ func (fs *flagSet) usageError(format string, args ...any) error {
 	return errUsage
 }
 
-// dsnFlag defines --dsn, which defaults to $DATABASE_URL. The flag's own
-// default stays empty: flag defaults are printed in the usage, and the
-// variable holds a password.
-func (fs *flagSet) dsnFlag(usage string) func() string {
+// dsnFlag defines --dsn, which defaults to the first of envs that is set
+// ($DATABASE_URL when none are named). The flag's own default stays
+// empty: flag defaults are printed in the usage, and the variable holds a
+// password.
+func (fs *flagSet) dsnFlag(usage string, envs ...string) func() string {
 	v := fs.String("dsn", "", usage)
+	if len(envs) == 0 {
+		envs = []string{"DATABASE_URL"}
+	}
 	return func() string {
 		set := false
 		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "dsn" })
 		if set {
 			return *v // --dsn "" chooses the drill's embedded server
 		}
-		return os.Getenv("DATABASE_URL")
+		for _, env := range envs {
+			if d := os.Getenv(env); d != "" {
+				return d
+			}
+		}
+		return ""
 	}
 }
 

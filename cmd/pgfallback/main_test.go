@@ -62,6 +62,7 @@ var usageErrors = [][]string{
 
 func TestUsageErrorsExitTwo(t *testing.T) {
 	t.Setenv("DATABASE_URL", "")
+	t.Setenv("DATABASE_DIRECT_URL", "")
 	for _, args := range append(slices.Clone(usageErrors), []string{"migrate", "up"}) { // no --dsn and no DATABASE_URL
 		code, stdout, stderr := runCLI(t, args...)
 		if code != 2 {
@@ -181,6 +182,7 @@ func TestUsageNeverShowsThePassword(t *testing.T) {
 // its password, given by flag or by DATABASE_URL. The last two are shapes
 // pgx v5.12 itself shows part or all of.
 func TestMalformedDSNErrorsHideThePassword(t *testing.T) {
+	t.Setenv("DATABASE_DIRECT_URL", "")
 	for _, tc := range []struct{ d, reason string }{
 		{"postgres://u:" + secret + "@host:notaport/db", "`: invalid port"},
 		{"postgres://u:s3c@retpw@127.0.0.1:notaport/db", `unencoded "@"`},
@@ -236,6 +238,7 @@ func withSecretAndPool(t *testing.T, dsn string) (string, string) {
 func TestMigrateWithPoolSettings(t *testing.T) {
 	d, pw := withSecretAndPool(t, pgtest.NewDatabase(t))
 	t.Setenv("DATABASE_URL", d)
+	t.Setenv("DATABASE_DIRECT_URL", "")
 	for _, action := range []string{"up", "status"} {
 		code, stdout, stderr := runCLI(t, "migrate", action)
 		if code != 0 {
@@ -248,6 +251,22 @@ func TestMigrateWithPoolSettings(t *testing.T) {
 	code, stdout, stderr := runCLI(t, "migrate", "status", "--dsn", d)
 	if code != 0 || !strings.Contains(stdout, "00001_create_vendors.sql") || strings.Contains(stdout, "pending") {
 		t.Fatalf("migrate status --dsn with pool_max_conns: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// Behind a pooler an application's DATABASE_URL is the pooler's, and the
+// docs have DATABASE_DIRECT_URL name PostgreSQL itself (for the change
+// feed's listener): migrate takes the direct one.
+func TestMigratePrefersTheDirectURL(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://app@127.0.0.1:1/pooled?sslmode=disable&connect_timeout=1")
+	t.Setenv("DATABASE_DIRECT_URL", pgtest.NewDatabase(t))
+	code, stdout, stderr := runCLI(t, "migrate", "status")
+	if code != 0 || !strings.Contains(stdout, "00001_create_vendors.sql") {
+		t.Fatalf("migrate status with DATABASE_DIRECT_URL set: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, _ = runCLI(t, "migrate", "--help")
+	if code != 0 || !strings.Contains(stdout, "$DATABASE_DIRECT_URL, else $DATABASE_URL") {
+		t.Errorf("migrate --help does not say --dsn defaults to $DATABASE_DIRECT_URL, then $DATABASE_URL:\n%s", stdout)
 	}
 }
 

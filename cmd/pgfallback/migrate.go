@@ -11,14 +11,18 @@ import (
 
 func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("migrate", "migrate up|down|status --dsn URL", stdout, stderr)
-	dsnFlag := fs.dsnFlag("PostgreSQL connection URL (default $DATABASE_URL)")
+	// Migrations need PostgreSQL itself (goose's session lock), and an
+	// application behind a pooler has its DATABASE_URL there: the direct
+	// URL the docs have it set for the change feed comes first.
+	dsnFlag := fs.dsnFlag("PostgreSQL itself, not a pooler (default $DATABASE_DIRECT_URL, else $DATABASE_URL)",
+		"DATABASE_DIRECT_URL", "DATABASE_URL")
 	action, err := fs.parseAction(args, "up", "down", "status")
 	if err != nil {
 		return err
 	}
 	dsn := dsnFlag()
 	if dsn == "" {
-		return fs.usageError("--dsn (or DATABASE_URL) is required")
+		return fs.usageError("--dsn (or DATABASE_DIRECT_URL, or DATABASE_URL) is required")
 	}
 	switch action {
 	case "up":
