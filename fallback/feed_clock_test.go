@@ -39,21 +39,7 @@ func TestFeedAsOfIsInThisHostsClock(t *testing.T) {
 				b, err := read(context.Background(), cursor, limit)
 				return repository.ChangeBatch{Changes: b.Changes, Next: b.Next, AsOf: b.AsOf.Add(skew)}, err == nil && !b.More
 			}}
-			cache, err := sqlitecache.Open(t.TempDir()+"/cache.db", sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil),
-				sqlitecache.WithTTL(300*time.Millisecond))
-			if err != nil {
-				t.Fatal(err)
-			}
-			l, err := New(heardPrimary{db.primary(), feed}, cache, Config{Logger: discardLogger(), OpenTimeout: time.Hour, ChangeFeedPoll: time.Hour})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { l.Close(); cache.Close() })
-			eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
-			if _, err := l.Vendors().Get(ctx, "acme"); err != nil {
-				t.Fatal(err)
-			}
-			flush(t, l)
+			l, cache := newHeardLayer(t, db, feed, sqlitecache.WithTTL(300*time.Millisecond))
 			inThisClock := func(what string) {
 				t.Helper()
 				s := l.Stats().Feed

@@ -617,6 +617,28 @@ type heardPrimary struct {
 	*mock.HeardChangeFeed
 }
 
+// newHeardLayer is a layer over db and feed, following, with "acme" cached
+// and written through: where the tests of heard catch-ups begin.
+func newHeardLayer(t *testing.T, db *fakeDB, feed *mock.HeardChangeFeed, opts ...sqlitecache.Option) (*Layer, *sqlitecache.Cache) {
+	t.Helper()
+	cache, err := sqlitecache.Open(t.TempDir()+"/cache.db",
+		append([]sqlitecache.Option{sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(heardPrimary{db.primary(), feed}, cache, Config{Logger: discardLogger(), OpenTimeout: time.Hour, ChangeFeedPoll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); cache.Close() })
+	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
+	if _, err := l.Vendors().Get(context.Background(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	return l, cache
+}
+
 // A catch-up a notification woke takes the changes it carried, without a
 // read of the log; one that must reach "now" (CatchUp, the start, a
 // reconnect) reads the log. When the notification's changes do not
@@ -667,20 +689,7 @@ func TestFeedHeardChangesAnswerNotifiedCatchUps(t *testing.T) {
 		b, err := read(context.Background(), cursor, limit)
 		return b, err == nil && !b.More
 	}}
-	cache, err := sqlitecache.Open(t.TempDir()+"/cache.db", sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := New(heardPrimary{db.primary(), feed}, cache, Config{Logger: discardLogger(), OpenTimeout: time.Hour, ChangeFeedPoll: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close(); cache.Close() })
-	eventually(t, 5*time.Second, "the feed to follow", func() bool { return l.Stats().Feed.State == FeedFollowing })
-	if _, err := l.Vendors().Get(ctx, "acme"); err != nil {
-		t.Fatal(err)
-	}
-	flush(t, l)
+	l, cache := newHeardLayer(t, db, feed)
 	version := func() int64 {
 		v, _, err := cache.GetVendor(ctx, "acme")
 		if err != nil {
