@@ -396,7 +396,12 @@ func (f *follower) baseline(ctx context.Context, cache *sqlitecache.Cache) error
 		if st.Cursor != "" {
 			f.cursor, f.fromFile, f.inited = st.Cursor, true, true
 			f.mirror.Store(st.Mirror && f.l.cfg.Warm == WarmAll)
-			if !st.AsOf.IsZero() {
+			// An AsOf after now is not in this host's clock: one stored by
+			// a release that kept the database's (ahead of this host's), or
+			// by this host before its clock stepped back. Aging entries from
+			// it would serve them as fresh past their TTL; without it they
+			// age from when they were cached, until a read sets it again.
+			if !st.AsOf.IsZero() && !st.AsOf.After(time.Now()) {
 				f.asOf.Store(st.AsOf.UnixNano())
 			}
 			return nil

@@ -78,3 +78,53 @@ func TestFeedAsOfIsInThisHostsClock(t *testing.T) {
 		})
 	}
 }
+
+// An AsOf stored in the cache file after now (by a release that kept the
+// database's clock, ahead of this host's; or before this host's clock
+// stepped back) is not used to age entries: a restart that cannot read the
+// log would otherwise serve them as fresh past their TTL.
+func TestStoredAsOfAfterNowIsNotTrusted(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("acme"))
+	cache, err := sqlitecache.Open(t.TempDir()+"/cache.db", sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil), sqlitecache.WithTTL(300*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+	cached := vendor("acme")
+	cached.Version = 1
+	if err := cache.SetVendor(ctx, cached); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.SetFeedState(ctx, sqlitecache.FeedState{Cursor: "0", AsOf: time.Now().Add(10 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	// The log cannot be read: the follower has only the file's state.
+	feed := g.feed()
+	feed.ReadChangesFn = func(ctx context.Context, cursor string, limit int) (repository.ChangeBatch, error) {
+		return repository.ChangeBatch{}, errRefused
+	}
+	l, err := New(feedPrimary{db.primary(), feed}, cache, Config{Logger: discardLogger(), OpenTimeout: time.Hour, ChangeFeedPoll: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	eventually(t, 5*time.Second, "the follower to load the file's cursor", func() bool {
+		l.feed.run.Lock()
+		defer l.feed.run.Unlock()
+		return l.feed.inited
+	})
+	if asOf := l.Stats().Feed.AsOf; !asOf.IsZero() {
+		t.Fatalf("AsOf %v from the file, after now, was taken", asOf)
+	}
+	tripBreaker(t, l, db)
+	eventually(t, 5*time.Second, "the entry to be served as stale past its TTL", func() bool {
+		pctx, prov := WithProvenance(ctx)
+		if _, err := l.Vendors().Get(pctx, "acme"); err != nil {
+			t.Fatalf("a cached vendor during the outage: %v", err)
+		}
+		return prov.Origin().Stale
+	})
+}

@@ -18,8 +18,9 @@ type FeedState struct {
 	// Cursor is the change log position up to which every committed change
 	// has been applied to this file; "" when none has been recorded.
 	Cursor string
-	// AsOf is the database's time up to which this file reflects every
-	// committed change; zero when unknown.
+	// AsOf is when, up to which this file reflects every committed change:
+	// in the clock of the host that stored it (the fallback layer keeps it
+	// so; releases before it stored the database's); zero when unknown.
 	AsOf time.Time
 	// Mirror: the file holds every row of both tables (a complete WarmAll),
 	// kept complete by the feed since. Cleared by ClearAll.
