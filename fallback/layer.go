@@ -259,8 +259,7 @@ func (l *Layer) State() State { return State(l.state.Load()) }
 
 // Stats returns a snapshot of the counters.
 func (l *Layer) Stats() Stats {
-	s := l.stats.snapshot()
-	s.State = l.State()
+	s := l.stats.snapshot(&l.state)
 	s.CacheOpen = l.cacheNow() != nil
 	s.WriteQueueDepth = l.writer.depth()
 	if f := l.feed; f != nil {
@@ -390,7 +389,20 @@ func (l *Layer) settle() {
 }
 
 func (l *Layer) setState(to State) {
+	// The state and why it last opened change together under the stats'
+	// lock, which Stats reads both under: a snapshot taken between the two
+	// said "open" with no cause and no LastTrip (seen in a test under
+	// -race).
+	trip := l.cb.trip.Load()
+	l.stats.mu.Lock()
 	from := State(l.state.Swap(int32(to)))
+	if from == Closed && to == Open {
+		l.stats.lastTrip = time.Now()
+		if trip != nil {
+			l.stats.lastTripCause = trip.cause
+		}
+	}
+	l.stats.mu.Unlock()
 	if from == to {
 		return
 	}
@@ -403,13 +415,6 @@ func (l *Layer) setState(to State) {
 			cause = *p
 		}
 		if from == Closed {
-			trip := l.cb.trip.Load()
-			l.stats.mu.Lock()
-			l.stats.lastTrip = time.Now()
-			if trip != nil {
-				l.stats.lastTripCause = trip.cause
-			}
-			l.stats.mu.Unlock()
 			if trip != nil && trip.cause == TripSlowCalls {
 				l.log.Warn("pgfallback: PostgreSQL slow, serving reads from cache", "from", from.String(), "cause", TripSlowCalls,
 					"slow_calls", trip.slow, "calls", trip.valid, "slow_rate", float64(trip.slow)/float64(trip.valid),

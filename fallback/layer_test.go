@@ -629,3 +629,31 @@ func TestReadRacingAncestorDeleteDoesNotResurrect(t *testing.T) {
 		t.Fatalf("an unrelated item read at the same time was not cached: %v", err)
 	}
 }
+
+// Stats never shows the breaker open without why it opened and when: the
+// state and the cause change together. (A snapshot between the two said
+// "open" with no cause: seen once in TestSlowPostgreSQLTripsTheBreakerAndRecovers
+// under -race.)
+func TestStatsShowTheTripWithItsCause(t *testing.T) {
+	db := newFakeDB()
+	l, _ := newTestLayer(t, db, Config{})
+	l.cb.trip.Store(&tripReport{cause: TripFailures})
+	for range 2000 {
+		l.stats.mu.Lock()
+		l.stats.lastTripCause, l.stats.lastTrip = "", time.Time{}
+		l.stats.mu.Unlock()
+		done := make(chan struct{})
+		go func() { defer close(done); l.setState(Open) }()
+		for opened := false; !opened; {
+			select {
+			case <-done:
+				opened = true
+			default:
+			}
+			if s := l.Stats(); s.State == Open && (s.LastTripCause == "" || s.LastTrip.IsZero()) {
+				t.Fatalf("Stats: the breaker open, last tripped %v for %q", s.LastTrip, s.LastTripCause)
+			}
+		}
+		l.setState(Closed)
+	}
+}

@@ -170,7 +170,9 @@ func (c *counters) transition(t Transition) {
 	c.mu.Unlock()
 }
 
-func (c *counters) snapshot() Stats {
+// snapshot reads the counters, and the breaker's state together with why
+// it last opened (setState changes both under c.mu).
+func (c *counters) snapshot(state *atomic.Int32) Stats {
 	s := Stats{
 		PrimaryCalls: c.primaryCalls.Load(), ServedFresh: c.servedFresh.Load(), ServedStale: c.servedStale.Load(), ServedPartial: c.servedPartial.Load(),
 		Unavailable: c.unavailable.Load(), RejectedWhileOpen: c.rejected.Load(),
@@ -188,6 +190,7 @@ func (c *counters) snapshot() Stats {
 	for k, v := range c.byTransition {
 		s.TransitionCounts[k] = v
 	}
+	s.State = State(state.Load())
 	s.LastTrip, s.LastWarm = c.lastTrip, c.lastWarm
 	s.LastTripCause = c.lastTripCause
 	s.SlowCalls = c.slowCalls.Load()
