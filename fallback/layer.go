@@ -389,13 +389,16 @@ func (l *Layer) settle() {
 }
 
 func (l *Layer) setState(to State) {
-	// The state and why it last opened change together under the stats'
-	// lock, which Stats reads both under: a snapshot taken between the two
-	// said "open" with no cause and no LastTrip (seen in a test under
-	// -race).
+	// The state, its transition counts and why it last opened change
+	// together under the stats' lock, which Stats reads them under: a
+	// snapshot taken between the swap and the rest said "open" with no
+	// cause and no LastTrip (seen in a test under -race).
 	trip := l.cb.trip.Load()
 	l.stats.mu.Lock()
 	from := State(l.state.Swap(int32(to)))
+	if from != to {
+		l.stats.transition(Transition{From: from, To: to})
+	}
 	if from == Closed && to == Open {
 		l.stats.lastTrip = time.Now()
 		if trip != nil {
@@ -406,8 +409,6 @@ func (l *Layer) setState(to State) {
 	if from == to {
 		return
 	}
-	l.stats.transitions.Add(1)
-	l.stats.transition(Transition{From: from, To: to})
 	switch to {
 	case Open:
 		var cause error

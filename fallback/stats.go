@@ -161,13 +161,14 @@ func (c *counters) failure(kind FailureKind) {
 	c.mu.Unlock()
 }
 
+// transition counts t; c.mu must be held (setState holds it while the
+// state changes).
 func (c *counters) transition(t Transition) {
-	c.mu.Lock()
+	c.transitions.Add(1)
 	if c.byTransition == nil {
 		c.byTransition = make(map[Transition]uint64)
 	}
 	c.byTransition[t]++
-	c.mu.Unlock()
 }
 
 // snapshot reads the counters, and the breaker's state together with why
@@ -179,7 +180,7 @@ func (c *counters) snapshot(state *atomic.Int32) Stats {
 		WriteQueued: c.writeQueued.Load(), WriteWritten: c.writeWritten.Load(),
 		WriteDropped: c.writeDropped.Load(), WriteFailed: c.writeFailed.Load(),
 		WriteOverflowed: c.writeOverflowed.Load(), DroppedAtClose: c.droppedAtClose.Load(), EvictionsLost: c.evictionsLost.Load(),
-		Transitions: c.transitions.Load(), WarmRuns: c.warmRuns.Load(), ProbeCalls: c.probeCalls.Load(),
+		WarmRuns: c.warmRuns.Load(), ProbeCalls: c.probeCalls.Load(),
 		PrimaryFailures: map[FailureKind]uint64{}, ServedSlow: c.servedSlow.Load(),
 	}
 	c.mu.Lock()
@@ -190,7 +191,7 @@ func (c *counters) snapshot(state *atomic.Int32) Stats {
 	for k, v := range c.byTransition {
 		s.TransitionCounts[k] = v
 	}
-	s.State = State(state.Load())
+	s.State, s.Transitions = State(state.Load()), c.transitions.Load()
 	s.LastTrip, s.LastWarm = c.lastTrip, c.lastWarm
 	s.LastTripCause = c.lastTripCause
 	s.SlowCalls = c.slowCalls.Load()
