@@ -1091,9 +1091,12 @@ func (q *queuedRun) checkCache(ctx context.Context, fail func(string, ...any)) {
 		return n
 	}
 	if err := waitFor(ctx, 10*time.Second, func() bool { return differ() == 0 }); err != nil {
-		var feed fallback.FeedStats
-		q.withApp(func(a *app) { feed = a.layer.Stats().Feed })
-		fail("the cache still differs from PostgreSQL 10 s after the replay: %d entries (%s); the change feed: %+v", differ(), example, feed)
+		// The breaker's state too: while it is not closed the follower
+		// leaves catching up to the recovery, by design.
+		var st fallback.Stats
+		q.withApp(func(a *app) { st = a.layer.Stats() })
+		fail("the cache still differs from PostgreSQL 10 s after the replay: %d entries (%s); the breaker %s (last tripped %v for %q, %d transitions); the change feed: %+v",
+			differ(), example, st.State, st.LastTrip.Format(time.RFC3339Nano), st.LastTripCause, st.Transitions, st.Feed)
 	}
 }
 
