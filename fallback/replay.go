@@ -315,7 +315,10 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 	case repository.IsAnswer(err) && len(applied) < n:
 		return q.rejectIn(ctx, cache, c, batch, err)
 	case timedOut && n-len(applied) > 1:
-		// Slow, not gone: the batch was rolled back; smaller ones follow.
+		// Slow, not gone: smaller batches follow. The batch was rolled
+		// back, or its commit landed as the deadline passed (a lost
+		// reply): the next finds those writes already applied, by their
+		// records, and applies nothing twice.
 		size.timedOut()
 		l.log.Debug("pgfallback: a replay batch outlasted PrimaryTimeout; replaying smaller batches",
 			"writes", n, "timeout", l.cfg.PrimaryTimeout)
