@@ -282,7 +282,7 @@ func (l *Layer) Stats() Stats {
 		s.Queued = QueuedStats{
 			Pending: q.pending.Load(), Queued: q.queued.Load(), Replayed: q.replayed.Load(),
 			AlreadyApplied: q.alreadyApplied.Load(), DeadLettered: q.deadLettered.Load(), Conflicts: q.conflicts.Load(),
-			ReplayFailures: q.failures.Load(), Full: q.full.Load(), Pruned: q.pruned.Load(),
+			ReplayFailures: q.failures.Load(), ReplayTimedOut: q.timedOut.Load(), Full: q.full.Load(), Pruned: q.pruned.Load(),
 		}
 		if ns := q.oldest.Load(); ns != 0 && s.Queued.Pending > 0 {
 			s.Queued.OldestPending = time.Unix(0, ns)

@@ -907,6 +907,9 @@ func TestReplayBatchThatOutlastsTheTimeoutShrinks(t *testing.T) {
 	}
 	f.waitReplayed(t)
 	f.updatedOnce(t)
+	if q := f.s.layer.Stats().Queued; q.ReplayTimedOut == 0 {
+		t.Errorf("Stats().Queued %+v: no write counted in a batch that timed out", q)
+	}
 }
 
 // A write PostgreSQL rejects as invalid at replay — a work item created

@@ -67,10 +67,10 @@ type writeQueue struct {
 	// above zero, so an empty queue costs the healthy path one atomic load.
 	pending atomic.Int64
 
-	queued, replayed, alreadyApplied, deadLettered, conflicts, failures, full, pruned atomic.Uint64
-	lastErr                                                                           atomic.Pointer[string]
-	oldest                                                                            atomic.Int64 // UnixNano of the oldest pending write as last counted; 0: none
-	stalled                                                                           atomic.Bool  // the last replay pass stopped on a failure
+	queued, replayed, alreadyApplied, deadLettered, conflicts, failures, timedOut, full, pruned atomic.Uint64
+	lastErr                                                                                     atomic.Pointer[string]
+	oldest                                                                                      atomic.Int64 // UnixNano of the oldest pending write as last counted; 0: none
+	stalled                                                                                     atomic.Bool  // the last replay pass stopped on a failure
 }
 
 func newWriteQueue(l *Layer, applier repository.WriteApplier) *writeQueue {
@@ -320,6 +320,7 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 		// reply): the next finds those writes already applied, by their
 		// records, and applies nothing twice.
 		size.timedOut()
+		q.timedOut.Add(uint64(n - len(applied)))
 		l.log.Debug("pgfallback: a replay batch outlasted PrimaryTimeout; replaying smaller batches",
 			"writes", n, "timeout", l.cfg.PrimaryTimeout)
 		return batch, nil

@@ -79,9 +79,14 @@ type QueuedStats struct {
 	DeadLettered   uint64 `json:"dead_lettered"`   // writes that became dead letters (rejected, or behind a rejected one)
 	Conflicts      uint64 `json:"conflicts"`       // of the rejections, version conflicts
 	ReplayFailures uint64 `json:"replay_failures"` // replays stopped by a transient failure
-	Full           uint64 `json:"full"`            // writes refused because MaxQueuedWrites were pending
-	Pruned         uint64 `json:"pruned"`          // records of applied writes this instance pruned in PostgreSQL
-	LastError      string `json:"last_error"`      // what stopped the last replay pass that failed
+	// ReplayTimedOut: writes handed to PostgreSQL in a replay batch that
+	// outlasted PrimaryTimeout (a slow server, a locked row). Smaller
+	// batches replay them again: the batch was rolled back, or its commit
+	// landed as the deadline passed, and then they count as AlreadyApplied.
+	ReplayTimedOut uint64 `json:"replay_timed_out"`
+	Full           uint64 `json:"full"`       // writes refused because MaxQueuedWrites were pending
+	Pruned         uint64 `json:"pruned"`     // records of applied writes this instance pruned in PostgreSQL
+	LastError      string `json:"last_error"` // what stopped the last replay pass that failed
 	// OldestPending is when the oldest pending write was queued, as last
 	// counted (zero: none).
 	OldestPending time.Time `json:"oldest_pending"`

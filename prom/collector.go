@@ -270,7 +270,7 @@ func collectStats(ch chan<- prometheus.Metric, s fallback.Stats) {
 	}{
 		{"queued", q.Queued}, {"replayed", q.Replayed}, {"already_applied", q.AlreadyApplied},
 		{"dead_lettered", q.DeadLettered}, {"conflict", q.Conflicts}, {"replay_failure", q.ReplayFailures},
-		{"refused_full", q.Full},
+		{"replay_timed_out", q.ReplayTimedOut}, {"refused_full", q.Full},
 	} {
 		counter(ch, descQueuedEvents, e.n, e.event)
 	}

@@ -87,7 +87,7 @@ var (
 	descQueuedStalled = desc("pgfallback_queued_writes_replay_stalled",
 		"1 while writes are pending and the last replay pass failed (it retries): with the breaker closed, PostgreSQL answers but the queue does not drain; the layer's Stats().Queued.LastError and /healthz say why.")
 	descQueuedEvents = desc("pgfallback_queued_writes_total",
-		"Durable write queue events: queued, replayed (already_applied among them: found applied by an earlier, interrupted replay), dead_lettered, conflict (version conflicts among the dead letters), replay_failure (passes stopped by a transient failure), refused_full (writes refused at MaxQueuedWrites).", "event")
+		"Durable write queue events: queued, replayed (already_applied among them: found applied by an earlier, interrupted replay), dead_lettered, conflict (version conflicts among the dead letters), replay_failure (passes stopped by a transient failure), replay_timed_out (writes in a replay batch that outlasted PrimaryTimeout, replayed again in smaller ones), refused_full (writes refused at MaxQueuedWrites).", "event")
 
 	descScrapeErrors = desc("pgfallback_scrape_errors_total",
 		"Scrapes that could not read a source in time (the cache's entry counts); that part of the scrape was skipped.")
