@@ -183,12 +183,7 @@ func seedVendors(ctx context.Context, store *pgstore.Store, vs []repository.Vend
 			// (PrimaryTimeout): a password authentication (SCRAM costs
 			// both ends milliseconds of CPU) on a busy machine can
 			// outlast it. Nothing was sent; set-up tries again.
-			t := time.NewTimer(50 * time.Millisecond)
-			select {
-			case <-ctx.Done():
-			case <-t.C:
-			}
-			t.Stop()
+			pause(ctx, 50*time.Millisecond)
 			got, err = store.Vendors().Create(ctx, v)
 		}
 		if err != nil {

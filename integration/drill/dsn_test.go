@@ -39,8 +39,8 @@ func TestDirectConnectionsAcceptPoolSettings(t *testing.T) {
 	ctx := context.Background()
 	plain := pgtest.NewDatabase(t)
 	pooled := withPoolSettings(t, plain)
-	if err := checkSchema(ctx, pooled); err != nil {
-		t.Fatalf("checkSchema: %v", err)
+	if version, err := checkSchema(ctx, pooled); err != nil || version == "" {
+		t.Fatalf("checkSchema: server_version %q, %v", version, err)
 	}
 
 	conn, err := pgx.Connect(ctx, plain)

@@ -52,14 +52,13 @@ func setupEnv(ctx context.Context, cfg Config, runID string) (_ *env, err error)
 		}
 		e.closers = append(e.closers, func() error { return drop(context.Background()) })
 		e.directDSN = direct
+		e.version = serverVersion(ctx, direct)
 	} else {
 		e.directDSN = cfg.DSN
-		if err := checkSchema(ctx, cfg.DSN); err != nil {
+		if e.version, err = checkSchema(ctx, cfg.DSN); err != nil {
 			return nil, err
 		}
 	}
-
-	e.version = serverVersion(ctx, e.directDSN)
 
 	if cfg.ToxiproxyURL != "" {
 		e.tp, err = chaos.Connect(cfg.ToxiproxyURL)
@@ -124,8 +123,6 @@ func (e *env) close() error {
 	return errors.Join(errs...)
 }
 
-// checkSchema refuses to drill a database that has not been migrated: the
-// drill never changes a schema it was pointed at.
 // serverVersion is what the report says the drill ran against: a drill's
 // results depend on the release (pruning, timeouts, shutdown). Best
 // effort: "" when it cannot be read, and the drill goes on.
@@ -144,20 +141,23 @@ func serverVersion(ctx context.Context, connString string) string {
 	return v
 }
 
-func checkSchema(ctx context.Context, connString string) error {
+// checkSchema refuses to drill a database that has not been migrated: the
+// drill never changes a schema it was pointed at. It returns the server's
+// server_version (serverVersion), read on the same connection.
+func checkSchema(ctx context.Context, connString string) (version string, err error) {
 	conn, err := dsn.Connect(ctx, connString)
 	if err != nil {
-		return fmt.Errorf("drill: connect to --dsn: %w", err)
+		return "", fmt.Errorf("drill: connect to --dsn: %w", err)
 	}
 	defer conn.Close(ctx)
 	var n int
-	err = conn.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables
-		WHERE table_schema = current_schema() AND table_name IN ('vendors', 'work_items')`).Scan(&n)
+	err = conn.QueryRow(ctx, `SELECT count(*), current_setting('server_version') FROM information_schema.tables
+		WHERE table_schema = current_schema() AND table_name IN ('vendors', 'work_items')`).Scan(&n, &version)
 	if err != nil {
-		return fmt.Errorf("drill: inspect schema: %w", err)
+		return "", fmt.Errorf("drill: inspect schema: %w", err)
 	}
 	if n != 2 {
-		return fmt.Errorf("drill: the database has no pgfallback schema; run `pgfallback migrate up --dsn ...` first")
+		return "", fmt.Errorf("drill: the database has no pgfallback schema; run `pgfallback migrate up --dsn ...` first")
 	}
-	return nil
+	return version, nil
 }
