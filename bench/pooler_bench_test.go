@@ -34,7 +34,7 @@ func BenchmarkStoreGetVendorPooled(b *testing.B) {
 	ctx := context.Background()
 	direct := pgtest.NewDatabase(b)
 	var keeps []string
-	if major, minor := pgtest.PgBouncerVersion(b); major > 1 || minor >= 21 {
+	if pgtest.PgBouncerVersion(b).AtLeast(1, 21) {
 		keeps = []string{"max_prepared_statements = 200"}
 	}
 	pooled := pgtest.NewPgBouncer(b, direct, "transaction", 2, keeps...)

@@ -87,9 +87,9 @@ func TestBehindPgBouncerInTransactionMode(t *testing.T) {
 // docs/poolers.md says, and the pool is not warned of. The control, the
 // same pooler passing them through, fails and is warned of.
 func TestBehindPgBouncerThatKeepsPreparedStatements(t *testing.T) {
-	if major, minor := pgtest.PgBouncerVersion(t); major == 1 && minor < 21 {
-		t.Skipf("PgBouncer %d.%d keeps no prepared statements (1.21 and later do); "+
-			"integration/pgtest/pgbouncer/fetch.sh fetches 1.24, and %s names it", major, minor, pgtest.EnvPgBouncer)
+	if v := pgtest.PgBouncerVersion(t); !v.AtLeast(1, 21) {
+		t.Skipf("PgBouncer %s keeps no prepared statements (1.21 and later do); "+
+			"integration/pgtest/pgbouncer/fetch.sh fetches 1.24, and %s names it", v, pgtest.EnvPgBouncer)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -178,7 +178,7 @@ func preparedStatementsFail(ctx context.Context, t *testing.T, s *pgstore.Store)
 // statements through to one server session, as 1.18 did: from 1.24 on it
 // keeps them by default.
 func preparedPassedThrough(t *testing.T) []string {
-	if major, minor := pgtest.PgBouncerVersion(t); major > 1 || minor >= 21 {
+	if pgtest.PgBouncerVersion(t).AtLeast(1, 21) {
 		return []string{"max_prepared_statements = 0"}
 	}
 	return nil

@@ -24,9 +24,9 @@ func TestSchemaChangeWhileServing(t *testing.T) {
 // their text on each server session: a client's own statement forgotten
 // is not enough.
 func TestSchemaChangeBehindPgBouncerThatKeepsPreparedStatements(t *testing.T) {
-	if major, minor := pgtest.PgBouncerVersion(t); major == 1 && minor < 22 {
-		t.Skipf("PgBouncer %d.%d: 1.22 and later keep prepared statements and handle DEALLOCATE ALL; "+
-			"integration/pgtest/pgbouncer/fetch.sh fetches 1.24, and %s names it", major, minor, pgtest.EnvPgBouncer)
+	if v := pgtest.PgBouncerVersion(t); !v.AtLeast(1, 22) {
+		t.Skipf("PgBouncer %s: 1.22 and later keep prepared statements and handle DEALLOCATE ALL; "+
+			"integration/pgtest/pgbouncer/fetch.sh fetches 1.24, and %s names it", v, pgtest.EnvPgBouncer)
 	}
 	schemaChangeWhileServing(t, pgtest.NewPgBouncer(t, pgtest.NewDatabase(t), "transaction", 1, "max_prepared_statements = 200"))
 }

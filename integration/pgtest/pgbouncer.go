@@ -48,28 +48,38 @@ func NewPgBouncer(t testing.TB, dsn, mode string, poolSize int, settings ...stri
 	return out
 }
 
-// PgBouncerVersion is the major and minor version of the pgbouncer binary
-// NewPgBouncer runs (1, 24 for PgBouncer 1.24.1), for a test whose pooler
-// needs a setting only some versions know: PgBouncer refuses to start on a
-// setting it does not know (max_prepared_statements before 1.21). Without
-// a binary the test skips, or fails when PGFALLBACK_REQUIRE_PGBOUNCER=1.
-func PgBouncerVersion(t testing.TB) (major, minor int) {
+// PgBouncerRelease is a PgBouncer version: 1.24 for PgBouncer 1.24.1.
+type PgBouncerRelease struct{ Major, Minor int }
+
+// AtLeast reports whether r is major.minor or later.
+func (r PgBouncerRelease) AtLeast(major, minor int) bool {
+	return r.Major > major || r.Major == major && r.Minor >= minor
+}
+
+func (r PgBouncerRelease) String() string { return fmt.Sprintf("%d.%d", r.Major, r.Minor) }
+
+// PgBouncerVersion is the release of the pgbouncer binary NewPgBouncer
+// runs, for a test whose pooler needs a setting only some versions know:
+// PgBouncer refuses to start on a setting it does not know
+// (max_prepared_statements before 1.21). Without a binary the test skips,
+// or fails when PGFALLBACK_REQUIRE_PGBOUNCER=1.
+func PgBouncerVersion(t testing.TB) PgBouncerRelease {
 	t.Helper()
 	bin := pgbouncerBinary(t)
 	out, err := exec.Command(bin, "--version").CombinedOutput()
 	if err != nil {
 		t.Fatalf("pgtest: %s --version: %v: %s", bin, err, tail(string(out), 500))
 	}
-	major, minor, err = parsePgBouncerVersion(string(out))
+	r, err := parsePgBouncerVersion(string(out))
 	if err != nil {
 		t.Fatalf("pgtest: %s --version: %v", bin, err)
 	}
-	return major, minor
+	return r
 }
 
 // parsePgBouncerVersion reads "PgBouncer 1.24.1" from the first line of
 // pgbouncer --version.
-func parsePgBouncerVersion(out string) (major, minor int, err error) {
+func parsePgBouncerVersion(out string) (PgBouncerRelease, error) {
 	first, _, _ := strings.Cut(out, "\n")
 	v, ok := strings.CutPrefix(strings.TrimSpace(first), "PgBouncer ")
 	if ok {
@@ -78,11 +88,11 @@ func parsePgBouncerVersion(out string) (major, minor int, err error) {
 			major, err1 := strconv.Atoi(parts[0])
 			minor, err2 := strconv.Atoi(parts[1])
 			if err1 == nil && err2 == nil {
-				return major, minor, nil
+				return PgBouncerRelease{major, minor}, nil
 			}
 		}
 	}
-	return 0, 0, fmt.Errorf("no version in %q", first)
+	return PgBouncerRelease{}, fmt.Errorf("no version in %q", first)
 }
 
 // pgbouncerBinary is the pgbouncer to run; without one the test skips, or

@@ -623,13 +623,23 @@ func TestParsePgBouncerVersion(t *testing.T) {
 		"PgBouncer 1.24.1\n":                         {1, 24},
 		"PgBouncer 2.0":                              {2, 0},
 	} {
-		if major, minor, err := parsePgBouncerVersion(out); err != nil || [2]int{major, minor} != want {
-			t.Errorf("parsePgBouncerVersion(%q) = %d, %d, %v; want %v", out, major, minor, err, want)
+		if r, err := parsePgBouncerVersion(out); err != nil || [2]int{r.Major, r.Minor} != want {
+			t.Errorf("parsePgBouncerVersion(%q) = %v, %v; want %v", out, r, err, want)
 		}
 	}
 	for _, out := range []string{"", "pgbouncer: unknown option", "PgBouncer x.y"} {
-		if _, _, err := parsePgBouncerVersion(out); err == nil {
+		if _, err := parsePgBouncerVersion(out); err == nil {
 			t.Errorf("parsePgBouncerVersion(%q): no error", out)
+		}
+	}
+	for _, c := range []struct {
+		r            PgBouncerRelease
+		major, minor int
+		want         bool
+	}{{PgBouncerRelease{1, 18}, 1, 21, false}, {PgBouncerRelease{1, 21}, 1, 21, true}, {PgBouncerRelease{1, 24}, 1, 22, true},
+		{PgBouncerRelease{2, 0}, 1, 22, true}, {PgBouncerRelease{0, 30}, 1, 21, false}} {
+		if got := c.r.AtLeast(c.major, c.minor); got != c.want {
+			t.Errorf("%v.AtLeast(%d, %d) = %v, want %v", c.r, c.major, c.minor, got, c.want)
 		}
 	}
 }
