@@ -28,6 +28,15 @@ const (
 	// Canceled: the caller's own context ended. Returned as is, not
 	// counted by the breaker either way.
 	Canceled
+	// ReadOnly: the primary answered, but takes no writes now (SQLSTATE
+	// 25006): a provider's guard against a full disk or a DBA's
+	// maintenance window (default_transaction_read_only), or a DSN that
+	// reached a hot standby. PostgreSQL is reachable and answers reads, so
+	// it is not an outage: the breaker does not count it and reads keep
+	// going to PostgreSQL. The write was not applied: it fails with
+	// repository.ErrUnavailable, or is queued (WithWriteQueue) and replayed
+	// once PostgreSQL takes writes again. Counted as FailReadOnly.
+	ReadOnly
 )
 
 func (c Class) String() string {
@@ -38,6 +47,8 @@ func (c Class) String() string {
 		return "outage"
 	case Canceled:
 		return "canceled"
+	case ReadOnly:
+		return "read_only"
 	}
 	return "unknown"
 }
@@ -51,7 +62,7 @@ const (
 	FailConnection  FailureKind = "connection"   // an established connection broke (reset, EOF, SQLSTATE 08)
 	FailShutdown    FailureKind = "shutdown"     // the server is shutting down or starting (SQLSTATE 57P01-57P05)
 	FailOverload    FailureKind = "overload"     // too many connections (SQLSTATE 53300)
-	FailReadOnly    FailureKind = "read_only"    // a read-only server after failover (SQLSTATE 25006)
+	FailReadOnly    FailureKind = "read_only"    // a write refused by a read-only server (SQLSTATE 25006); not an outage, see ReadOnly
 	FailUnavailable FailureKind = "unavailable"  // the primary itself reported repository.ErrUnavailable
 	FailUnknown     FailureKind = "unknown"      // an error that is neither an answer nor recognised
 	FailBreakerOpen FailureKind = "breaker_open" // not a call: the breaker refused it
@@ -71,8 +82,9 @@ const (
 //     same: PostgreSQL answered);
 //   - anything once the caller's context has ended is Canceled;
 //   - connection failures, timeouts (ours or the network's), SQLSTATE class
-//     08, 57P01-57P05, 57014 (statement timeout), 53300 and 25006 are
-//     outages;
+//     08, 57P01-57P05, 57014 (statement timeout) and 53300 are outages;
+//   - SQLSTATE 25006 is ReadOnly: a server that answers but takes no
+//     writes now;
 //   - any other SQLSTATE (classes 22, 23, 40, 42, ...) is an answer: the
 //     server is up and said no;
 //   - anything else is an outage of kind FailUnknown. pgstore maps every
@@ -108,7 +120,7 @@ func Classify(callerCtx context.Context, err error) (Class, FailureKind) {
 		case code == "53300":
 			return Outage, FailOverload
 		case code == "25006":
-			return Outage, FailReadOnly
+			return ReadOnly, FailReadOnly
 		default:
 			return Answer, ""
 		}

@@ -71,7 +71,7 @@ func TestClassify(t *testing.T) {
 		{"SQLSTATE 57P05 idle session timeout", live, pg("57P05"), Outage, FailShutdown},
 		{"SQLSTATE 57014 statement timeout", live, pg("57014"), Outage, FailTimeout},
 		{"SQLSTATE 53300 too many connections", live, pg("53300"), Outage, FailOverload},
-		{"SQLSTATE 25006 read-only after failover", live, pg("25006"), Outage, FailReadOnly},
+		{"SQLSTATE 25006 read-only server", live, pg("25006"), ReadOnly, FailReadOnly},
 		{"SQLSTATE 22001 data exception", live, pg("22001"), Answer, ""},
 		{"SQLSTATE 23505 unique violation", live, pg("23505"), Answer, ""},
 		{"SQLSTATE 40001 serialization failure", live, pg("40001"), Answer, ""},

@@ -2,6 +2,7 @@ package fallback
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfallback/pgfallback/mock"
 	"github.com/pgfallback/pgfallback/repository"
@@ -29,6 +31,9 @@ type fakeDB struct {
 
 	fail atomic.Pointer[error]
 	hang atomic.Bool
+	// readOnly: reads answer, writes fail with SQLSTATE 25006, as on a
+	// server with default_transaction_read_only on.
+	readOnly atomic.Bool
 	// afterRead, if set (before the calls start), runs in a vendor Get
 	// after the row was read and before it is returned.
 	afterRead func(name string)
@@ -53,6 +58,18 @@ func (f *fakeDB) enter(ctx context.Context) error {
 	}
 	if p := f.fail.Load(); p != nil {
 		return *p
+	}
+	return nil
+}
+
+// enterWrite is enter for a call that writes.
+func (f *fakeDB) enterWrite(ctx context.Context, what string) error {
+	if err := f.enter(ctx); err != nil {
+		return err
+	}
+	if f.readOnly.Load() {
+		return fmt.Errorf("fake: %w", &pgconn.PgError{Severity: "ERROR", Code: "25006",
+			Message: "cannot execute " + what + " in a read-only transaction"})
 	}
 	return nil
 }
@@ -128,7 +145,7 @@ func (f *fakeDB) primary() *mock.Primary {
 	}
 	p.VendorRepo.CreateFn = func(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
 		f.calls.Add(1)
-		if err := f.enter(ctx); err != nil {
+		if err := f.enterWrite(ctx, "INSERT"); err != nil {
 			return repository.Vendor{}, err
 		}
 		f.mu.Lock()
@@ -142,7 +159,7 @@ func (f *fakeDB) primary() *mock.Primary {
 	}
 	p.VendorRepo.UpdateFn = func(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
 		f.calls.Add(1)
-		if err := f.enter(ctx); err != nil {
+		if err := f.enterWrite(ctx, "UPDATE"); err != nil {
 			return repository.Vendor{}, err
 		}
 		f.mu.Lock()
@@ -160,7 +177,7 @@ func (f *fakeDB) primary() *mock.Primary {
 	}
 	p.VendorRepo.DeleteFn = func(ctx context.Context, name string) error {
 		f.calls.Add(1)
-		if err := f.enter(ctx); err != nil {
+		if err := f.enterWrite(ctx, "DELETE"); err != nil {
 			return err
 		}
 		f.mu.Lock()
@@ -189,7 +206,7 @@ func (f *fakeDB) primary() *mock.Primary {
 	}
 	p.WorkItemRepo.DeleteFn = func(ctx context.Context, id uuid.UUID) error {
 		f.calls.Add(1)
-		if err := f.enter(ctx); err != nil {
+		if err := f.enterWrite(ctx, "UPDATE"); err != nil {
 			return err
 		}
 		f.mu.Lock()

@@ -122,6 +122,7 @@ type Layer struct {
 	pendingTrip, pendingClose atomic.Bool
 	tripped                   chan struct{} // wakes the prober; buffered, never blocks the trip
 	lastErr                   atomic.Pointer[error]
+	readOnly                  readOnlyWatch // PostgreSQL refuses writes: not the breaker's (readonly.go)
 
 	stats  counters
 	writer *writer
@@ -182,6 +183,7 @@ func newLayer(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, er
 	}
 	cfg = cfg.withDefaults()
 	l := &Layer{primary: primary, cfg: cfg, log: cfg.Logger, tripped: make(chan struct{}, 1)}
+	l.readOnly.log = l.log
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.cb = newBreaker(gobreaker.Settings{
 		Name:         "postgres",
@@ -262,6 +264,7 @@ func (l *Layer) Stats() Stats {
 	s := l.stats.snapshot(&l.state)
 	s.CacheOpen = l.cacheNow() != nil
 	s.WriteQueueDepth = l.writer.depth()
+	s.ReadOnlySince = l.readOnly.sinceTime()
 	if f := l.feed; f != nil {
 		s.Feed = FeedStats{
 			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), ResyncSince: f.resyncStart(), Mirror: f.mirror.Load(),
@@ -439,7 +442,8 @@ func (l *Layer) setState(to State) {
 // attempt runs fn against the primary through the breaker, within
 // PrimaryTimeout. answered is false when the primary could not answer —
 // the breaker was open (err is errBreakerOpen) or the call failed with an
-// outage (err is that failure) — and the caller falls back. An answer
+// outage (err is that failure) — or refused a write as read-only (which
+// the breaker does not count), and the caller falls back. An answer
 // that took SlowCallDuration or longer is reported to the breaker as slow.
 func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, error)) (res T, err error, answered bool) {
 	if l.closed.Load() {
@@ -475,6 +479,13 @@ func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, 
 	case Canceled:
 		call.done(errExcluded)
 		return res, err, true
+	case ReadOnly:
+		// PostgreSQL answered: the breaker counts nothing, and only the
+		// write is refused (the caller fails or queues it).
+		l.stats.failure(kind)
+		l.readOnly.refused(err)
+		call.done(errExcluded)
+		return res, err, false
 	default:
 		l.stats.failure(kind)
 		l.lastErr.Store(&err)

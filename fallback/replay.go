@@ -303,6 +303,9 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 	cancel()
 	for i, a := range applied {
 		c.add(sqlitecache.Completed{Write: batch[i], Row: sqlitecache.Row{Vendor: a.Vendor, WorkItem: a.WorkItem}}, a.AlreadyApplied)
+		if !a.AlreadyApplied { // found applied before: nothing written now
+			l.readOnly.accepted()
+		}
 	}
 	batch = batch[len(applied):]
 	switch {
@@ -328,10 +331,16 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 	w := batch[0]
 	if ctx.Err() == nil {
 		msg := err.Error()
-		if class, kind := Classify(ctx, err); class == Outage {
+		switch class, kind := Classify(ctx, err); class {
+		case Outage:
 			l.stats.failure(kind)
 			l.lastErr.Store(&err)
 			l.reportReplayOutage()
+		case ReadOnly:
+			// Reachable: the writes wait for PostgreSQL to take them,
+			// and the breaker stays closed for the reads.
+			l.stats.failure(kind)
+			l.readOnly.refused(err)
 		}
 		if derr := cache.DeferWrite(context.WithoutCancel(ctx), w, msg); derr != nil {
 			l.log.Warn("pgfallback: recording a failed replay in the queue failed", "write", w.Write.ID, "err", derr)
@@ -603,9 +612,16 @@ func (l *Layer) replayOnRecovery() bool {
 			"pending", l.queue.pending.Load())
 		return true
 	}
-	if class, _ := Classify(l.ctx, err); class == Outage {
+	switch class, _ := Classify(l.ctx, err); class {
+	case Outage:
 		l.setState(Open)
 		return false
+	case ReadOnly:
+		// Reads can go back to PostgreSQL; the writes replay once it
+		// takes them (reads of their keys answer the pending state).
+		l.log.Warn("pgfallback: PostgreSQL is back but read-only; closing the breaker, queued writes stay queued and the replay retries",
+			"pending", l.queue.pending.Load(), "err", err)
+		return true
 	}
 	l.log.Error("pgfallback: replaying queued writes failed; closing the breaker anyway, the replay retries", "err", err)
 	return true

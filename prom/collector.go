@@ -77,7 +77,7 @@ func NewCollector(layer *fallback.Layer, opts ...Option) *Collector {
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descState, descTransitions, descNotPermitted, descLastTrip,
-		descPrimaryCalls, descPrimaryFailures, descProbes, descCacheOpen,
+		descPrimaryCalls, descPrimaryFailures, descReadOnlySince, descProbes, descCacheOpen,
 		descSlowCalls, descServedSlow, descAbandoned, descAbandonedPeak,
 		descWriteQueued, descWriteQueueDepth, descWriteWritten, descWriteDropped, descWriteFailed, descWriteOverflowed, descEvictionsLost,
 		descWarmRuns, descWarmDuration, descWarmRows, descWarmSuccess, descWarmTimestamp,
@@ -206,6 +206,9 @@ func collectStats(ch chan<- prometheus.Metric, s fallback.Stats) {
 	gauge(ch, descWriteQueueDepth, float64(s.WriteQueueDepth))
 	if !s.LastTrip.IsZero() {
 		gauge(ch, descLastTrip, seconds(s.LastTrip))
+	}
+	if !s.ReadOnlySince.IsZero() {
+		gauge(ch, descReadOnlySince, seconds(s.ReadOnlySince))
 	}
 	counter(ch, descPrimaryCalls, s.PrimaryCalls)
 	kinds := make(map[fallback.FailureKind]uint64, len(failureKinds)+len(s.PrimaryFailures))

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -34,6 +35,8 @@ type primary struct {
 	mock.Primary
 	down atomic.Bool
 	hold atomic.Pointer[chan struct{}]
+	// readOnly: writes fail with SQLSTATE 25006, reads answer.
+	readOnly atomic.Bool
 
 	mu      sync.Mutex
 	vendors map[string]repository.Vendor
@@ -78,6 +81,9 @@ func newPrimary() *primary {
 		CreateFn: func(_ context.Context, v repository.Vendor) (repository.Vendor, error) {
 			if err := p.err(); err != nil {
 				return repository.Vendor{}, err
+			}
+			if p.readOnly.Load() {
+				return repository.Vendor{}, &pgconn.PgError{Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}
 			}
 			return p.put(v.Name), nil
 		},

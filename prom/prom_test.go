@@ -344,6 +344,10 @@ func TestLint(t *testing.T) {
 	if _, err := l.Warm(ctx); err != nil {
 		t.Fatal(err)
 	}
+	p.readOnly.Store(true) // a write refused as read-only, for its gauge
+	if _, err := l.Vendors().Create(ctx, repository.Vendor{Name: "refused", Status: repository.VendorOperational}); !errors.Is(err, repository.ErrUnavailable) {
+		t.Fatalf("a create on a read-only primary: %v", err)
+	}
 	trip(t, l, p)
 	if _, err := l.Vendors().Get(ctx, "acme"); err != nil {
 		t.Fatal(err)

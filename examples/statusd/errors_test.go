@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfallback/pgfallback/fallback"
 	"github.com/pgfallback/pgfallback/internal/testutil"
@@ -41,6 +42,8 @@ func TestErrorMapping(t *testing.T) {
 		{"invalid", fmt.Errorf("fallback: %w", repository.Invalid("ExtractorVersion", "%q is not a semantic version", "1.2")), 422, "invalid", "", "extractor_version"},
 		{"unavailable", fmt.Errorf("fallback: %w: no cache; primary: %s", repository.ErrUnavailable, secret), 503, "unavailable", "3", "unavailable"},
 		{"layer closed", fallback.ErrClosed, 503, "unavailable", "3", ""},
+		{"read-only", fmt.Errorf("fallback: %w: not written; primary: %w", repository.ErrUnavailable,
+			&pgconn.PgError{Code: "25006", Message: "cannot execute UPDATE in a read-only transaction " + secret}), 503, "unavailable", "3", "the database"},
 		{"outcome unknown", fmt.Errorf("fallback: %w: %s", repository.ErrOutcomeUnknown, secret), 502, "outcome_unknown", "", "may or may not have been applied"},
 		{"unreadable", fmt.Errorf("%w: vendor %s", repository.ErrUnreadable, secret), 500, "unreadable", "", ""},
 		{"anything else", errors.New(secret), 500, "internal", "", "internal error"},
@@ -233,5 +236,26 @@ func TestNotQueuedReason(t *testing.T) {
 				t.Errorf("%s: the body shows %q: %s", c.name, leak, r.body)
 			}
 		}
+	}
+}
+
+// A write refused by a read-only database is told as such: the database
+// answers reads, so "unavailable" alone would send a client to look for an
+// outage that is not there.
+func TestReadOnlyWriteSaysSo(t *testing.T) {
+	refused := fmt.Errorf("fallback: update vendor: %w: not written; primary: %w", repository.ErrUnavailable,
+		&pgconn.PgError{Code: "25006", Message: "cannot execute UPDATE in a read-only transaction"})
+	vendors := &mock.VendorRepository{UpdateFn: func(context.Context, repository.Vendor) (repository.Vendor, error) {
+		return repository.Vendor{}, refused
+	}}
+	s := &server{vendors: vendors, workItems: &mock.WorkItemRepository{}, retryAfter: time.Second, log: slog.New(slog.DiscardHandler)}
+	rec := httptest.NewRecorder()
+	s.routes(http.NotFoundHandler(), http.NotFoundHandler()).ServeHTTP(rec,
+		httptest.NewRequest("PUT", "/vendors/acme", strings.NewReader(`{"status":"broken","version":1}`)))
+	r := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+	code, _, msg := r.apiErr(t)
+	if r.status != http.StatusServiceUnavailable || code != "unavailable" ||
+		msg != `the database takes no writes for now (read-only): vendor "acme" was not changed; retry later` {
+		t.Fatalf("%d %q %q", r.status, code, msg)
 	}
 }

@@ -53,9 +53,12 @@ func run(ctx context.Context, logger *slog.Logger, dsn, cachePath, name string) 
 	mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	err := migrations.Up(mctx, dsn)
 	cancel()
-	if class, _ := fallback.Classify(ctx, err); class == fallback.Outage {
+	switch class, _ := fallback.Classify(ctx, err); {
+	case class == fallback.Outage:
 		logger.Warn("PostgreSQL unreachable, migrations not applied", "err", err)
-	} else if err != nil {
+	case class == fallback.ReadOnly: // a provider's full-disk guard, a maintenance window
+		logger.Warn("PostgreSQL is read-only, migrations not applied", "err", err)
+	case err != nil:
 		return err // PostgreSQL answered: a real problem (privileges, a failed migration)
 	}
 

@@ -1,0 +1,157 @@
+package fallback_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/integration/pgtest"
+	"github.com/pgfallback/pgfallback/repository"
+)
+
+// A PostgreSQL that answers reads and refuses writes, the way a provider
+// guards a full disk: default_transaction_read_only turned on for the
+// whole server and reloaded, so sessions already open refuse writes too
+// (SQLSTATE 25006). It must not look like an outage:
+//   - a run of refused writes with no read between them (which trips the
+//     breaker on failures) leaves it closed, and reads, of a key the cache
+//     lacks too, come from PostgreSQL;
+//   - a queued write is accepted, and the replayer's refused attempts do
+//     not open the breaker either;
+//   - after a crash, a server that comes back read-only with writes still
+//     queued lets the breaker close: reads go back to it;
+//   - once it takes writes, the queue drains into it and Stats says so.
+func TestReadOnlyPostgreSQLServesReadsAndQueuesWrites(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv := pgtest.NewServer(t)
+	dsn, _, err := srv.CreateDatabase(ctx) // dropped with the server
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openStack(t, dsn, filepath.Join(t.TempDir(), "c.db"), fallback.Config{
+		OpenTimeout: 100 * time.Millisecond, ReplayInterval: 50 * time.Millisecond,
+	})
+	names := seed(t, s, 3)
+	if _, err := s.store.Vendors().Create(ctx, repository.Vendor{Name: "uncached", Status: repository.VendorOperational}); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, srv.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { admin.Close(context.Background()) }()
+	readOnly := func(on bool) {
+		t.Helper()
+		set := `ALTER SYSTEM SET default_transaction_read_only = on`
+		if !on {
+			set = `ALTER SYSTEM RESET default_transaction_read_only`
+		}
+		for _, q := range []string{set, `SELECT pg_reload_conf()`} {
+			if _, err := admin.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The reload reaches each session at its next command: this
+		// one, opened before, shows when it has.
+		want := map[bool]string{true: "on", false: "off"}[on]
+		waitFor(t, 10*time.Second, "the reload", func() bool {
+			var got string
+			return admin.QueryRow(ctx, `SHOW default_transaction_read_only`).Scan(&got) == nil && got == want
+		})
+	}
+	get := func(name string) fallback.Origin {
+		t.Helper()
+		rctx, prov := fallback.WithProvenance(ctx)
+		if _, err := s.layer.Vendors().Get(rctx, name); err != nil {
+			t.Fatalf("Get %s: %v", name, err)
+		}
+		return prov.Origin()
+	}
+	noTransitions := func(when string) {
+		t.Helper()
+		if st := s.layer.Stats(); st.State != fallback.Closed || st.Transitions != 0 {
+			t.Fatalf("%s: breaker %v after %d transitions (last trip %q), want closed throughout", when, st.State, st.Transitions, st.LastTripCause)
+		}
+	}
+
+	readOnly(true)
+	v, err := s.layer.Vendors().Get(ctx, names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		v.Status = repository.VendorBroken
+		_, err := s.layer.Vendors().Update(ctx, v)
+		var pgErr *pgconn.PgError
+		if !errors.Is(err, repository.ErrUnavailable) || !errors.As(err, &pgErr) || pgErr.Code != "25006" {
+			t.Fatalf("update %d on a read-only server: %v, want ErrUnavailable caused by SQLSTATE 25006", i, err)
+		}
+	}
+	noTransitions("20 refused writes")
+	for _, name := range []string{names[1], "uncached"} {
+		if o := get(name); o.Source != fallback.SourcePrimary {
+			t.Fatalf("Get %s on a read-only server: from %v, want PostgreSQL", name, o.Source)
+		}
+	}
+	if st := s.layer.Stats(); st.ReadOnlySince.IsZero() {
+		t.Fatal("Stats.ReadOnlySince is zero on a server that refused 20 writes")
+	}
+
+	qctx := fallback.WithWriteQueue(ctx)
+	queued, err := s.layer.Vendors().Get(ctx, names[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued.Status = repository.VendorBroken
+	if _, err := s.layer.Vendors().Update(qctx, queued); err != nil {
+		t.Fatalf("a queued update on a read-only server: %v", err)
+	}
+	waitFor(t, 30*time.Second, "more refused replays than trip the breaker", func() bool { return s.layer.Stats().Queued.ReplayFailures >= 8 })
+	noTransitions("refused replays")
+	if o := get(names[2]); o.Source != fallback.SourceQueue || !o.Pending {
+		t.Fatalf("a read of the queued key: %+v, want its pending state", o)
+	}
+
+	// A crash; the server comes back read-only (the setting is in
+	// postgresql.auto.conf) with the write still queued.
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the breaker to open", func() bool {
+		s.layer.Vendors().Get(ctx, names[1])
+		return s.layer.State() == fallback.Open
+	})
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the breaker to close on a read-only server", func() bool { return s.layer.State() == fallback.Closed })
+	if o := get("uncached"); o.Source != fallback.SourcePrimary {
+		t.Fatalf("after recovery on a read-only server: Get from %v, want PostgreSQL", o.Source)
+	}
+	if st := s.layer.Stats(); st.Queued.Pending != 1 {
+		t.Fatalf("pending %d, want the queued write still queued", st.Queued.Pending)
+	}
+
+	if err := admin.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if admin, err = pgx.Connect(ctx, srv.DSN()); err != nil {
+		t.Fatal(err)
+	}
+	readOnly(false)
+	waitFor(t, 30*time.Second, "the queue to drain", func() bool { return s.layer.Stats().Queued.Pending == 0 })
+	got, err := s.store.Vendors().Get(ctx, names[2])
+	if err != nil || got.Status != repository.VendorBroken || got.Version != queued.Version+1 {
+		t.Fatalf("PostgreSQL after the replay: %+v, %v; want the queued update applied once", got, err)
+	}
+	if st := s.layer.Stats(); !st.ReadOnlySince.IsZero() || st.Queued.DeadLettered != 0 {
+		t.Fatalf("after the replay: read-only since %v, dead letters %d", st.ReadOnlySince, st.Queued.DeadLettered)
+	}
+}
