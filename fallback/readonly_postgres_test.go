@@ -82,6 +82,18 @@ func TestReadOnlyPostgreSQLServesReadsAndQueuesWrites(t *testing.T) {
 	}
 
 	readOnly(true)
+	// What a multi-host DSN's target_session_attrs makes of this server:
+	// read-write refuses it (its transaction_read_only is on), which would
+	// make the window an outage; primary takes it (it is no standby).
+	for attrs, refused := range map[string]bool{"read-write": true, "primary": false} {
+		c, err := pgx.Connect(ctx, pgtest.WithParam(dsn, "target_session_attrs", attrs))
+		if err == nil {
+			c.Close(ctx)
+		}
+		if (err != nil) != refused {
+			t.Fatalf("target_session_attrs=%s on a read-only primary: %v, want refused %v", attrs, err, refused)
+		}
+	}
 	v, err := s.layer.Vendors().Get(ctx, names[0])
 	if err != nil {
 		t.Fatal(err)

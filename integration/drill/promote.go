@@ -25,7 +25,7 @@ import (
 // The promote scenario: a failover to an asynchronous streaming standby
 // that loses acknowledged transactions. The application reaches
 // PostgreSQL through a multi-host DSN (the primary, then the standby, with
-// target_session_attrs=read-write); readers read cached keys, writers
+// target_session_attrs=primary); readers read cached keys, writers
 // create vendors and update the cached ones. Replication is cut for the
 // last part of the run, so what the primary acknowledges from then on
 // never reaches the standby; the primary is killed (SIGKILL), and after a

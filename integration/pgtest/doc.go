@@ -48,7 +48,7 @@
 //
 //	srv := pgtest.NewPrimary(t)     // local whatever the mode: skipped (or failed) without server binaries
 //	sb := pgtest.NewStandby(t, srv)
-//	multi, err := pgtest.MultiHostDSN(dsn, sb.DSN()) // target_session_attrs=read-write
+//	multi, err := pgtest.MultiHostDSN(dsn, sb.DSN()) // target_session_attrs=primary
 //	sb.CutReplication(ctx) // both servers run on; the primary's commits stop reaching the standby
 //	srv.Kill()             // SIGKILL to every server process; it stays down
 //	sb.Promote(ctx)        // a primary on timeline 2; clients on multi land on it

@@ -216,13 +216,16 @@ func (sb *Standby) DSNFor(primaryDSN string) (string, error) {
 }
 
 // MultiHostDSN returns a URL that lists the primary's address, then the
-// standby's, with target_session_attrs=read-write: pgx (and libpq) try the
-// hosts in order and keep the first that accepts writes, so a client
-// reconnecting after a failover lands on the promoted standby. The user,
+// standby's, with target_session_attrs=primary: pgx (and libpq) try the
+// hosts in order and keep the first that is not in recovery, so a client
+// reconnecting after a failover lands on the promoted standby. (Not
+// read-write, which also refuses a primary whose writes are turned off by
+// default_transaction_read_only, a provider's guard against a full disk:
+// the application would see an outage where PostgreSQL answers reads.) The user,
 // password, database and parameters are primaryDSN's (a URL); only the
 // address is taken from standbyDSN (a URL or keyword/value string).
 //
-//	postgres://u:p@127.0.0.1:5433,127.0.0.1:5434/db?sslmode=disable&target_session_attrs=read-write
+//	postgres://u:p@127.0.0.1:5433,127.0.0.1:5434/db?sslmode=disable&target_session_attrs=primary
 func MultiHostDSN(primaryDSN, standbyDSN string) (string, error) {
 	u, err := parseURL(primaryDSN)
 	if err != nil {
@@ -240,7 +243,7 @@ func MultiHostDSN(primaryDSN, standbyDSN string) (string, error) {
 	}
 	u.Host += "," + hostPort(cfg)
 	q := u.Query()
-	q.Set("target_session_attrs", "read-write")
+	q.Set("target_session_attrs", "primary")
 	u.RawQuery = q.Encode()
 	multi := u.String()
 	if _, err := pgconn.ParseConfig(multi); err != nil {

@@ -15,11 +15,11 @@ import (
 func TestMultiHostDSN(t *testing.T) {
 	for _, tc := range []struct{ primary, standby, want string }{
 		{"postgres://postgres@127.0.0.1:5433/db1?sslmode=disable", "postgres://postgres@127.0.0.1:5434/postgres?sslmode=disable",
-			"postgres://postgres@127.0.0.1:5433,127.0.0.1:5434/db1?sslmode=disable&target_session_attrs=read-write"},
+			"postgres://postgres@127.0.0.1:5433,127.0.0.1:5434/db1?sslmode=disable&target_session_attrs=primary"},
 		{"postgresql://u:p%40w@h1:1/d", "host=h2 port=2 dbname=other",
-			"postgresql://u:p%40w@h1:1,h2:2/d?target_session_attrs=read-write"},
+			"postgresql://u:p%40w@h1:1,h2:2/d?target_session_attrs=primary"},
 		{"postgres://u@h1:1/d?target_session_attrs=any", "postgres://h2:2/x",
-			"postgres://u@h1:1,h2:2/d?target_session_attrs=read-write"},
+			"postgres://u@h1:1,h2:2/d?target_session_attrs=primary"},
 	} {
 		got, err := MultiHostDSN(tc.primary, tc.standby)
 		if err != nil || got != tc.want {
@@ -36,7 +36,7 @@ func TestMultiHostDSN(t *testing.T) {
 			hosts[net.JoinHostPort(fb.Host, strconv.Itoa(int(fb.Port)))] = true
 		}
 		if len(hosts) != 2 || cfg.ValidateConnect == nil {
-			t.Errorf("%q: pgx sees hosts %v and ValidateConnect set %v; want 2 and a read-write check", got, hosts, cfg.ValidateConnect != nil)
+			t.Errorf("%q: pgx sees hosts %v and ValidateConnect set %v; want 2 and a primary check", got, hosts, cfg.ValidateConnect != nil)
 		}
 	}
 	for _, bad := range [][2]string{
