@@ -339,6 +339,8 @@ func (s *ScenarioReport) writeErrorsAllowed() string {
 		return "not written or of unknown outcome while the instance had lost PostgreSQL (the bound: every write answered as queued is replayed or dead-lettered)"
 	case s.Promote != nil:
 		return "failed while there was no primary to take them (the bound: writes resume after the promotion)"
+	case s.Name == ScenarioReadOnly:
+		return "refused by PostgreSQL while it was read-only, reported not written (the bound: none reported failed is in PostgreSQL)"
 	}
 	return "failed while PostgreSQL was out of reach or the breaker open (the bound: none reported failed is in PostgreSQL)"
 }

@@ -145,8 +145,23 @@ func (r *scenarioRun) layerConfig() fallback.Config {
 		c.MaxAbandonedCalls = brownoutMaxAbandoned
 		c.Window = brownoutWindow
 	}
+	if r.name == ScenarioReadOnly {
+		// A short window: the failure ratio is that of the fault's calls,
+		// which the burst writers make mostly refused writes. Were a
+		// refusal an outage, the breaker would open within a second.
+		c.Window = readOnlyWindow
+	}
 	return c
 }
+
+// The read-only scenario: readOnlyBurst goroutines write back to back
+// during the fault, besides the drill's paced writers, so that refused
+// writes are a large share of the calls (about 40 % here) and often come
+// several in a row: were a refusal an outage, the breaker would open.
+const (
+	readOnlyBurst  = 4
+	readOnlyWindow = time.Second
+)
 
 // The brownout scenario: every round trip takes brownoutLatency, above
 // SlowCallDuration (the layer's default, PrimaryTimeout/2) and below
@@ -271,27 +286,42 @@ func (r *scenarioRun) writer(ctx context.Context, id int, stop <-chan struct{}) 
 			return
 		case <-pace.C:
 		}
-		name := fmt.Sprintf("%s-w%d-%05d", r.tag, id, n)
-		r.withApp(func(a *app) {
-			at := r.since()
-			_, err := a.layer.Vendors().Create(ctx, repository.Vendor{
-				Name: name, Status: repository.VendorOperational, CreatedBy: "pgfallback drill",
-				Metadata: map[string]any{"writer": id, "n": n},
-			})
-			o := classify(err)
-			r.record(sample{at: at, latency: r.since() - at, write: true, outcome: o, err: err})
-			r.mu.Lock()
-			switch o {
-			case okOutcome:
-				r.acked = append(r.acked, name)
-			case unavailableOutcome:
-				r.failed = append(r.failed, name)
-			default:
-				r.unknown = append(r.unknown, name)
-			}
-			r.mu.Unlock()
-		})
+		r.create(ctx, id, n)
 	}
+}
+
+// burstWriter creates vendors back to back until until: a write-heavy
+// service.
+func (r *scenarioRun) burstWriter(ctx context.Context, id int, until time.Time) {
+	for n := 0; time.Now().Before(until) && ctx.Err() == nil; n++ {
+		r.create(ctx, id, n)
+	}
+}
+
+// create makes writer id's nth vendor through the layer, and records what
+// the writer was told: a sample, and the name among the acknowledged,
+// failed or unknown writes that checkWrites compares with PostgreSQL.
+func (r *scenarioRun) create(ctx context.Context, id, n int) {
+	name := fmt.Sprintf("%s-w%d-%05d", r.tag, id, n)
+	r.withApp(func(a *app) {
+		at := r.since()
+		_, err := a.layer.Vendors().Create(ctx, repository.Vendor{
+			Name: name, Status: repository.VendorOperational, CreatedBy: "pgfallback drill",
+			Metadata: map[string]any{"writer": id, "n": n},
+		})
+		o := classify(err)
+		r.record(sample{at: at, latency: r.since() - at, write: true, outcome: o, err: err})
+		r.mu.Lock()
+		switch o {
+		case okOutcome:
+			r.acked = append(r.acked, name)
+		case unavailableOutcome:
+			r.failed = append(r.failed, name)
+		default:
+			r.unknown = append(r.unknown, name)
+		}
+		r.mu.Unlock()
+	})
 }
 
 // restartApp closes the application and opens it again on the same cache

@@ -59,6 +59,22 @@ func faults(name string) (fault, string) {
 			},
 			heal: clear,
 		}, ""
+	case ScenarioReadOnly:
+		return fault{
+			description: "PostgreSQL refuses writes for the whole server (default_transaction_read_only, reloaded: a provider's guard against a full disk) and answers reads, with a burst of writes besides the readers: reads go on from PostgreSQL, writes fail as not written, the breaker stays closed",
+			mustNotTrip: true,
+			inject:      func(ctx context.Context, r *scenarioRun) error { return setReadOnly(ctx, r.e.srv.DSN(), true) },
+			during: func(ctx context.Context, r *scenarioRun, until time.Time) error {
+				var burst sync.WaitGroup
+				for i := range readOnlyBurst {
+					burst.Add(1)
+					go func() { defer burst.Done(); r.burstWriter(ctx, 100+i, until) }()
+				}
+				burst.Wait()
+				return nil
+			},
+			heal: func(ctx context.Context, r *scenarioRun) error { return setReadOnly(ctx, r.e.srv.DSN(), false) },
+		}, ""
 	case ScenarioBrownout:
 		return fault{
 			description: "latency between SoftTimeout and PrimaryTimeout on every connection: reads answered from the cache at the soft timeout, the breaker opens on slow calls",
@@ -147,6 +163,28 @@ func pause(ctx context.Context, d time.Duration) {
 	}
 }
 
+// setReadOnly turns default_transaction_read_only on or off for the whole
+// server and reloads its configuration, as a managed service does when
+// its disk is nearly full: sessions already open take it at their next
+// command. It needs a superuser (the embedded server's).
+func setReadOnly(ctx context.Context, adminDSN string, on bool) error {
+	conn, err := dsn.Connect(ctx, adminDSN)
+	if err != nil {
+		return fmt.Errorf("read-only: %w", err)
+	}
+	defer conn.Close(ctx)
+	set := `ALTER SYSTEM SET default_transaction_read_only = on`
+	if !on {
+		set = `ALTER SYSTEM RESET default_transaction_read_only`
+	}
+	for _, q := range []string{set, `SELECT pg_reload_conf()`} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("read-only: %s: %w", q, err)
+		}
+	}
+	return nil
+}
+
 // changeRows updates rows directly on the server, around the proxy and
 // the layer.
 func changeRows(ctx context.Context, connString string, names []string) error {
@@ -188,7 +226,7 @@ func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) (sr 
 		sr.violate("%s", bad)
 		return sr
 	}
-	if name == ScenarioKill && (e.srv == nil || !e.srv.Controllable()) {
+	if (name == ScenarioKill || name == ScenarioReadOnly) && (e.srv == nil || !e.srv.Controllable()) {
 		sr.Skipped = "needs a server the drill controls (the embedded one); not available with --dsn"
 		sr.Passed = true
 		return sr
@@ -395,7 +433,7 @@ func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
 	case f.mustTrip && !sr.Tripped:
 		fail("the breaker did not open during the fault")
 	case f.mustNotTrip && sr.Tripped:
-		fail("the breaker opened although latency stayed below PrimaryTimeout")
+		fail("the breaker opened during a fault that must not open it (%s)", f.description)
 	}
 	if sr.Tripped {
 		tripBound := 2*cfg.PrimaryTimeout + time.Second
@@ -422,6 +460,42 @@ func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
 	r.checkCache(ctx, fail)
 	if r.name == ScenarioBrownout {
 		sr.Brownout = r.checkBrownout(samples, faultAt, healAt, stats, fail)
+	}
+	if r.name == ScenarioReadOnly {
+		r.checkReadOnly(samples, faultAt, healAt, stats, fail)
+	}
+}
+
+// checkReadOnly holds the read-only scenario to its bounds beyond the
+// common ones (no failed read, none reported failed present, no trip):
+// every read during the fault came from PostgreSQL, the fault took effect
+// (writes were refused, counted as read_only), and the layer saw the end
+// of it (a write applied after the heal).
+func (r *scenarioRun) checkReadOnly(samples []sample, faultAt, healAt time.Duration, stats fallback.Stats, fail func(string, ...any)) {
+	var fromCache, refused int
+	var example string
+	for _, s := range samples {
+		if s.at < faultAt || s.at >= healAt {
+			continue
+		}
+		switch {
+		case s.write && s.outcome == unavailableOutcome:
+			refused++
+		case !s.write && s.outcome == okOutcome && s.source != fallback.SourcePrimary:
+			fromCache++
+			if example == "" {
+				example = fmt.Sprintf("at %s: source %s, age %s", s.at.Round(time.Millisecond), s.source, s.age)
+			}
+		}
+	}
+	if fromCache > 0 {
+		fail("read-only: %d reads during the fault were not answered by PostgreSQL, which answered reads; first %s", fromCache, example)
+	}
+	if refused == 0 || stats.PrimaryFailures[fallback.FailReadOnly] == 0 {
+		fail("read-only: the fault did not take effect: %d writes refused during it, %d counted read_only", refused, stats.PrimaryFailures[fallback.FailReadOnly])
+	}
+	if !stats.ReadOnlySince.IsZero() {
+		fail("read-only: Stats.ReadOnlySince is %s after the heal: no write applied since", stats.ReadOnlySince.Format(time.RFC3339Nano))
 	}
 }
 
