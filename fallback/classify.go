@@ -28,14 +28,17 @@ const (
 	// Canceled: the caller's own context ended. Returned as is, not
 	// counted by the breaker either way.
 	Canceled
-	// ReadOnly: the primary answered, but takes no writes now (SQLSTATE
-	// 25006): a provider's guard against a full disk or a DBA's
-	// maintenance window (default_transaction_read_only), or a DSN that
-	// reached a hot standby. PostgreSQL is reachable and answers reads, so
-	// it is not an outage: the breaker does not count it and reads keep
-	// going to PostgreSQL. The write was not applied: it fails with
+	// ReadOnly: the primary answered, but takes no writes now: it is
+	// read-only (SQLSTATE 25006: a provider's guard against a full disk or
+	// a DBA's maintenance window, default_transaction_read_only; or a DSN
+	// that reached a hot standby), or out of disk space (53100, what that
+	// guard pre-empts). PostgreSQL is reachable and answers reads, so it is
+	// not an outage: the breaker does not count it and reads keep going to
+	// PostgreSQL. The write was not applied: it fails with
 	// repository.ErrUnavailable, or is queued (WithWriteQueue) and replayed
-	// once PostgreSQL takes writes again. Counted as FailReadOnly.
+	// once PostgreSQL takes writes again. A read refused so (a sort that
+	// spills to a full disk) is answered from the cache. Counted as
+	// FailReadOnly or FailDiskFull.
 	ReadOnly
 )
 
@@ -63,6 +66,7 @@ const (
 	FailShutdown    FailureKind = "shutdown"     // the server is shutting down or starting (SQLSTATE 57P01-57P05)
 	FailOverload    FailureKind = "overload"     // too many connections (SQLSTATE 53300)
 	FailReadOnly    FailureKind = "read_only"    // a write refused by a read-only server (SQLSTATE 25006); not an outage, see ReadOnly
+	FailDiskFull    FailureKind = "disk_full"    // a call refused for lack of disk space (SQLSTATE 53100); not an outage, see ReadOnly
 	FailUnavailable FailureKind = "unavailable"  // the primary itself reported repository.ErrUnavailable
 	FailUnknown     FailureKind = "unknown"      // an error that is neither an answer nor recognised
 	FailBreakerOpen FailureKind = "breaker_open" // not a call: the breaker refused it
@@ -83,8 +87,8 @@ const (
 //   - anything once the caller's context has ended is Canceled;
 //   - connection failures, timeouts (ours or the network's), SQLSTATE class
 //     08, 57P01-57P05, 57014 (statement timeout) and 53300 are outages;
-//   - SQLSTATE 25006 is ReadOnly: a server that answers but takes no
-//     writes now;
+//   - SQLSTATE 25006 and 53100 are ReadOnly: a server that answers but
+//     takes no writes now (read-only, or out of disk space);
 //   - any other SQLSTATE (classes 22, 23, 40, 42, ...) is an answer: the
 //     server is up and said no;
 //   - anything else is an outage of kind FailUnknown. pgstore maps every
@@ -121,6 +125,8 @@ func Classify(callerCtx context.Context, err error) (Class, FailureKind) {
 			return Outage, FailOverload
 		case code == "25006":
 			return ReadOnly, FailReadOnly
+		case code == "53100":
+			return ReadOnly, FailDiskFull
 		default:
 			return Answer, ""
 		}

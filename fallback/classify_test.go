@@ -78,7 +78,7 @@ func TestClassify(t *testing.T) {
 		{"SQLSTATE 40P01 deadlock", live, pg("40P01"), Answer, ""},
 		{"SQLSTATE 42P01 undefined table", live, pg("42P01"), Answer, ""},
 		{"SQLSTATE 42501 insufficient privilege", live, pg("42501"), Answer, ""},
-		{"SQLSTATE 53100 disk full", live, pg("53100"), Answer, ""},
+		{"SQLSTATE 53100 disk full", live, pg("53100"), ReadOnly, FailDiskFull},
 		{"primary reports unavailable", live, fmt.Errorf("x: %w", repository.ErrUnavailable), Outage, FailUnavailable},
 		{"unrecognised error", live, errors.New("something odd"), Outage, FailUnknown},
 	} {

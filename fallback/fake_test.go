@@ -32,8 +32,9 @@ type fakeDB struct {
 	fail atomic.Pointer[error]
 	hang atomic.Bool
 	// readOnly: reads answer, writes fail with SQLSTATE 25006, as on a
-	// server with default_transaction_read_only on.
-	readOnly atomic.Bool
+	// server with default_transaction_read_only on; diskFull: with 53100,
+	// as on one whose disk is full.
+	readOnly, diskFull atomic.Bool
 	// afterRead, if set (before the calls start), runs in a vendor Get
 	// after the row was read and before it is returned.
 	afterRead func(name string)
@@ -67,9 +68,13 @@ func (f *fakeDB) enterWrite(ctx context.Context, what string) error {
 	if err := f.enter(ctx); err != nil {
 		return err
 	}
-	if f.readOnly.Load() {
+	switch {
+	case f.readOnly.Load():
 		return fmt.Errorf("fake: %w", &pgconn.PgError{Severity: "ERROR", Code: "25006",
 			Message: "cannot execute " + what + " in a read-only transaction"})
+	case f.diskFull.Load():
+		return fmt.Errorf("fake: %w", &pgconn.PgError{Severity: "ERROR", Code: "53100",
+			Message: `could not extend file "base/5/16391": No space left on device`})
 	}
 	return nil
 }

@@ -11,9 +11,9 @@ import (
 // Health is what HealthHandler answers, as JSON.
 type Health struct {
 	// Status: "ok" (PostgreSQL answers), "degraded" (it does not, and reads
-	// come from the cache; or it does, but refuses writes as read-only, or
-	// the instance has lost part of its protection: Reason), "unavailable"
-	// (nothing can be served).
+	// come from the cache; or it does, but refuses writes, read-only or out
+	// of disk space; or the instance has lost part of its protection:
+	// Reason), "unavailable" (nothing can be served).
 	Status string `json:"status"`
 	Ready  bool   `json:"ready"`
 	// Reason says why the status is not "ok".
@@ -35,8 +35,9 @@ type Health struct {
 	// LastTripCause: "failures" or "slow calls" (PostgreSQL answered, but
 	// slowly); empty if the breaker never opened.
 	LastTripCause string `json:"last_trip_cause,omitempty"`
-	// ReadOnlySince: PostgreSQL has refused writes as read-only since then
-	// (Stats.ReadOnlySince); absent while it takes them.
+	// ReadOnlySince: PostgreSQL has refused writes since then, read-only or
+	// out of disk space (Stats.ReadOnlySince, ReadOnlyCause); absent while
+	// it takes them.
 	ReadOnlySince *time.Time `json:"read_only_since,omitempty"`
 	// SlowCalls: calls PostgreSQL answered in SlowCallDuration or longer.
 	SlowCalls uint64 `json:"slow_calls"`
@@ -93,7 +94,7 @@ func (l *Layer) CheckHealth() Health {
 			how += " (or are queued, with WithWriteQueue)"
 		}
 		h.Status, h.Ready, h.Reason = "degraded", true,
-			"PostgreSQL answers reads but refuses writes (read-only); writes "+how+" until it takes them"
+			"PostgreSQL answers reads but refuses writes ("+s.ReadOnlyCause.refusal()+"); writes "+how+" until it takes them"
 	case s.Queued.Stalled:
 		h.Status, h.Ready, h.Reason = "degraded", true, "PostgreSQL answers, but queued writes are not replaying: "+s.Queued.LastError
 	case s.Feed.Incomplete:

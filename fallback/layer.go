@@ -264,7 +264,7 @@ func (l *Layer) Stats() Stats {
 	s := l.stats.snapshot(&l.state)
 	s.CacheOpen = l.cacheNow() != nil
 	s.WriteQueueDepth = l.writer.depth()
-	s.ReadOnlySince = l.readOnly.sinceTime()
+	s.ReadOnlySince, s.ReadOnlyCause = l.readOnly.state()
 	if f := l.feed; f != nil {
 		s.Feed = FeedStats{
 			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), ResyncSince: f.resyncStart(), Mirror: f.mirror.Load(),
@@ -442,8 +442,8 @@ func (l *Layer) setState(to State) {
 // attempt runs fn against the primary through the breaker, within
 // PrimaryTimeout. answered is false when the primary could not answer —
 // the breaker was open (err is errBreakerOpen) or the call failed with an
-// outage (err is that failure) — or refused a write as read-only (which
-// the breaker does not count), and the caller falls back. An answer
+// outage (err is that failure) — or refused the call as read-only or out
+// of disk (which the breaker does not count), and the caller falls back. An answer
 // that took SlowCallDuration or longer is reported to the breaker as slow.
 func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, error)) (res T, err error, answered bool) {
 	if l.closed.Load() {
@@ -480,10 +480,10 @@ func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, 
 		call.done(errExcluded)
 		return res, err, true
 	case ReadOnly:
-		// PostgreSQL answered: the breaker counts nothing, and only the
-		// write is refused (the caller fails or queues it).
+		// PostgreSQL answered: the breaker counts nothing. A write falls
+		// back to failing or queueing (write records the refusal), a read
+		// to the cache.
 		l.stats.failure(kind)
-		l.readOnly.refused(err)
 		call.done(errExcluded)
 		return res, err, false
 	default:

@@ -3,8 +3,10 @@ package fallback
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -13,74 +15,115 @@ import (
 	"github.com/pgfallback/pgfallback/repository"
 )
 
-// A server that answers reads and refuses writes (SQLSTATE 25006: a
-// provider's full-disk guard, a maintenance window) is not an outage: a
-// run of refused writes — far more than trip the breaker on failures —
-// leaves it closed, reads keep coming from PostgreSQL (a key the cache
-// lacks included), each write fails as not written, and Stats, the health
-// check and the log say so until a write is applied again.
+// A server that answers reads and refuses writes — read-only (SQLSTATE
+// 25006: a provider's full-disk guard, a maintenance window) or out of
+// disk space (53100) — is not an outage: a run of refused writes, far
+// more than trip the breaker on failures, leaves it closed, reads keep
+// coming from PostgreSQL (a key the cache lacks included), each write
+// fails as not written, and Stats, the health check and the log say so,
+// with the cause, until a write is applied again.
 func TestReadOnlyPrimaryRefusesWritesAndServesReads(t *testing.T) {
+	for _, c := range []struct {
+		code   string
+		refuse func(*fakeDB) *atomic.Bool
+		kind   FailureKind
+		why    string
+	}{
+		{"25006", func(db *fakeDB) *atomic.Bool { return &db.readOnly }, FailReadOnly, "read-only"},
+		{"53100", func(db *fakeDB) *atomic.Bool { return &db.diskFull }, FailDiskFull, "out of disk space"},
+	} {
+		t.Run(c.code, func(t *testing.T) {
+			db := newFakeDB()
+			logs := &testutil.Buffer{}
+			l, cache := newTestLayer(t, db, Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			ctx := context.Background()
+			db.put(vendor("cached"))
+			db.put(vendor("uncached"))
+			cached, err := l.Vendors().Get(ctx, "cached")
+			if err != nil {
+				t.Fatal(err)
+			}
+			flush(t, l)
+
+			c.refuse(db).Store(true)
+			for i := range 50 { // ConsecutiveFailures is 5
+				up := cached
+				up.Status = repository.VendorBroken
+				_, err := l.Vendors().Update(ctx, up)
+				var pgErr *pgconn.PgError
+				if !errors.Is(err, repository.ErrUnavailable) || errors.Is(err, repository.ErrOutcomeUnknown) ||
+					!errors.As(err, &pgErr) || pgErr.Code != c.code {
+					t.Fatalf("update %d: %v, want ErrUnavailable (not written) with the %s cause", i, err, c.code)
+				}
+			}
+			if err := l.Vendors().Delete(ctx, "cached"); !errors.Is(err, repository.ErrUnavailable) {
+				t.Fatalf("delete: %v", err)
+			}
+			for _, name := range []string{"cached", "uncached"} {
+				rctx, prov := WithProvenance(ctx)
+				v, err := l.Vendors().Get(rctx, name)
+				if err != nil || prov.Origin().Source != SourcePrimary || v.Version != 1 {
+					t.Fatalf("Get %s: %+v, %v from %v; want version 1 from PostgreSQL", name, v, err, prov.Origin().Source)
+				}
+			}
+			s := l.Stats()
+			if s.State != Closed || s.Transitions != 0 {
+				t.Fatalf("the breaker moved on refused writes: %v, %d transitions", s.State, s.Transitions)
+			}
+			if s.ReadOnlySince.IsZero() || s.ReadOnlyCause != c.kind || s.PrimaryFailures[c.kind] != 51 || len(s.PrimaryFailures) != 1 {
+				t.Fatalf("Stats: refusing since %v (%q), failures %v; want a time, %q, and 51 of them", s.ReadOnlySince, s.ReadOnlyCause, s.PrimaryFailures, c.kind)
+			}
+			h := l.CheckHealth()
+			if h.Status != "degraded" || !h.Ready || !strings.Contains(h.Reason, "refuses writes ("+c.why+")") || h.ReadOnlySince == nil {
+				t.Fatalf("health: %+v", h)
+			}
+			flush(t, l)
+			if e, _, err := cache.GetVendor(ctx, "cached"); err != nil || e.Version != 1 {
+				t.Fatalf("a refused write reached the cache: %+v, %v", e, err)
+			}
+
+			c.refuse(db).Store(false)
+			if _, err := l.Vendors().Update(ctx, cached); err != nil {
+				t.Fatal(err)
+			}
+			if s := l.Stats(); !s.ReadOnlySince.IsZero() || s.ReadOnlyCause != "" || l.CheckHealth().Status != "ok" {
+				t.Fatalf("after a write was applied: refusing since %v (%q), health %+v", s.ReadOnlySince, s.ReadOnlyCause, l.CheckHealth())
+			}
+			out := logs.String()
+			if n := strings.Count(out, "PostgreSQL refuses writes ("+c.why+")"); n != 1 {
+				t.Errorf("the refusals were logged %d times, want once:\n%s", n, out)
+			}
+			if n := strings.Count(out, "PostgreSQL takes writes again"); n != 1 {
+				t.Errorf("the end was logged %d times, want once:\n%s", n, out)
+			}
+		})
+	}
+}
+
+// A read that PostgreSQL refuses for lack of disk space (a sort that spills
+// to a full disk) is answered from the cache when it holds the key, and
+// says where it came from; the breaker counts nothing, and no write was
+// refused, so the layer does not claim writes are.
+func TestDiskFullReadIsServedFromTheCache(t *testing.T) {
 	db := newFakeDB()
-	logs := &testutil.Buffer{}
-	l, cache := newTestLayer(t, db, Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	l, _ := newTestLayer(t, db, Config{})
 	ctx := context.Background()
 	db.put(vendor("cached"))
-	db.put(vendor("uncached"))
-	cached, err := l.Vendors().Get(ctx, "cached")
-	if err != nil {
+	if _, err := l.Vendors().Get(ctx, "cached"); err != nil {
 		t.Fatal(err)
 	}
 	flush(t, l)
-
-	db.readOnly.Store(true)
-	for i := range 50 { // ConsecutiveFailures is 5
-		up := cached
-		up.Status = repository.VendorBroken
-		_, err := l.Vendors().Update(ctx, up)
-		var pgErr *pgconn.PgError
-		if !errors.Is(err, repository.ErrUnavailable) || errors.Is(err, repository.ErrOutcomeUnknown) ||
-			!errors.As(err, &pgErr) || pgErr.Code != "25006" {
-			t.Fatalf("update %d on a read-only server: %v, want ErrUnavailable (not written) with the 25006 cause", i, err)
-		}
-	}
-	if err := l.Vendors().Delete(ctx, "cached"); !errors.Is(err, repository.ErrUnavailable) {
-		t.Fatalf("delete on a read-only server: %v", err)
-	}
-	for _, name := range []string{"cached", "uncached"} {
+	db.down(fmt.Errorf("pgstore: %w", &pgconn.PgError{Code: "53100", Message: "could not write to file: No space left on device"}))
+	for range 20 {
 		rctx, prov := WithProvenance(ctx)
-		v, err := l.Vendors().Get(rctx, name)
-		if err != nil || prov.Origin().Source != SourcePrimary || v.Version != 1 {
-			t.Fatalf("Get %s on a read-only server: %+v, %v from %v; want version 1 from PostgreSQL", name, v, err, prov.Origin().Source)
+		if _, err := l.Vendors().Get(rctx, "cached"); err != nil || prov.Origin().Source != SourceCache {
+			t.Fatalf("Get on a full disk: %v from %v, want the cached row", err, prov.Origin().Source)
 		}
 	}
-	s := l.Stats()
-	if s.State != Closed || s.Transitions != 0 {
-		t.Fatalf("the breaker moved on refused writes: %v, %d transitions", s.State, s.Transitions)
+	if _, err := l.Vendors().Get(ctx, "uncached"); !errors.Is(err, repository.ErrUnavailable) || errors.Is(err, repository.ErrNotFound) {
+		t.Fatalf("Get of a key the cache lacks on a full disk: %v, want ErrUnavailable", err)
 	}
-	if s.ReadOnlySince.IsZero() || s.PrimaryFailures[FailReadOnly] != 51 || len(s.PrimaryFailures) != 1 {
-		t.Fatalf("Stats: read-only since %v, failures %v; want a time, and 51 read_only", s.ReadOnlySince, s.PrimaryFailures)
-	}
-	h := l.CheckHealth()
-	if h.Status != "degraded" || !h.Ready || !strings.Contains(h.Reason, "refuses writes") || h.ReadOnlySince == nil {
-		t.Fatalf("health on a read-only server: %+v", h)
-	}
-	flush(t, l)
-	if e, _, err := cache.GetVendor(ctx, "cached"); err != nil || e.Version != 1 {
-		t.Fatalf("a refused write reached the cache: %+v, %v", e, err)
-	}
-
-	db.readOnly.Store(false)
-	if _, err := l.Vendors().Update(ctx, cached); err != nil {
-		t.Fatal(err)
-	}
-	if s := l.Stats(); !s.ReadOnlySince.IsZero() || l.CheckHealth().Status != "ok" {
-		t.Fatalf("after a write was applied: read-only since %v, health %+v", s.ReadOnlySince, l.CheckHealth())
-	}
-	out := logs.String()
-	if n := strings.Count(out, "PostgreSQL refuses writes (read-only)"); n != 1 {
-		t.Errorf("the refusals were logged %d times, want once:\n%s", n, out)
-	}
-	if n := strings.Count(out, "PostgreSQL takes writes again"); n != 1 {
-		t.Errorf("the end was logged %d times, want once:\n%s", n, out)
+	if s := l.Stats(); s.State != Closed || s.Transitions != 0 || !s.ReadOnlySince.IsZero() || s.PrimaryFailures[FailDiskFull] != 21 {
+		t.Fatalf("Stats: %v after %d transitions, refusing writes since %v, failures %v", s.State, s.Transitions, s.ReadOnlySince, s.PrimaryFailures)
 	}
 }

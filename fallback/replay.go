@@ -340,7 +340,7 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 			// Reachable: the writes wait for PostgreSQL to take them,
 			// and the breaker stays closed for the reads.
 			l.stats.failure(kind)
-			l.readOnly.refused(err)
+			l.readOnly.refused(err, kind)
 		}
 		if derr := cache.DeferWrite(context.WithoutCancel(ctx), w, msg); derr != nil {
 			l.log.Warn("pgfallback: recording a failed replay in the queue failed", "write", w.Write.ID, "err", derr)
@@ -619,7 +619,7 @@ func (l *Layer) replayOnRecovery() bool {
 	case ReadOnly:
 		// Reads can go back to PostgreSQL; the writes replay once it
 		// takes them (reads of their keys answer the pending state).
-		l.log.Warn("pgfallback: PostgreSQL is back but read-only; closing the breaker, queued writes stay queued and the replay retries",
+		l.log.Warn("pgfallback: PostgreSQL is back but takes no writes (read-only or out of disk); closing the breaker, queued writes stay queued and the replay retries",
 			"pending", l.queue.pending.Load(), "err", err)
 		return true
 	}

@@ -156,13 +156,16 @@ func writeListThrough[T any](items []T, err error, writeThrough func(T)) {
 }
 
 // write sends a write to the primary. One it did not answer, or refused
-// as read-only, is queued when the caller asked for the queue and it
+// as read-only or out of disk, is queued when the caller asked for the queue and it
 // certainly was not applied (queued is then called with the cause), and
 // otherwise becomes ErrUnavailable or ErrOutcomeUnknown; the caller
 // writes a success through.
 func write[T any](l *Layer, ctx context.Context, op string, fn func(context.Context) (T, error), queued func(cause error) (T, error)) (T, error) {
 	out, err, answered := attempt(l, ctx, fn)
 	if !answered {
+		if class, kind := Classify(ctx, err); class == ReadOnly {
+			l.readOnly.refused(err, kind)
+		}
 		if l.canQueue(ctx) && notSent(err) {
 			return queued(err)
 		}

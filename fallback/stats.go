@@ -25,7 +25,7 @@ type Stats struct {
 	CacheOpenAttempts uint64 `json:"cache_open_attempts"`
 
 	PrimaryCalls    uint64                 `json:"primary_calls"`    // calls sent to the primary
-	PrimaryFailures map[FailureKind]uint64 `json:"primary_failures"` // outage failures by kind, and writes refused as read_only
+	PrimaryFailures map[FailureKind]uint64 `json:"primary_failures"` // outage failures by kind, and calls refused as read_only or disk_full
 	// SlowCalls: calls to the primary (among PrimaryCalls) answered, but in
 	// SlowCallDuration or longer. Counted even when SlowCallRate < 0.
 	SlowCalls uint64 `json:"slow_calls"`
@@ -60,13 +60,16 @@ type Stats struct {
 	// LastTripCause: why it last opened: TripFailures (outage failures) or
 	// TripSlowCalls (PostgreSQL answered, but slowly); empty if never.
 	LastTripCause string `json:"last_trip_cause"`
-	// ReadOnlySince: PostgreSQL has refused writes as read-only (SQLSTATE
-	// 25006) since then, a call's or the replayer's, and applied none
-	// since; zero while it takes them. Not an outage: the breaker stays
-	// closed and reads go to PostgreSQL. It follows the writes' outcomes,
-	// so it clears at the first write applied after the server takes
-	// writes again. Such refusals count in PrimaryFailures as read_only.
-	ReadOnlySince time.Time `json:"read_only_since"`
+	// ReadOnlySince: PostgreSQL has refused writes since then, a call's or
+	// the replayer's, and applied none since; zero while it takes them.
+	// ReadOnlyCause says why the first was refused: FailReadOnly (SQLSTATE
+	// 25006, a read-only server) or FailDiskFull (53100, out of disk
+	// space); empty when none. Not an outage: the breaker stays closed and
+	// reads go to PostgreSQL. It follows the writes' outcomes, so it clears
+	// at the first write applied after the server takes writes again. Such
+	// refusals count in PrimaryFailures under their kind.
+	ReadOnlySince time.Time   `json:"read_only_since"`
+	ReadOnlyCause FailureKind `json:"read_only_cause"`
 
 	WarmRuns   uint64     `json:"warm_runs"`
 	LastWarm   WarmReport `json:"last_warm"`

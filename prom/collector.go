@@ -178,7 +178,7 @@ var transitionsKnown = []fallback.Transition{
 // fallback later still shows up once it is counted.
 var failureKinds = []fallback.FailureKind{
 	fallback.FailConnect, fallback.FailTimeout, fallback.FailConnection, fallback.FailShutdown,
-	fallback.FailOverload, fallback.FailReadOnly, fallback.FailUnavailable, fallback.FailUnknown,
+	fallback.FailOverload, fallback.FailReadOnly, fallback.FailDiskFull, fallback.FailUnavailable, fallback.FailUnknown,
 }
 
 var feedStates = func() []string {

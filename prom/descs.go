@@ -23,9 +23,9 @@ var (
 	descPrimaryCalls = desc("pgfallback_primary_calls_total",
 		"Calls sent to PostgreSQL through the breaker (the prober's pings are counted apart).")
 	descPrimaryFailures = desc("pgfallback_primary_failures_total",
-		"Failures of PostgreSQL that count as an outage (calls and the prober's pings), by kind; read_only counts writes a read-only server refused, which do not open the breaker.", "kind")
+		"Failures of PostgreSQL that count as an outage (calls and the prober's pings), by kind; read_only and disk_full count calls a read-only server, or one out of disk space, refused: they do not open the breaker.", "kind")
 	descReadOnlySince = desc("pgfallback_primary_read_only_since_timestamp_seconds",
-		"When PostgreSQL began refusing writes as read-only (SQLSTATE 25006), in seconds since the epoch; absent while it takes them. Reads still go to it.")
+		"When PostgreSQL began refusing writes, read-only (SQLSTATE 25006) or out of disk space (53100), in seconds since the epoch; absent while it takes them. Reads still go to it.")
 	descSlowCalls = desc("pgfallback_primary_slow_calls_total",
 		"Calls PostgreSQL answered, but in SlowCallDuration or longer (among pgfallback_primary_calls_total): what trips the breaker at SlowCallRate.")
 	descServedSlow = desc("pgfallback_cache_served_slow_total",

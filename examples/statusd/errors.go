@@ -75,8 +75,11 @@ func (s *server) toAPIError(r *http.Request, err error, what string) *apiError {
 		msg := "the database is unavailable and the cache holds no answer it can vouch for about " + what
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			msg = "the database is unavailable: " + what + " was not changed; retry later"
-			if class, _ := fallback.Classify(nil, err); class == fallback.ReadOnly {
+			switch class, kind := fallback.Classify(nil, err); {
+			case class == fallback.ReadOnly && kind == fallback.FailDiskFull:
 				// It answers reads: say what is wrong, not "down".
+				msg = "the database takes no writes for now (out of disk space): " + what + " was not changed; retry later"
+			case class == fallback.ReadOnly:
 				msg = "the database takes no writes for now (read-only): " + what + " was not changed; retry later"
 			}
 			if why := notQueuedReason(err); why != "" {

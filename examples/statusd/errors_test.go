@@ -239,23 +239,24 @@ func TestNotQueuedReason(t *testing.T) {
 	}
 }
 
-// A write refused by a read-only database is told as such: the database
-// answers reads, so "unavailable" alone would send a client to look for an
-// outage that is not there.
+// A write refused by a database that takes no writes now is told as such:
+// the database answers reads, so "unavailable" alone would send a client
+// to look for an outage that is not there.
 func TestReadOnlyWriteSaysSo(t *testing.T) {
-	refused := fmt.Errorf("fallback: update vendor: %w: not written; primary: %w", repository.ErrUnavailable,
-		&pgconn.PgError{Code: "25006", Message: "cannot execute UPDATE in a read-only transaction"})
-	vendors := &mock.VendorRepository{UpdateFn: func(context.Context, repository.Vendor) (repository.Vendor, error) {
-		return repository.Vendor{}, refused
-	}}
-	s := &server{vendors: vendors, workItems: &mock.WorkItemRepository{}, retryAfter: time.Second, log: slog.New(slog.DiscardHandler)}
-	rec := httptest.NewRecorder()
-	s.routes(http.NotFoundHandler(), http.NotFoundHandler()).ServeHTTP(rec,
-		httptest.NewRequest("PUT", "/vendors/acme", strings.NewReader(`{"status":"broken","version":1}`)))
-	r := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
-	code, _, msg := r.apiErr(t)
-	if r.status != http.StatusServiceUnavailable || code != "unavailable" ||
-		msg != `the database takes no writes for now (read-only): vendor "acme" was not changed; retry later` {
-		t.Fatalf("%d %q %q", r.status, code, msg)
+	for code, why := range map[string]string{"25006": "read-only", "53100": "out of disk space"} {
+		refused := fmt.Errorf("fallback: update vendor: %w: not written; primary: %w", repository.ErrUnavailable,
+			&pgconn.PgError{Code: code, Message: "refused"})
+		vendors := &mock.VendorRepository{UpdateFn: func(context.Context, repository.Vendor) (repository.Vendor, error) {
+			return repository.Vendor{}, refused
+		}}
+		s := &server{vendors: vendors, workItems: &mock.WorkItemRepository{}, retryAfter: time.Second, log: slog.New(slog.DiscardHandler)}
+		rec := httptest.NewRecorder()
+		s.routes(http.NotFoundHandler(), http.NotFoundHandler()).ServeHTTP(rec,
+			httptest.NewRequest("PUT", "/vendors/acme", strings.NewReader(`{"status":"broken","version":1}`)))
+		r := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+		api, _, msg := r.apiErr(t)
+		if want := `the database takes no writes for now (` + why + `): vendor "acme" was not changed; retry later`; r.status != http.StatusServiceUnavailable || api != "unavailable" || msg != want {
+			t.Errorf("SQLSTATE %s: %d %q %q, want 503 unavailable %q", code, r.status, api, msg, want)
+		}
 	}
 }
