@@ -42,29 +42,13 @@ func TestReadOnlyPostgreSQLServesReadsAndQueuesWrites(t *testing.T) {
 	if _, err := s.store.Vendors().Create(ctx, repository.Vendor{Name: "uncached", Status: repository.VendorOperational}); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := pgx.Connect(ctx, srv.DSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { admin.Close(context.Background()) }()
 	readOnly := func(on bool) {
 		t.Helper()
-		set := `ALTER SYSTEM SET default_transaction_read_only = on`
-		if !on {
-			set = `ALTER SYSTEM RESET default_transaction_read_only`
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := pgtest.SetReadOnly(rctx, srv.DSN(), on); err != nil {
+			t.Fatal(err)
 		}
-		for _, q := range []string{set, `SELECT pg_reload_conf()`} {
-			if _, err := admin.Exec(ctx, q); err != nil {
-				t.Fatal(err)
-			}
-		}
-		// The reload reaches each session at its next command: this
-		// one, opened before, shows when it has.
-		want := map[bool]string{true: "on", false: "off"}[on]
-		waitFor(t, 10*time.Second, "the reload", func() bool {
-			var got string
-			return admin.QueryRow(ctx, `SHOW default_transaction_read_only`).Scan(&got) == nil && got == want
-		})
 	}
 	get := func(name string) fallback.Origin {
 		t.Helper()
@@ -151,12 +135,6 @@ func TestReadOnlyPostgreSQLServesReadsAndQueuesWrites(t *testing.T) {
 		t.Fatalf("pending %d, want the queued write still queued", st.Queued.Pending)
 	}
 
-	if err := admin.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if admin, err = pgx.Connect(ctx, srv.DSN()); err != nil {
-		t.Fatal(err)
-	}
 	readOnly(false)
 	waitFor(t, 30*time.Second, "the queue to drain", func() bool { return s.layer.Stats().Queued.Pending == 0 })
 	got, err := s.store.Vendors().Get(ctx, names[2])

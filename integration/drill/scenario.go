@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgfallback/pgfallback/fallback"
+	"github.com/pgfallback/pgfallback/integration/pgtest"
 	"github.com/pgfallback/pgfallback/internal/dsn"
 	"github.com/pgfallback/pgfallback/repository"
 )
@@ -63,7 +64,7 @@ func faults(name string) (fault, string) {
 		return fault{
 			description: "PostgreSQL refuses writes for the whole server (default_transaction_read_only, reloaded: a provider's guard against a full disk) and answers reads, with a burst of writes besides the readers: reads go on from PostgreSQL, writes fail as not written, the breaker stays closed",
 			mustNotTrip: true,
-			inject:      func(ctx context.Context, r *scenarioRun) error { return setReadOnly(ctx, r.e.srv.DSN(), true) },
+			inject:      func(ctx context.Context, r *scenarioRun) error { return pgtest.SetReadOnly(ctx, r.e.srv.DSN(), true) },
 			during: func(ctx context.Context, r *scenarioRun, until time.Time) error {
 				var burst sync.WaitGroup
 				for i := range readOnlyBurst {
@@ -73,7 +74,7 @@ func faults(name string) (fault, string) {
 				burst.Wait()
 				return nil
 			},
-			heal: func(ctx context.Context, r *scenarioRun) error { return setReadOnly(ctx, r.e.srv.DSN(), false) },
+			heal: func(ctx context.Context, r *scenarioRun) error { return pgtest.SetReadOnly(ctx, r.e.srv.DSN(), false) },
 		}, ""
 	case ScenarioBrownout:
 		return fault{
@@ -161,28 +162,6 @@ func pause(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
-}
-
-// setReadOnly turns default_transaction_read_only on or off for the whole
-// server and reloads its configuration, as a managed service does when
-// its disk is nearly full: sessions already open take it at their next
-// command. It needs a superuser (the embedded server's).
-func setReadOnly(ctx context.Context, adminDSN string, on bool) error {
-	conn, err := dsn.Connect(ctx, adminDSN)
-	if err != nil {
-		return fmt.Errorf("read-only: %w", err)
-	}
-	defer conn.Close(ctx)
-	set := `ALTER SYSTEM SET default_transaction_read_only = on`
-	if !on {
-		set = `ALTER SYSTEM RESET default_transaction_read_only`
-	}
-	for _, q := range []string{set, `SELECT pg_reload_conf()`} {
-		if _, err := conn.Exec(ctx, q); err != nil {
-			return fmt.Errorf("read-only: %s: %w", q, err)
-		}
-	}
-	return nil
 }
 
 // changeRows updates rows directly on the server, around the proxy and
