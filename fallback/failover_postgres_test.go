@@ -2,6 +2,7 @@ package fallback_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -47,6 +48,16 @@ func TestFailoverThatLosesTransactions(t *testing.T) {
 	if err := sb.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// A connection string that reaches the standby: its refusals are
+	// read-only, and the layer's check names it a standby.
+	onStandby := openStack(t, pgtest.WithParam(multi, "target_session_attrs", "standby"), filepath.Join(t.TempDir(), "sb.db"),
+		fallback.Config{OpenTimeout: 100 * time.Millisecond, DisableChangeFeed: true})
+	if _, err := onStandby.layer.Vendors().Create(ctx, repository.Vendor{Name: "on-standby", Status: repository.VendorOperational}); !errors.Is(err, repository.ErrUnavailable) {
+		t.Fatalf("a create on the standby: %v, want ErrUnavailable (read-only)", err)
+	}
+	waitFor(t, 10*time.Second, "the layer to name the standby", func() bool { return onStandby.layer.Stats().ReadOnlyStandby })
+	onStandby.close()
+
 	if err := sb.CutReplication(ctx); err != nil {
 		t.Fatal(err)
 	}

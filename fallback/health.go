@@ -94,7 +94,7 @@ func (l *Layer) CheckHealth() Health {
 			how += " (or are queued, with WithWriteQueue)"
 		}
 		h.Status, h.Ready, h.Reason = "degraded", true,
-			"PostgreSQL answers reads but refuses writes ("+s.ReadOnlyCause.refusal()+"); writes "+how+" until it takes them"
+			"PostgreSQL answers reads but refuses writes ("+refusal(s.ReadOnlyCause, s.ReadOnlyStandby)+"); writes "+how+" until it takes them"
 	case s.Queued.Stalled:
 		h.Status, h.Ready, h.Reason = "degraded", true, "PostgreSQL answers, but queued writes are not replaying: "+s.Queued.LastError
 	case s.Feed.Incomplete:

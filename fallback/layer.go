@@ -122,7 +122,8 @@ type Layer struct {
 	pendingTrip, pendingClose atomic.Bool
 	tripped                   chan struct{} // wakes the prober; buffered, never blocks the trip
 	lastErr                   atomic.Pointer[error]
-	readOnly                  readOnlyWatch // PostgreSQL refuses writes: not the breaker's (readonly.go)
+	readOnly                  readOnlyWatch           // PostgreSQL refuses writes: not the breaker's (readonly.go)
+	writeChecker              repository.WriteChecker // nil when the primary cannot tell (checkWrites)
 
 	stats  counters
 	writer *writer
@@ -183,7 +184,8 @@ func newLayer(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, er
 	}
 	cfg = cfg.withDefaults()
 	l := &Layer{primary: primary, cfg: cfg, log: cfg.Logger, tripped: make(chan struct{}, 1)}
-	l.readOnly.log = l.log
+	l.readOnly.log, l.readOnly.began = l.log, make(chan struct{}, 1)
+	l.writeChecker, _ = primary.(repository.WriteChecker)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.cb = newBreaker(gobreaker.Settings{
 		Name:         "postgres",
@@ -264,7 +266,7 @@ func (l *Layer) Stats() Stats {
 	s := l.stats.snapshot(&l.state)
 	s.CacheOpen = l.cacheNow() != nil
 	s.WriteQueueDepth = l.writer.depth()
-	s.ReadOnlySince, s.ReadOnlyCause = l.readOnly.state()
+	s.ReadOnlySince, s.ReadOnlyCause, s.ReadOnlyStandby = l.readOnly.state()
 	if f := l.feed; f != nil {
 		s.Feed = FeedStats{
 			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), ResyncSince: f.resyncStart(), Mirror: f.mirror.Load(),

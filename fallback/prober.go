@@ -9,17 +9,57 @@ import (
 
 // probe owns recovery. It sleeps until the breaker trips, then pings the
 // primary every OpenTimeout — user requests are never spent as probes — and
-// when a ping succeeds, warms the cache and closes the breaker.
+// when a ping succeeds, warms the cache and closes the breaker. While
+// PostgreSQL refuses writes as read-only it also checks, at once and then
+// every OpenTimeout, whether it takes them again (checkWrites).
 func (l *Layer) probe() {
+	var recheck *time.Timer
+	defer func() {
+		if recheck != nil {
+			recheck.Stop()
+		}
+	}()
 	for {
+		var due <-chan time.Time
+		if recheck != nil {
+			due = recheck.C
+		}
 		select {
 		case <-l.ctx.Done():
 			return
 		case <-l.tripped:
+			l.settle() // the trip is recorded before recovery begins
+			l.recoverLoop()
+		case <-l.readOnly.began:
+			l.checkWrites()
+		case <-due:
+			recheck = nil
+			l.checkWrites()
 		}
-		l.settle() // the trip is recorded before recovery begins
-		l.recoverLoop()
+		if recheck == nil && l.writeChecker != nil && l.readOnly.checkable() != 0 {
+			recheck = time.NewTimer(l.cfg.OpenTimeout)
+		}
 	}
+}
+
+// checkWrites asks a primary that refuses writes as read-only whether it
+// takes them now, so that the window ends without waiting for a write (a
+// service that stopped writing would report it for as long as it writes
+// nothing) and a standby is named. A failed check changes nothing: an
+// outage is the calls' to report, and the next check comes.
+func (l *Layer) checkWrites() {
+	ns := l.readOnly.checkable()
+	if l.writeChecker == nil || ns == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.ProbeTimeout)
+	defer cancel()
+	takes, standby, err := l.writeChecker.TakesWrites(ctx)
+	if err != nil {
+		l.log.Debug("pgfallback: could not check whether PostgreSQL takes writes", "err", err)
+		return
+	}
+	l.readOnly.checked(ns, takes, standby)
 }
 
 func (l *Layer) recoverLoop() {

@@ -9,9 +9,12 @@ import (
 
 // readOnlyWatch remembers whether PostgreSQL refuses writes (Classify's
 // ReadOnly: read-only, or out of disk space): from the first write it
-// refused so until it next applies one, a call's or the replayer's. It
-// is what a write's outcome says, not a poll: a service that stops
-// writing keeps the last answer it got.
+// refused so until it next applies one, a call's or the replayer's, or,
+// for a read-only server, until the prober's check finds that it takes
+// writes again (checkWrites: a service that has stopped writing would
+// otherwise report the window for as long as it writes nothing). No check
+// can tell that a disk has room again without writing: that run ends at
+// the next write applied.
 //
 // It is kept apart from the breaker on purpose. Such a server answers
 // reads, so opening the breaker for it (as before this existed, for
@@ -22,8 +25,11 @@ type readOnlyWatch struct {
 	since atomic.Int64 // unix nanoseconds of the first refusal; 0 while writes are taken
 	log   *slog.Logger
 
-	mu    sync.Mutex  // orders a run's start and end, and guards cause
-	cause FailureKind // the first refusal's: FailReadOnly or FailDiskFull
+	mu      sync.Mutex  // orders a run's start and end, and guards cause and standby
+	cause   FailureKind // the first refusal's: FailReadOnly or FailDiskFull
+	standby bool        // the check found the server in recovery
+
+	began chan struct{} // buffered 1: wakes the prober at a run's start
 }
 
 // refused records a write PostgreSQL refused (kind FailReadOnly or
@@ -39,7 +45,11 @@ func (w *readOnlyWatch) refused(err error, kind FailureKind) {
 	}
 	w.cause = kind
 	w.since.Store(time.Now().UnixNano())
-	w.log.Warn("pgfallback: PostgreSQL refuses writes ("+kind.refusal()+"); reads still go to it, writes fail with ErrUnavailable or are queued until it takes them",
+	select {
+	case w.began <- struct{}{}:
+	default:
+	}
+	w.log.Warn("pgfallback: PostgreSQL refuses writes ("+refusal(kind, false)+"); reads still go to it, writes fail with ErrUnavailable or are queued until it takes them",
 		"cause", err)
 }
 
@@ -51,28 +61,73 @@ func (w *readOnlyWatch) accepted() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if ns := w.since.Swap(0); ns != 0 {
-		w.log.Info("pgfallback: PostgreSQL takes writes again", "refused_for", time.Since(time.Unix(0, ns)).Round(time.Millisecond),
-			"cause", w.cause.refusal())
-		w.cause = ""
+		w.end(ns, "a write was applied")
+	}
+}
+
+// end logs the end of the run begun at ns and forgets it; w.mu is held.
+func (w *readOnlyWatch) end(ns int64, how string) {
+	w.log.Info("pgfallback: PostgreSQL takes writes again", "refused_for", time.Since(time.Unix(0, ns)).Round(time.Millisecond),
+		"cause", w.refusalLocked(), "seen", how)
+	w.cause, w.standby = "", false
+}
+
+// checkable reports the start of a run that a check can end (a read-only
+// server's; not a full disk's), 0 if none.
+func (w *readOnlyWatch) checkable() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cause != FailReadOnly {
+		return 0
+	}
+	return w.since.Load()
+}
+
+// checked records what a check begun during the run that started at ns
+// found: the run ends if the server takes writes, and a standby is named
+// once. A check that raced with the run's end (and a new run's start)
+// changes nothing: it may predate either.
+func (w *readOnlyWatch) checked(ns int64, takes, standby bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ns == 0 || w.since.Load() != ns {
+		return
+	}
+	switch {
+	case takes:
+		w.since.Store(0)
+		w.end(ns, "checked")
+	case standby && !w.standby:
+		w.standby = true
+		w.log.Warn("pgfallback: PostgreSQL is a standby (in recovery): the connection string reaches a replica, " +
+			"whose reads may lag the primary's writes and which takes no writes until promoted; point it at the primary " +
+			"(on a multi-host connection string, target_session_attrs=primary)")
 	}
 }
 
 // state is when the current run of refusals began and its cause; zero and
 // "" when none is under way.
-func (w *readOnlyWatch) state() (time.Time, FailureKind) {
+func (w *readOnlyWatch) state() (since time.Time, cause FailureKind, standby bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if ns := w.since.Load(); ns != 0 {
-		return time.Unix(0, ns), w.cause
+		return time.Unix(0, ns), w.cause, w.standby
 	}
-	return time.Time{}, ""
+	return time.Time{}, "", false
 }
 
-// refusal says why PostgreSQL refused a write, for logs and the health
-// check.
-func (k FailureKind) refusal() string {
-	if k == FailDiskFull {
+// refusalLocked is the run's refusal for the log; w.mu is held.
+func (w *readOnlyWatch) refusalLocked() string { return refusal(w.cause, w.standby) }
+
+// refusal says why PostgreSQL refuses writes, for logs and the health
+// check: cause is the first refusal's kind, standby what the check found.
+func refusal(cause FailureKind, standby bool) string {
+	switch {
+	case standby:
+		return "read-only: a standby"
+	case cause == FailDiskFull:
 		return "out of disk space"
 	}
 	return "read-only"
 }
+

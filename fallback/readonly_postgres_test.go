@@ -24,6 +24,7 @@ import (
 //     lacks too, come from PostgreSQL;
 //   - a queued write is accepted, and the replayer's refused attempts do
 //     not open the breaker either;
+//   - the guard lifted, the window ends without a write (the layer checks);
 //   - after a crash, a server that comes back read-only with writes still
 //     queued lets the breaker close: reads go back to it;
 //   - once it takes writes, the queue drains into it and Stats says so.
@@ -96,8 +97,19 @@ func TestReadOnlyPostgreSQLServesReadsAndQueuesWrites(t *testing.T) {
 			t.Fatalf("Get %s on a read-only server: from %v, want PostgreSQL", name, o.Source)
 		}
 	}
-	if st := s.layer.Stats(); st.ReadOnlySince.IsZero() {
-		t.Fatal("Stats.ReadOnlySince is zero on a server that refused 20 writes")
+	if st := s.layer.Stats(); st.ReadOnlySince.IsZero() || st.ReadOnlyStandby {
+		t.Fatalf("Stats on a server that refused 20 writes: read-only since %v, standby %v", st.ReadOnlySince, st.ReadOnlyStandby)
+	}
+	if takes, standby, err := s.store.TakesWrites(ctx); takes || standby || err != nil {
+		t.Fatalf("TakesWrites on a read-only primary: %v, standby %v, %v", takes, standby, err)
+	}
+	// The guard lifted and no write since: the prober's check ends the
+	// window (a service that stopped writing would report it for good).
+	readOnly(false)
+	waitFor(t, 10*time.Second, "the check to end the window", func() bool { return s.layer.Stats().ReadOnlySince.IsZero() })
+	readOnly(true)
+	if _, err := s.layer.Vendors().Update(ctx, v); !errors.Is(err, repository.ErrUnavailable) {
+		t.Fatalf("update on a read-only server again: %v", err)
 	}
 
 	qctx := fallback.WithWriteQueue(ctx)

@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfallback/pgfallback/internal/testutil"
+	"github.com/pgfallback/pgfallback/mock"
 	"github.com/pgfallback/pgfallback/repository"
+	"github.com/pgfallback/pgfallback/sqlitecache"
 )
 
 // A server that answers reads and refuses writes — read-only (SQLSTATE
@@ -125,5 +129,106 @@ func TestDiskFullReadIsServedFromTheCache(t *testing.T) {
 	}
 	if s := l.Stats(); s.State != Closed || s.Transitions != 0 || !s.ReadOnlySince.IsZero() || s.PrimaryFailures[FailDiskFull] != 21 {
 		t.Fatalf("Stats: %v after %d transitions, refusing writes since %v, failures %v", s.State, s.Transitions, s.ReadOnlySince, s.PrimaryFailures)
+	}
+}
+
+// A service that stops writing in a read-only window must not report the
+// window for as long as it writes nothing: the prober asks a primary that
+// can tell (repository.WriteChecker) at the first refusal and then every
+// OpenTimeout. It names a standby (a connection string that reached a
+// replica), ends the window when the server takes writes again, with no
+// write, and never ends a full disk's, which no check can see.
+func TestReadOnlyWindowEndsWhenACheckFindsWritesTaken(t *testing.T) {
+	db := newFakeDB()
+	logs := &testutil.Buffer{}
+	var standby atomic.Bool
+	var checks atomic.Int64
+	checker := &mock.WriteChecker{TakesWritesFn: func(ctx context.Context) (bool, bool, error) {
+		checks.Add(1)
+		if err := db.enter(ctx); err != nil {
+			return false, false, err
+		}
+		return !db.readOnly.Load() && !standby.Load(), standby.Load(), nil
+	}}
+	cache, err := sqlitecache.Open(filepath.Join(t.TempDir(), "cache.db"), sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := New(struct {
+		*mock.Primary
+		*mock.WriteChecker
+	}{db.primary(), checker}, cache, Config{Logger: slog.New(slog.NewTextHandler(logs, nil)), OpenTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); cache.Close() })
+	ctx := context.Background()
+	v, err := l.Vendors().Create(ctx, repository.Vendor{Name: "v", Status: repository.VendorOperational})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checks.Load() != 0 {
+		t.Fatalf("%d checks while PostgreSQL took writes, want none", checks.Load())
+	}
+	refuse := func() {
+		t.Helper()
+		if _, err := l.Vendors().Update(ctx, v); !errors.Is(err, repository.ErrUnavailable) {
+			t.Fatalf("update: %v, want refused", err)
+		}
+	}
+
+	db.readOnly.Store(true)
+	standby.Store(true)
+	refuse()
+	eventually(t, 5*time.Second, "the check to name a standby", func() bool { return l.Stats().ReadOnlyStandby })
+	if h := l.CheckHealth(); h.Status != "degraded" || !strings.Contains(h.Reason, "(read-only: a standby)") {
+		t.Fatalf("health on a standby: %+v", h)
+	}
+	since := l.Stats().ReadOnlySince
+	n := checks.Load()
+	eventually(t, 5*time.Second, "more checks", func() bool { return checks.Load() >= n+3 })
+	if c := strings.Count(logs.String(), "PostgreSQL is a standby"); c != 1 {
+		t.Fatalf("the standby was logged %d times, want once:\n%s", c, logs)
+	}
+
+	// Promoted (or the guard lifted): the window ends with no write.
+	standby.Store(false)
+	db.readOnly.Store(false)
+	eventually(t, 5*time.Second, "the window to end without a write", func() bool { return l.Stats().ReadOnlySince.IsZero() })
+	if s := l.Stats(); s.ReadOnlyCause != "" || s.ReadOnlyStandby || l.CheckHealth().Status != "ok" {
+		t.Fatalf("after the check: cause %q, standby %v, health %+v", s.ReadOnlyCause, s.ReadOnlyStandby, l.CheckHealth())
+	}
+	if !strings.Contains(logs.String(), "seen=checked") {
+		t.Fatalf("the end was not logged as checked:\n%s", logs)
+	}
+
+	// A check that began in a run that has ended since changes nothing
+	// in the next run.
+	db.readOnly.Store(true)
+	refuse()
+	if s := l.Stats(); s.ReadOnlySince.IsZero() || !s.ReadOnlySince.After(since) {
+		t.Fatalf("a new run: since %v", s.ReadOnlySince)
+	}
+	l.readOnly.checked(since.UnixNano(), true, false)
+	if l.Stats().ReadOnlySince.IsZero() {
+		t.Fatal("a check of an earlier run ended this one")
+	}
+	db.readOnly.Store(false)
+	eventually(t, 5*time.Second, "the second window to end", func() bool { return l.Stats().ReadOnlySince.IsZero() })
+
+	// A full disk: no check is made, and none could end it.
+	db.diskFull.Store(true)
+	refuse()
+	n = checks.Load()
+	l.checkWrites()
+	if s := l.Stats(); s.ReadOnlySince.IsZero() || s.ReadOnlyCause != FailDiskFull || checks.Load() != n {
+		t.Fatalf("a full disk after a check: since %v, cause %q, %d checks made, want none", s.ReadOnlySince, s.ReadOnlyCause, checks.Load()-n)
+	}
+	db.diskFull.Store(false)
+	if _, err := l.Vendors().Update(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Stats().ReadOnlySince.IsZero() {
+		t.Fatal("a write applied did not end the full disk's run")
 	}
 }

@@ -65,11 +65,18 @@ type Stats struct {
 	// ReadOnlyCause says why the first was refused: FailReadOnly (SQLSTATE
 	// 25006, a read-only server) or FailDiskFull (53100, out of disk
 	// space); empty when none. Not an outage: the breaker stays closed and
-	// reads go to PostgreSQL. It follows the writes' outcomes, so it clears
-	// at the first write applied after the server takes writes again. Such
-	// refusals count in PrimaryFailures under their kind.
+	// reads go to PostgreSQL. It clears at the first write applied after
+	// the server takes writes again, or, for a read-only server, when the
+	// prober's check (every OpenTimeout, with a primary that implements
+	// repository.WriteChecker, as *pgstore.Store does) finds that it takes
+	// them. A full disk is seen only by a write. Such refusals count in
+	// PrimaryFailures under their kind.
 	ReadOnlySince time.Time   `json:"read_only_since"`
 	ReadOnlyCause FailureKind `json:"read_only_cause"`
+	// ReadOnlyStandby: the check found PostgreSQL in recovery: the
+	// connection string reaches a standby, whose reads may lag the
+	// primary's writes (point it at the primary: target_session_attrs=primary).
+	ReadOnlyStandby bool `json:"read_only_standby"`
 
 	WarmRuns   uint64     `json:"warm_runs"`
 	LastWarm   WarmReport `json:"last_warm"`

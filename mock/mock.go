@@ -131,3 +131,15 @@ type RefusableChangeFeed struct {
 var _ repository.RefusableChangeFeed = (*RefusableChangeFeed)(nil)
 
 func (f *RefusableChangeFeed) ListenerRefused() string { return f.ListenerRefusedFn() }
+
+// WriteChecker is a repository.WriteChecker whose TakesWrites calls
+// TakesWritesFn.
+type WriteChecker struct {
+	TakesWritesFn func(ctx context.Context) (takes, standby bool, err error)
+}
+
+var _ repository.WriteChecker = (*WriteChecker)(nil)
+
+func (c *WriteChecker) TakesWrites(ctx context.Context) (takes, standby bool, err error) {
+	return c.TakesWritesFn(ctx)
+}

@@ -154,10 +154,23 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
+// TakesWrites implements repository.WriteChecker: the setting a
+// transaction begun now would have (default_transaction_read_only, from
+// the server's configuration, the role's or the database's) and whether
+// the server is in recovery.
+func (s *Store) TakesWrites(ctx context.Context) (takes, standby bool, err error) {
+	if err := s.pool.QueryRow(ctx,
+		`SELECT current_setting('transaction_read_only') = 'off', pg_is_in_recovery()`).Scan(&takes, &standby); err != nil {
+		return false, false, fmt.Errorf("pgstore: takes writes: %w", err)
+	}
+	return takes, standby, nil
+}
+
 // Close closes the pool, waiting for connections in use to be released.
 func (s *Store) Close() { s.pool.Close() }
 
 var (
+	_ repository.WriteChecker       = (*Store)(nil)
 	_ repository.VendorRepository   = vendorRepo{}
 	_ repository.WorkItemRepository = workItemRepo{}
 )

@@ -1,0 +1,20 @@
+package repository
+
+import "context"
+
+// WriteChecker is implemented by a primary that can tell, without
+// writing, whether it takes writes now; *pgstore.Store does. A write's
+// refusal says only that the server refused that one: the fallback layer
+// asks this while its primary refuses writes as read-only, so that the
+// window ends when the server takes writes again rather than at the next
+// write applied, and so that a connection string that reached a standby
+// is named as such.
+type WriteChecker interface {
+	// TakesWrites reports whether a transaction begun now could write
+	// (false on a read-only server, or for a role or database made
+	// read-only, or on a standby) and whether the server is a standby (in
+	// recovery: it takes no writes until it is promoted). It writes
+	// nothing, so it cannot tell that a disk is full.
+	// Errors: raw errors only (a connection failure, a timeout).
+	TakesWrites(ctx context.Context) (takes, standby bool, err error)
+}
