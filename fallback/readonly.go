@@ -130,4 +130,3 @@ func refusal(cause FailureKind, standby bool) string {
 	}
 	return "read-only"
 }
-
