@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,14 +19,18 @@ import (
 // there), the classic way a primary keeps answering reads and stops
 // finishing writes. Each write is applied and flushed locally, then waits
 // for the replica; when PrimaryTimeout cancels the wait, the transaction
-// stays committed. So:
-//   - the write is reported ErrOutcomeUnknown, never "not written"
+// stays committed. So, with a reader besides:
+//   - each write is reported ErrOutcomeUnknown, never "not written"
 //     (ErrUnavailable): PostgreSQL has it, and shows it once the wait ends
 //     (a backend whose client left keeps waiting, its row invisible: the
 //     answer was not knowable when the call returned);
-//   - with WithWriteQueue it is not queued either: it may have been applied;
-//   - reads, of a key the cache lacks too, come from PostgreSQL;
-//   - once the replica is back (here: the setting reset), writes succeed.
+//   - they are not an outage: PostgreSQL answered the reader meanwhile.
+//     The breaker stays closed, and reads, of a key the cache lacks too,
+//     come from PostgreSQL;
+//   - from the ConsecutiveFailures-th in a row, writes are not sent: not
+//     written, or queued with WithWriteQueue;
+//   - once commits go through (the setting reset), the probe ends that,
+//     the queue replays, and writes are sent and succeed.
 func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -35,9 +40,10 @@ func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := openStack(t, d, filepath.Join(t.TempDir(), "c.db"), fallback.Config{
-		PrimaryTimeout: 300 * time.Millisecond, OpenTimeout: 100 * time.Millisecond, ConsecutiveFailures: 100,
+		PrimaryTimeout: 300 * time.Millisecond, OpenTimeout: 100 * time.Millisecond, ConsecutiveFailures: 3,
+		ReplayInterval: 50 * time.Millisecond,
 	})
-	names := seed(t, s, 2)
+	names := seed(t, s, 6)
 	if _, err := s.store.Vendors().Create(ctx, repository.Vendor{Name: "uncached", Status: repository.VendorOperational}); err != nil {
 		t.Fatal(err)
 	}
@@ -62,23 +68,57 @@ func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 			return admin.QueryRow(ctx, `SHOW synchronous_standby_names`).Scan(&got) == nil && got == name
 		})
 	}
-
-	syncReplica("gone")
-	var want []int64 // the versions the timed-out updates make
-	for i, wctx := range []context.Context{ctx, fallback.WithWriteQueue(ctx)} {
-		v, err := s.layer.Vendors().Get(ctx, names[i])
+	update := func(wctx context.Context, name string) (repository.Vendor, error) {
+		t.Helper()
+		v, err := s.layer.Vendors().Get(ctx, name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		v.Status = repository.VendorBroken
 		_, err = s.layer.Vendors().Update(wctx, v)
+		return v, err
+	}
+
+	syncReplica("gone")
+	// Backends wait for a replica once the checkpointer has taken the
+	// reload too: the commit probe tells when (and fails the test if it
+	// never waits as a write does).
+	waitFor(t, 10*time.Second, "a commit probe to hang", func() bool {
+		pctx, pcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer pcancel()
+		return s.store.ProbeCommit(pctx) != nil
+	})
+	reading := make(chan struct{})
+	var reader sync.WaitGroup
+	reader.Add(1)
+	go func() { // PostgreSQL answers it while the writes wait
+		defer reader.Done()
+		for {
+			select {
+			case <-reading:
+				return
+			default:
+			}
+			if _, err := s.layer.Vendors().Get(ctx, names[5]); err != nil {
+				t.Errorf("a read while commits hang: %v", err)
+				return
+			}
+		}
+	}()
+	var want []int64 // the versions the timed-out updates make
+	for i := range 3 {
+		v, err := update(ctx, names[i])
 		if !errors.Is(err, repository.ErrOutcomeUnknown) || errors.Is(err, repository.ErrUnavailable) {
 			t.Fatalf("update %d with the commit hung: %v, want ErrOutcomeUnknown (it is committed locally)", i, err)
 		}
 		want = append(want, v.Version+1)
 	}
-	if st := s.layer.Stats(); st.Queued.Pending != 0 || st.Queued.Queued != 0 {
-		t.Fatalf("a write of unknown outcome was queued: %+v", st.Queued)
+	if _, err := update(ctx, names[3]); !errors.Is(err, repository.ErrUnavailable) || errors.Is(err, repository.ErrOutcomeUnknown) {
+		t.Fatalf("an update after 3 timed out: %v, want ErrUnavailable (not sent)", err)
+	}
+	queued, err := update(fallback.WithWriteQueue(ctx), names[4])
+	if err != nil {
+		t.Fatalf("a queued update after 3 timed out: %v", err)
 	}
 	for _, name := range []string{names[0], "uncached"} {
 		rctx, prov := fallback.WithProvenance(ctx)
@@ -86,21 +126,32 @@ func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 			t.Fatalf("Get %s with commits hung: %v from %v, want PostgreSQL", name, err, prov.Origin().Source)
 		}
 	}
+	close(reading)
+	reader.Wait()
+	st := s.layer.Stats()
+	if st.State != fallback.Closed || st.Transitions != 0 || st.WritesStalledSince.IsZero() || st.Queued.Pending != 1 {
+		t.Fatalf("with commits hung: breaker %v after %d transitions (%q), stalled since %v, %d queued",
+			st.State, st.Transitions, st.LastTripCause, st.WritesStalledSince, st.Queued.Pending)
+	}
 
-	// The replica back: the waits end, and both updates are there. Had
-	// the layer said "not written", the caller would have been lied to.
+	// The replica back: the waits end, and the timed-out updates are there.
+	// Had the layer said "not written", the caller would have been lied to.
 	syncReplica("")
+	waitFor(t, 10*time.Second, "a commit probe to end the stall", func() bool { return s.layer.Stats().WritesStalledSince.IsZero() })
+	waitFor(t, 10*time.Second, "the queue to replay", func() bool { return s.layer.Stats().Queued.Pending == 0 })
 	for i, version := range want {
 		waitFor(t, 10*time.Second, "the timed-out update to show", func() bool {
 			got, err := s.store.Vendors().Get(ctx, names[i])
 			return err == nil && got.Version == version && got.Status == repository.VendorBroken
 		})
 	}
-	v, err := s.layer.Vendors().Get(ctx, names[0])
-	if err != nil {
-		t.Fatal(err)
+	if got, err := s.store.Vendors().Get(ctx, names[4]); err != nil || got.Version != queued.Version+1 {
+		t.Fatalf("the queued update: %+v, %v; want it applied once", got, err)
 	}
-	if _, err := s.layer.Vendors().Update(ctx, v); err != nil {
+	if got, err := s.store.Vendors().Get(ctx, names[3]); err != nil || got.Version != 1 {
+		t.Fatalf("the update not sent: %+v, %v; want the row untouched", got, err)
+	}
+	if _, err := update(ctx, names[0]); err != nil {
 		t.Fatalf("an update once commits finish: %v", err)
 	}
 }

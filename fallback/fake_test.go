@@ -35,12 +35,16 @@ type fakeDB struct {
 	// server with default_transaction_read_only on; diskFull: with 53100,
 	// as on one whose disk is full.
 	readOnly, diskFull atomic.Bool
+	// commitsHang: reads answer, writes wait until their deadline, as on
+	// a server whose commits wait for a synchronous replica that is gone.
+	commitsHang atomic.Bool
 	// afterRead, if set (before the calls start), runs in a vendor Get
 	// after the row was read and before it is returned.
 	afterRead func(name string)
 	// afterReadItem is afterRead for a work item Get.
 	afterReadItem func(id uuid.UUID)
 	calls         atomic.Int64 // repository calls, not pings
+	writes        atomic.Int64 // of those, writes
 	pings         atomic.Int64
 }
 
@@ -65,10 +69,14 @@ func (f *fakeDB) enter(ctx context.Context) error {
 
 // enterWrite is enter for a call that writes.
 func (f *fakeDB) enterWrite(ctx context.Context, what string) error {
+	f.writes.Add(1)
 	if err := f.enter(ctx); err != nil {
 		return err
 	}
 	switch {
+	case f.commitsHang.Load():
+		<-ctx.Done()
+		return fmt.Errorf("fake: %w", ctx.Err())
 	case f.readOnly.Load():
 		return fmt.Errorf("fake: %w", &pgconn.PgError{Severity: "ERROR", Code: "25006",
 			Message: "cannot execute " + what + " in a read-only transaction"})

@@ -39,6 +39,10 @@ type Health struct {
 	// out of disk space (Stats.ReadOnlySince, ReadOnlyCause); absent while
 	// it takes them.
 	ReadOnlySince *time.Time `json:"read_only_since,omitempty"`
+	// WritesStalledSince: PostgreSQL's writes have timed out while it
+	// answered other calls since then (Stats.WritesStalledSince); absent
+	// while commits go through.
+	WritesStalledSince *time.Time `json:"writes_stalled_since,omitempty"`
 	// SlowCalls: calls PostgreSQL answered in SlowCallDuration or longer.
 	SlowCalls uint64 `json:"slow_calls"`
 	// Queue is the durable write queue; absent without one.
@@ -89,12 +93,11 @@ func (l *Layer) CheckHealth() Health {
 		// Serving from PostgreSQL, but an outage now would be an outage.
 		h.Status, h.Ready, h.Reason = "degraded", true, "the cache is not open, so an outage of PostgreSQL would not be covered: "+s.CacheError
 	case !s.ReadOnlySince.IsZero():
-		how := "fail with ErrUnavailable"
-		if l.queue != nil {
-			how += " (or are queued, with WithWriteQueue)"
-		}
 		h.Status, h.Ready, h.Reason = "degraded", true,
-			"PostgreSQL answers reads but refuses writes ("+refusal(s.ReadOnlyCause, s.ReadOnlyStandby)+"); writes "+how+" until it takes them"
+			"PostgreSQL answers reads but refuses writes ("+refusal(s.ReadOnlyCause, s.ReadOnlyStandby)+"); writes "+l.heldWrites()+" until it takes them"
+	case !s.WritesStalledSince.IsZero():
+		h.Status, h.Ready, h.Reason = "degraded", true,
+			"PostgreSQL answers reads but its writes time out (commits do not finish: a synchronous replica missing?); writes "+l.heldWrites()+" until a commit goes through"
 	case s.Queued.Stalled:
 		h.Status, h.Ready, h.Reason = "degraded", true, "PostgreSQL answers, but queued writes are not replaying: "+s.Queued.LastError
 	case s.Feed.Incomplete:
@@ -120,6 +123,10 @@ func (l *Layer) CheckHealth() Health {
 	if !s.ReadOnlySince.IsZero() {
 		t := s.ReadOnlySince
 		h.ReadOnlySince = &t
+	}
+	if !s.WritesStalledSince.IsZero() {
+		t := s.WritesStalledSince
+		h.WritesStalledSince = &t
 	}
 	return h
 }
@@ -194,4 +201,12 @@ func parseWord[T fmt.Stringer](b []byte, dst *T, values ...T) error {
 		}
 	}
 	return fmt.Errorf("fallback: unknown %T %q", *dst, b)
+}
+
+// heldWrites says what becomes of writes PostgreSQL does not take now.
+func (l *Layer) heldWrites() string {
+	if l.queue != nil {
+		return "fail with ErrUnavailable (or are queued, with WithWriteQueue)"
+	}
+	return "fail with ErrUnavailable"
 }

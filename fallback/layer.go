@@ -124,6 +124,9 @@ type Layer struct {
 	lastErr                   atomic.Pointer[error]
 	readOnly                  readOnlyWatch           // PostgreSQL refuses writes: not the breaker's (readonly.go)
 	writeChecker              repository.WriteChecker // nil when the primary cannot tell (checkWrites)
+	answered                  answeredAt              // when PostgreSQL last answered a call (stall.go)
+	stall                     stallWatch              // writes time out while PostgreSQL answers: not the breaker's (stall.go)
+	commitProber              repository.CommitProber // nil when the primary cannot probe (checkCommits)
 
 	stats  counters
 	writer *writer
@@ -186,6 +189,8 @@ func newLayer(primary Primary, cache *sqlitecache.Cache, cfg Config) (*Layer, er
 	l := &Layer{primary: primary, cfg: cfg, log: cfg.Logger, tripped: make(chan struct{}, 1)}
 	l.readOnly.log, l.readOnly.began = l.log, make(chan struct{}, 1)
 	l.writeChecker, _ = primary.(repository.WriteChecker)
+	l.stall.limit, l.stall.log, l.stall.began = max(cfg.ConsecutiveFailures, 1), l.log, make(chan struct{}, 1)
+	l.commitProber, _ = primary.(repository.CommitProber)
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.cb = newBreaker(gobreaker.Settings{
 		Name:         "postgres",
@@ -267,6 +272,7 @@ func (l *Layer) Stats() Stats {
 	s.CacheOpen = l.cacheNow() != nil
 	s.WriteQueueDepth = l.writer.depth()
 	s.ReadOnlySince, s.ReadOnlyCause, s.ReadOnlyStandby = l.readOnly.state()
+	s.WritesStalledSince = l.stall.state()
 	if f := l.feed; f != nil {
 		s.Feed = FeedStats{
 			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), ResyncSince: f.resyncStart(), Mirror: f.mirror.Load(),
@@ -468,6 +474,7 @@ func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, 
 	l.stats.primaryCalls.Add(1)
 	switch class, kind := Classify(ctx, err); class {
 	case Answer:
+		l.answered.mark(start.Add(took))
 		if took >= l.cfg.SlowCallDuration {
 			l.stats.slowCalls.Add(1)
 			if l.slowCall(took) {
@@ -485,10 +492,21 @@ func attempt[T any](l *Layer, ctx context.Context, fn func(context.Context) (T, 
 		// PostgreSQL answered: the breaker counts nothing. A write falls
 		// back to failing or queueing (write records the refusal), a read
 		// to the cache.
+		l.answered.mark(start.Add(took))
 		l.stats.failure(kind)
 		call.done(errExcluded)
 		return res, err, false
 	default:
+		if kind == FailTimeout && l.answered.since(start) {
+			// PostgreSQL answered a call after this one was sent: it is
+			// reachable, and this statement or its connection was stuck.
+			// The call falls back as a timeout (a read to the cache, a
+			// write of unknown outcome), without counting as an outage.
+			l.stats.failure(kind)
+			l.stats.stalledTimeouts.Add(1)
+			call.done(errExcluded)
+			return res, &stalledError{err}, false
+		}
 		l.stats.failure(kind)
 		l.lastErr.Store(&err)
 		call.done(errOutage)

@@ -10,8 +10,9 @@ import (
 // probe owns recovery. It sleeps until the breaker trips, then pings the
 // primary every OpenTimeout — user requests are never spent as probes — and
 // when a ping succeeds, warms the cache and closes the breaker. While
-// PostgreSQL refuses writes as read-only it also checks, at once and then
-// every OpenTimeout, whether it takes them again (checkWrites).
+// PostgreSQL refuses writes as read-only, or its writes time out while it
+// answers other calls, it also checks, at once and then every
+// OpenTimeout, whether it takes them again (checkWrites, checkCommits).
 func (l *Layer) probe() {
 	var recheck *time.Timer
 	defer func() {
@@ -32,11 +33,17 @@ func (l *Layer) probe() {
 			l.recoverLoop()
 		case <-l.readOnly.began:
 			l.checkWrites()
+		case <-l.stall.began:
+			// At once: when only some rows are stuck (a lock held by
+			// another transaction), commits go through and writes are
+			// sent again after one probe.
+			l.checkCommits()
 		case <-due:
 			recheck = nil
 			l.checkWrites()
+			l.checkCommits()
 		}
-		if recheck == nil && l.writeChecker != nil && l.readOnly.checkable() != 0 {
+		if recheck == nil && (l.writeChecker != nil && l.readOnly.checkable() != 0 || l.stall.since.Load() != 0) {
 			recheck = time.NewTimer(l.cfg.OpenTimeout)
 		}
 	}
@@ -60,6 +67,27 @@ func (l *Layer) checkWrites() {
 		return
 	}
 	l.readOnly.checked(ns, takes, standby)
+}
+
+// checkCommits ends a run of writes that timed out while PostgreSQL
+// answered other calls once a commit goes through: the primary's probe
+// (repository.CommitProber), given PrimaryTimeout as a write is; or, for
+// a primary that cannot probe, the next write, let through.
+func (l *Layer) checkCommits() {
+	if l.stall.since.Load() == 0 {
+		return
+	}
+	if l.commitProber == nil {
+		l.stall.letOne.Store(true)
+		return
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.PrimaryTimeout)
+	defer cancel()
+	if err := l.commitProber.ProbeCommit(ctx); err != nil {
+		l.log.Debug("pgfallback: a commit probe did not go through", "err", err)
+		return
+	}
+	l.stall.committed("probed")
 }
 
 func (l *Layer) recoverLoop() {
@@ -171,6 +199,9 @@ func (l *Layer) ping() error {
 	start := time.Now()
 	err := l.primary.Ping(ctx)
 	took := time.Since(start)
+	if err == nil {
+		l.answered.mark(start.Add(took))
+	}
 	if err != nil && l.ctx.Err() == nil {
 		_, kind := Classify(l.ctx, err)
 		l.stats.failure(kind)

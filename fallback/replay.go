@@ -134,8 +134,9 @@ func (q *writeQueue) loop() {
 			}
 		case <-t.C:
 		}
-		if l.degraded.Load() {
-			// The prober replays on recovery, before the breaker closes.
+		if l.degraded.Load() || l.stall.since.Load() != 0 {
+			// The prober replays on recovery, before the breaker closes;
+			// while commits do not finish, a replay would only wait.
 			t.Reset(interval)
 			continue
 		}

@@ -80,7 +80,7 @@ func (l *Layer) writeUnavailable(ctx context.Context, op string, cause error) er
 func notSent(err error) bool {
 	var connectErr *pgconn.ConnectError
 	var pgErr *pgconn.PgError
-	return errors.Is(err, errBreakerOpen) || errors.As(err, &connectErr) || errors.As(err, &pgErr) ||
+	return errors.Is(err, errBreakerOpen) || errors.Is(err, ErrWritesStalled) || errors.As(err, &connectErr) || errors.As(err, &pgErr) ||
 		pgconn.SafeToRetry(err) || errors.Is(err, repository.ErrUnavailable)
 }
 
@@ -155,16 +155,28 @@ func writeListThrough[T any](items []T, err error, writeThrough func(T)) {
 	}
 }
 
-// write sends a write to the primary. One it did not answer, or refused
-// as read-only or out of disk, is queued when the caller asked for the queue and it
+// write sends a write to the primary, unless writes time out while
+// PostgreSQL answers other calls (stallWatch: then it is not sent). One it
+// did not answer, or refused as read-only or out of disk, is queued when the caller asked for the queue and it
 // certainly was not applied (queued is then called with the cause), and
 // otherwise becomes ErrUnavailable or ErrOutcomeUnknown; the caller
 // writes a success through.
 func write[T any](l *Layer, ctx context.Context, op string, fn func(context.Context) (T, error), queued func(cause error) (T, error)) (T, error) {
+	if l.stall.holds() {
+		l.stats.writesHeld.Add(1)
+		if l.canQueue(ctx) {
+			return queued(ErrWritesStalled)
+		}
+		var zero T
+		return zero, l.writeUnavailable(ctx, op, ErrWritesStalled)
+	}
 	out, err, answered := attempt(l, ctx, fn)
 	if !answered {
+		var stalled *stalledError
 		if class, kind := Classify(ctx, err); class == ReadOnly {
 			l.readOnly.refused(err, kind)
+		} else if errors.As(err, &stalled) {
+			l.stall.timedOut(err)
 		}
 		if l.canQueue(ctx) && notSent(err) {
 			return queued(err)
@@ -175,6 +187,7 @@ func write[T any](l *Layer, ctx context.Context, op string, fn func(context.Cont
 	if err == nil {
 		l.fromPrimary(ctx)
 		l.readOnly.accepted()
+		l.stall.committed("a write")
 	}
 	return out, err
 }

@@ -42,6 +42,17 @@ type Stats struct {
 	AbandonedPeak     int64  `json:"abandoned_peak"`
 	Unavailable       uint64 `json:"unavailable"`         // calls that returned ErrUnavailable or ErrOutcomeUnknown
 	RejectedWhileOpen uint64 `json:"rejected_while_open"` // calls that did not reach the primary because the breaker was open
+	// StalledTimeouts: calls that timed out although PostgreSQL answered
+	// another call after they were sent (counted under "timeout" in
+	// PrimaryFailures too): their statement or connection was stuck, and
+	// the breaker does not count them. WritesStalledSince: writes have
+	// timed out so, ConsecutiveFailures in a row, since then (commits
+	// that do not finish: a synchronous replica missing), and no commit
+	// has gone through since; zero while they do. WritesHeld: writes not
+	// sent meanwhile (ErrUnavailable, or queued).
+	StalledTimeouts    uint64    `json:"stalled_timeouts"`
+	WritesStalledSince time.Time `json:"writes_stalled_since"`
+	WritesHeld         uint64    `json:"writes_held"`
 
 	WriteQueued  uint64 `json:"write_queued"`  // cache updates queued by the write-through
 	WriteWritten uint64 `json:"write_written"` // cache updates applied
@@ -162,7 +173,7 @@ type counters struct {
 	writeQueued, writeWritten, writeDropped, writeFailed                         atomic.Uint64
 	writeOverflowed, droppedAtClose, evictionsLost                               atomic.Uint64
 	transitions, warmRuns, probeCalls                                            atomic.Uint64
-	servedSlow                                                                   atomic.Uint64
+	servedSlow, stalledTimeouts, writesHeld                                      atomic.Uint64
 
 	slowCalls atomic.Uint64
 
@@ -204,6 +215,7 @@ func (c *counters) snapshot(state *atomic.Int32) Stats {
 		WriteOverflowed: c.writeOverflowed.Load(), DroppedAtClose: c.droppedAtClose.Load(), EvictionsLost: c.evictionsLost.Load(),
 		WarmRuns: c.warmRuns.Load(), ProbeCalls: c.probeCalls.Load(),
 		PrimaryFailures: map[FailureKind]uint64{}, ServedSlow: c.servedSlow.Load(),
+		StalledTimeouts: c.stalledTimeouts.Load(), WritesHeld: c.writesHeld.Load(),
 	}
 	c.mu.Lock()
 	for k, v := range c.failures {

@@ -143,3 +143,13 @@ var _ repository.WriteChecker = (*WriteChecker)(nil)
 func (c *WriteChecker) TakesWrites(ctx context.Context) (takes, standby bool, err error) {
 	return c.TakesWritesFn(ctx)
 }
+
+// CommitProber is a repository.CommitProber whose ProbeCommit calls
+// ProbeCommitFn.
+type CommitProber struct {
+	ProbeCommitFn func(ctx context.Context) error
+}
+
+var _ repository.CommitProber = (*CommitProber)(nil)
+
+func (p *CommitProber) ProbeCommit(ctx context.Context) error { return p.ProbeCommitFn(ctx) }

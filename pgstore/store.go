@@ -166,11 +166,26 @@ func (s *Store) TakesWrites(ctx context.Context) (takes, standby bool, err error
 	return takes, standby, nil
 }
 
+// ProbeCommit implements repository.CommitProber with a transactional
+// logical decoding message (prefix "pgfallback", which logical decoding
+// consumers ignore): it takes a transaction ID and writes WAL, so its
+// commit is flushed and, under synchronous replication, waited for like
+// any write's; no row changes. (A transaction ID alone, txid_current,
+// commits without waiting: PostgreSQL waits only for a transaction that
+// wrote WAL.) Any role may call it.
+func (s *Store) ProbeCommit(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, `SELECT pg_logical_emit_message(true, 'pgfallback', 'commit probe')`); err != nil {
+		return fmt.Errorf("pgstore: probe commit: %w", err)
+	}
+	return nil
+}
+
 // Close closes the pool, waiting for connections in use to be released.
 func (s *Store) Close() { s.pool.Close() }
 
 var (
 	_ repository.WriteChecker       = (*Store)(nil)
+	_ repository.CommitProber       = (*Store)(nil)
 	_ repository.VendorRepository   = vendorRepo{}
 	_ repository.WorkItemRepository = workItemRepo{}
 )

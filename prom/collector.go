@@ -78,6 +78,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descState, descTransitions, descNotPermitted, descLastTrip,
 		descPrimaryCalls, descPrimaryFailures, descReadOnlySince, descProbes, descCacheOpen,
+		descWritesStalledSince, descStalledTimeouts, descWritesHeld,
 		descSlowCalls, descServedSlow, descAbandoned, descAbandonedPeak,
 		descWriteQueued, descWriteQueueDepth, descWriteWritten, descWriteDropped, descWriteFailed, descWriteOverflowed, descEvictionsLost,
 		descWarmRuns, descWarmDuration, descWarmRows, descWarmSuccess, descWarmTimestamp,
@@ -210,6 +211,11 @@ func collectStats(ch chan<- prometheus.Metric, s fallback.Stats) {
 	if !s.ReadOnlySince.IsZero() {
 		gauge(ch, descReadOnlySince, seconds(s.ReadOnlySince))
 	}
+	if !s.WritesStalledSince.IsZero() {
+		gauge(ch, descWritesStalledSince, seconds(s.WritesStalledSince))
+	}
+	counter(ch, descStalledTimeouts, s.StalledTimeouts)
+	counter(ch, descWritesHeld, s.WritesHeld)
 	counter(ch, descPrimaryCalls, s.PrimaryCalls)
 	kinds := make(map[fallback.FailureKind]uint64, len(failureKinds)+len(s.PrimaryFailures))
 	for _, k := range failureKinds {

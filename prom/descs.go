@@ -26,6 +26,12 @@ var (
 		"Failures of PostgreSQL that count as an outage (calls and the prober's pings), by kind; read_only and disk_full count calls a read-only server, or one out of disk space, refused: they do not open the breaker.", "kind")
 	descReadOnlySince = desc("pgfallback_primary_read_only_since_timestamp_seconds",
 		"When PostgreSQL began refusing writes, read-only (SQLSTATE 25006) or out of disk space (53100), in seconds since the epoch; absent while it takes them. Reads still go to it.")
+	descWritesStalledSince = desc("pgfallback_primary_writes_stalled_since_timestamp_seconds",
+		"When PostgreSQL's writes began to time out while it answered other calls (commits that do not finish: a synchronous replica missing), in seconds since the epoch; absent while commits go through. Writes are not sent meanwhile; reads still go to it.")
+	descStalledTimeouts = desc("pgfallback_primary_stalled_timeouts_total",
+		"Calls that timed out although PostgreSQL answered another call after they were sent (among the timeouts in pgfallback_primary_failures_total): not counted as an outage.")
+	descWritesHeld = desc("pgfallback_writes_held_total",
+		"Writes not sent because PostgreSQL's writes time out while it answers other calls: failed as not written, or queued.")
 	descSlowCalls = desc("pgfallback_primary_slow_calls_total",
 		"Calls PostgreSQL answered, but in SlowCallDuration or longer (among pgfallback_primary_calls_total): what trips the breaker at SlowCallRate.")
 	descServedSlow = desc("pgfallback_cache_served_slow_total",

@@ -37,6 +37,8 @@ type primary struct {
 	hold atomic.Pointer[chan struct{}]
 	// readOnly: writes fail with SQLSTATE 25006, reads answer.
 	readOnly atomic.Bool
+	// commitsHang: writes wait until their deadline, reads answer.
+	commitsHang atomic.Bool
 
 	mu      sync.Mutex
 	vendors map[string]repository.Vendor
@@ -78,9 +80,13 @@ func newPrimary() *primary {
 			sort.Slice(vs, func(i, j int) bool { return vs[i].Name < vs[j].Name })
 			return vs, nil
 		},
-		CreateFn: func(_ context.Context, v repository.Vendor) (repository.Vendor, error) {
+		CreateFn: func(ctx context.Context, v repository.Vendor) (repository.Vendor, error) {
 			if err := p.err(); err != nil {
 				return repository.Vendor{}, err
+			}
+			if p.commitsHang.Load() {
+				<-ctx.Done()
+				return repository.Vendor{}, ctx.Err()
 			}
 			if p.readOnly.Load() {
 				return repository.Vendor{}, &pgconn.PgError{Code: "25006", Message: "cannot execute INSERT in a read-only transaction"}

@@ -333,7 +333,7 @@ func TestLint(t *testing.T) {
 	p := newPrimary()
 	p.put("acme")
 	obs := prom.NewObserver()
-	l, cache := newLayer(t, p, obs)
+	l, cache := newLayerWith(t, p, obs, func(c *fallback.Config) { c.PrimaryTimeout, c.ConsecutiveFailures = 100*time.Millisecond, 1 })
 	col := prom.NewCollector(l, prom.WithObserver(obs), prom.WithCache(cache))
 	if _, err := l.Vendors().Get(ctx, "acme"); err != nil {
 		t.Fatal(err)
@@ -348,6 +348,8 @@ func TestLint(t *testing.T) {
 	if _, err := l.Vendors().Create(ctx, repository.Vendor{Name: "refused", Status: repository.VendorOperational}); !errors.Is(err, repository.ErrUnavailable) {
 		t.Fatalf("a create on a read-only primary: %v", err)
 	}
+	p.readOnly.Store(false)
+	stallWrites(t, l, p)
 	trip(t, l, p)
 	if _, err := l.Vendors().Get(ctx, "acme"); err != nil {
 		t.Fatal(err)
@@ -592,5 +594,33 @@ func TestObserverSlowLabel(t *testing.T) {
 	// Slow answers are answers from the cache: in its served count.
 	if got := value(t, mfs, "pgfallback_cache_served_total", "entity=vendor", "freshness=fresh"); got != 4 {
 		t.Errorf("served{vendor,fresh} = %v, want 4", got)
+	}
+}
+
+// stallWrites makes l's writes time out while PostgreSQL answers reads
+// until l stops sending them (Stats.WritesStalledSince).
+func stallWrites(t *testing.T, l *fallback.Layer, p *primary) {
+	t.Helper()
+	ctx := context.Background()
+	p.commitsHang.Store(true)
+	defer p.commitsHang.Store(false)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { // answered while the writes wait
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			l.Vendors().Get(ctx, "acme")
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for deadline := time.Now().Add(10 * time.Second); l.Stats().WritesStalledSince.IsZero(); {
+		if time.Now().After(deadline) {
+			t.Fatal("writes that time out while reads answer never stalled the layer")
+		}
+		l.Vendors().Create(ctx, repository.Vendor{Name: "stalled", Status: repository.VendorOperational})
 	}
 }

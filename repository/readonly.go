@@ -18,3 +18,20 @@ type WriteChecker interface {
 	// Errors: raw errors only (a connection failure, a timeout).
 	TakesWrites(ctx context.Context) (takes, standby bool, err error)
 }
+
+// CommitProber is implemented by a primary that can finish a transaction
+// the way a write's would, without changing any row; *pgstore.Store does.
+// The fallback layer asks it while its primary's writes time out at
+// commit (a synchronous replica missing) and PostgreSQL answers other
+// calls, to learn when commits finish again without spending a caller's
+// write on it.
+type CommitProber interface {
+	// ProbeCommit commits a transaction that writes nothing but its
+	// commit record, so that it waits at commit as a write does (for a
+	// synchronous replica, for the WAL flush). A probe cut short by ctx
+	// may stay waiting on the server until the wait ends; it changes no
+	// row either way.
+	// Errors: raw errors only (a connection failure, a timeout, or the
+	// server's refusal on a read-only server or a standby).
+	ProbeCommit(ctx context.Context) error
+}

@@ -81,6 +81,8 @@ func (s *server) toAPIError(r *http.Request, err error, what string) *apiError {
 				msg = "the database takes no writes for now (out of disk space): " + what + " was not changed; retry later"
 			case class == fallback.ReadOnly:
 				msg = "the database takes no writes for now (read-only): " + what + " was not changed; retry later"
+			case errors.Is(err, fallback.ErrWritesStalled):
+				msg = "the database does not finish writes for now (its commits time out): " + what + " was not changed; retry later"
 			}
 			if why := notQueuedReason(err); why != "" {
 				// Prefer: respond-async, and the layer said why it could

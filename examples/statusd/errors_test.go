@@ -243,11 +243,21 @@ func TestNotQueuedReason(t *testing.T) {
 // the database answers reads, so "unavailable" alone would send a client
 // to look for an outage that is not there.
 func TestReadOnlyWriteSaysSo(t *testing.T) {
-	for code, why := range map[string]string{"25006": "read-only", "53100": "out of disk space"} {
-		refused := fmt.Errorf("fallback: update vendor: %w: not written; primary: %w", repository.ErrUnavailable,
+	refused := func(code string) error {
+		return fmt.Errorf("fallback: update vendor: %w: not written; primary: %w", repository.ErrUnavailable,
 			&pgconn.PgError{Code: code, Message: "refused"})
+	}
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{refused("25006"), "takes no writes for now (read-only)"},
+		{refused("53100"), "takes no writes for now (out of disk space)"},
+		{fmt.Errorf("fallback: update vendor: %w: not written; primary: %w", repository.ErrUnavailable, fallback.ErrWritesStalled),
+			"does not finish writes for now (its commits time out)"},
+	} {
 		vendors := &mock.VendorRepository{UpdateFn: func(context.Context, repository.Vendor) (repository.Vendor, error) {
-			return repository.Vendor{}, refused
+			return repository.Vendor{}, c.err
 		}}
 		s := &server{vendors: vendors, workItems: &mock.WorkItemRepository{}, retryAfter: time.Second, log: slog.New(slog.DiscardHandler)}
 		rec := httptest.NewRecorder()
@@ -255,8 +265,8 @@ func TestReadOnlyWriteSaysSo(t *testing.T) {
 			httptest.NewRequest("PUT", "/vendors/acme", strings.NewReader(`{"status":"broken","version":1}`)))
 		r := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
 		api, _, msg := r.apiErr(t)
-		if want := `the database takes no writes for now (` + why + `): vendor "acme" was not changed; retry later`; r.status != http.StatusServiceUnavailable || api != "unavailable" || msg != want {
-			t.Errorf("SQLSTATE %s: %d %q %q, want 503 unavailable %q", code, r.status, api, msg, want)
+		if want := `the database ` + c.want + `: vendor "acme" was not changed; retry later`; r.status != http.StatusServiceUnavailable || api != "unavailable" || msg != want {
+			t.Errorf("%v: %d %q %q, want 503 unavailable %q", c.err, r.status, api, msg, want)
 		}
 	}
 }
