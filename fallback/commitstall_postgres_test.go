@@ -10,7 +10,6 @@ import (
 
 	"github.com/pgfallback/pgfallback/fallback"
 	"github.com/pgfallback/pgfallback/integration/pgtest"
-	"github.com/pgfallback/pgfallback/internal/dsn"
 	"github.com/pgfallback/pgfallback/repository"
 )
 
@@ -47,26 +46,13 @@ func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 	if _, err := s.store.Vendors().Create(ctx, repository.Vendor{Name: "uncached", Status: repository.VendorOperational}); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := dsn.Connect(ctx, srv.DSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(context.Background())
 	syncReplica := func(name string) {
 		t.Helper()
-		set := `ALTER SYSTEM SET synchronous_standby_names = '` + name + `'`
-		if name == "" {
-			set = `ALTER SYSTEM RESET synchronous_standby_names`
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := pgtest.Reconfigure(rctx, srv.DSN(), "synchronous_standby_names", name); err != nil {
+			t.Fatal(err)
 		}
-		for _, q := range []string{set, `SELECT pg_reload_conf()`} {
-			if _, err := admin.Exec(ctx, q); err != nil {
-				t.Fatal(err)
-			}
-		}
-		waitFor(t, 10*time.Second, "the reload", func() bool {
-			var got string
-			return admin.QueryRow(ctx, `SHOW synchronous_standby_names`).Scan(&got) == nil && got == name
-		})
 	}
 	update := func(wctx context.Context, name string) (repository.Vendor, error) {
 		t.Helper()

@@ -29,6 +29,7 @@ const (
 	ScenarioLatency       = "latency"        // latency above PrimaryTimeout (must trip)
 	ScenarioLatencyBelow  = "latency-below"  // latency below PrimaryTimeout (must not trip)
 	ScenarioReadOnly      = "read-only"      // PostgreSQL refuses writes for the whole server, answers reads (must not trip)
+	ScenarioCommitStall   = "commit-stall"   // commits wait for a synchronous replica that is gone, reads answer (must not trip)
 	ScenarioBrownout      = "brownout"       // latency between SoftTimeout and PrimaryTimeout: soft-timeout answers, a trip on slow calls
 	ScenarioReset         = "reset"          // live connections reset mid-query, repeatedly
 	ScenarioFlap          = "flap"           // down/up every few hundred ms
@@ -46,7 +47,7 @@ const (
 // AllScenarios is what "all" expands to, in running order.
 var AllScenarios = []string{
 	ScenarioDown, ScenarioKill, ScenarioBlackhole, ScenarioLatency, ScenarioLatencyBelow, ScenarioReadOnly,
-	ScenarioBrownout, ScenarioReset, ScenarioFlap, ScenarioStale, ScenarioRestart, ScenarioChanged, ScenarioPeers, ScenarioFeedCut,
+	ScenarioCommitStall, ScenarioBrownout, ScenarioReset, ScenarioFlap, ScenarioStale, ScenarioRestart, ScenarioChanged, ScenarioPeers, ScenarioFeedCut,
 	ScenarioQueued, ScenarioQueuedRestart, ScenarioQueuedKill, ScenarioPromote,
 }
 

@@ -341,6 +341,8 @@ func (s *ScenarioReport) writeErrorsAllowed() string {
 		return "failed while there was no primary to take them (the bound: writes resume after the promotion)"
 	case s.Name == ScenarioReadOnly:
 		return "refused by PostgreSQL while it was read-only, reported not written (the bound: none reported failed is in PostgreSQL)"
+	case s.Name == ScenarioCommitStall:
+		return "not sent while commits waited for the missing replica (the first few, of unknown outcome, are counted apart), reported not written (the bound: none reported failed is in PostgreSQL)"
 	}
 	return "failed while PostgreSQL was out of reach or the breaker open (the bound: none reported failed is in PostgreSQL)"
 }

@@ -145,7 +145,7 @@ func (r *scenarioRun) layerConfig() fallback.Config {
 		c.MaxAbandonedCalls = brownoutMaxAbandoned
 		c.Window = brownoutWindow
 	}
-	if r.name == ScenarioReadOnly {
+	if r.name == ScenarioReadOnly || r.name == ScenarioCommitStall {
 		// A short window: the failure ratio is that of the fault's calls,
 		// which the burst writers make mostly refused writes. Were a
 		// refusal an outage, the breaker would open within a second.
@@ -294,14 +294,17 @@ func (r *scenarioRun) writer(ctx context.Context, id int, stop <-chan struct{}) 
 // service.
 func (r *scenarioRun) burstWriter(ctx context.Context, id int, until time.Time) {
 	for n := 0; time.Now().Before(until) && ctx.Err() == nil; n++ {
-		r.create(ctx, id, n)
+		if !r.create(ctx, id, n) {
+			pause(ctx, time.Millisecond) // a write failed fast: a client does not spin on it
+		}
 	}
 }
 
 // create makes writer id's nth vendor through the layer, and records what
 // the writer was told: a sample, and the name among the acknowledged,
-// failed or unknown writes that checkWrites compares with PostgreSQL.
-func (r *scenarioRun) create(ctx context.Context, id, n int) {
+// failed or unknown writes that checkWrites compares with PostgreSQL. It
+// reports whether the write was acknowledged.
+func (r *scenarioRun) create(ctx context.Context, id, n int) (acked bool) {
 	name := fmt.Sprintf("%s-w%d-%05d", r.tag, id, n)
 	r.withApp(func(a *app) {
 		at := r.since()
@@ -315,6 +318,7 @@ func (r *scenarioRun) create(ctx context.Context, id, n int) {
 		switch o {
 		case okOutcome:
 			r.acked = append(r.acked, name)
+			acked = true
 		case unavailableOutcome:
 			r.failed = append(r.failed, name)
 		default:
@@ -322,6 +326,7 @@ func (r *scenarioRun) create(ctx context.Context, id, n int) {
 		}
 		r.mu.Unlock()
 	})
+	return acked
 }
 
 // restartApp closes the application and opens it again on the same cache

@@ -65,16 +65,20 @@ func faults(name string) (fault, string) {
 			description: "PostgreSQL refuses writes for the whole server (default_transaction_read_only, reloaded: a provider's guard against a full disk) and answers reads, with a burst of writes besides the readers: reads go on from PostgreSQL, writes fail as not written, the breaker stays closed",
 			mustNotTrip: true,
 			inject:      func(ctx context.Context, r *scenarioRun) error { return pgtest.SetReadOnly(ctx, r.e.srv.DSN(), true) },
-			during: func(ctx context.Context, r *scenarioRun, until time.Time) error {
-				var burst sync.WaitGroup
-				for i := range readOnlyBurst {
-					burst.Add(1)
-					go func() { defer burst.Done(); r.burstWriter(ctx, 100+i, until) }()
-				}
-				burst.Wait()
-				return nil
+			during:      burstWriters,
+			heal:        func(ctx context.Context, r *scenarioRun) error { return pgtest.SetReadOnly(ctx, r.e.srv.DSN(), false) },
+		}, ""
+	case ScenarioCommitStall:
+		return fault{
+			description: "commits wait for a synchronous replica that is gone (synchronous_standby_names, reloaded) while reads answer, with a burst of writes besides the readers: reads go on from PostgreSQL, writes end of unknown outcome, then are not sent until a commit probe goes through; the breaker stays closed",
+			mustNotTrip: true,
+			inject: func(ctx context.Context, r *scenarioRun) error {
+				return pgtest.Reconfigure(ctx, r.e.srv.DSN(), "synchronous_standby_names", "gone")
 			},
-			heal: func(ctx context.Context, r *scenarioRun) error { return pgtest.SetReadOnly(ctx, r.e.srv.DSN(), false) },
+			during: burstWriters,
+			heal: func(ctx context.Context, r *scenarioRun) error {
+				return pgtest.Reconfigure(ctx, r.e.srv.DSN(), "synchronous_standby_names", "")
+			},
 		}, ""
 	case ScenarioBrownout:
 		return fault{
@@ -164,6 +168,20 @@ func pause(ctx context.Context, d time.Duration) {
 	}
 }
 
+// burstWriters writes back to back from readOnlyBurst goroutines until
+// until, besides the drill's paced writers: writes the fault refuses or
+// holds are then a large share of the calls, and often come several in a
+// row, so that were such a write an outage the breaker would open.
+func burstWriters(ctx context.Context, r *scenarioRun, until time.Time) error {
+	var burst sync.WaitGroup
+	for i := range readOnlyBurst {
+		burst.Add(1)
+		go func() { defer burst.Done(); r.burstWriter(ctx, 100+i, until) }()
+	}
+	burst.Wait()
+	return nil
+}
+
 // changeRows updates rows directly on the server, around the proxy and
 // the layer.
 func changeRows(ctx context.Context, connString string, names []string) error {
@@ -205,7 +223,7 @@ func runScenario(ctx context.Context, cfg Config, e *env, name, tag string) (sr 
 		sr.violate("%s", bad)
 		return sr
 	}
-	if (name == ScenarioKill || name == ScenarioReadOnly) && (e.srv == nil || !e.srv.Controllable()) {
+	if (name == ScenarioKill || name == ScenarioReadOnly || name == ScenarioCommitStall) && (e.srv == nil || !e.srv.Controllable()) {
 		sr.Skipped = "needs a server the drill controls (the embedded one); not available with --dsn"
 		sr.Passed = true
 		return sr
@@ -440,17 +458,34 @@ func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
 	if r.name == ScenarioBrownout {
 		sr.Brownout = r.checkBrownout(samples, faultAt, healAt, stats, fail)
 	}
-	if r.name == ScenarioReadOnly {
-		r.checkReadOnly(samples, faultAt, healAt, stats, fail)
+	if r.name == ScenarioReadOnly || r.name == ScenarioCommitStall {
+		r.checkWritesRefused(samples, faultAt, healAt, stats, fail)
 	}
 }
 
-// checkReadOnly holds the read-only scenario to its bounds beyond the
-// common ones (no failed read, none reported failed present, no trip):
-// every read during the fault came from PostgreSQL, the fault took effect
-// (writes were refused, counted as read_only), and the layer saw the end
-// of it (a write applied after the heal).
-func (r *scenarioRun) checkReadOnly(samples []sample, faultAt, healAt time.Duration, stats fallback.Stats, fail func(string, ...any)) {
+// checkWritesRefused holds the read-only and commit-stall scenarios to
+// their bounds beyond the common ones (no failed read, none reported
+// failed present, no trip): every read during the fault came from
+// PostgreSQL, which answered reads (for commit-stall, from PrimaryTimeout
+// after writes began to be held); the fault took effect (read-only:
+// writes refused and counted read_only; commit-stall: timeouts not
+// counted as an outage, then writes held); and the layer saw its end (a
+// write applied or a commit probe after the heal).
+func (r *scenarioRun) checkWritesRefused(samples []sample, faultAt, healAt time.Duration, stats fallback.Stats, fail func(string, ...any)) {
+	// Commit-stall: until writes are held (the first write reported not
+	// written), writes waiting at commit hold pool connections, and a read
+	// that waited PrimaryTimeout for one is answered from the cache (it
+	// must not fail: the common bound). From then on, none may be.
+	grace := faultAt
+	if r.name == ScenarioCommitStall {
+		grace = healAt
+		for _, s := range samples {
+			if s.at >= faultAt && s.write && s.outcome == unavailableOutcome {
+				grace = s.at + r.cfg.PrimaryTimeout
+				break
+			}
+		}
+	}
 	var fromCache, refused int
 	var example string
 	for _, s := range samples {
@@ -460,7 +495,7 @@ func (r *scenarioRun) checkReadOnly(samples []sample, faultAt, healAt time.Durat
 		switch {
 		case s.write && s.outcome == unavailableOutcome:
 			refused++
-		case !s.write && s.outcome == okOutcome && s.source != fallback.SourcePrimary:
+		case !s.write && s.outcome == okOutcome && s.source != fallback.SourcePrimary && s.at >= grace:
 			fromCache++
 			if example == "" {
 				example = fmt.Sprintf("at %s: source %s, age %s", s.at.Round(time.Millisecond), s.source, s.age)
@@ -468,13 +503,24 @@ func (r *scenarioRun) checkReadOnly(samples []sample, faultAt, healAt time.Durat
 		}
 	}
 	if fromCache > 0 {
-		fail("read-only: %d reads during the fault were not answered by PostgreSQL, which answered reads; first %s", fromCache, example)
+		fail("%s: %d reads during the fault were not answered by PostgreSQL, which answered reads; first %s", r.name, fromCache, example)
 	}
-	if refused == 0 || stats.PrimaryFailures[fallback.FailReadOnly] == 0 {
-		fail("read-only: the fault did not take effect: %d writes refused during it, %d counted read_only", refused, stats.PrimaryFailures[fallback.FailReadOnly])
-	}
-	if !stats.ReadOnlySince.IsZero() {
-		fail("read-only: Stats.ReadOnlySince is %s after the heal: no write applied since", stats.ReadOnlySince.Format(time.RFC3339Nano))
+	switch r.name {
+	case ScenarioReadOnly:
+		if refused == 0 || stats.PrimaryFailures[fallback.FailReadOnly] == 0 {
+			fail("read-only: the fault did not take effect: %d writes refused during it, %d counted read_only", refused, stats.PrimaryFailures[fallback.FailReadOnly])
+		}
+		if !stats.ReadOnlySince.IsZero() {
+			fail("read-only: Stats.ReadOnlySince is %s after the heal: no write applied since", stats.ReadOnlySince.Format(time.RFC3339Nano))
+		}
+	case ScenarioCommitStall:
+		if refused == 0 || stats.StalledTimeouts == 0 || stats.WritesHeld == 0 {
+			fail("commit-stall: the fault did not take effect: %d writes reported not written during it, %d stalled timeouts, %d writes held",
+				refused, stats.StalledTimeouts, stats.WritesHeld)
+		}
+		if !stats.WritesStalledSince.IsZero() {
+			fail("commit-stall: Stats.WritesStalledSince is %s after the heal: no commit went through since", stats.WritesStalledSince.Format(time.RFC3339Nano))
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package pgtest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	pgdsn "github.com/pgfallback/pgfallback/internal/dsn"
@@ -12,36 +13,52 @@ import (
 // again (off) the way a provider's full-disk guard or a DBA's
 // maintenance window does: default_transaction_read_only in
 // postgresql.auto.conf and a reload, which reaches the sessions already
-// open at their next command. It returns once a session shows the new
-// setting, or with ctx's error; admin must be a superuser's DSN.
+// open at their next command (see Reconfigure).
 func SetReadOnly(ctx context.Context, admin string, on bool) error {
+	value := ""
+	if on {
+		value = "on"
+	}
+	return Reconfigure(ctx, admin, "default_transaction_read_only", value)
+}
+
+// Reconfigure sets a server setting with ALTER SYSTEM (RESET when value
+// is "") and reloads the configuration. It returns once a session shows
+// the new value, or with ctx's error; admin must be a superuser's DSN.
+// The reload is asynchronous for every process: what other backends and
+// the checkpointer do with it may lag a little behind.
+func Reconfigure(ctx context.Context, admin, name, value string) error {
 	conn, err := pgdsn.Connect(ctx, admin)
 	if err != nil {
-		return fmt.Errorf("pgtest: read-only: %w", err)
+		return fmt.Errorf("pgtest: reconfigure %s: %w", name, err)
 	}
 	defer conn.Close(context.Background())
-	set, want := `ALTER SYSTEM SET default_transaction_read_only = on`, "on"
-	if !on {
-		set, want = `ALTER SYSTEM RESET default_transaction_read_only`, "off"
+	set := `ALTER SYSTEM RESET ` + name
+	if value != "" {
+		set = `ALTER SYSTEM SET ` + name + ` = '` + strings.ReplaceAll(value, `'`, `''`) + `'`
 	}
 	for _, q := range []string{set, `SELECT pg_reload_conf()`} {
 		if _, err := conn.Exec(ctx, q); err != nil {
-			return fmt.Errorf("pgtest: read-only: %s: %w", q, err)
+			return fmt.Errorf("pgtest: reconfigure: %s: %w", q, err)
 		}
 	}
-	// The reload is asynchronous: this session, opened before it, sees
-	// the setting once the server has applied it.
+	want := value
+	if value == "" {
+		if err := conn.QueryRow(ctx, `SELECT boot_val FROM pg_settings WHERE name = $1`, name).Scan(&want); err != nil {
+			return fmt.Errorf("pgtest: reconfigure %s: %w", name, err)
+		}
+	}
 	for {
 		var got string
-		if err := conn.QueryRow(ctx, `SHOW default_transaction_read_only`).Scan(&got); err != nil {
-			return fmt.Errorf("pgtest: read-only: %w", err)
+		if err := conn.QueryRow(ctx, `SELECT setting FROM pg_settings WHERE name = $1`, name).Scan(&got); err != nil {
+			return fmt.Errorf("pgtest: reconfigure %s: %w", name, err)
 		}
 		if got == want {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pgtest: read-only: default_transaction_read_only still %s: %w", got, ctx.Err())
+			return fmt.Errorf("pgtest: reconfigure: %s still %q: %w", name, got, ctx.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
