@@ -299,6 +299,7 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 		ws[i] = batch[i].Write
 	}
 	pctx, cancel := context.WithTimeout(ctx, l.cfg.PrimaryTimeout)
+	start := time.Now()
 	applied, err := q.batcher.ApplyWrites(pctx, ws)
 	timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
@@ -312,6 +313,8 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 	switch {
 	case err == nil:
 		size.committed()
+		l.answered.mark(time.Now())
+		l.stall.committed("a replay")
 		return batch, nil
 	// PostgreSQL's answer about the write itself, which no retry changes.
 	// Anything else (an outage, a timeout, the applied-writes table
@@ -335,6 +338,13 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 		switch class, kind := Classify(ctx, err); class {
 		case Outage:
 			l.stats.failure(kind)
+			if timedOut && l.answered.since(start) {
+				// PostgreSQL answered other calls meanwhile: its commits
+				// hang (stall.go), it is not out of reach.
+				l.stats.stalledTimeouts.Add(1)
+				l.stall.timedOut(err)
+				break
+			}
 			l.lastErr.Store(&err)
 			l.reportReplayOutage()
 		case ReadOnly:
