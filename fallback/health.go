@@ -97,7 +97,7 @@ func (l *Layer) CheckHealth() Health {
 			"PostgreSQL answers reads but refuses writes ("+refusal(s.ReadOnlyCause, s.ReadOnlyStandby)+"); writes "+l.heldWrites()+" until it takes them"
 	case !s.WritesStalledSince.IsZero():
 		h.Status, h.Ready, h.Reason = "degraded", true,
-			"PostgreSQL answers reads but its writes time out (commits do not finish: a synchronous replica missing?); writes "+l.heldWrites()+" until a commit goes through"
+			"PostgreSQL answers reads but its writes time out (commits that do not finish, as for a synchronous replica that is gone, or rows locked by another transaction); writes "+l.heldWrites()+" until a commit goes through"
 	case s.Queued.Stalled:
 		h.Status, h.Ready, h.Reason = "degraded", true, "PostgreSQL answers, but queued writes are not replaying: "+s.Queued.LastError
 	case s.Feed.Incomplete:

@@ -162,7 +162,7 @@ func writeListThrough[T any](items []T, err error, writeThrough func(T)) {
 // otherwise becomes ErrUnavailable or ErrOutcomeUnknown; the caller
 // writes a success through.
 func write[T any](l *Layer, ctx context.Context, op string, fn func(context.Context) (T, error), queued func(cause error) (T, error)) (T, error) {
-	if l.stall.holds() {
+	if !l.closed.Load() && l.stall.holds() {
 		l.stats.writesHeld.Add(1)
 		if l.canQueue(ctx) {
 			return queued(ErrWritesStalled)

@@ -42,7 +42,7 @@ func (e *stalledError) Unwrap() error { return e.err }
 // (commits that do not finish; see docs/layer.md, "When commits hang").
 // Such a write fails with repository.ErrUnavailable (not written), which
 // wraps it, or is queued when the caller asked for the queue.
-var ErrWritesStalled = errors.New("writes time out while PostgreSQL answers other calls (commits do not finish: a synchronous replica missing?); not sent until a commit goes through")
+var ErrWritesStalled = errors.New("writes time out while PostgreSQL answers other calls (commits that do not finish, as for a synchronous replica that is gone, or rows locked by another transaction); not sent until a commit goes through")
 
 // stallWatch remembers whether PostgreSQL's writes time out while it
 // answers other calls: from the limit-th such write in a row (the
@@ -80,7 +80,7 @@ func (w *stallWatch) timedOut(err error) {
 	case w.began <- struct{}{}:
 	default:
 	}
-	w.log.Warn("pgfallback: writes time out while PostgreSQL answers other calls (commits do not finish: a synchronous replica missing?); "+
+	w.log.Warn("pgfallback: writes time out while PostgreSQL answers other calls (commits that do not finish, as for a synchronous replica that is gone, or rows locked by another transaction); "+
 		"reads still go to it, writes fail with ErrUnavailable or are queued until a commit goes through",
 		"in_a_row", w.inARow.Load(), "cause", err)
 }
