@@ -216,6 +216,13 @@ func (r *scenarioRun) openApp(ctx context.Context) (*app, error) {
 	if r.name == ScenarioStale {
 		return openApp(ctx, r.e.proxiedDSN, r.e.cachePath(r.tag), r.layerConfig(), sqlitecache.WithTTL(staleTTL))
 	}
+	if r.name == ScenarioCommitStall {
+		// A pool with room for every caller, as docs/layer.md advises: with
+		// pgxpool's default (max(4, NumCPU)) the stalled writes take every
+		// connection, nothing answers for PrimaryTimeout, which looks like
+		// an outage, and the breaker opens.
+		return openAppSized(ctx, r.e.proxiedDSN, "", r.e.cachePath(r.tag), r.layerConfig(), int32(r.cfg.Readers+r.cfg.Writers+readOnlyBurst+4))
+	}
 	return openApp(ctx, r.e.proxiedDSN, r.e.cachePath(r.tag), r.layerConfig())
 }
 

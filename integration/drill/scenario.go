@@ -466,26 +466,11 @@ func (r *scenarioRun) check(ctx context.Context, f fault, sr *ScenarioReport) {
 // checkWritesRefused holds the read-only and commit-stall scenarios to
 // their bounds beyond the common ones (no failed read, none reported
 // failed present, no trip): every read during the fault came from
-// PostgreSQL, which answered reads (for commit-stall, from PrimaryTimeout
-// after writes began to be held); the fault took effect (read-only:
+// PostgreSQL, which answered reads; the fault took effect (read-only:
 // writes refused and counted read_only; commit-stall: timeouts not
 // counted as an outage, then writes held); and the layer saw its end (a
 // write applied or a commit probe after the heal).
 func (r *scenarioRun) checkWritesRefused(samples []sample, faultAt, healAt time.Duration, stats fallback.Stats, fail func(string, ...any)) {
-	// Commit-stall: until writes are held (the first write reported not
-	// written), writes waiting at commit hold pool connections, and a read
-	// that waited PrimaryTimeout for one is answered from the cache (it
-	// must not fail: the common bound). From then on, none may be.
-	grace := faultAt
-	if r.name == ScenarioCommitStall {
-		grace = healAt
-		for _, s := range samples {
-			if s.at >= faultAt && s.write && s.outcome == unavailableOutcome {
-				grace = s.at + r.cfg.PrimaryTimeout
-				break
-			}
-		}
-	}
 	var fromCache, refused int
 	var example string
 	for _, s := range samples {
@@ -495,7 +480,7 @@ func (r *scenarioRun) checkWritesRefused(samples []sample, faultAt, healAt time.
 		switch {
 		case s.write && s.outcome == unavailableOutcome:
 			refused++
-		case !s.write && s.outcome == okOutcome && s.source != fallback.SourcePrimary && s.at >= grace:
+		case !s.write && s.outcome == okOutcome && s.source != fallback.SourcePrimary:
 			fromCache++
 			if example == "" {
 				example = fmt.Sprintf("at %s: source %s, age %s", s.at.Round(time.Millisecond), s.source, s.age)
