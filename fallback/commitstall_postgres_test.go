@@ -141,3 +141,81 @@ func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 		t.Fatalf("an update once commits finish: %v", err)
 	}
 }
+
+// A queued write replayed into commits that hang, while PostgreSQL
+// answers a reader: the replay times out, which is counted as a stalled
+// timeout, not an outage (the breaker stays closed). Its commit was made
+// locally and its wait canceled, so the next replay finds the write
+// applied by its record: the queue drains, the write applied once, while
+// commits still hang.
+func TestReplayIntoHungCommitsAppliesOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv := pgtest.NewServer(t)
+	d, _, err := srv.CreateDatabase(ctx) // dropped with the server
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openStack(t, d, filepath.Join(t.TempDir(), "c.db"), fallback.Config{
+		PrimaryTimeout: 300 * time.Millisecond, OpenTimeout: 100 * time.Millisecond, ConsecutiveFailures: 3,
+		ReplayInterval: 50 * time.Millisecond,
+	})
+	names := seed(t, s, 2)
+	reconfigure := func(name, value string) {
+		t.Helper()
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := pgtest.Reconfigure(rctx, srv.DSN(), name, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A write queued while the server is read-only.
+	reconfigure("default_transaction_read_only", "on")
+	v, err := s.layer.Vendors().Get(ctx, names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Status = repository.VendorBroken
+	if _, err := s.layer.Vendors().Update(fallback.WithWriteQueue(ctx), v); err != nil {
+		t.Fatalf("a queued update on a read-only server: %v", err)
+	}
+	reconfigure("synchronous_standby_names", "gone")
+	waitFor(t, 10*time.Second, "a commit probe to hang", func() bool {
+		pctx, pcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer pcancel()
+		return s.store.ProbeCommit(pctx) != nil
+	})
+	stop := make(chan struct{})
+	var reader sync.WaitGroup
+	reader.Add(1)
+	go func() { // PostgreSQL answers it while the replay waits
+		defer reader.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := s.layer.Vendors().Get(ctx, names[1]); err != nil {
+				t.Errorf("a read while commits hang: %v", err)
+				return
+			}
+		}
+	}()
+	reconfigure("default_transaction_read_only", "")
+	waitFor(t, 20*time.Second, "the queue to drain while commits hang", func() bool { return s.layer.Stats().Queued.Pending == 0 })
+	close(stop)
+	reader.Wait()
+	st := s.layer.Stats()
+	if st.State != fallback.Closed || st.Transitions != 0 || st.StalledTimeouts == 0 || st.Queued.AlreadyApplied == 0 || st.Queued.DeadLettered != 0 {
+		t.Fatalf("replays into hung commits: breaker %v after %d transitions (%q), %d stalled timeouts, queue %+v; "+
+			"want closed, the timed-out replay counted as stalled and found applied after",
+			st.State, st.Transitions, st.LastTripCause, st.StalledTimeouts, st.Queued)
+	}
+	got, err := s.store.Vendors().Get(ctx, names[0])
+	if err != nil || got.Status != repository.VendorBroken || got.Version != v.Version+1 {
+		t.Fatalf("PostgreSQL after the replays: %+v, %v; want the queued update applied once", got, err)
+	}
+	reconfigure("synchronous_standby_names", "")
+}

@@ -303,10 +303,12 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 	applied, err := q.batcher.ApplyWrites(pctx, ws)
 	timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	cancel()
+	wrote := false
 	for i, a := range applied {
 		c.add(sqlitecache.Completed{Write: batch[i], Row: sqlitecache.Row{Vendor: a.Vendor, WorkItem: a.WorkItem}}, a.AlreadyApplied)
 		if !a.AlreadyApplied { // found applied before: nothing written now
 			l.readOnly.accepted()
+			wrote = true
 		}
 	}
 	batch = batch[len(applied):]
@@ -314,7 +316,9 @@ func (q *writeQueue) replayNext(ctx context.Context, cache *sqlitecache.Cache, c
 	case err == nil:
 		size.committed()
 		l.answered.mark(time.Now())
-		l.stall.committed("a replay")
+		if wrote { // a batch found applied commits nothing to wait for
+			l.stall.committed("a replay")
+		}
 		return batch, nil
 	// PostgreSQL's answer about the write itself, which no retry changes.
 	// Anything else (an outage, a timeout, the applied-writes table
