@@ -48,10 +48,10 @@ var ErrWritesStalled = errors.New("writes time out while PostgreSQL answers othe
 // answers other calls: from the limit-th such write in a row (the
 // breaker's ConsecutiveFailures) until a commit goes through — the
 // prober's probe (repository.CommitProber: at once, then every
-// OpenTimeout), or, for a primary that cannot probe, a write let through
-// every OpenTimeout. Meanwhile writes are not
-// sent: each would hold a connection for PrimaryTimeout and end with an
-// unknown outcome, committed locally and not replicated; they fail as not
+// OpenTimeout), a write let through every OpenTimeout for a primary that
+// cannot probe, or a replay that writes. Meanwhile writes are not sent:
+// each would hold a connection for PrimaryTimeout and end with an unknown
+// outcome, committed locally and not replicated; they fail as not
 // written, or are queued. Reads go on to PostgreSQL, and the breaker,
 // which such writes do not count toward, stays closed.
 type stallWatch struct {
