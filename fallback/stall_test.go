@@ -21,13 +21,19 @@ import (
 // probe, or cannot probe when probe is nil.
 func newStallLayer(t *testing.T, db *fakeDB, probe func(context.Context) error, logs *testutil.Buffer) *Layer {
 	t.Helper()
+	return newStallLayerProbing(t, db, probe, logs, 30*time.Millisecond)
+}
+
+// newStallLayerProbing is newStallLayer with the prober's OpenTimeout.
+func newStallLayerProbing(t *testing.T, db *fakeDB, probe func(context.Context) error, logs *testutil.Buffer, openTimeout time.Duration) *Layer {
+	t.Helper()
 	cache, err := sqlitecache.Open(filepath.Join(t.TempDir(), "cache.db"), sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// PrimaryTimeout with room for a read on a busy machine under -race:
 	// only the writes may time out.
-	cfg := Config{Logger: slog.New(slog.NewTextHandler(logs, nil)), PrimaryTimeout: 200 * time.Millisecond, OpenTimeout: 30 * time.Millisecond}
+	cfg := Config{Logger: slog.New(slog.NewTextHandler(logs, nil)), PrimaryTimeout: 200 * time.Millisecond, OpenTimeout: openTimeout}
 	var primary Primary = db.primary()
 	if probe != nil {
 		primary = struct {
@@ -192,5 +198,28 @@ func TestTimeoutsWithNoAnswerStillTrip(t *testing.T) {
 	}
 	if s := l.Stats(); s.State != Open || s.StalledTimeouts != 0 || !s.WritesStalledSince.IsZero() {
 		t.Fatalf("5 timeouts with no answer: %v, %d stalled, stalled since %v; want the breaker open", s.State, s.StalledTimeouts, s.WritesStalledSince)
+	}
+}
+
+// Writes that time out while commits go through — rows locked by another
+// transaction — hold writes for one probe only: the prober probes at once
+// when a run begins, not an OpenTimeout later (an hour here).
+func TestStalledWritesOnLockedRowsEndAtTheFirstProbe(t *testing.T) {
+	db := newFakeDB()
+	var probes atomic.Int64
+	l := newStallLayerProbing(t, db, func(context.Context) error { probes.Add(1); return nil }, &testutil.Buffer{}, time.Hour)
+	ctx := context.Background()
+	v := db.put(vendor("a"))
+	db.commitsHang.Store(true) // the fake's writes wait, as on a locked row
+	stop := readWhile(t, l, "a")
+	for range 5 {
+		l.Vendors().Update(ctx, v)
+	}
+	stop()
+	eventually(t, 5*time.Second, "the first probe to end the run", func() bool {
+		return probes.Load() == 1 && l.Stats().WritesStalledSince.IsZero()
+	})
+	if s := l.Stats(); s.StalledTimeouts != 5 || s.State != Closed {
+		t.Fatalf("Stats: %d stalled timeouts, breaker %v", s.StalledTimeouts, s.State)
 	}
 }
