@@ -33,26 +33,10 @@ import (
 func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv := pgtest.NewServer(t)
-	d, _, err := srv.CreateDatabase(ctx) // dropped with the server
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := openStack(t, d, filepath.Join(t.TempDir(), "c.db"), fallback.Config{
-		PrimaryTimeout: 300 * time.Millisecond, OpenTimeout: 100 * time.Millisecond, ConsecutiveFailures: 3,
-		ReplayInterval: 50 * time.Millisecond,
-	})
+	srv, s := openStallStack(t, ctx)
 	names := seed(t, s, 6)
 	if _, err := s.store.Vendors().Create(ctx, repository.Vendor{Name: "uncached", Status: repository.VendorOperational}); err != nil {
 		t.Fatal(err)
-	}
-	syncReplica := func(name string) {
-		t.Helper()
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := pgtest.Reconfigure(rctx, srv.DSN(), "synchronous_standby_names", name); err != nil {
-			t.Fatal(err)
-		}
 	}
 	update := func(wctx context.Context, name string) (repository.Vendor, error) {
 		t.Helper()
@@ -65,32 +49,10 @@ func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 		return v, err
 	}
 
-	syncReplica("gone")
-	// Backends wait for a replica once the checkpointer has taken the
-	// reload too: the commit probe tells when (and fails the test if it
-	// never waits as a write does).
-	waitFor(t, 10*time.Second, "a commit probe to hang", func() bool {
-		pctx, pcancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		defer pcancel()
-		return s.store.ProbeCommit(pctx) != nil
-	})
-	reading := make(chan struct{})
-	var reader sync.WaitGroup
-	reader.Add(1)
-	go func() { // PostgreSQL answers it while the writes wait
-		defer reader.Done()
-		for {
-			select {
-			case <-reading:
-				return
-			default:
-			}
-			if _, err := s.layer.Vendors().Get(ctx, names[5]); err != nil {
-				t.Errorf("a read while commits hang: %v", err)
-				return
-			}
-		}
-	}()
+	reconfigure(t, ctx, srv, "synchronous_standby_names", "gone")
+	waitForHungCommits(t, ctx, s)
+	// PostgreSQL answers a reader while the writes wait.
+	stopReading := readWhile(t, ctx, s, names[5])
 	var want []int64 // the versions the timed-out updates make
 	for i := range 3 {
 		v, err := update(ctx, names[i])
@@ -112,8 +74,7 @@ func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 			t.Fatalf("Get %s with commits hung: %v from %v, want PostgreSQL", name, err, prov.Origin().Source)
 		}
 	}
-	close(reading)
-	reader.Wait()
+	stopReading()
 	st := s.layer.Stats()
 	if st.State != fallback.Closed || st.Transitions != 0 || st.WritesStalledSince.IsZero() || st.Queued.Pending != 1 {
 		t.Fatalf("with commits hung: breaker %v after %d transitions (%q), stalled since %v, %d queued",
@@ -122,7 +83,7 @@ func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 
 	// The replica back: the waits end, and the timed-out updates are there.
 	// Had the layer said "not written", the caller would have been lied to.
-	syncReplica("")
+	reconfigure(t, ctx, srv, "synchronous_standby_names", "")
 	waitFor(t, 10*time.Second, "a commit probe to end the stall", func() bool { return s.layer.Stats().WritesStalledSince.IsZero() })
 	waitFor(t, 10*time.Second, "the queue to replay", func() bool { return s.layer.Stats().Queued.Pending == 0 })
 	for i, version := range want {
@@ -151,27 +112,10 @@ func TestHungCommitIsOutcomeUnknown(t *testing.T) {
 func TestReplayIntoHungCommitsAppliesOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv := pgtest.NewServer(t)
-	d, _, err := srv.CreateDatabase(ctx) // dropped with the server
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := openStack(t, d, filepath.Join(t.TempDir(), "c.db"), fallback.Config{
-		PrimaryTimeout: 300 * time.Millisecond, OpenTimeout: 100 * time.Millisecond, ConsecutiveFailures: 3,
-		ReplayInterval: 50 * time.Millisecond,
-	})
+	srv, s := openStallStack(t, ctx)
 	names := seed(t, s, 2)
-	reconfigure := func(name, value string) {
-		t.Helper()
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := pgtest.Reconfigure(rctx, srv.DSN(), name, value); err != nil {
-			t.Fatal(err)
-		}
-	}
-
 	// A write queued while the server is read-only.
-	reconfigure("default_transaction_read_only", "on")
+	reconfigure(t, ctx, srv, "default_transaction_read_only", "on")
 	v, err := s.layer.Vendors().Get(ctx, names[0])
 	if err != nil {
 		t.Fatal(err)
@@ -180,33 +124,13 @@ func TestReplayIntoHungCommitsAppliesOnce(t *testing.T) {
 	if _, err := s.layer.Vendors().Update(fallback.WithWriteQueue(ctx), v); err != nil {
 		t.Fatalf("a queued update on a read-only server: %v", err)
 	}
-	reconfigure("synchronous_standby_names", "gone")
-	waitFor(t, 10*time.Second, "a commit probe to hang", func() bool {
-		pctx, pcancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		defer pcancel()
-		return s.store.ProbeCommit(pctx) != nil
-	})
-	stop := make(chan struct{})
-	var reader sync.WaitGroup
-	reader.Add(1)
-	go func() { // PostgreSQL answers it while the replay waits
-		defer reader.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := s.layer.Vendors().Get(ctx, names[1]); err != nil {
-				t.Errorf("a read while commits hang: %v", err)
-				return
-			}
-		}
-	}()
-	reconfigure("default_transaction_read_only", "")
+	reconfigure(t, ctx, srv, "synchronous_standby_names", "gone")
+	waitForHungCommits(t, ctx, s)
+	// PostgreSQL answers a reader while the replay waits.
+	stopReading := readWhile(t, ctx, s, names[1])
+	reconfigure(t, ctx, srv, "default_transaction_read_only", "")
 	waitFor(t, 20*time.Second, "the queue to drain while commits hang", func() bool { return s.layer.Stats().Queued.Pending == 0 })
-	close(stop)
-	reader.Wait()
+	stopReading()
 	st := s.layer.Stats()
 	if st.State != fallback.Closed || st.Transitions != 0 || st.StalledTimeouts == 0 || st.Queued.AlreadyApplied == 0 || st.Queued.DeadLettered != 0 {
 		t.Fatalf("replays into hung commits: breaker %v after %d transitions (%q), %d stalled timeouts, queue %+v; "+
@@ -217,5 +141,60 @@ func TestReplayIntoHungCommitsAppliesOnce(t *testing.T) {
 	if err != nil || got.Status != repository.VendorBroken || got.Version != v.Version+1 {
 		t.Fatalf("PostgreSQL after the replays: %+v, %v; want the queued update applied once", got, err)
 	}
-	reconfigure("synchronous_standby_names", "")
+	reconfigure(t, ctx, srv, "synchronous_standby_names", "")
+}
+
+// openStallStack is the commit-stall tests' server (a private one: they
+// reconfigure it) and layer: short timeouts, and a stall after 3 writes.
+func openStallStack(t *testing.T, ctx context.Context) (*pgtest.Server, *stack) {
+	t.Helper()
+	srv := pgtest.NewServer(t)
+	d, _, err := srv.CreateDatabase(ctx) // dropped with the server
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, openStack(t, d, filepath.Join(t.TempDir(), "c.db"), fallback.Config{
+		PrimaryTimeout: 300 * time.Millisecond, OpenTimeout: 100 * time.Millisecond, ConsecutiveFailures: 3,
+		ReplayInterval: 50 * time.Millisecond,
+	})
+}
+
+// waitForHungCommits waits until commits hang: backends wait for a
+// replica once the checkpointer has taken the reload too, which the commit
+// probe tells (and the test fails if it never waits as a write does).
+func waitForHungCommits(t *testing.T, ctx context.Context, s *stack) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "a commit probe to hang", func() bool {
+		pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		return s.store.ProbeCommit(pctx) != nil
+	})
+}
+
+// readWhile reads name through the layer, again and again, until the
+// returned stop is called (also at cleanup); a read that fails fails the
+// test.
+func readWhile(t *testing.T, ctx context.Context, s *stack, name string) (stop func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var reader sync.WaitGroup
+	reader.Add(1)
+	go func() {
+		defer reader.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := s.layer.Vendors().Get(ctx, name); err != nil {
+				t.Errorf("a read while commits hang: %v", err)
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { close(done); reader.Wait() }) }
+	t.Cleanup(stop)
+	return stop
 }

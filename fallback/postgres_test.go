@@ -76,6 +76,17 @@ func openStackWith(t *testing.T, dsn string, sopts []pgstore.Option, cachePath s
 	return s
 }
 
+// reconfigure sets a setting of srv for a test (pgtest.Reconfigure; ""
+// resets it), waiting up to 10 s for a session to show it.
+func reconfigure(t *testing.T, ctx context.Context, srv *pgtest.Server, name, value string) {
+	t.Helper()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pgtest.Reconfigure(rctx, srv.DSN(), name, value); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)

@@ -43,14 +43,6 @@ func TestReadOnlyPostgreSQLServesReadsAndQueuesWrites(t *testing.T) {
 	if _, err := s.store.Vendors().Create(ctx, repository.Vendor{Name: "uncached", Status: repository.VendorOperational}); err != nil {
 		t.Fatal(err)
 	}
-	readOnly := func(on bool) {
-		t.Helper()
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := pgtest.SetReadOnly(rctx, srv.DSN(), on); err != nil {
-			t.Fatal(err)
-		}
-	}
 	get := func(name string) fallback.Origin {
 		t.Helper()
 		rctx, prov := fallback.WithProvenance(ctx)
@@ -66,7 +58,7 @@ func TestReadOnlyPostgreSQLServesReadsAndQueuesWrites(t *testing.T) {
 		}
 	}
 
-	readOnly(true)
+	reconfigure(t, ctx, srv, "default_transaction_read_only", "on")
 	// What a multi-host DSN's target_session_attrs makes of this server:
 	// read-write refuses it (its transaction_read_only is on), which would
 	// make the window an outage; primary takes it (it is no standby).
@@ -105,9 +97,9 @@ func TestReadOnlyPostgreSQLServesReadsAndQueuesWrites(t *testing.T) {
 	}
 	// The guard lifted and no write since: the prober's check ends the
 	// window (a service that stopped writing would report it for good).
-	readOnly(false)
+	reconfigure(t, ctx, srv, "default_transaction_read_only", "")
 	waitFor(t, 10*time.Second, "the check to end the window", func() bool { return s.layer.Stats().ReadOnlySince.IsZero() })
-	readOnly(true)
+	reconfigure(t, ctx, srv, "default_transaction_read_only", "on")
 	if _, err := s.layer.Vendors().Update(ctx, v); !errors.Is(err, repository.ErrUnavailable) {
 		t.Fatalf("update on a read-only server again: %v", err)
 	}
@@ -147,7 +139,7 @@ func TestReadOnlyPostgreSQLServesReadsAndQueuesWrites(t *testing.T) {
 		t.Fatalf("pending %d, want the queued write still queued", st.Queued.Pending)
 	}
 
-	readOnly(false)
+	reconfigure(t, ctx, srv, "default_transaction_read_only", "")
 	waitFor(t, 30*time.Second, "the queue to drain", func() bool { return s.layer.Stats().Queued.Pending == 0 })
 	got, err := s.store.Vendors().Get(ctx, names[2])
 	if err != nil || got.Status != repository.VendorBroken || got.Version != queued.Version+1 {
