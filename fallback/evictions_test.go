@@ -3,6 +3,7 @@ package fallback
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -42,5 +43,30 @@ func TestItemKeysAreTheItemAndItsAncestors(t *testing.T) {
 	}
 	if got := itemKeys(c, ""); len(got) != 1 {
 		t.Fatalf("a root's keys: %v", got)
+	}
+}
+
+// Rows another process read (a broadcast's) carry a time, not a position:
+// a key evicted at or after that time must be read again, since the
+// delete behind the eviction may be missing from the row.
+func TestEvictionsSinceATime(t *testing.T) {
+	var e evictionLog[string]
+	before := time.Now().UnixNano()
+	e.record("a")
+	after := time.Now().UnixNano() + 1
+	if !e.stale(evictionMark{at: before}, "a") {
+		t.Error("a row read before a's eviction may be written after it")
+	}
+	if e.stale(evictionMark{at: before}, "b") {
+		t.Error("b was never evicted")
+	}
+	if e.stale(evictionMark{at: after}, "a") {
+		t.Error("a row read after a's eviction is not stale")
+	}
+	for i := range maxRecent {
+		e.record(fmt.Sprint(i)) // clears the map once: what came before is forgotten
+	}
+	if !e.stale(evictionMark{at: before}, "b") {
+		t.Error("a row read before the map was cleared: unknown, must be read again")
 	}
 }

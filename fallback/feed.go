@@ -112,10 +112,10 @@ type follower struct {
 	// (0: none); entries written before it are served stale (see resync).
 	resyncSince atomic.Int64
 
-	applied, catchUps, heardCatchUps, resyncs, errs, pruned atomic.Uint64
-	lastErr                                                 atomic.Pointer[string]
-	incomplete                                              atomic.Bool // the last catch-up met ErrChangeLogIncomplete
-	logs                                                    logLimiter
+	applied, catchUps, heardCatchUps, rowsHeard, resyncs, errs, pruned atomic.Uint64
+	lastErr                                                            atomic.Pointer[string]
+	incomplete                                                         atomic.Bool // the last catch-up met ErrChangeLogIncomplete
+	logs                                                               logLimiter
 }
 
 func newFollower(l *Layer, feed repository.ChangeFeed) *follower {
@@ -305,7 +305,7 @@ func (f *follower) catchUp(ctx context.Context, heard bool) error {
 		if err != nil {
 			return fmt.Errorf("fallback: change feed: read: %w", err)
 		}
-		resync, touched, err := f.apply(ctx, cache, b.Changes)
+		resync, touched, err := f.apply(ctx, cache, b.Changes, b.Rows)
 		if err != nil {
 			return fmt.Errorf("fallback: change feed: apply: %w", err)
 		}
@@ -462,7 +462,9 @@ type pendingBaseline struct {
 // apply refreshes the changed keys. It reports resync for a change it
 // cannot follow key by key (a TRUNCATE), and touched when it changed the
 // cache.
-func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes []repository.Change) (resync, touched bool, err error) {
+//
+// rows, when a broadcast carried them, spare the reads of their keys.
+func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes []repository.Change, rows []repository.ChangedRow) (resync, touched bool, err error) {
 	var names []string
 	var ids []uuid.UUID
 	seenV, seenW := map[string]bool{}, map[uuid.UUID]bool{}
@@ -495,6 +497,9 @@ func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes 
 			return false, false, err
 		}
 	}
+	if len(rows) > 0 && len(names)+len(ids) > 0 {
+		names, ids = f.applyHeard(names, ids, rows)
+	}
 	for batch := range chunks(names, f.l.cfg.WarmBatch) {
 		if err := refreshKeys(ctx, f.l, batch, f.l.vendorEvictions.begin, f.l.vendorBatch,
 			func(v repository.Vendor) string { return v.Name }, f.l.feedSetVendors, f.l.uncacheVendor); err != nil {
@@ -525,9 +530,9 @@ func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes 
 // if none of its keys was evicted since the read began; else it reads
 // again.
 func refreshKeys[K comparable, T any](ctx context.Context, l *Layer, keys []K, begin func() uint64,
-	get func(context.Context, []K) ([]T, error), key func(T) K, set func([]T, uint64) bool, evict func(K)) error {
+	get func(context.Context, []K) ([]T, error), key func(T) K, set func([]T, evictionMark) bool, evict func(K)) error {
 	for attempt := 0; ; attempt++ {
-		before := begin()
+		before := evictionMark{seq: begin()}
 		found, err := get(ctx, keys)
 		if err != nil {
 			return err
@@ -552,9 +557,9 @@ func refreshKeys[K comparable, T any](ctx context.Context, l *Layer, keys []K, b
 }
 
 // feedSetVendors queues vendors refreshed by the feed, unless one of them
-// was evicted since evictions (a position of the log) was noted; it
-// reports whether it queued them.
-func (l *Layer) feedSetVendors(vs []repository.Vendor, evictions uint64) bool {
+// was evicted since evictions was noted; it reports whether it queued
+// them.
+func (l *Layer) feedSetVendors(vs []repository.Vendor, evictions evictionMark) bool {
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -571,7 +576,7 @@ func (l *Layer) feedSetVendors(vs []repository.Vendor, evictions uint64) bool {
 
 // feedSetWorkItems is feedSetVendors for work items. A refreshed item may
 // have moved: like an Update's write-through, it counts as an eviction.
-func (l *Layer) feedSetWorkItems(ws []repository.WorkItem, evictions uint64) bool {
+func (l *Layer) feedSetWorkItems(ws []repository.WorkItem, evictions evictionMark) bool {
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -585,6 +590,62 @@ func (l *Layer) feedSetWorkItems(ws []repository.WorkItem, evictions uint64) boo
 		l.writer.enqueue(cacheOp{kind: opUpdateWorkItem, item: w})
 	}
 	return true
+}
+
+// applyHeard applies the rows a broadcast carried for the keys among
+// names and ids (pgstore's rows.go), as refreshKeys applies a read: found
+// rows queued, keys with no row evicted. It returns the keys left to read:
+// those without a row, and those whose rows it could not use.
+//
+// The rows were read by the waker before this process heard them. A
+// delete this process made since would be undone by writing them, so
+// they are used only if none of their keys was evicted here at or after
+// the earliest read's AsOf, moved into this host's clock (an update made
+// since has a higher version, which the cache keeps).
+func (f *follower) applyHeard(names []string, ids []uuid.UUID, rows []repository.ChangedRow) ([]string, []uuid.UUID) {
+	vendors, items := map[string]*repository.Vendor{}, map[uuid.UUID]*repository.WorkItem{}
+	at := rows[0].At
+	for _, r := range rows {
+		at = minTime(at, r.At)
+		switch r.Entity {
+		case repository.EntityVendor:
+			vendors[r.Key] = r.Vendor
+		case repository.EntityWorkItem:
+			if id, err := uuid.Parse(r.Key); err == nil {
+				items[id] = r.WorkItem
+			}
+		}
+	}
+	mark := evictionMark{at: f.localAsOf(at, time.Time{}).UnixNano()}
+	before := len(names) + len(ids)
+	names = takeHeard(names, vendors, mark, f.l.feedSetVendors, f.l.uncacheVendor)
+	ids = takeHeard(ids, items, mark, f.l.feedSetWorkItems, func(id uuid.UUID) { f.l.uncacheWorkItem(id, false) })
+	f.rowsHeard.Add(uint64(before - len(names) - len(ids)))
+	return names, ids
+}
+
+// takeHeard applies the heard rows of keys (a nil row: the key had none)
+// and returns the keys left to read.
+func takeHeard[K comparable, T any](keys []K, heard map[K]*T, mark evictionMark, set func([]T, evictionMark) bool, evict func(K)) []K {
+	var found []T
+	var gone, left []K
+	for _, k := range keys {
+		switch r, ok := heard[k]; {
+		case !ok:
+			left = append(left, k)
+		case r == nil:
+			gone = append(gone, k)
+		default:
+			found = append(found, *r)
+		}
+	}
+	if len(found) > 0 && !set(found, mark) {
+		return keys // evicted here since they were read: read them all again
+	}
+	for _, k := range gone {
+		evict(k) // an eviction is always safe
+	}
+	return left
 }
 
 // prune trims the change log, when the primary allows it; one instance at

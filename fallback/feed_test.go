@@ -621,12 +621,18 @@ type heardPrimary struct {
 // and written through: where the tests of heard catch-ups begin.
 func newHeardLayer(t *testing.T, db *fakeDB, feed *mock.HeardChangeFeed, opts ...sqlitecache.Option) (*Layer, *sqlitecache.Cache) {
 	t.Helper()
+	return newHeardLayerWith(t, db, feed, Config{}, opts...)
+}
+
+// newHeardLayerWith is newHeardLayer with cfg's Warm.
+func newHeardLayerWith(t *testing.T, db *fakeDB, feed *mock.HeardChangeFeed, cfg Config, opts ...sqlitecache.Option) (*Layer, *sqlitecache.Cache) {
+	t.Helper()
 	cache, err := sqlitecache.Open(t.TempDir()+"/cache.db",
 		append([]sqlitecache.Option{sqlitecache.WithCleanupInterval(0), sqlitecache.WithLogger(nil)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := New(heardPrimary{db.primary(), feed}, cache, Config{Logger: discardLogger(), OpenTimeout: time.Hour, ChangeFeedPoll: time.Hour})
+	l, err := New(heardPrimary{db.primary(), feed}, cache, Config{Logger: discardLogger(), OpenTimeout: time.Hour, ChangeFeedPoll: time.Hour, Warm: cfg.Warm})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -844,5 +850,83 @@ func TestEntriesBeforeAnUnfinishedResyncAreStale(t *testing.T) {
 	tripBreaker(t, l2, db)
 	if servedStale(l2) {
 		t.Fatal("after the resync finished, the entry is still served as stale")
+	}
+}
+
+// Rows a notification carried are applied without a read of their keys;
+// but not over a delete this process made after they were read, which
+// they may not show: those keys are read again.
+func TestFeedHeardRowsSpareReadsButNotOverALocalDelete(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("acme"))
+	base := g.feed()
+	read := base.ReadChangesFn
+	var readAt atomic.Int64                       // when the heard rows were "read"; 0: now
+	var readRow atomic.Pointer[repository.Vendor] // the row then; nil: the database's now
+	feed := &mock.HeardChangeFeed{ChangeFeed: *base, ReadHeardChangesFn: func(cursor string, limit int) (repository.ChangeBatch, bool) {
+		b, err := read(context.Background(), cursor, limit)
+		if err != nil || b.More {
+			return repository.ChangeBatch{}, false
+		}
+		at := time.Now()
+		if n := readAt.Load(); n != 0 {
+			at = time.Unix(0, n)
+		}
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		for _, c := range b.Changes {
+			r := repository.ChangedRow{Entity: c.Entity, Key: c.Key, At: at}
+			if v := readRow.Load(); v != nil {
+				r.Vendor = v
+			} else if v, ok := db.vendors[c.Key]; ok {
+				r.Vendor = &v
+			}
+			b.Rows = append(b.Rows, r)
+		}
+		return b, true
+	}}
+	// A mirror refreshes every changed key, cached or not: the case where
+	// a heard row could put back a row deleted here.
+	l, cache := newHeardLayerWith(t, db, feed, Config{Warm: WarmAll})
+	eventually(t, 5*time.Second, "the start's catch-ups to end", func() bool { return len(l.feed.wake) == 0 && !l.feed.fromLog.Load() })
+	if err := l.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	calls := db.calls.Load()
+	g.update("acme", 2)
+	eventually(t, 5*time.Second, "the heard row to reach the cache", func() bool {
+		v, _, err := cache.GetVendor(ctx, "acme")
+		return err == nil && v.Version == 2
+	})
+	if n := db.calls.Load() - calls; n != 0 {
+		t.Errorf("%d primary calls to apply a change whose row was heard, want 0", n)
+	}
+	if n := l.Stats().Feed.RowsHeard; n < 1 {
+		t.Errorf("RowsHeard %d, want at least 1", n)
+	}
+
+	// The waker read acme at version 3; this process deletes it; then the
+	// notification arrives with the row read before the delete.
+	db.mu.Lock()
+	before := db.vendors["acme"]
+	db.mu.Unlock()
+	before.Version = 3
+	readRow.Store(&before)
+	readAt.Store(time.Now().Add(-time.Millisecond).UnixNano())
+	if err := l.Vendors().Delete(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	g.record("acme", repository.ChangeUpdate, 3)
+	eventually(t, 5*time.Second, "the notification to be applied", func() bool { return l.Stats().Feed.ChangesApplied >= 2 })
+	if err := l.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, l)
+	if v, _, err := cache.GetVendor(ctx, "acme"); err == nil {
+		t.Fatalf("the cache holds acme version %d, deleted here after its heard row was read", v.Version)
 	}
 }

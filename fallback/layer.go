@@ -276,7 +276,7 @@ func (l *Layer) Stats() Stats {
 	if f := l.feed; f != nil {
 		s.Feed = FeedStats{
 			State: FeedState(f.state.Load()), AsOf: f.asOfTime(), ResyncSince: f.resyncStart(), Mirror: f.mirror.Load(),
-			ChangesApplied: f.applied.Load(), CatchUps: f.catchUps.Load(), HeardCatchUps: f.heardCatchUps.Load(), Resyncs: f.resyncs.Load(),
+			ChangesApplied: f.applied.Load(), CatchUps: f.catchUps.Load(), HeardCatchUps: f.heardCatchUps.Load(), RowsHeard: f.rowsHeard.Load(), Resyncs: f.resyncs.Load(),
 			Errors: f.errs.Load(), Incomplete: f.incomplete.Load(), Pruned: f.pruned.Load(),
 		}
 		if !s.Feed.AsOf.IsZero() {

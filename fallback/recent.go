@@ -75,7 +75,7 @@ func (l *Layer) writeThroughVendor(v repository.Vendor, evictions uint64) {
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !l.vendorStale(evictions, v.Name) && !fresh(r, r.vendor, v.Name, v.Version, v.UpdatedAt) && !l.writer.setVendor(v) {
+	if !l.vendorStale(evictionMark{seq: evictions}, v.Name) && !fresh(r, r.vendor, v.Name, v.Version, v.UpdatedAt) && !l.writer.setVendor(v) {
 		delete(r.vendor, v.Name)
 	}
 }
@@ -94,7 +94,7 @@ func (l *Layer) writeThroughWorkItem(w repository.WorkItem, evictions uint64) {
 	r := l.recent
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !l.itemStale(evictions, w) && !fresh(r, r.item, w.ID, w.Version, w.UpdatedAt) && !l.writer.setWorkItem(w) {
+	if !l.itemStale(evictionMark{seq: evictions}, w) && !fresh(r, r.item, w.ID, w.Version, w.UpdatedAt) && !l.writer.setWorkItem(w) {
 		delete(r.item, w.ID)
 	}
 }

@@ -146,9 +146,12 @@ type FeedStats struct {
 	// HeardCatchUps of them were answered by what the waker's notification
 	// carried, without a read of the log (pgstore's broadcasts).
 	HeardCatchUps uint64 `json:"heard_catch_ups"`
-	Resyncs       uint64 `json:"resyncs"` // full warms: no cursor yet, or it expired
-	Errors        uint64 `json:"errors"`  // catch-ups that failed (logged at most once a minute)
-	LastError     string `json:"last_error"`
+	// RowsHeard: changed keys whose rows the waker's notification carried,
+	// applied without a read of the key.
+	RowsHeard uint64 `json:"rows_heard"`
+	Resyncs   uint64 `json:"resyncs"` // full warms: no cursor yet, or it expired
+	Errors    uint64 `json:"errors"`  // catch-ups that failed (logged at most once a minute)
+	LastError string `json:"last_error"`
 	// Incomplete: the primary says its change log cannot be trusted to
 	// hold every change (repository.ErrChangeLogIncomplete: a trigger
 	// disabled or dropped); LastError names it and the statement that

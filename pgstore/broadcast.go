@@ -76,12 +76,19 @@ const (
 // broadcastAD binds a sealed payload to its use.
 var broadcastAD = []byte("pgfallback change broadcast v1")
 
-// broadcast is one read of the log by the waker.
+// broadcast is one read of the log by the waker, and the rows of the keys
+// it found changed, read after it (rows.go), those that fit.
 type broadcast struct {
 	from, next cursor
 	asOf       time.Time
 	changes    []repository.Change
+	rows       []repository.ChangedRow // At: asOf
 }
+
+// rowsMark starts the rows' lines in a broadcast's text; each is entity
+// code, key and the row as JSON (nothing: the key had no row). A release
+// before this one cannot parse them, and reads the log when it hears one.
+const rowsMark = "="
 
 // broadcastAEAD is the cipher of the broadcasts of the log named logID.
 func broadcastAEAD(logID string) (cipher.AEAD, error) {
@@ -126,6 +133,18 @@ func encodeBroadcast(b broadcast) (payload string, ok bool) {
 		if t.Len() > broadcastMaxPlain {
 			return "", false
 		}
+	}
+	// The rows that fit; a follower reads the others itself.
+	var rows strings.Builder
+	room := broadcastMaxPlain - t.Len() - len(rowsMark) - 1
+	for _, r := range b.rows {
+		if line, ok := encodeRow(r); ok && rows.Len()+len(line) <= room {
+			rows.WriteString(line)
+		}
+	}
+	if rows.Len() > 0 {
+		t.WriteString(rowsMark + "\n")
+		t.WriteString(rows.String())
 	}
 	aead, err := broadcastAEAD(b.from.logID)
 	if err != nil {
@@ -182,7 +201,13 @@ func decodeBroadcast(payload, logID string) (broadcast, error) {
 	}
 	b.asOf = time.UnixMicro(asOf).UTC()
 	b.changes = make([]repository.Change, 0, len(lines)-3)
-	for _, line := range lines[3:] {
+	for i, line := range lines[3:] {
+		if line == rowsMark {
+			if b.rows, err = decodeRows(lines[3+i+1:], b.asOf); err != nil {
+				return bad("row")
+			}
+			break
+		}
 		f := strings.SplitN(line, "\t", 5)
 		if len(f) != 5 || len(f[1]) != 2 {
 			return bad("change")
@@ -349,6 +374,7 @@ func (h *heardBroadcasts) read(c cursor, limit int) (repository.ChangeBatch, boo
 		return repository.ChangeBatch{}, false
 	}
 	var changes []repository.Change
+	var rows heardRows
 	asOf := last.asOf // for a cursor already past the last broadcast
 	used := make([]bool, len(h.entries))
 	for progress := true; progress; {
@@ -358,6 +384,7 @@ func (h *heardBroadcasts) read(c cursor, limit int) (repository.ChangeBatch, boo
 				continue
 			}
 			changes = append(changes, e.b.changes...)
+			rows.add(e.b)
 			c, used[i], progress = e.b.next, true, true
 			asOf = e.b.asOf
 		}
@@ -374,5 +401,5 @@ func (h *heardBroadcasts) read(c cursor, limit int) (repository.ChangeBatch, boo
 		return repository.ChangeBatch{}, false
 	}
 	h.served.Add(1)
-	return repository.ChangeBatch{Changes: changes, Next: c.String(), AsOf: asOf}, true
+	return repository.ChangeBatch{Changes: changes, Next: c.String(), AsOf: asOf, Rows: rows.current()}, true
 }

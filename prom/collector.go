@@ -82,7 +82,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 		descSlowCalls, descServedSlow, descAbandoned, descAbandonedPeak,
 		descWriteQueued, descWriteQueueDepth, descWriteWritten, descWriteDropped, descWriteFailed, descWriteOverflowed, descEvictionsLost,
 		descWarmRuns, descWarmDuration, descWarmRows, descWarmSuccess, descWarmTimestamp,
-		descFeedState, descFeedLag, descFeedResyncSince, descFeedApplied, descFeedCatchUps, descFeedHeardCatchUps, descFeedResyncs, descFeedErrors,
+		descFeedState, descFeedLag, descFeedResyncSince, descFeedApplied, descFeedCatchUps, descFeedHeardCatchUps, descFeedRowsHeard, descFeedResyncs, descFeedErrors,
 		descFeedListenerRefused,
 		descQueuedPending, descQueuedStalled, descQueuedEvents,
 		descScrapeErrors,
@@ -264,6 +264,7 @@ func collectStats(ch chan<- prometheus.Metric, s fallback.Stats) {
 	counter(ch, descFeedApplied, f.ChangesApplied)
 	counter(ch, descFeedCatchUps, f.CatchUps)
 	counter(ch, descFeedHeardCatchUps, f.HeardCatchUps)
+	counter(ch, descFeedRowsHeard, f.RowsHeard)
 	counter(ch, descFeedResyncs, f.Resyncs)
 	counter(ch, descFeedErrors, f.Errors)
 	if f.ListenerRefused != "" {

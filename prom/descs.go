@@ -83,6 +83,8 @@ var (
 		"Reads of the change log until caught up.")
 	descFeedHeardCatchUps = desc("pgfallback_feed_heard_catchups_total",
 		"Catch-ups answered by the changes the waker's notification carried, without a read of the change log.")
+	descFeedRowsHeard = desc("pgfallback_feed_rows_heard_total",
+		"Changed rows the waker's notification carried, applied without a read of their keys.")
 	descFeedResyncs = desc("pgfallback_feed_resyncs_total",
 		"Full warms by the feed: no cursor yet, or the cursor was older than the log.")
 	descFeedErrors = desc("pgfallback_feed_errors_total",

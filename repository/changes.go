@@ -52,6 +52,25 @@ type ChangeBatch struct {
 	// AsOf, when More is false: every change committed before this moment
 	// (the database's clock) is in this batch or was before the cursor.
 	AsOf time.Time
+	// Rows, when a notification carried them (ReadHeardChanges), are the
+	// current rows of some of the changed keys, read once for every
+	// follower after the changes committed; a follower need not read
+	// those keys again. ReadChanges leaves it empty.
+	Rows []ChangedRow
+}
+
+// ChangedRow is a changed key's row as the feed read it: Vendor or
+// WorkItem (as Entity says), or neither when the key had no row.
+type ChangedRow struct {
+	Entity   Entity
+	Key      string
+	Vendor   *Vendor
+	WorkItem *WorkItem
+	// At is no later than the read (the database's clock): a change
+	// committed before At is in the row. A follower must not let the row
+	// undo its own writes made since: a delete it made after At may be
+	// missing from the row (the version rule protects its updates).
+	At time.Time
 }
 
 // ErrCursorExpired means the change log no longer holds every change after
