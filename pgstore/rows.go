@@ -64,10 +64,10 @@ func readRows(ctx context.Context, conn batchSender, changes []repository.Change
 	}
 	var b pgx.Batch
 	if len(names) > 0 {
-		b.Queue(`SELECT `+vendorColumns+` FROM vendors WHERE name = ANY($1)`, names)
+		b.Queue(getVendorsSQL, names)
 	}
 	if len(ids) > 0 {
-		b.Queue(`SELECT `+workItemColumns+` FROM work_items WHERE id = ANY($1::uuid[])`, ids)
+		b.Queue(getWorkItemsSQL, ids)
 	}
 	b.Queue(`SELECT coalesce(bool_or(relrowsecurity), false) FROM pg_catalog.pg_class
 		WHERE oid IN (pg_catalog.to_regclass('vendors'), pg_catalog.to_regclass('work_items'))`)
