@@ -39,27 +39,39 @@ import (
 // nothing when the read fails or a table has row security: the followers
 // then read the keys themselves.
 func readRows(ctx context.Context, conn batchSender, changes []repository.Change, at time.Time) []repository.ChangedRow {
+	// A line for every key asked for: its row, or none (deleted).
+	var out []repository.ChangedRow
+	line := map[string]int{} // rowKey → its index in out
 	var names, ids []string
-	seen := map[string]bool{}
 	for _, c := range changes {
 		if c.Op == repository.ChangeTruncate {
 			return nil // the followers resync
 		}
-		k := rowKey(c.Entity, c.Key)
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
+		key := c.Key
 		switch c.Entity {
 		case repository.EntityVendor:
-			names = append(names, c.Key)
 		case repository.EntityWorkItem:
-			if id, err := uuid.Parse(c.Key); err == nil {
-				ids = append(ids, id.String())
+			id, err := uuid.Parse(c.Key)
+			if err != nil {
+				continue
 			}
+			key = id.String()
+		default:
+			continue
+		}
+		k := rowKey(c.Entity, key)
+		if _, ok := line[k]; ok {
+			continue
+		}
+		line[k] = len(out)
+		out = append(out, repository.ChangedRow{Entity: c.Entity, Key: key, At: at})
+		if c.Entity == repository.EntityVendor {
+			names = append(names, key)
+		} else {
+			ids = append(ids, key)
 		}
 	}
-	if len(names)+len(ids) == 0 {
+	if len(out) == 0 {
 		return nil
 	}
 	var b pgx.Batch
@@ -89,20 +101,15 @@ func readRows(ctx context.Context, conn batchSender, changes []repository.Change
 	if err != nil || secured {
 		return nil
 	}
-	out := make([]repository.ChangedRow, 0, len(names)+len(ids))
-	for _, name := range names {
-		r := repository.ChangedRow{Entity: repository.EntityVendor, Key: name, At: at}
-		if i := slices.IndexFunc(vs, func(v repository.Vendor) bool { return v.Name == name }); i >= 0 {
-			r.Vendor = &vs[i]
+	for i := range vs {
+		if j, ok := line[rowKey(repository.EntityVendor, vs[i].Name)]; ok {
+			out[j].Vendor = &vs[i]
 		}
-		out = append(out, r)
 	}
-	for _, id := range ids {
-		r := repository.ChangedRow{Entity: repository.EntityWorkItem, Key: id, At: at}
-		if i := slices.IndexFunc(ws, func(w repository.WorkItem) bool { return w.ID.String() == id }); i >= 0 {
-			r.WorkItem = &ws[i]
+	for i := range ws {
+		if j, ok := line[rowKey(repository.EntityWorkItem, ws[i].ID.String())]; ok {
+			out[j].WorkItem = &ws[i]
 		}
-		out = append(out, r)
 	}
 	return out
 }

@@ -92,6 +92,15 @@ func TestBroadcastRowsAreTheTablesRows(t *testing.T) {
 	if len(b.Rows) != 1 || b.Rows[0].Key != "first" || b.Rows[0].Vendor != nil {
 		t.Fatalf("after the delete, heard rows %+v; want first with no row", b.Rows)
 	}
+	item, err := waker.WorkItems().Create(ctx, repository.WorkItem{Type: repository.WorkItemTask, Title: "task",
+		Status: repository.WorkItemActive, Metadata: map[string]any{"n": 1.0}, CreatedBy: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = readHeard(t, ctx, follower, b.Next)
+	if len(b.Rows) != 1 || b.Rows[0].WorkItem == nil || !reflect.DeepEqual(*b.Rows[0].WorkItem, item) {
+		t.Fatalf("heard rows %+v, want the work item as created: %+v", b.Rows, item)
+	}
 
 	if _, err := waker.pool.Exec(ctx, `ALTER TABLE vendors ENABLE ROW LEVEL SECURITY`); err != nil {
 		t.Fatal(err)
