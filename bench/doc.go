@@ -21,7 +21,15 @@
 // on/off-% and notify/off-%; take -count repetitions, not a longer
 // -benchtime, and -v for each run's waits and load average.
 // PGFALLBACK_BENCH_ISOLATION=serializable runs it all under that default
-// isolation and reports the transactions pgbench retried.
+// isolation and reports the transactions pgbench retried. With -v each run
+// also says where the machine's CPU went: PostgreSQL's by whom its
+// backends served (pgbench's sessions, the feed's waker, its listeners,
+// the followers' reads), pgbench's own, and this process's (the
+// followers'). PGFALLBACK_BENCH_MODES=off,on runs only those modes;
+// PGFALLBACK_BENCH_STATEMENTS=1 loads pg_stat_statements and logs each
+// run's costliest statements; PGFALLBACK_BENCH_CPUPROFILE=/tmp/p profiles
+// this process during each pgbench run only (/tmp/p-on-8.prof, …; also
+// BenchmarkFeedFollowers's updates, /tmp/p-followers-50.prof).
 //
 //	go test -run '^$' -bench FeedWriterThroughput -benchtime=1x -count 3 -v ./bench/
 //

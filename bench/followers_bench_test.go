@@ -174,6 +174,8 @@ func benchFollowers(b *testing.B, n int) {
 	}
 	tick := time.NewTicker(followerUpdateEvery)
 	defer tick.Stop()
+	stopProfile := startProfile(b, fmt.Sprintf("followers-%d", n))
+	defer stopProfile()
 	b.StartTimer()
 	t1 := time.Now()
 	for i := range updates {
@@ -194,6 +196,7 @@ func benchFollowers(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
+	stopProfile()
 	lat := w.latencies
 	if len(lat) != updates*n {
 		b.Fatalf("%d latencies, want %d", len(lat), updates*n)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,6 +86,52 @@ func (m writerMode) followed() bool { return m == writerOn || m == writerNotify 
 // unit prefixes the mode's metrics.
 func (m writerMode) unit() string { return [...]string{"off", "on", "notify", "logical"}[m] }
 
+// writerModesEnv, set to a comma-separated list of the modes' units (off,
+// on, notify), runs only those, in that order: to profile one mode
+// (-cpuprofile) without the others' CPU. Without off, no ratio is reported.
+const writerModesEnv = "PGFALLBACK_BENCH_MODES"
+
+// parseWriterModes reads writerModesEnv's list.
+func parseWriterModes(s string) ([]writerMode, error) {
+	var modes []writerMode
+	for _, u := range strings.Split(s, ",") {
+		i := slices.IndexFunc([]writerMode{writerOff, writerOn, writerNotify}, func(m writerMode) bool { return m.unit() == strings.TrimSpace(u) })
+		if i < 0 {
+			return nil, fmt.Errorf("%s=%q: %q is not a mode (off, on, notify)", writerModesEnv, s, u)
+		}
+		modes = append(modes, writerMode(i))
+	}
+	return modes, nil
+}
+
+// writerStatementsEnv, set to 1, starts the server with pg_stat_statements
+// and logs, after each run, the statements that took the most time in it:
+// what the feed's sessions ask of PostgreSQL, next to pgbench's update.
+const writerStatementsEnv = "PGFALLBACK_BENCH_STATEMENTS"
+
+// topStatements lists the run's ten statements with the most execution
+// time (pg_stat_statements, reset before the run).
+func (w *writerBench) topStatements(b *testing.B) string {
+	b.Helper()
+	rows, err := w.ctl.Query(context.Background(), `
+		SELECT calls, total_exec_time, mean_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 10`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out []string
+	var calls int64
+	var total, mean float64
+	var query string
+	if _, err := pgx.ForEachRow(rows, []any{&calls, &total, &mean, &query}, func() error {
+		out = append(out, fmt.Sprintf("\t%8d calls %8.0f ms %7.3f ms each  %s", calls, total, mean, query))
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	return strings.Join(out, "\n")
+}
+
 // writerLogicalEnv, set to 1, adds the feed=logical mode: the server runs
 // with wal_level=logical (all modes, so that they compare on one server).
 const writerLogicalEnv = "PGFALLBACK_BENCH_LOGICAL"
@@ -137,8 +184,9 @@ const writerLogicalEnv = "PGFALLBACK_BENCH_LOGICAL"
 // Each run also logs (-v) pgbench's latency, the load average before and
 // after, what pgbench's sessions waited for (pg_stat_activity sampled
 // every 50 ms: Lock:object is the NOTIFY queue's lock at commit,
-// LWLock:BufferContent a contended page), the CPU this process (the
-// followers) used, and each follower's feed counters.
+// LWLock:BufferContent a contended page), the CPU PostgreSQL's backends
+// used by whom they served (cpushare_test.go), the CPU pgbench and this
+// process (the followers) used, and each follower's feed counters.
 //
 // Before each run the tables are vacuumed and the state of the trigger
 // and of the functions is checked; after the notify run the functions are
@@ -177,6 +225,11 @@ func BenchmarkFeedWriterThroughput(b *testing.B) {
 	}
 
 	modes := []writerMode{writerOff, writerOn, writerNotify}
+	if s := strings.TrimSpace(os.Getenv(writerModesEnv)); s != "" {
+		if modes, err = parseWriterModes(s); err != nil {
+			b.Fatal(err)
+		}
+	}
 	var recvlogical string
 	var settings map[string]string
 	if os.Getenv(writerLogicalEnv) == "1" {
@@ -187,6 +240,13 @@ func BenchmarkFeedWriterThroughput(b *testing.B) {
 		settings = map[string]string{"wal_level": "logical", "max_replication_slots": "4", "max_wal_senders": "4"}
 	}
 
+	statements := os.Getenv(writerStatementsEnv) == "1"
+	if statements {
+		if settings == nil {
+			settings = map[string]string{}
+		}
+		settings["shared_preload_libraries"] = "pg_stat_statements"
+	}
 	// Default durability (fsync, full_page_writes, synchronous_commit on):
 	// what a commit costs, and what serializes commits, is the measure.
 	srv, err := pgtest.StartServer(ctx, pgtest.Options{Durable: true, Settings: settings, Logf: b.Logf})
@@ -215,6 +275,11 @@ func BenchmarkFeedWriterThroughput(b *testing.B) {
 		return conn
 	}
 	ctl := connect()
+	if statements {
+		if _, err := ctl.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`); err != nil {
+			b.Fatalf("%s=1: %v", writerStatementsEnv, err)
+		}
+	}
 	// DDL waits at most this long for the followers' locks.
 	if _, err := ctl.Exec(ctx, `SET lock_timeout = '10s'`); err != nil {
 		b.Fatal(err)
@@ -227,7 +292,7 @@ func BenchmarkFeedWriterThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	w := &writerBench{ctl: ctl, sampler: connect(), pgbench: pgbench, env: env, seconds: seconds, notifying: notifying,
+	w := &writerBench{statements: statements, ctl: ctl, sampler: connect(), pgbench: pgbench, env: env, seconds: seconds, notifying: notifying,
 		modes: modes, recvlogical: recvlogical, isolation: strings.TrimSpace(os.Getenv(writerIsolationEnv))}
 	if w.isolation != "" {
 		// Before the followers connect: their sessions take it too.
@@ -346,7 +411,7 @@ UPDATE vendors SET version = version + 1, updated_at = now() WHERE name = 'w' ||
 						b.ReportMetric(100*float64(sum[m].retried)/float64(sum[m].tx), m.unit()+"-retried-%")
 					}
 				}
-				if m != writerOff {
+				if m != writerOff && sum[writerOff].tps > 0 {
 					b.ReportMetric(100*sum[m].tps/sum[writerOff].tps, m.unit()+"/off-%")
 					b.ReportMetric(float64(sum[m].catchUp.Microseconds())/1000/n, m.unit()+"-catchup-ms")
 				}
@@ -377,6 +442,8 @@ type writerBench struct {
 	decoderConn *pgx.Conn
 	// isolation: writerIsolationEnv's, or "".
 	isolation string
+	// statements: writerStatementsEnv is set.
+	statements bool
 }
 
 type writerRun struct {
@@ -424,9 +491,16 @@ func (w *writerBench) run(b *testing.B, m writerMode, clients int) writerRun {
 	}
 	load0, cpu0 := loadAvg(), selfCPU()
 	lsn0 := w.walLSN(b)
+	if w.statements {
+		if _, err := w.ctl.Exec(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
+			b.Fatal(err)
+		}
+	}
 	waits := w.sampleWaits()
 	defer waits() // stopped before anything else uses the sampler, even after a Fatal
-	out := w.pgbench1(b, clients)
+	stopProfile := startProfile(b, fmt.Sprintf("%s-%d", m.unit(), clients))
+	out, pgbenchCPU := w.pgbench1(b, clients)
+	stopProfile()
 	end := time.Now()
 	waited := waits()
 	lsn1 := w.walLSN(b)
@@ -452,13 +526,6 @@ func (w *writerBench) run(b *testing.B, m writerMode, clients int) writerRun {
 		lagged = fmt.Sprintf("; followers caught up %v after pgbench's exit (%d of %d cached vendors at PostgreSQL's version, the others last updated with the trigger off)",
 			r.catchUp.Round(time.Millisecond), atPG, len(w.followers)*writerCached)
 	}
-	if m == writerNotify {
-		// After the catch-up: replacing the functions expires the
-		// followers' cursors, and their resync is not the catch-up's time.
-		if err := w.restore(ctx); err != nil {
-			b.Fatal(err)
-		}
-	}
 	var feed []string
 	for i, f := range w.followers {
 		s := f.layer.Stats().Feed
@@ -469,10 +536,21 @@ func (w *writerBench) run(b *testing.B, m writerMode, clients int) writerRun {
 			b.Fatalf("%s, clients=%d: follower %d's feed is %v after the run: %+v", m, clients, i, s.State, s)
 		}
 	}
+	if m == writerNotify {
+		// After the catch-up and the followers' check: replacing the
+		// functions expires the followers' cursors, and they resync (the
+		// next run's catch-up waits for that).
+		if err := w.restore(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
 	b.Logf("%-14s clients=%-2d %8.0f tps, %7d tx (%d retried), latency %6.2f ms, %4.0f WAL B/tx; load average %s → %s; pgbench's sessions: %s",
 		m, clients, r.tps, r.tx, r.retried, latency, float64(r.wal)/float64(max(r.tx, 1)), load0, load1, waited)
-	b.Logf("%-14s clients=%-2d this process (the followers) %.2f CPU-s; feeds: %s%s%s",
-		m, clients, cpu1-cpu0, strings.Join(feed, " | "), lagged, decoded)
+	if w.statements {
+		b.Logf("%-14s clients=%-2d statements by total time:\n%s", m, clients, w.topStatements(b))
+	}
+	b.Logf("%-14s clients=%-2d pgbench %.2f CPU-s, this process (the followers) %.2f CPU-s; feeds: %s%s%s",
+		m, clients, pgbenchCPU, cpu1-cpu0, strings.Join(feed, " | "), lagged, decoded)
 	return r
 }
 
@@ -481,9 +559,11 @@ func (w *writerBench) run(b *testing.B, m writerMode, clients int) writerRun {
 // sampling and summarises it: the share of the samples in which a session
 // was active (running a statement rather than waiting for pgbench), and
 // what the active ones waited for ("CPU": no wait event, running or
-// waiting for a core). It may be called more than once.
+// waiting for a core), then the CPU PostgreSQL's processes used, by whom
+// they served (cpuShares). It may be called more than once.
 func (w *writerBench) sampleWaits() func() string {
 	stop, done := make(chan struct{}), make(chan string, 1)
+	cpu := newCPUShares()
 	go func() {
 		tally := map[string]int{}
 		var samples, active int
@@ -502,12 +582,19 @@ func (w *writerBench) sampleWaits() func() string {
 				// connection unusable for the next run.
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				rows, err := w.sampler.Query(ctx, `
-					SELECT coalesce(state = 'active', false), coalesce(wait_event_type || ':' || wait_event, 'CPU')
-					FROM pg_stat_activity WHERE application_name = $1`, writerAppName)
+					SELECT pid, coalesce(application_name, ''), coalesce(backend_type, ''),
+						EXISTS (SELECT FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted),
+						coalesce(state = 'active', false), coalesce(wait_event_type || ':' || wait_event, 'CPU')
+					FROM pg_stat_activity a`)
 				if err == nil {
-					var act bool
-					var event string
-					_, err = pgx.ForEachRow(rows, []any{&act, &event}, func() error {
+					var pid int
+					var app, backend, event string
+					var waker, act bool
+					_, err = pgx.ForEachRow(rows, []any{&pid, &app, &backend, &waker, &act, &event}, func() error {
+						cpu.sample(pid, backendRole(app, backend, waker))
+						if app != writerAppName {
+							return nil
+						}
 						samples++
 						if act {
 							active++
@@ -516,6 +603,7 @@ func (w *writerBench) sampleWaits() func() string {
 						return nil
 					})
 				}
+				cpu.endSample()
 				cancel()
 				failed = err
 			}
@@ -538,7 +626,7 @@ func (w *writerBench) sampleWaits() func() string {
 		for _, e := range events[:min(len(events), 5)] {
 			top = append(top, fmt.Sprintf("%s %.0f%%", e, 100*float64(tally[e])/float64(active)))
 		}
-		done <- fmt.Sprintf("active %.0f%% of %d samples, of which %s", 100*float64(active)/float64(max(samples, 1)), samples, strings.Join(top, ", "))
+		done <- fmt.Sprintf("active %.0f%% of %d samples, of which %s; %v", 100*float64(active)/float64(max(samples, 1)), samples, strings.Join(top, ", "), cpu)
 	}()
 	var once sync.Once
 	var summary string
@@ -831,7 +919,7 @@ func (w *writerBench) walLSN(b *testing.B) uint64 {
 }
 
 // pgbench1 runs pgbench once and returns its output.
-func (w *writerBench) pgbench1(b *testing.B, clients int) string {
+func (w *writerBench) pgbench1(b *testing.B, clients int) (out string, cpu float64) {
 	b.Helper()
 	// pgbench ends by itself after -T; the margin covers connecting
 	// 64 sessions on a loaded machine.
@@ -844,11 +932,11 @@ func (w *writerBench) pgbench1(b *testing.B, clients int) string {
 	cmd := exec.CommandContext(ctx, w.pgbench, args...)
 	cmd.Env = w.env
 	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
+	combined, err := cmd.CombinedOutput()
 	if err != nil {
-		b.Fatalf("pgbench -c %d: %v\n%s", clients, err, out)
+		b.Fatalf("pgbench -c %d: %v\n%s", clients, err, combined)
 	}
-	return string(out)
+	return string(combined), (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 }
 
 var (
@@ -977,18 +1065,8 @@ func selfCPU() float64 {
 	if err != nil {
 		return 0
 	}
-	// The fields after the command name, which is in parentheses.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ
+	cpu, _ := statCPU(b)
+	return cpu
 }
 
 // feedMinInterval is the followers' Config.ChangeFeedMinInterval in the
