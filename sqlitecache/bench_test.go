@@ -188,6 +188,9 @@ func BenchmarkCachedVendorNames(b *testing.B) {
 	if err := c.SetVendors(bg, vs); err != nil {
 		b.Fatal(err)
 	}
+	// keys=1: a follower's catch-up for one commit (cached); keys=10-200:
+	// batches of changes, a tenth of whose keys are cached.
+	one := [][]string{{"w00010"}, {"w00020"}, {"w00030"}}
 	batches := make([][]string, 64)
 	for i := range batches {
 		n := 10 + (i*37)%191
@@ -195,12 +198,22 @@ func BenchmarkCachedVendorNames(b *testing.B) {
 			batches[i] = append(batches[i], fmt.Sprintf("w%05d", (i*7919+j*13)%10_000))
 		}
 	}
-	b.ReportAllocs()
-	i := 0
-	for b.Loop() {
-		if _, err := c.CachedVendorNames(bg, batches[i%len(batches)]); err != nil {
-			b.Fatal(err)
-		}
-		i++
+	// Cancellable, as a follower's is (the layer's lifetime).
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	for _, bc := range []struct {
+		name string
+		keys [][]string
+	}{{"keys=1", one}, {"keys=10-200", batches}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := c.CachedVendorNames(ctx, bc.keys[i%len(bc.keys)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
 	}
 }

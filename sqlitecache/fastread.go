@@ -12,7 +12,8 @@ import (
 )
 
 // fastReaders is a small pool of driver-level SQLite connections used only
-// for the Get* point lookups, each holding its prepared statements.
+// for the Get* point lookups and the change feed's cached-keys checks, each
+// holding its prepared statements.
 //
 // Why not database/sql: profiling a Get hit showed database/sql's
 // bookkeeping (connection checkout, Rows, Scan conversions) costing about as
@@ -34,9 +35,12 @@ type fastReader struct {
 	conn        *sqlite3.SQLiteConn
 	getVendor   driver.StmtQueryContext
 	getWorkItem driver.StmtQueryContext
-	closers     []io.Closer
-	args        [2]driver.NamedValue
-	dest        [5]driver.Value
+	// cachedVendors, cachedWorkItems: cachedVendorsSQL, cachedWorkItemsSQL.
+	cachedVendors   driver.StmtQueryContext
+	cachedWorkItems driver.StmtQueryContext
+	closers         []io.Closer
+	args            [2]driver.NamedValue
+	dest            [5]driver.Value
 }
 
 func newFastReaders(dsn string, max int) *fastReaders {
@@ -103,6 +107,12 @@ func (p *fastReaders) dial() (*fastReader, error) {
 	}
 	if r.getVendor, err = prep(getVendorSQL); err == nil {
 		r.getWorkItem, err = prep(getWorkItemSQL)
+	}
+	if err == nil {
+		r.cachedVendors, err = prep(cachedVendorsSQL)
+	}
+	if err == nil {
+		r.cachedWorkItems, err = prep(cachedWorkItemsSQL)
 	}
 	if err != nil {
 		r.close()
@@ -186,6 +196,45 @@ func (p *fastReaders) lookup(ctx context.Context, workItem bool, memoRev int64, 
 	}
 	row.pending, _ = r.dest[4].(int64)
 	return row, true, cerr
+}
+
+// cachedKeys runs cachedVendorsSQL or cachedWorkItemsSQL with list, a JSON
+// array of keys, and returns the keys found.
+func (p *fastReaders) cachedKeys(ctx context.Context, workItem bool, list string) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r, err := p.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer p.release(r)
+	st := r.cachedVendors
+	if workItem {
+		st = r.cachedWorkItems
+	}
+	r.args[0] = driver.NamedValue{Ordinal: 1, Value: list}
+	rows, err := st.QueryContext(context.Background(), r.args[:1])
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for {
+		if err = rows.Next(r.dest[:1]); err != nil {
+			break
+		}
+		switch v := r.dest[0].(type) {
+		case string:
+			out = append(out, v)
+		case []byte:
+			out = append(out, string(v))
+		}
+	}
+	cerr := rows.Close()
+	if err != io.EOF {
+		return nil, err
+	}
+	return out, cerr
 }
 
 // lookup runs a Get's point lookup on the current connections. A lookup

@@ -116,7 +116,7 @@ func unixNanoTime(s string) time.Time {
 // order: a change feed refreshes only what is cached.
 // Errors: ErrClosed or the wrapped SQLite error.
 func (c *Cache) CachedVendorNames(ctx context.Context, names []string) ([]string, error) {
-	return cachedKeys(ctx, c, "cached_vendors", "name", names, func(s string) (string, error) { return s, nil })
+	return cachedKeys(ctx, c, false, names, func(s string) (string, error) { return s, nil })
 }
 
 // CachedWorkItemIDs is CachedVendorNames for work items.
@@ -125,45 +125,53 @@ func (c *Cache) CachedWorkItemIDs(ctx context.Context, ids []uuid.UUID) ([]uuid.
 	for i, id := range ids {
 		keys[i] = id.String()
 	}
-	return cachedKeys(ctx, c, "cached_work_items", "id", keys, uuid.Parse)
+	return cachedKeys(ctx, c, true, keys, uuid.Parse)
 }
 
-// cachedKeys returns those of keys that table holds in column.
-func cachedKeys[K any](ctx context.Context, c *Cache, table, column string, keys []string, parse func(string) (K, error)) ([]K, error) {
+// The statements of cachedKeys: one text whatever the number of keys, so
+// that it is prepared once (an IN list of n placeholders was a new
+// statement for every n, prepared again on most calls). Each key is an
+// index probe.
+const (
+	cachedVendorsSQL   = `SELECT name FROM cached_vendors WHERE name IN (SELECT value FROM json_each(?1))`
+	cachedWorkItemsSQL = `SELECT id FROM cached_work_items WHERE id IN (SELECT value FROM json_each(?1))`
+)
+
+// cachedKeys returns those of keys that the vendors' (or the work items')
+// table holds. It runs on the Gets' driver-level connections (fastread.go):
+// a follower asks at every catch-up, fifty followers in one process some
+// thousands of times a second, and database/sql's checkout and its
+// goroutine per cancellable query cost more than the probes themselves
+// (BenchmarkCachedVendorNames).
+func cachedKeys[K any](ctx context.Context, c *Cache, workItems bool, keys []string, parse func(string) (K, error)) ([]K, error) {
 	if err := c.checkOpen(); err != nil {
 		return nil, err
 	}
 	if len(keys) == 0 {
 		return []K{}, nil
 	}
-	// One statement text whatever the number of keys, so that it is
-	// prepared once: an IN list of n placeholders was a new statement for
-	// every n, prepared again on most calls (measured in
-	// BenchmarkCachedVendorNames).
 	list, err := json.Marshal(keys)
 	if err != nil {
 		return nil, c.wrapErr("cached keys", err)
 	}
-	rows, err := c.h.Load().r.QueryContext(ctx,
-		`SELECT `+column+` FROM `+table+` WHERE `+column+` IN (SELECT value FROM json_each(?))`, string(list))
+	h := c.h.Load()
+	found, err := h.fast.cachedKeys(ctx, workItems, string(list))
+	if err != nil && errors.Is(err, errPoolClosed) {
+		// It raced a reopen: once more on the new connections.
+		if nh := c.h.Load(); nh != h {
+			found, err = nh.fast.cachedKeys(ctx, workItems, string(list))
+		}
+	}
 	if err != nil {
 		return nil, c.wrapErr("cached keys", err)
 	}
-	out := []K{}
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			rows.Close()
-			return nil, c.wrapErr("cached keys", err)
-		}
+	out := make([]K, 0, len(found))
+	for _, s := range found {
 		k, err := parse(s)
 		if err != nil {
 			continue // a malformed key is no cached entry of ours
 		}
 		out = append(out, k)
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return nil, c.wrapErr("cached keys", err)
 	}
 	return out, nil
 }

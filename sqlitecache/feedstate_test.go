@@ -2,6 +2,7 @@ package sqlitecache
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -92,6 +93,9 @@ func TestCachedKeys(t *testing.T) {
 	for i := range 1200 { // more than one chunk of parameters
 		names = append(names, "v"+uuid.NewString()[:8]+string(rune('a'+i%26)))
 	}
+	// Keys no vendor may have, as a log written by hand could name: asked
+	// about (JSON escapes them), never found.
+	names = append(names, `o'brien "q" \ café`, "tab\there", "")
 	for _, n := range names[:3] {
 		if err := c.SetVendor(ctx, testVendor(n, 1)); err != nil {
 			t.Fatal(err)
@@ -111,5 +115,16 @@ func TestCachedKeys(t *testing.T) {
 	ids, err := c.CachedWorkItemIDs(ctx, []uuid.UUID{uuid.New(), w.ID})
 	if err != nil || len(ids) != 1 || ids[0] != w.ID {
 		t.Fatalf("CachedWorkItemIDs: %v, %v", ids, err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if got, err := c.CachedVendorNames(cancelled, names[:1]); !errors.Is(err, context.Canceled) {
+		t.Fatalf("CachedVendorNames with a cancelled context: %v, %v; want context.Canceled", got, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.CachedVendorNames(ctx, names[:1]); !errors.Is(err, ErrClosed) {
+		t.Fatalf("CachedVendorNames after Close: %v, %v; want ErrClosed", got, err)
 	}
 }
