@@ -167,7 +167,7 @@ func machineCPU() [2]float64 {
 		return [2]float64{}
 	}
 	var total, idle float64
-	for i, s := range f[1:] {
+	for i, s := range f[1:min(len(f), 9)] { // guest and guest_nice are in user and nice already
 		v, _ := strconv.ParseFloat(s, 64)
 		total += v
 		if i == 3 || i == 4 { // idle, iowait

@@ -114,7 +114,8 @@ func unixNanoTime(s string) time.Time {
 
 // CachedVendorNames returns those of names that the cache holds, in any
 // order: a change feed refreshes only what is cached.
-// Errors: ErrClosed or the wrapped SQLite error.
+// Errors: ErrClosed, ctx's error if it ended before the lookup started, or
+// the wrapped SQLite error.
 func (c *Cache) CachedVendorNames(ctx context.Context, names []string) ([]string, error) {
 	return cachedKeys(ctx, c, false, names, func(s string) (string, error) { return s, nil })
 }
