@@ -714,7 +714,8 @@ func TestBroadcastAfterALogReset(t *testing.T) {
 // A listener that stops reading holds every notification after it in
 // PostgreSQL's queue (at most 8 GB, on disk). Broadcasts would fill it a
 // thousand times faster than wake-ups: past a threshold the waker sends
-// wake-ups only, and broadcasts again once the queue drains.
+// wake-ups only, without reading the rows they cannot carry, and
+// broadcasts again once the queue drains.
 func TestBroadcastsStopWhileTheNotificationQueueBacksUp(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -761,6 +762,13 @@ func TestBroadcastsStopWhileTheNotificationQueueBacksUp(t *testing.T) {
 	if p := lastHeard(follower); p != "" {
 		t.Fatalf("with the queue backing up (usage %g) the waker still broadcasts: %.40q…", usage(), p)
 	}
+	// Nor does it read the changed rows it would not send.
+	reads := waker.rowReads.Load()
+	write("backed-up-2")
+	write("backed-up-3")
+	if n := waker.rowReads.Load() - reads; n != 0 {
+		t.Fatalf("with the queue backing up the waker read the changed rows %d more times, for wake-ups that cannot carry them", n)
+	}
 
 	// The listener reads again; the queue drains and broadcasts resume.
 	if err := stuck.Close(ctx); err != nil {
@@ -771,6 +779,11 @@ func TestBroadcastsStopWhileTheNotificationQueueBacksUp(t *testing.T) {
 			t.Fatalf("no broadcast after the queue drained (usage %g)", usage())
 		}
 		write(fmt.Sprintf("drained-%d", i))
+	}
+	reads = waker.rowReads.Load()
+	write("drained-rows")
+	if waker.rowReads.Load() == reads {
+		t.Fatal("broadcasts resumed, and the waker still reads no rows for them")
 	}
 }
 

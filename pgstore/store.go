@@ -37,6 +37,8 @@ type Store struct {
 	heard        *heardBroadcasts // the waker's reads, as its notifications carried them (broadcast.go)
 	// maxQueueUsage: 0 for broadcastMaxQueueUsage; tests lower it.
 	maxQueueUsage float64
+	// rowReads counts the waker's reads of changed rows (rows.go), for tests.
+	rowReads atomic.Uint64
 	// cannotConnectRetry: 0 for the constant; tests shorten it.
 	cannotConnectRetry time.Duration
 	log                *slog.Logger // WithLogger; slog.Default() if not set

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -234,7 +235,8 @@ func (s *Store) listen(ctx context.Context, wake func(bool)) (listened bool, rec
 	}
 	cancel()
 	wake(true)
-	w := waker{conn: conn, self: conn.PgConn().PID(), inst: inst, every: s.wakeInterval, heard: s.heard, maxQueueUsage: s.maxQueueUsage}
+	w := waker{conn: conn, self: conn.PgConn().PID(), inst: inst, every: s.wakeInterval, heard: s.heard, maxQueueUsage: s.maxQueueUsage,
+		rowReads: &s.rowReads}
 	if w.maxQueueUsage <= 0 {
 		w.maxQueueUsage = broadcastMaxQueueUsage
 	}
@@ -572,12 +574,18 @@ type waker struct {
 	heard *heardBroadcasts // the Store's: the waker keeps what it sends
 	// maxQueueUsage: broadcastMaxQueueUsage, or a test's.
 	maxQueueUsage float64
-	elected       bool
-	next          time.Time     // elected: the next look at the log
-	changedAt     time.Time     // elected: the last look that found changes
-	idle          time.Duration // elected: the wait until it
-	said          time.Time     // elected: the last notification sent
-	pinged        time.Time
+	// backedUp: the last broadcast went out as a wake-up because the
+	// notification queue was over maxQueueUsage. Until one goes out again,
+	// broadcasts are sent without rows: reading them would be a wasted
+	// query 200 times a second for as long as a listener is stuck.
+	backedUp  bool
+	rowReads  *atomic.Uint64 // the Store's
+	elected   bool
+	next      time.Time     // elected: the next look at the log
+	changedAt time.Time     // elected: the last look that found changes
+	idle      time.Duration // elected: the wait until it
+	said      time.Time     // elected: the last notification sent
+	pinged    time.Time
 
 	// from is where the next broadcast starts: the cursor after the last
 	// notification's changes, or the head the waker read when elected. A
@@ -687,7 +695,10 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 			b := broadcast{from: w.from, next: r.next, asOf: r.asOf, changes: r.changes}
 			// Cut at the limit, it is too large to carry: the followers read the log.
 			if !r.more {
-				b.rows = readRows(ctx, w.conn, b.changes, b.asOf)
+				if !w.backedUp {
+					w.rowReads.Add(1)
+					b.rows = readRows(ctx, w.conn, b.changes, b.asOf)
+				}
 				if p, ok := encodeBroadcast(b); ok {
 					payload, bc = p, &b
 				}
@@ -732,6 +743,7 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 		var sealed bool
 		err = w.conn.QueryRow(ctx, notifyBroadcastSQL, w.inst.channel(), payload, WakePayload, w.maxQueueUsage).
 			Scan(nil, &sealed)
+		w.backedUp = err == nil && !sealed
 		if err == nil && sealed {
 			w.heard.add(payload, bc)
 		} else {
