@@ -103,6 +103,18 @@ func broadcastAEAD(logID string) (cipher.AEAD, error) {
 // encodeBroadcast seals b under its log's key. ok is false when the log
 // has no log_id yet, or the batch does not fit in a notification.
 func encodeBroadcast(b broadcast) (payload string, ok bool) {
+	text, ok := broadcastText(b)
+	if !ok {
+		return "", false
+	}
+	return sealBroadcast(b.from.logID, text, b.rows)
+}
+
+// broadcastText is b's text without its rows: the cursors, asOf and the
+// changes. ok is false when the log has no log_id yet, or the changes do
+// not fit in a notification (then neither would the broadcast, whatever
+// its rows: the waker does not read them).
+func broadcastText(b broadcast) (text string, ok bool) {
 	if b.from.logID == "" || b.from.logID != b.next.logID || len(b.changes) > broadcastMaxChanges {
 		return "", false
 	}
@@ -134,19 +146,27 @@ func encodeBroadcast(b broadcast) (payload string, ok bool) {
 			return "", false
 		}
 	}
-	// The rows that fit; a follower reads the others itself.
-	var rows strings.Builder
+	return t.String(), true
+}
+
+// sealBroadcast seals text (broadcastText's) and the rows that fit after
+// it under the key of the log named logID; a follower reads the other rows
+// itself.
+func sealBroadcast(logID, text string, rows []repository.ChangedRow) (payload string, ok bool) {
+	var t strings.Builder
+	t.WriteString(text)
+	var lines strings.Builder
 	room := broadcastMaxPlain - t.Len() - len(rowsMark) - 1
-	for _, r := range b.rows {
-		if line, ok := encodeRow(r); ok && rows.Len()+len(line) <= room {
-			rows.WriteString(line)
+	for _, r := range rows {
+		if line, ok := encodeRow(r); ok && lines.Len()+len(line) <= room {
+			lines.WriteString(line)
 		}
 	}
-	if rows.Len() > 0 {
+	if lines.Len() > 0 {
 		t.WriteString(rowsMark + "\n")
-		t.WriteString(rows.String())
+		t.WriteString(lines.String())
 	}
-	aead, err := broadcastAEAD(b.from.logID)
+	aead, err := broadcastAEAD(logID)
 	if err != nil {
 		return "", false
 	}

@@ -821,6 +821,40 @@ func TestBroadcastAfterABatchTooLargeToCarry(t *testing.T) {
 	t.Fatal("20 writes after the bulk insert, and no broadcast continues the cursor the log gave")
 }
 
+// Fewer changes than the limit can still be too long for a notification
+// (long keys): the followers read them from the log, and the waker does
+// not read their rows, which no broadcast would carry.
+func TestBatchTooLongToCarryReadsNoRows(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	waker, follower, wakes := broadcastStores(t, ctx)
+	cur := headOf(t, ctx, follower)
+	const n = 150 // × a 100-byte name: twice a notification, under broadcastMaxChanges
+	reads := waker.rowReads.Load()
+	execWoken(t, ctx, waker, wakes, "the insert of long names", `INSERT INTO vendors (id, name, status)
+		SELECT gen_random_uuid(), 'long-' || lpad(g::text, 95, '0'), 'operational' FROM generate_series(1, $1::int) g`, n)
+	if b, ok := follower.ReadHeardChanges(cur, 10_000); ok && len(b.Changes) > 0 {
+		t.Fatalf("%d changes of 100-byte keys answered from notifications of 8,000 bytes", len(b.Changes))
+	}
+	if got := waker.rowReads.Load() - reads; got != 0 {
+		t.Fatalf("the waker read the changed rows %d times for a batch no broadcast could carry", got)
+	}
+	b, err := follower.ReadChanges(ctx, cur, 10_000)
+	if err != nil || len(b.Changes) != n {
+		t.Fatalf("read from the log: %d changes, %v; want %d", len(b.Changes), err, n)
+	}
+	// A batch that fits is broadcast with its row, read once.
+	cur = b.Next
+	insertVendor(t, ctx, waker, "short")
+	eventually(t, "the broadcast of short, with its row", func() bool {
+		b, ok := follower.ReadHeardChanges(cur, 10_000)
+		return ok && slices.Contains(vendorKeys(b), "short") && len(b.Rows) == 1 && b.Rows[0].Vendor != nil
+	})
+	if waker.rowReads.Load() == reads {
+		t.Fatal("a batch that fits was broadcast without the waker reading its rows")
+	}
+}
+
 // The log has no CHECK constraints (migration 00006): a row the trigger
 // functions would never write, put there by the owner, is read as it is
 // and never broadcast, since its entity or op has no code.

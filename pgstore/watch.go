@@ -693,13 +693,18 @@ func (w *waker) look(ctx context.Context) (woke bool, err error) {
 		case err == nil && (len(r.changes) > 0 || r.more):
 			changed = true
 			b := broadcast{from: w.from, next: r.next, asOf: r.asOf, changes: r.changes}
-			// Cut at the limit, it is too large to carry: the followers read the log.
+			// Cut at the limit, or changes too long for a notification: the
+			// followers read the log, and the rows are not read.
+			text, fits := "", false
 			if !r.more {
+				text, fits = broadcastText(b)
+			}
+			if fits {
 				if !w.backedUp {
 					w.rowReads.Add(1)
 					b.rows = readRows(ctx, w.conn, b.changes, b.asOf)
 				}
-				if p, ok := encodeBroadcast(b); ok {
+				if p, ok := sealBroadcast(b.from.logID, text, b.rows); ok {
 					payload, bc = p, &b
 				}
 			}
