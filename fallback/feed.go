@@ -497,7 +497,10 @@ func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes 
 			return false, false, err
 		}
 	}
-	if len(rows) > 0 && len(names)+len(ids) > 0 {
+	// Whatever is queued for a cached key — a heard row, an eviction, a
+	// row read below — must land before the cursor moves past its change.
+	cached := len(names) + len(ids)
+	if len(rows) > 0 && cached > 0 {
 		names, ids = f.applyHeard(names, ids, rows)
 	}
 	for batch := range chunks(names, f.l.cfg.WarmBatch) {
@@ -515,7 +518,7 @@ func (f *follower) apply(ctx context.Context, cache *sqlitecache.Cache, changes 
 	}
 	// The refreshes and evictions went through the write-through queue, in
 	// order with the layer's own writes; the cursor moves once they landed.
-	if len(names)+len(ids) > 0 {
+	if cached > 0 {
 		fctx, cancel := context.WithTimeout(ctx, f.l.cfg.WarmTimeout)
 		defer cancel()
 		return false, true, f.l.writer.flush(fctx)

@@ -930,3 +930,63 @@ func TestFeedHeardRowsSpareReadsButNotOverALocalDelete(t *testing.T) {
 		t.Fatalf("the cache holds acme version %d, deleted here after its heard row was read", v.Version)
 	}
 }
+
+// A heard row lands in the cache before the catch-up that took it counts
+// its change and moves the cursor past it. Taken and left in the write
+// queue, the change was counted, and the cursor and AsOf moved (and, every
+// storeEvery, were stored) while the cache still held the row before it:
+// an entry served meanwhile carried an AsOf after a change it did not
+// have, and a kill -9 before the write left it so for good.
+func TestFeedHeardRowLandsBeforeTheCursorMoves(t *testing.T) {
+	ctx := context.Background()
+	db := newFakeDB()
+	g := newFakeLog(db)
+	db.put(vendor("acme"))
+	base := g.feed()
+	read := base.ReadChangesFn
+	feed := &mock.HeardChangeFeed{ChangeFeed: *base, ReadHeardChangesFn: func(cursor string, limit int) (repository.ChangeBatch, bool) {
+		b, err := read(context.Background(), cursor, limit)
+		if err != nil || b.More {
+			return repository.ChangeBatch{}, false
+		}
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		for _, c := range b.Changes {
+			r := repository.ChangedRow{Entity: c.Entity, Key: c.Key, At: time.Now()}
+			if v, ok := db.vendors[c.Key]; ok {
+				r.Vendor = &v
+			}
+			b.Rows = append(b.Rows, r)
+		}
+		return b, true
+	}}
+	l, cache := newHeardLayerWith(t, db, feed, Config{})
+	eventually(t, 5*time.Second, "the start's catch-ups to end", func() bool { return len(l.feed.wake) == 0 && !l.feed.fromLog.Load() })
+	if err := l.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	calls := db.calls.Load()
+
+	// Another connection holds the cache file's write lock: the heard row
+	// waits in the write queue.
+	release := lockCacheFile(t, cache.Path())
+	before := l.Stats().Feed
+	g.update("acme", 2)
+	eventually(t, 5*time.Second, "the heard row to be taken", func() bool { return l.Stats().Feed.RowsHeard > before.RowsHeard })
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		if s := l.Stats().Feed; s.ChangesApplied > before.ChangesApplied {
+			v, _, _ := cache.GetVendor(ctx, "acme")
+			t.Fatalf("the change was counted applied (the cursor moved past it) while its heard row waited in the write queue: the cache holds acme version %d", v.Version)
+		}
+	}
+	release()
+	eventually(t, 10*time.Second, "the change to be applied once the row landed", func() bool {
+		return l.Stats().Feed.ChangesApplied > before.ChangesApplied
+	})
+	if v, _, err := cache.GetVendor(ctx, "acme"); err != nil || v.Version != 2 {
+		t.Fatalf("after the catch-up the cache holds acme %+v, %v; want version 2", v, err)
+	}
+	if n := db.calls.Load() - calls; n != 0 {
+		t.Errorf("%d primary calls to apply a heard row, want 0", n)
+	}
+}
