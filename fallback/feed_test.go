@@ -853,6 +853,37 @@ func TestEntriesBeforeAnUnfinishedResyncAreStale(t *testing.T) {
 	}
 }
 
+// heardFeedWithRows is g's feed whose notifications carry the changes the
+// log holds and, for each changed vendor, the row db holds when they are
+// heard. readAt, when not nil, says instead when the rows were read and,
+// if it returns one, the row every key had then.
+func heardFeedWithRows(db *fakeDB, g *fakeLog, readAt func() (time.Time, *repository.Vendor)) *mock.HeardChangeFeed {
+	base := g.feed()
+	read := base.ReadChangesFn
+	return &mock.HeardChangeFeed{ChangeFeed: *base, ReadHeardChangesFn: func(cursor string, limit int) (repository.ChangeBatch, bool) {
+		b, err := read(context.Background(), cursor, limit)
+		if err != nil || b.More {
+			return repository.ChangeBatch{}, false
+		}
+		at, row := time.Now(), (*repository.Vendor)(nil)
+		if readAt != nil {
+			at, row = readAt()
+		}
+		db.mu.Lock()
+		defer db.mu.Unlock()
+		for _, c := range b.Changes {
+			r := repository.ChangedRow{Entity: c.Entity, Key: c.Key, At: at}
+			if row != nil {
+				r.Vendor = row
+			} else if v, ok := db.vendors[c.Key]; ok {
+				r.Vendor = &v
+			}
+			b.Rows = append(b.Rows, r)
+		}
+		return b, true
+	}}
+}
+
 // Rows a notification carried are applied without a read of their keys;
 // but not over a delete this process made after they were read, which
 // they may not show: those keys are read again.
@@ -861,32 +892,15 @@ func TestFeedHeardRowsSpareReadsButNotOverALocalDelete(t *testing.T) {
 	db := newFakeDB()
 	g := newFakeLog(db)
 	db.put(vendor("acme"))
-	base := g.feed()
-	read := base.ReadChangesFn
 	var readAt atomic.Int64                       // when the heard rows were "read"; 0: now
 	var readRow atomic.Pointer[repository.Vendor] // the row then; nil: the database's now
-	feed := &mock.HeardChangeFeed{ChangeFeed: *base, ReadHeardChangesFn: func(cursor string, limit int) (repository.ChangeBatch, bool) {
-		b, err := read(context.Background(), cursor, limit)
-		if err != nil || b.More {
-			return repository.ChangeBatch{}, false
-		}
+	feed := heardFeedWithRows(db, g, func() (time.Time, *repository.Vendor) {
 		at := time.Now()
 		if n := readAt.Load(); n != 0 {
 			at = time.Unix(0, n)
 		}
-		db.mu.Lock()
-		defer db.mu.Unlock()
-		for _, c := range b.Changes {
-			r := repository.ChangedRow{Entity: c.Entity, Key: c.Key, At: at}
-			if v := readRow.Load(); v != nil {
-				r.Vendor = v
-			} else if v, ok := db.vendors[c.Key]; ok {
-				r.Vendor = &v
-			}
-			b.Rows = append(b.Rows, r)
-		}
-		return b, true
-	}}
+		return at, readRow.Load()
+	})
 	// A mirror refreshes every changed key, cached or not: the case where
 	// a heard row could put back a row deleted here.
 	l, cache := newHeardLayerWith(t, db, feed, Config{Warm: WarmAll})
@@ -942,24 +956,7 @@ func TestFeedHeardRowLandsBeforeTheCursorMoves(t *testing.T) {
 	db := newFakeDB()
 	g := newFakeLog(db)
 	db.put(vendor("acme"))
-	base := g.feed()
-	read := base.ReadChangesFn
-	feed := &mock.HeardChangeFeed{ChangeFeed: *base, ReadHeardChangesFn: func(cursor string, limit int) (repository.ChangeBatch, bool) {
-		b, err := read(context.Background(), cursor, limit)
-		if err != nil || b.More {
-			return repository.ChangeBatch{}, false
-		}
-		db.mu.Lock()
-		defer db.mu.Unlock()
-		for _, c := range b.Changes {
-			r := repository.ChangedRow{Entity: c.Entity, Key: c.Key, At: time.Now()}
-			if v, ok := db.vendors[c.Key]; ok {
-				r.Vendor = &v
-			}
-			b.Rows = append(b.Rows, r)
-		}
-		return b, true
-	}}
+	feed := heardFeedWithRows(db, g, nil)
 	l, cache := newHeardLayerWith(t, db, feed, Config{})
 	eventually(t, 5*time.Second, "the start's catch-ups to end", func() bool { return len(l.feed.wake) == 0 && !l.feed.fromLog.Load() })
 	if err := l.CatchUp(ctx); err != nil {
