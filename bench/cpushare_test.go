@@ -135,11 +135,6 @@ func procCPU(pid int) (float64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	return statCPU(b)
-}
-
-// statCPU reads utime and stime from a /proc/<pid>/stat line.
-func statCPU(b []byte) (float64, bool) {
 	// The fields after the command name, which is in parentheses.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {

@@ -1061,11 +1061,7 @@ func loadAvg() string {
 // selfCPU is this process's user and system CPU time in seconds, from
 // /proc (0 without it): the followers' share of the machine.
 func selfCPU() float64 {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0
-	}
-	cpu, _ := statCPU(b)
+	cpu, _ := procCPU(os.Getpid())
 	return cpu
 }
 
